@@ -1,0 +1,12 @@
+#!/usr/bin/env python3
+"""cocin: a small Docker-like container runtime. ``sudo python3 cocin.py --help``."""
+
+import sys
+
+if sys.version_info < (3, 9):
+    sys.exit("cocin: error: Python 3.9 or newer is needed")
+
+from cocin.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""cocin: a teaching-grade, Docker-like container runtime in pure Python."""

@@ -1,0 +1,370 @@
+"""The command line: parse Docker-style flags, call one verb, print, exit.
+
+This is the only module that parses flags or prints tables. Exit codes follow
+Docker: 125 when cocin itself fails (bad flag, unknown container, ...), 126
+when the command cannot be executed, 127 when it is not found, otherwise the
+container's own exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Callable, NoReturn
+
+from . import state
+from .state import CocinError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``cocin: error:`` line and exit 125."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"cocin: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(125)
+
+
+def command(name: str):
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+# --- helpers ------------------------------------------------------------------
+
+def human_duration(seconds: float) -> str:
+    """Docker's wording for a span of time ("About a minute", "3 hours")."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 3:
+        return f"{h // (24 * 7)} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // (24 * 30)} months"
+    return f"{h // (24 * 365)} years"
+
+
+def status_text(rec: state.Container, now: float) -> str:
+    if rec.state == "running":
+        return f"Up {human_duration(now - rec.started)}"
+    if rec.state == "exited":
+        return f"Exited ({rec.exit_code}) {human_duration(now - rec.finished)} ago"
+    return "Created"
+
+
+def command_text(argv: list[str], width: int = 20) -> str:
+    """The COMMAND column: argv shell-quoted, truncated with an ellipsis."""
+    import shlex
+
+    text = " ".join(shlex.quote(a) for a in argv)
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    return f'"{text}"'
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def parse_env(items: list[str], files: list[str]) -> list[str]:
+    """``-e KEY=VALUE``, ``-e KEY`` (value from our environment) and --env-file."""
+    out = []
+    for path in files:
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise CocinError(f"cannot read env file {path}: {e.strerror}") from None
+        out += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    out += items
+    env = []
+    for item in out:
+        key, eq, _ = item.partition("=")
+        if not key or " " in key:
+            raise CocinError(f"invalid environment variable: {item!r}")
+        if eq:
+            env.append(item)
+        elif key in os.environ:
+            env.append(f"{key}={os.environ[key]}")
+    return env
+
+
+def parse_volume(spec: str) -> tuple[str, str, bool]:
+    parts = spec.split(":")
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        return os.path.normpath(parts[0]), parts[1], parts[2] == "ro"
+    if len(parts) == 2:
+        return os.path.normpath(parts[0]), parts[1], False
+    raise CocinError(f"invalid volume specification {spec!r}: use HOST:CONTAINER[:ro]")
+
+
+# --- verbs ----------------------------------------------------------------------
+
+def _run_options(a: argparse.Namespace):
+    from .runtime import RunOptions
+
+    return RunOptions(
+        image=a.image, argv=a.command, name=a.name, detach=getattr(a, "detach", False),
+        interactive=a.interactive, tty=a.tty, rm=a.rm,
+        env=parse_env(a.env, a.env_file), workdir=a.workdir,
+        volumes=[parse_volume(v) for v in a.volume], hostname=a.hostname,
+        network=a.network)
+
+
+@command("run")
+def cmd_run(a: argparse.Namespace) -> int:
+    from . import runtime
+
+    if a.detach and a.rm is None:
+        a.rm = False
+    opts = _run_options(a)
+    if opts.tty and not opts.detach and opts.interactive and not os.isatty(0):
+        raise CocinError("the input device is not a TTY")
+    if opts.detach:
+        runtime.run(opts)
+        rec = state.find(opts.name) if opts.name else None
+        print(rec.id if rec else _last_id())
+        return 0
+    return runtime.run(opts)
+
+
+def _last_id() -> str:
+    recs = state.load_all()
+    return recs[-1].id if recs else ""
+
+
+@command("ps")
+def cmd_ps(a: argparse.Namespace) -> int:
+    now = time.time()
+    recs = [state.reconcile(r) for r in state.load_all()]
+    if not a.all:
+        recs = [r for r in recs if r.state == "running"]
+    recs.reverse()  # newest first, as Docker
+    if a.quiet:
+        for r in recs:
+            print(r.short_id if not a.no_trunc else r.id)
+        return 0
+    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    for r in recs:
+        rows.append([r.id if a.no_trunc else r.short_id, r.image,
+                     command_text(r.argv, 10**6 if a.no_trunc else 20),
+                     f"{human_duration(now - r.created)} ago", status_text(r, now),
+                     "", r.name])
+    print(table(rows))
+    return 0
+
+
+@command("logs")
+def cmd_logs(a: argparse.Namespace) -> int:
+    from .runtime import LOG_NAME
+
+    rec = state.find(a.container)
+    path = os.path.join(rec.dir, LOG_NAME)
+    out = sys.stdout.buffer
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return 0
+    with f:
+        data = f.read()
+        if a.tail is not None and a.tail != "all":
+            try:
+                n = int(a.tail)
+            except ValueError:
+                raise CocinError(f"invalid --tail value {a.tail!r}") from None
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-n:]) if n > 0 else b""
+        out.write(data)
+        out.flush()
+        while a.follow:
+            chunk = f.read()
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not state.is_running(state.reconcile(state.find(rec.id))):
+                out.write(f.read())
+                break
+            time.sleep(0.1)
+    return 0
+
+
+@command("stop")
+def cmd_stop(a: argparse.Namespace) -> int:
+    from . import runtime
+
+    code = 0
+    for ref in a.containers:
+        try:
+            runtime.stop(state.find(ref), a.time)
+            print(ref)
+        except CocinError as e:
+            print(f"cocin: error: {e}", file=sys.stderr)
+            code = 125
+    return code
+
+
+@command("rm")
+def cmd_rm(a: argparse.Namespace) -> int:
+    from . import runtime
+
+    code = 0
+    for ref in a.containers:
+        try:
+            runtime.remove(state.find(ref), a.force)
+            print(ref)
+        except CocinError as e:
+            print(f"cocin: error: {e}", file=sys.stderr)
+            code = 125
+    return code
+
+
+@command("import")
+def cmd_import(a: argparse.Namespace) -> int:
+    from . import images
+
+    img = images.import_tarball(a.file, a.name, a.force)
+    print(f"sha256:{img.id}")
+    return 0
+
+
+@command("images")
+def cmd_images(a: argparse.Namespace) -> int:
+    from . import images
+
+    now = time.time()
+    imgs = images.list_images()
+    if a.quiet:
+        for i in imgs:
+            print(i.id[:12])
+        return 0
+    rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
+    for i in imgs:
+        rows.append([i.name, "latest", i.id[:12], f"{human_duration(now - i.created)} ago",
+                     _human_size(i.size)])
+    print(table(rows))
+    return 0
+
+
+def _human_size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n:.3g}TB"
+
+
+@command("rmi")
+def cmd_rmi(a: argparse.Namespace) -> int:
+    from . import images
+
+    for ref in a.images:
+        print(f"Untagged: {images.remove(ref, a.force)}")
+    return 0
+
+
+# --- the parser -------------------------------------------------------------------
+
+def _add_container_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    p.add_argument("--name", help="assign a name to the container")
+    p.add_argument("--rm", action="store_true", default=None,
+                   help="remove the container when it exits")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set an environment variable (KEY alone: from this environment)")
+    p.add_argument("--env-file", action="append", default=[], help="read variables from a file")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("-v", "--volume", action="append", default=[],
+                   metavar="HOST:CONTAINER[:ro]", help="bind mount a host directory")
+    p.add_argument("-h", "--hostname", help="container host name")
+    p.add_argument("--network", "--net", default="none", help="network mode (none, host)")
+    p.add_argument("image", help="image name")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="cocin", description="A small Docker-like container runtime.")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a command in a new container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    _add_container_flags(p)
+
+    p = sub.add_parser("ps", help="list containers")
+    p.add_argument("-a", "--all", action="store_true", help="show all containers")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display IDs")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
+
+    p = sub.add_parser("logs", help="fetch the logs of a container")
+    p.add_argument("-f", "--follow", action="store_true", help="follow log output")
+    p.add_argument("-n", "--tail", default="all", help="number of lines from the end")
+    p.add_argument("container")
+
+    p = sub.add_parser("stop", help="stop running containers")
+    p.add_argument("-t", "--time", type=float, default=10.0,
+                   help="seconds to wait before killing (default 10)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("rm", help="remove containers")
+    p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("import", help="create an image from a filesystem tarball")
+    p.add_argument("--force", action="store_true", help="replace an existing image")
+    p.add_argument("file")
+    p.add_argument("name")
+
+    p = sub.add_parser("images", help="list images")
+    p.add_argument("-q", "--quiet", action="store_true", help="only show IDs")
+
+    p = sub.add_parser("rmi", help="remove images")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="remove the name even if a container uses the image")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verb:
+        parser.print_help()
+        return 0
+    if os.geteuid() != 0:
+        sys.stderr.write("cocin: error: cocin needs root (run it with sudo)\n")
+        return 125
+    try:
+        return COMMANDS[args.verb](args)
+    except CocinError as e:
+        sys.stderr.write(f"cocin: error: {e}\n")
+        return e.exit_code
+    except OSError as e:
+        sys.stderr.write(f"cocin: error: {e}\n")
+        return 125
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,262 @@
+"""Images: a read-only directory tree per image, plus a little metadata.
+
+An image is a name, ``<root>/images/<name>.json``, pointing at a layer,
+``<root>/layers/<id>/``: the tree that becomes the lower, read-only layer of
+every container's overlay. As in Docker, ``rmi -f`` removes the name while a
+container still uses the layer; the layer goes with its last user. Images come
+from ``docker export``-style tarballs (``import``), from a container
+(``commit``), or, for ``busybox``, from the host's own busybox binary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+
+from . import state
+from .state import CocinError, NotFound
+
+IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*\Z")
+BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
+
+
+@dataclass
+class Image:
+    name: str
+    id: str
+    created: float
+    size: int
+    source: str
+
+    @property
+    def rootfs(self) -> str:
+        return layer_dir(self.id)
+
+
+def images_dir() -> str:
+    return os.path.join(state.root(), "images")
+
+
+def image_file(name: str) -> str:
+    return os.path.join(images_dir(), name + ".json")
+
+
+def layer_dir(image_id: str) -> str:
+    return os.path.join(state.root(), "layers", image_id)
+
+
+def _read(path: str) -> Image:
+    with open(path) as f:
+        return Image(**json.load(f))
+
+
+def normalize(ref: str) -> str:
+    """``busybox:latest`` and ``busybox`` are the same image; check the name."""
+    name = ref[:-7] if ref.endswith(":latest") else ref
+    if not IMAGE_RE.match(name) or ".." in name:
+        raise CocinError(f"invalid image name {ref!r}: use lowercase letters, digits, '_', '.', '-'")
+    return name
+
+
+def get(ref: str) -> Image:
+    """Look an image up; ``busybox`` is built from the host on first use."""
+    name = normalize(ref)
+    try:
+        return _read(image_file(name))
+    except FileNotFoundError:
+        pass
+    if name == "busybox":
+        return build_busybox()
+    raise NotFound(f"No such image: {ref}")
+
+
+def list_images() -> list[Image]:
+    out = []
+    try:
+        names = sorted(os.listdir(images_dir()))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            out.append(_read(os.path.join(images_dir(), name)))
+        except (FileNotFoundError, ValueError, TypeError):
+            continue
+    return out
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def staging() -> str:
+    """A fresh layer directory, published under its ID when complete.
+
+    Until then it is named ``.tmp-*``, which a crash may leave behind but no
+    image ever points at.
+    """
+    os.makedirs(os.path.join(state.root(), "layers"), exist_ok=True)
+    os.makedirs(images_dir(), exist_ok=True)
+    tmp = layer_dir(f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(tmp, 0o755)
+    return tmp
+
+
+def publish(tmp: str, name: str, source: str, replace: bool = False) -> Image:
+    """Give a staged layer its ID and point the image name at it."""
+    img = Image(name=name, id=os.urandom(32).hex(), created=time.time(),
+                size=_tree_size(tmp), source=source)
+    with state.locked():
+        old = None
+        if os.path.exists(image_file(name)):
+            if not replace:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise CocinError(f"image {name} already exists")
+            old = _read(image_file(name))
+        os.rename(tmp, img.rootfs)
+        state.atomic_write(image_file(name), json.dumps(asdict(img)))
+        if old is not None:
+            _drop_layer_if_unused(old.id)
+    return img
+
+
+def _drop_layer_if_unused(image_id: str) -> None:
+    """Delete a layer no image name and no container refers to (under the lock)."""
+    if any(i.id == image_id for i in list_images()):
+        return
+    if any(r.config.get("image_id") == image_id for r in state.load_all()):
+        return
+    shutil.rmtree(layer_dir(image_id), ignore_errors=True)
+
+
+def gc_layer(image_id: str) -> None:
+    """Called when a container is removed: its layer may now be unused."""
+    if image_id:
+        with state.locked():
+            _drop_layer_if_unused(image_id)
+
+
+def check_new_name(ref: str, replace: bool = False) -> str:
+    name = normalize(ref)
+    if not replace and os.path.exists(image_file(name)):
+        raise CocinError(f"image {name} already exists (use --force to replace it)")
+    return name
+
+
+def import_tarball(path: str, ref: str, replace: bool = False) -> Image:
+    """Make an image from a ``docker export``-style tarball (.tar, .tar.gz, ...)."""
+    from . import tarball
+
+    name = check_new_name(ref, replace)
+    if not os.path.isfile(path):
+        raise CocinError(f"cannot import {path}: no such file")
+    tmp = staging()
+    try:
+        tarball.extract(path, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish(tmp, name, f"import {os.path.basename(path)}", replace)
+
+
+def _is_static(path: str) -> bool:
+    """An ELF file without a PT_INTERP program header needs no dynamic loader."""
+    import struct
+
+    with open(path, "rb") as f:
+        hdr = f.read(64)
+        if hdr[:4] != b"\x7fELF" or hdr[4] != 2:
+            return False
+        phoff, = struct.unpack_from("<Q", hdr, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", hdr, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
+
+
+def find_busybox() -> str | None:
+    for p in BUSYBOX_PATHS:
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def build_busybox() -> Image:
+    """Build the ``busybox`` image from the host's busybox binary.
+
+    One binary plus a symlink per applet is a complete userland. A dynamic
+    busybox gets the libraries ``ldd`` lists copied next to it.
+    """
+    import subprocess
+
+    src = find_busybox()
+    if src is None:
+        raise CocinError("no busybox image and no busybox on this host: install one "
+                         "(apt-get install busybox-static) or import an image "
+                         "(cocin import rootfs.tar NAME)")
+    tmp = staging()
+    try:
+        rootfs = tmp
+        for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev",
+                  "tmp", "root", "home", "var/log", "var/www", "run"):
+            os.makedirs(os.path.join(rootfs, d), exist_ok=True)
+        os.chmod(os.path.join(rootfs, "tmp"), 0o1777)
+        shutil.copy2(src, os.path.join(rootfs, "bin/busybox"))
+        os.chmod(os.path.join(rootfs, "bin/busybox"), 0o755)
+        applets = subprocess.run([src, "--list-full"], capture_output=True, text=True,
+                                 check=True).stdout.split()
+        for applet in applets:
+            dst = os.path.join(rootfs, applet)
+            if applet != "bin/busybox" and not os.path.lexists(dst):
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                os.symlink("/bin/busybox", dst)
+        if not _is_static(src):
+            out = subprocess.run(["ldd", src], capture_output=True, text=True).stdout
+            for lib in re.findall(r"(/\S+)", out):
+                dst = os.path.join(rootfs, lib.lstrip("/"))
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copy2(lib, dst)
+        files = {
+            "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+            "etc/group": "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
+            "etc/nsswitch.conf": "hosts: files dns\n",
+        }
+        for rel, text in files.items():
+            with open(os.path.join(rootfs, rel), "w") as f:
+                f.write(text)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        return publish(tmp, "busybox", f"host {src}")
+    except CocinError:  # built concurrently by another cocin: use that one
+        return _read(image_file("busybox"))
+
+
+def remove(ref: str, force: bool = False) -> str:
+    """Remove an image name; its layer goes too unless a container uses it."""
+    name = normalize(ref)
+    with state.locked():
+        try:
+            img = _read(image_file(name))
+        except FileNotFoundError:
+            raise NotFound(f"No such image: {ref}") from None
+        used = [r for r in state.load_all() if r.config.get("image_id") == img.id]
+        if used and not force:
+            raise CocinError(f"unable to remove image {name}: container {used[0].short_id} "
+                             "uses it (remove the container first, or use -f)")
+        os.unlink(image_file(name))
+        _drop_layer_if_unused(img.id)
+    return name

@@ -1,0 +1,151 @@
+"""Every ctypes binding cocin uses, and the kernel constants they need.
+
+Python's ``os`` module covers much of POSIX but none of the calls that make a
+container: ``unshare``, ``setns``, ``mount``, ``pivot_root``... This module binds
+them from libc with ctypes. Conventions (after mkosi's sandbox.py):
+
+* constants are named exactly as in the kernel headers, so ``man 2 mount``
+  and ``<linux/sched.h>`` read the same as this file;
+* every wrapper checks the return value and turns ``errno`` into
+  ``OSError(errno, "call: strerror", path)`` through one helper, so an error
+  always says which call failed on which path;
+* it imports nothing of cocin, and only ``ctypes`` and ``os``: it is on the
+  start-up path of every container.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# <linux/sched.h>: namespace flags for clone(2), unshare(2) and setns(2).
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# <linux/mount.h>: mount(2) flags.
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_STRICTATIME = 1 << 24
+
+# umount2(2) flags.
+MNT_DETACH = 2
+
+# <linux/prctl.h>
+PR_SET_NAME = 15
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+# <linux/magic.h>: f_type values statfs(2) reports.
+CGROUP_SUPER_MAGIC = 0x27E0EB
+CGROUP2_SUPER_MAGIC = 0x63677270
+TMPFS_MAGIC = 0x01021994
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+
+# <asm-generic/ioctls.h>
+TIOCSCTTY = 0x540E
+
+NSTYPE_BY_NAME = {
+    "mnt": CLONE_NEWNS,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+    "cgroup": CLONE_NEWCGROUP,
+    "user": CLONE_NEWUSER,
+}
+
+
+def _check(result: int, call: str, path: str | None = None) -> int:
+    """Turn a libc ``-1`` return into an ``OSError`` naming the call and path."""
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{call}: {os.strerror(err)}", path)
+    return result
+
+
+def _b(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+def unshare(flags: int) -> None:
+    """Move the calling process into new namespaces of the kinds in ``flags``.
+
+    For ``CLONE_NEWPID`` only the caller's *future children* enter the new PID
+    namespace; the first one becomes its PID 1.
+    """
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int = 0, path: str | None = None) -> None:
+    """Join the namespace behind ``fd`` (an open ``/proc/PID/ns/*`` file)."""
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", path)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
+    """Attach a filesystem (or change a mount's flags or propagation)."""
+    _check(_libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags),
+                       _b(data)), "mount", target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    """Detach a mount; with ``MNT_DETACH`` lazily, even while it is busy."""
+    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), "umount2", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """Make ``new_root`` the root of this mount namespace.
+
+    libc has no wrapper, so it goes through syscall(2). The old root stays
+    mounted at ``put_old`` until it is detached.
+    """
+    SYS_pivot_root = 155  # x86_64; aarch64 uses 41
+    if os.uname().machine in ("aarch64", "arm64"):
+        SYS_pivot_root = 41
+    _check(_libc.syscall(ctypes.c_long(SYS_pivot_root), _b(new_root), _b(put_old)),
+           "pivot_root", new_root)
+
+
+def sethostname(name: str) -> None:
+    """Set the hostname of the calling process's UTS namespace."""
+    raw = name.encode()
+    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")
+
+
+def prctl(option: int, arg2: int = 0) -> None:
+    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl")
+
+
+def set_process_name(name: str) -> None:
+    """Name the thread (what ``ps -o comm`` and ``top`` show), at most 15 bytes."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    _check(_libc.prctl(ctypes.c_int(PR_SET_NAME), buf, ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl")
+
+
+class _Statfs(ctypes.Structure):
+    # struct statfs on 64-bit Linux: f_type comes first, which is all we read.
+    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
+
+
+def statfs_type(path: str) -> int:
+    """The filesystem magic number of the mount holding ``path``."""
+    buf = _Statfs()
+    _check(_libc.statfs(_b(path), ctypes.byref(buf)), "statfs", path)
+    return buf.f_type & 0xFFFFFFFF

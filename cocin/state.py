@@ -1,0 +1,230 @@
+"""Container records on disk: atomic writes, one lock, lookups, reconciliation.
+
+Each container is a directory ``<root>/containers/<id>/`` holding
+``config.json`` (the record), the overlay's ``upper``/``work`` directories and
+the log. Records are written to a temporary file that is then renamed over
+the old one: ``rename(2)`` is atomic, so a reader sees the old or the new
+record, never half of one. Changes happen under an exclusive ``flock(2)`` on
+``<root>/lock`` so two cocin commands never lose each other's update.
+
+*Records describe, the kernel decides*: a record saying "running" is believed
+only while its PID is alive with the same start time (PIDs are reused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+
+
+class CocinError(Exception):
+    """An error the user caused or can fix: printed as one line, exit 125."""
+
+    exit_code = 125
+
+
+class NotFound(CocinError):
+    pass
+
+
+def root() -> str:
+    """The state root: ``$COCIN_ROOT`` (tests use their own) or /var/lib/cocin."""
+    return os.environ.get("COCIN_ROOT") or "/var/lib/cocin"
+
+
+def containers_dir() -> str:
+    return os.path.join(root(), "containers")
+
+
+def container_dir(cid: str) -> str:
+    return os.path.join(root(), "containers", cid)
+
+
+@dataclass
+class Container:
+    """The record of one container (``config.json``)."""
+
+    id: str
+    name: str
+    image: str
+    argv: list[str]
+    created: float
+    state: str = "created"  # created | running | exited
+    pid: int = 0
+    pid_start: int = 0  # /proc/PID/stat starttime: tells a reused PID apart
+    monitor_pid: int = 0
+    monitor_start: int = 0
+    exit_code: int | None = None
+    started: float = 0.0
+    finished: float = 0.0
+    oom_killed: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    network: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def dir(self) -> str:
+        return container_dir(self.id)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Container:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# --- atomic files and the lock ------------------------------------------------
+
+def atomic_write(path: str, data: str) -> None:
+    """Write ``data`` to ``path`` so that readers see all of it or none.
+
+    The bytes go to a temporary file in the same directory (same filesystem),
+    are flushed to disk, and the file is renamed over ``path``.
+    """
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """Hold cocin's exclusive state lock (``flock(2)`` on ``<root>/lock``).
+
+    ``flock`` locks belong to the open file; the kernel drops them when the
+    holder dies, so a killed cocin never leaves the lock stuck.
+    """
+    os.makedirs(containers_dir(), exist_ok=True)
+    fd = os.open(os.path.join(root(), "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def save(rec: Container) -> None:
+    atomic_write(os.path.join(rec.dir, "config.json"), rec.to_json())
+
+
+def load(cid: str) -> Container:
+    try:
+        with open(os.path.join(container_dir(cid), "config.json")) as f:
+            return Container.from_dict(json.load(f))
+    except FileNotFoundError:
+        raise NotFound(f"No such container: {cid}") from None
+
+
+def load_all() -> list[Container]:
+    """Every record, oldest first. Directories without a record are skipped."""
+    try:
+        ids = os.listdir(containers_dir())
+    except FileNotFoundError:
+        return []
+    recs = []
+    for cid in ids:
+        if cid.startswith("."):
+            continue  # being removed
+        try:
+            with open(os.path.join(containers_dir(), cid, "config.json")) as f:
+                recs.append(Container.from_dict(json.load(f)))
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            continue
+    recs.sort(key=lambda r: r.created)
+    return recs
+
+
+def find(ref: str) -> Container:
+    """A container by name, full ID or unique ID prefix (as Docker does)."""
+    if not ref or "/" in ref or ref in (".", ".."):
+        raise NotFound(f"No such container: {ref}")
+    if len(ref) == 64 and os.path.isdir(container_dir(ref)):
+        return load(ref)
+    recs = load_all()
+    for r in recs:
+        if r.name == ref:
+            return r
+    matches = [r for r in recs if r.id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise CocinError(f"multiple containers match ID prefix {ref}: be more specific")
+    raise NotFound(f"No such container: {ref}")
+
+
+def update(cid: str, **changes: Any) -> Container:
+    """Change fields of a record under the lock and write it back atomically."""
+    with locked():
+        rec = load(cid)
+        for k, v in changes.items():
+            setattr(rec, k, v)
+        save(rec)
+        return rec
+
+
+# --- is a process still the one we started? -----------------------------------
+
+def proc_start_time(pid: int) -> int:
+    """Field 22 of /proc/PID/stat (start time in clock ticks since boot),
+    or 0 when the process is gone or is a zombie (dead, not yet reaped)."""
+    if pid <= 0:
+        return 0
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    # The command name (field 2) may contain spaces and ")", so split after the last ")".
+    fields = data.rsplit(b")", 1)[1].split()
+    if fields[0] in (b"Z", b"X"):
+        return 0
+    return int(fields[19])
+
+
+def alive(pid: int, start: int) -> bool:
+    return pid > 0 and start != 0 and proc_start_time(pid) == start
+
+
+def reconcile(rec: Container) -> Container:
+    """Make a "running" record true again after a crash.
+
+    If both the container's process and its monitor are gone, nobody will
+    record the exit any more: mark it exited now. The exit code is unknown,
+    so 255 is recorded (what Docker reports after losing a container).
+    """
+    if rec.state != "running" or alive(rec.pid, rec.pid_start):
+        return rec
+    if alive(rec.monitor_pid, rec.monitor_start):
+        return rec  # the monitor is about to record the exit
+    with locked():
+        try:
+            fresh = load(rec.id)
+        except NotFound:
+            return rec
+        if fresh.state == "running" and not alive(fresh.pid, fresh.pid_start) \
+                and not alive(fresh.monitor_pid, fresh.monitor_start):
+            fresh.state = "exited"
+            fresh.exit_code = 255 if fresh.exit_code is None else fresh.exit_code
+            fresh.finished = fresh.finished or time.time()
+            save(fresh)
+        return fresh
+
+
+def is_running(rec: Container) -> bool:
+    return rec.state == "running" and alive(rec.pid, rec.pid_start)
