@@ -13,8 +13,18 @@ import os
 import stat
 
 from . import libc
-from .libc import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
-                   MS_RDONLY, MS_REC, MS_REMOUNT, MS_STRICTATIME)
+from .libc import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    MS_STRICTATIME,
+)
 
 # (name, major, minor): the device nodes every container gets, as in Docker.
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),

@@ -54,7 +54,7 @@ def extract(path: str, dest: str) -> None:
     try:
         tf = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError) as e:
-        raise CocinError(f"cannot read {path}: not a valid tar archive ({e})") from None
+        raise CocinError(f"cannot read {path}: not a valid tar archive") from None
     with tf:
         try:
             members = tf.getmembers()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up and run cocin's whole test suite: `sudo scripts/test.sh [pytest args]`.
+# Installs what is missing (Debian/Ubuntu packages, a venv with the pinned dev
+# tools), builds the exec stub, lints, then runs pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh: the end-to-end tests need root: run it with sudo" >&2
+    exit 1
+fi
+
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=$(command -v python3)
+pkgs="busybox-static gcc libc6-dev iptables python3-venv util-linux procps"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "== installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+if [ ! -x .venv/bin/pytest ] || ! cmp -s requirements-dev.txt .venv/requirements-dev.txt; then
+    echo "== making .venv"
+    "$PY" -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+    cp requirements-dev.txt .venv/requirements-dev.txt
+fi
+
+if [ -f scripts/build_stub.sh ]; then
+    echo "== building the exec stub"
+    bash scripts/build_stub.sh
+fi
+
+echo "== ruff"
+.venv/bin/ruff check .
+echo "== pytest"
+exec .venv/bin/python -m pytest "$@"

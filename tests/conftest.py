@@ -1,0 +1,183 @@
+"""Test harness: run the real ``cocin.py`` as a user would, through testinfra.
+
+``COCIN_TEST_TARGET`` chooses where: ``local`` (default, this machine, as
+root) or ``vagrant`` (the VM of ``scripts/vm_test.sh``, reached with
+``ssh_config`` from ``.vagrant/ssh-config``). Each session gets its own state
+root (``COCIN_ROOT``) and cgroup subtree (``COCIN_CGROUP_PARENT``); at the end
+every container is removed and the host is checked for anything left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+import uuid
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+TARGET = os.environ.get("COCIN_TEST_TARGET", "local")
+VM_REPO = "/vagrant"
+DEFAULT_TIMEOUT = 60
+
+
+def pytest_report_header(config):
+    if TARGET == "vagrant":
+        return "cocin target: vagrant VM (see the 'guest' line below)"
+    return f"cocin target: local; cgroup2 at /sys/fs/cgroup: {os.path.exists('/sys/fs/cgroup/cgroup.controllers')}"
+
+
+class Cocin:
+    """Runs ``cocin.py`` with the session's state root on the target host."""
+
+    def __init__(self, host, repo: str, python: str, env: dict[str, str]):
+        self.host = host
+        self.repo = repo
+        self.python = python
+        self.env = env
+
+    @property
+    def root(self) -> str:
+        return self.env["COCIN_ROOT"]
+
+    def cmdline(self, *args: str, timeout: int = DEFAULT_TIMEOUT, env: dict | None = None) -> str:
+        envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**self.env, **(env or {})}.items())
+        argv = " ".join(shlex.quote(a) for a in args)
+        return (f"timeout -k 5 {timeout} env {envs} {self.python} "
+                f"{shlex.quote(self.repo)}/cocin.py {argv}")
+
+    def __call__(self, *args: str, timeout: int = DEFAULT_TIMEOUT, env: dict | None = None,
+                 stdin: str | None = None):
+        cmd = self.cmdline(*args, timeout=timeout, env=env)
+        if stdin is not None:
+            cmd = f"printf %s {shlex.quote(stdin)} | {cmd}"
+        return self.host.run(cmd)
+
+    def ok(self, *args: str, **kw):
+        r = self(*args, **kw)
+        assert r.rc == 0, f"cocin {' '.join(args)} failed rc={r.rc}: {r.stderr}"
+        return r
+
+    def sh(self, script: str):
+        """A shell command on the target host (outside any container)."""
+        return self.host.run(script)
+
+    def containers(self) -> list[str]:
+        return self.ok("ps", "-aq", "--no-trunc").stdout.split()
+
+    def wait_for(self, ref: str, state: str, timeout: float = 20.0) -> dict:
+        import json
+        deadline = time.monotonic() + timeout
+        while True:
+            rec = json.loads(self.host.check_output(
+                f"cat {shlex.quote(self.root)}/containers/{self.full_id(ref)}/config.json"))
+            if rec["state"] == state or time.monotonic() > deadline:
+                return rec
+            time.sleep(0.1)
+
+    def record(self, ref: str) -> dict:
+        import json
+        return json.loads(self.host.check_output(
+            f"cat {shlex.quote(self.root)}/containers/{self.full_id(ref)}/config.json"))
+
+    def full_id(self, ref: str) -> str:
+        for cid in self.containers():
+            if cid.startswith(ref):
+                return cid
+        out = self.host.check_output(
+            f"grep -l '\"name\": \"{ref}\"' {shlex.quote(self.root)}/containers/*/config.json")
+        return out.split("/")[-2]
+
+
+@pytest.fixture(scope="session")
+def host():
+    testinfra = pytest.importorskip("testinfra")
+    if TARGET == "vagrant":
+        cfg = os.path.join(REPO, ".vagrant", "ssh-config")
+        if not os.path.exists(cfg):
+            pytest.exit("COCIN_TEST_TARGET=vagrant but .vagrant/ssh-config is missing: "
+                        "run scripts/vm_test.sh (or vagrant up && vagrant ssh-config > "
+                        ".vagrant/ssh-config)", returncode=3)
+        return testinfra.get_host("ssh://default", ssh_config=cfg, sudo=True)
+    return testinfra.get_host("local://")
+
+
+@pytest.fixture(scope="session")
+def cocin_session(host, request):
+    if TARGET == "local" and os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root (namespaces, mounts, cgroups): run with sudo")
+    tag = uuid.uuid4().hex[:8]
+    root = f"/tmp/cocin-test-{tag}"
+    env = {"COCIN_ROOT": root, "COCIN_CGROUP_PARENT": f"cocin-test-{tag}",
+           "COCIN_DEFAULT_BRIDGE": f"cocint{tag[:4]}",
+           "COCIN_DEFAULT_SUBNET": os.environ.get("COCIN_TEST_SUBNET", "10.213.0.0/24")}
+    if TARGET == "vagrant":
+        c = Cocin(host, VM_REPO, "/usr/bin/python3", env)
+        guest = host.run("uname -r; stat -fc %T /sys/fs/cgroup").stdout.split()
+        sys.stderr.write(f"\nguest: kernel {guest[0]}, /sys/fs/cgroup is {guest[1]}\n")
+    else:
+        c = Cocin(host, REPO, sys.executable if os.path.basename(sys.executable).startswith(
+            "python") else "/usr/bin/python3", env)
+    # The busybox image is built once here, so single tests do not pay for it.
+    c.ok("run", "--rm", "busybox", "true")
+    before = _snapshot(host)
+    yield c
+    for cid in c.containers():
+        c("rm", "-f", cid)
+    _assert_no_leftovers(host, c, before)
+    host.run(f"rm -rf {shlex.quote(root)}")
+
+
+@pytest.fixture
+def cocin(cocin_session):
+    """The per-test handle; containers a test leaves are removed after it."""
+    before = set(cocin_session.containers())
+    yield cocin_session
+    for cid in set(cocin_session.containers()) - before:
+        cocin_session("rm", "-f", cid)
+
+
+def _snapshot(host) -> set[str]:
+    """PIDs (with start times) of live processes outside our own PID namespace.
+
+    Zombies are left out: a container whose monitor was killed (a test does
+    that on purpose) is reparented to the host's PID 1, whose job reaping is.
+    """
+    out = host.run(
+        "me=$(readlink /proc/self/ns/pid); for p in /proc/[0-9]*; do "
+        "ns=$(readlink $p/ns/pid 2>/dev/null) || continue; [ \"$ns\" = \"$me\" ] && continue; "
+        "set -- $(sed 's/.*) //' $p/stat 2>/dev/null); [ \"$1\" = Z ] && continue; "
+        "echo ${p#/proc/}:${20}; done").stdout
+    return set(out.split())
+
+
+def _assert_no_leftovers(host, c: Cocin, before: set[str]) -> None:
+    problems = []
+    mounts = host.run(f"grep -F {shlex.quote(c.root)} /proc/self/mountinfo").stdout.strip()
+    if mounts:
+        problems.append(f"mounts: {mounts}")
+    cg = host.run(f"find /sys/fs/cgroup -maxdepth 3 -type d -name "
+                  f"{shlex.quote(c.env['COCIN_CGROUP_PARENT'])}*").stdout.strip()
+    if cg:
+        problems.append(f"cgroups: {cg}")
+    procs = host.run(f"grep -lF COCIN_ROOT={shlex.quote(c.root)} /proc/[0-9]*/environ "
+                     "2>/dev/null | grep -v self").stdout.strip()
+    procs = [p for p in procs.split() if not p.startswith(("/proc/self", "/proc/thread-self"))]
+    procs = [p for p in procs if host.run(f"test -e {p}").rc == 0]
+    if procs:
+        problems.append(f"cocin processes: {procs}")
+    ns_procs = _snapshot(host) - before
+    if ns_procs:
+        problems.append(f"processes in other PID namespaces: {sorted(ns_procs)}")
+    links = host.run(f"ip -o link show 2>/dev/null | grep -F {c.env['COCIN_DEFAULT_BRIDGE']}").stdout
+    if links.strip():
+        problems.append(f"links: {links.strip()}")
+    left = host.run(f"ls -A {shlex.quote(c.root)}/containers 2>/dev/null").stdout.split()
+    left = [x for x in left if x != "lock"]
+    if left:
+        problems.append(f"container directories: {left}")
+    assert not problems, "the suite left things behind:\n" + "\n".join(problems)
