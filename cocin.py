@@ -3,7 +3,7 @@
 
 import sys
 
-if sys.version_info < (3, 9):
+if sys.version_info < (3, 9):  # noqa: UP036 - say it clearly on an old python3
     sys.exit("cocin: error: Python 3.9 or newer is needed")
 
 from cocin.cli import main  # noqa: E402

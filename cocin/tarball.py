@@ -53,7 +53,7 @@ def extract(path: str, dest: str) -> None:
     """Extract the tarball at ``path`` (plain, gzip, bzip2 or xz) into ``dest``."""
     try:
         tf = tarfile.open(path, "r:*")
-    except (tarfile.TarError, OSError) as e:
+    except (tarfile.TarError, OSError):
         raise CocinError(f"cannot read {path}: not a valid tar archive") from None
     with tf:
         try:
