@@ -123,10 +123,24 @@ def parse_volume(spec: str) -> tuple[str, str, bool]:
 
 # --- verbs ----------------------------------------------------------------------
 
+def _limits(a: argparse.Namespace) -> dict:
+    """Resource flags -> validated limits, checked against this host's cgroups."""
+    from . import cgroups
+
+    try:
+        limits = cgroups.parse_limits(
+            memory=a.memory, memory_swap=a.memory_swap, cpus=a.cpus, cpu_shares=a.cpu_shares,
+            cpuset_cpus=a.cpuset_cpus, cpuset_mems=a.cpuset_mems, pids_limit=a.pids_limit)
+        cgroups.check(limits)
+    except cgroups.CgroupError as e:
+        raise CocinError(str(e)) from None
+    return limits.to_dict()
+
+
 def _run_options(a: argparse.Namespace):
     from .runtime import RunOptions
 
-    return RunOptions(
+    return RunOptions(limits=_limits(a),
         image=a.image, argv=a.command, name=a.name, detach=getattr(a, "detach", False),
         interactive=a.interactive, tty=a.tty, rm=a.rm,
         env=parse_env(a.env, a.env_file), workdir=a.workdir,
@@ -154,6 +168,19 @@ def cmd_run(a: argparse.Namespace) -> int:
 def _last_id() -> str:
     recs = state.load_all()
     return recs[-1].id if recs else ""
+
+
+@command("exec")
+def cmd_exec(a: argparse.Namespace) -> int:
+    from . import nsexec
+
+    rec = state.find(a.container)
+    if a.tty and a.interactive and not os.isatty(0):
+        raise CocinError("the input device is not a TTY")
+    opts = nsexec.ExecOptions(argv=a.command, env=parse_env(a.env, a.env_file),
+                              workdir=a.workdir, interactive=a.interactive, tty=a.tty,
+                              detach=a.detach)
+    return nsexec.exec_in(rec, opts)
 
 
 @command("ps")
@@ -242,6 +269,48 @@ def cmd_rm(a: argparse.Namespace) -> int:
     return code
 
 
+def _stats_rows(recs: list[state.Container], interval: float) -> list[list[str]]:
+    """CPU % from two samples of the cgroup's CPU time, ``interval`` apart."""
+    from . import cgroups
+
+    first = {r.id: (time.monotonic(), cgroups.open_existing(r.id).stats()) for r in recs}
+    time.sleep(interval)
+    rows = [["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"]]
+    for r in recs:
+        t0, s0 = first[r.id]
+        s1 = cgroups.open_existing(r.id).stats()
+        cpu = (s1["cpu_usage_ns"] - s0["cpu_usage_ns"]) / max(1e-9, time.monotonic() - t0) / 1e7
+        limit = s1["memory_limit"] or _host_memory()
+        rows.append([r.short_id, r.name, f"{cpu:.2f}%",
+                     f"{_human_size(s1['memory_usage'], 1024)} / {_human_size(limit, 1024)}",
+                     f"{100 * s1['memory_usage'] / limit:.2f}%", str(s1["pids"])])
+    return rows
+
+
+def _host_memory() -> int:
+    with open("/proc/meminfo") as f:
+        return int(f.readline().split()[1]) * 1024
+
+
+@command("stats")
+def cmd_stats(a: argparse.Namespace) -> int:
+    if a.containers:
+        recs = [state.find(ref) for ref in a.containers]
+        for r in recs:
+            if not state.is_running(state.reconcile(r)):
+                raise CocinError(f"container {r.name} is not running")
+    else:
+        recs = [r for r in map(state.reconcile, state.load_all()) if state.is_running(r)]
+    if a.no_stream:
+        print(table(_stats_rows(recs, 0.5)))
+        return 0
+    while True:
+        rows = _stats_rows(recs, 1.0)
+        sys.stdout.write("\x1b[2J\x1b[H" + table(rows) + "\n")
+        sys.stdout.flush()
+        recs = [r for r in recs if state.is_running(state.reconcile(state.load(r.id)))]
+
+
 @command("import")
 def cmd_import(a: argparse.Namespace) -> int:
     from . import images
@@ -269,12 +338,14 @@ def cmd_images(a: argparse.Namespace) -> int:
     return 0
 
 
-def _human_size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n:.3g}TB"
+def _human_size(n: float, base: int = 1000) -> str:
+    """1234567 -> "1.23MB" (Docker's sizes), or "1.18MiB" with base 1024."""
+    prefixes = ("", "k", "M", "G", "T") if base == 1000 else ("", "Ki", "Mi", "Gi", "Ti")
+    for prefix in prefixes:
+        if n < base or prefix == prefixes[-1]:
+            return f"{n:.3g}{prefix}B"
+        n /= base
+    return ""
 
 
 @command("rmi")
@@ -302,6 +373,14 @@ def _add_container_flags(p: argparse.ArgumentParser) -> None:
                    metavar="HOST:CONTAINER[:ro]", help="bind mount a host directory")
     p.add_argument("-h", "--hostname", help="container host name")
     p.add_argument("--network", "--net", default="none", help="network mode (none, host)")
+    g = p.add_argument_group("resource limits (cgroups)")
+    g.add_argument("-m", "--memory", help="memory limit (b, k, m, g suffixes)")
+    g.add_argument("--memory-swap", help="memory plus swap limit; -1 unlimited swap")
+    g.add_argument("--cpus", help="number of CPUs (CFS quota), e.g. 0.5")
+    g.add_argument("-c", "--cpu-shares", help="relative CPU weight (default 1024)")
+    g.add_argument("--cpuset-cpus", help="CPUs allowed, e.g. 0-1,3")
+    g.add_argument("--cpuset-mems", help="memory nodes allowed, e.g. 0")
+    g.add_argument("--pids-limit", help="maximum number of processes (-1 unlimited)")
     p.add_argument("image", help="image name")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
 
@@ -314,6 +393,21 @@ def build_parser() -> Parser:
     p.add_argument("--help", action="help", help="show this help")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background")
     _add_container_flags(p)
+
+    p = sub.add_parser("exec", help="run a command in a running container",
+                       description="Run a command in a running container. It joins the container's "
+                       "namespaces through the static stub cocin/nsenter_stub when it is built "
+                       "(scripts/build_stub.sh), else through Python's ctypes setns; -t always uses "
+                       "Python. COCIN_DEBUG=1 says which path ran.")
+    p.add_argument("-d", "--detach", action="store_true", help="run the command in the background")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set an environment variable")
+    p.add_argument("--env-file", action="append", default=[], help="read variables from a file")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true", help="show all containers")
@@ -333,6 +427,10 @@ def build_parser() -> Parser:
     p = sub.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("stats", help="live resource usage of containers")
+    p.add_argument("--no-stream", action="store_true", help="print one table and exit")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER")
 
     p = sub.add_parser("import", help="create an image from a filesystem tarball")
     p.add_argument("--force", action="store_true", help="replace an existing image")

@@ -354,6 +354,7 @@ def launch(rec: Container, log_fd: int | None) -> Launched:
         if msg != "ready":
             raise _failure(msg, pid)
         # The child now has its namespaces: limits and network go here, before "go".
+        _join_cgroup(rec, pid)
         sock.sendall(b"go\n")
         master = None
         while True:
@@ -381,6 +382,35 @@ def launch(rec: Container, log_fd: int | None) -> Launched:
         state.save(fresh)
     rec.__dict__.update(fresh.__dict__)
     return Launched(pid, master)
+
+
+def _join_cgroup(rec: Container, pid: int) -> None:
+    """Make the container's cgroups, write its limits, move the process in.
+
+    The process joins before it may run the user's command, so the limits
+    hold from the command's first instruction on.
+    """
+    from . import cgroups
+
+    try:
+        cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.get("limits"))).add(pid)
+    except cgroups.CgroupError as e:
+        _kill_and_reap(pid)
+        _release_cgroup(rec)
+        raise CocinError(str(e)) from None
+
+
+def _release_cgroup(rec: Container) -> bool:
+    """Remove the container's cgroups; return whether the OOM killer struck."""
+    from . import cgroups
+
+    cg = cgroups.open_existing(rec.id)
+    oom = cg.oom_killed()
+    try:
+        cg.destroy()
+    except cgroups.CgroupError as e:
+        sys.stderr.write(f"cocin: warning: {e}\n")
+    return oom
 
 
 def _failure(msg: str, pid: int) -> ChildFailed:
@@ -413,11 +443,13 @@ def wait_and_record(rec: Container, pid: int) -> int:
     if code < 0:
         code = 128 - code  # killed by a signal: 128 + its number, as a shell says
     finished = time.time()
+    oom = _release_cgroup(rec)
     try:
         with state.locked():
             fresh = state.load(rec.id)
             if fresh.pid == pid:
                 fresh.state, fresh.exit_code, fresh.finished = "exited", code, finished
+                fresh.oom_killed = oom
                 state.save(fresh)
     except NotFound:
         pass  # removed meanwhile (rm -f): nothing to record
@@ -430,9 +462,10 @@ def teardown(rec: Container) -> None:
 
     Its mounts need nothing: they lived in its mount namespace, gone with it.
     """
+    _release_cgroup(rec)
 
 
-def _forward_signals(pid: int) -> None:
+def forward_signals(pid: int) -> None:
     """Pass the usual terminal and job-control signals on to the container."""
     def forward(signum, _frame):
         try:
@@ -455,7 +488,7 @@ def start_foreground(rec: Container) -> int:
         from . import tty
         tty.relay(launched.pty_master, launched.pid, rec.config.get("interactive", False))
     else:
-        _forward_signals(launched.pid)
+        forward_signals(launched.pid)
     return wait_and_record(rec, launched.pid)
 
 
