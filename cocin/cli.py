@@ -320,6 +320,49 @@ def cmd_import(a: argparse.Namespace) -> int:
     return 0
 
 
+def _output(a: argparse.Namespace) -> str:
+    if a.output:
+        return a.output
+    if os.isatty(1):
+        raise CocinError("refusing to write a tarball to a terminal: use -o FILE or redirect")
+    return "-"
+
+
+@command("commit")
+def cmd_commit(a: argparse.Namespace) -> int:
+    from . import images
+
+    img = images.commit(state.find(a.container), a.image, a.force)
+    print(f"sha256:{img.id}")
+    return 0
+
+
+@command("export")
+def cmd_export(a: argparse.Namespace) -> int:
+    from . import images
+
+    rec = state.find(a.container)
+    images.export(rec, _output(a))
+    return 0
+
+
+@command("save")
+def cmd_save(a: argparse.Namespace) -> int:
+    from . import images
+
+    images.save(a.image, _output(a))
+    return 0
+
+
+@command("load")
+def cmd_load(a: argparse.Namespace) -> int:
+    from . import images
+
+    img = images.load(a.input, a.force)
+    print(f"Loaded image: {img.name}")
+    return 0
+
+
 @command("images")
 def cmd_images(a: argparse.Namespace) -> int:
     from . import images
@@ -436,6 +479,23 @@ def build_parser() -> Parser:
     p.add_argument("--force", action="store_true", help="replace an existing image")
     p.add_argument("file")
     p.add_argument("name")
+
+    p = sub.add_parser("commit", help="create a new image from a container's changes")
+    p.add_argument("--force", action="store_true", help="replace an existing image of that name")
+    p.add_argument("container")
+    p.add_argument("image")
+
+    p = sub.add_parser("export", help="a container's filesystem as a tar archive")
+    p.add_argument("-o", "--output", help="write to a file instead of stdout")
+    p.add_argument("container")
+
+    p = sub.add_parser("save", help="an image as a tar archive")
+    p.add_argument("-o", "--output", help="write to a file instead of stdout")
+    p.add_argument("image")
+
+    p = sub.add_parser("load", help="load an image saved by 'cocin save'")
+    p.add_argument("-i", "--input", required=True, help="the tar archive to read")
+    p.add_argument("--force", action="store_true", help="replace an existing image of that name")
 
     p = sub.add_parser("images", help="list images")
     p.add_argument("-q", "--quiet", action="store_true", help="only show IDs")

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -260,3 +261,87 @@ def remove(ref: str, force: bool = False) -> str:
         os.unlink(image_file(name))
         _drop_layer_if_unused(img.id)
     return name
+
+
+# --- commit, export, save, load ------------------------------------------------
+
+def commit(rec: state.Container, ref: str, replace: bool = False) -> Image:
+    """A new image from a container's filesystem (running or stopped)."""
+    from . import layers
+
+    name = check_new_name(ref, replace)
+    tmp = staging()
+    try:
+        layers.flatten(rec.config["lower"], os.path.join(rec.dir, "upper"), tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish(tmp, name, f"commit {rec.short_id}", replace)
+
+
+def _write_tar(tree: str, out: str, pax: dict[str, str] | None = None) -> None:
+    """A plain tarball of ``tree`` (members named ``bin/sh``, not ``./bin/sh``).
+
+    ``tarfile`` keeps modes, owners, symlinks, device nodes and (by inode)
+    hard links. Extra metadata rides in a pax global header, which ``tar``
+    and ``docker import`` simply skip.
+    """
+    import tarfile
+
+    tmp = out + f".tmp-{os.getpid()}" if out != "-" else None
+    fileobj = sys.stdout.buffer if tmp is None else None
+    try:
+        with tarfile.open(tmp, "w", fileobj=fileobj, format=tarfile.PAX_FORMAT,
+                          pax_headers=pax or {}) as tf:
+            for entry in sorted(os.listdir(tree)):
+                tf.add(os.path.join(tree, entry), arcname=entry, recursive=True)
+        if tmp is not None:
+            os.replace(tmp, out)
+    except BaseException:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def export(rec: state.Container, out: str) -> None:
+    """``docker export``: the container's merged filesystem as a tarball."""
+    from . import layers
+
+    scratch = staging()
+    try:
+        layers.flatten(rec.config["lower"], os.path.join(rec.dir, "upper"), scratch)
+        _write_tar(scratch, out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+PAX_KEY = "COCIN.image"
+
+
+def save(ref: str, out: str) -> None:
+    """An image as a tarball: its tree, plus its name in a pax header."""
+    img = get(ref)
+    _write_tar(img.rootfs, out, {PAX_KEY: json.dumps({"name": img.name, "source": img.source})})
+
+
+def load(path: str, replace: bool = False) -> Image:
+    """The reverse of ``save``: the image keeps the name it was saved with."""
+    import tarfile
+
+    from . import tarball
+
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            meta = tf.pax_headers.get(PAX_KEY)
+    except (tarfile.TarError, OSError):
+        raise CocinError(f"cannot read {path}: not a valid tar archive") from None
+    if not meta:
+        raise CocinError(f"{path} is not an image saved by cocin save: use 'cocin import FILE NAME'")
+    name = check_new_name(json.loads(meta)["name"], replace)
+    tmp = staging()
+    try:
+        tarball.extract(path, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish(tmp, name, f"load {os.path.basename(path)}", replace)

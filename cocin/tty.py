@@ -17,6 +17,7 @@ import select
 import signal
 import sys
 import termios
+import tty
 
 TIOCGWINSZ = termios.TIOCGWINSZ
 TIOCSWINSZ = termios.TIOCSWINSZ
@@ -47,7 +48,6 @@ def relay(master: int, pid: int, interactive: bool) -> None:
         signal.signal(signal.SIGWINCH, lambda *_: copy_window_size(stdin, master))
         if interactive:
             saved = termios.tcgetattr(stdin)
-            import tty
             tty.setraw(stdin)
     watch = [master] + ([stdin] if interactive else [])
     try:
