@@ -145,7 +145,7 @@ def _run_options(a: argparse.Namespace):
         interactive=a.interactive, tty=a.tty, rm=a.rm,
         env=parse_env(a.env, a.env_file), workdir=a.workdir,
         volumes=[parse_volume(v) for v in a.volume], hostname=a.hostname,
-        network=a.network)
+        network=a.network, publish=a.publish, ip=a.ip, dns=a.dns)
 
 
 @command("run")
@@ -199,8 +199,73 @@ def cmd_ps(a: argparse.Namespace) -> int:
         rows.append([r.id if a.no_trunc else r.short_id, r.image,
                      command_text(r.argv, 10**6 if a.no_trunc else 20),
                      f"{human_duration(now - r.created)} ago", status_text(r, now),
-                     "", r.name])
+                     ", ".join(port_lines(r, arrow="->")) if r.state == "running" else "", r.name])
     print(table(rows))
+    return 0
+
+
+def port_lines(rec: state.Container, arrow: str) -> list[str]:
+    """Published ports: "0.0.0.0:8080->80/tcp" (ps) or "80/tcp -> 0.0.0.0:8080" (port)."""
+    out = []
+    for p in (rec.network or {}).get("ports", []):
+        host = f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}"
+        ctr = f"{p['container_port']}/{p.get('proto', 'tcp')}"
+        out.append(f"{host}->{ctr}" if arrow == "->" else f"{ctr} -> {host}")
+    return out
+
+
+@command("port")
+def cmd_port(a: argparse.Namespace) -> int:
+    rec = state.reconcile(state.find(a.container))
+    lines = port_lines(rec, arrow=" -> ") if state.is_running(rec) else []
+    if a.port:
+        want = a.port if "/" in a.port else a.port + "/tcp"
+        lines = [ln for ln in lines if ln.startswith(want + " ")]
+        if not lines:
+            raise CocinError(f"no public port '{want}' published for {rec.name}")
+        lines = [ln.split(" -> ")[1] for ln in lines]
+    for ln in lines:
+        print(ln)
+    return 0
+
+
+@command("network")
+def cmd_network(a: argparse.Namespace) -> int:
+    import json
+
+    from . import network, runtime
+
+    if a.net_verb == "create":
+        net = network.create_network(a.name, a.subnet, a.gateway)
+        print(net.get("id", net["name"]))
+    elif a.net_verb in ("ls", "list"):
+        nets = network.list_networks()
+        if a.quiet:
+            print("\n".join(n["name"] for n in nets))
+            return 0
+        rows = [["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY"]]
+        rows += [[str(n.get("id", n["name"]))[:12], n["name"], "bridge", n["subnet"], n["gateway"]]
+                 for n in nets]
+        print(table(rows))
+    elif a.net_verb == "inspect":
+        out = []
+        for name in a.names:
+            net = network.inspect_network(name)
+            net = {**net, "PortBackend": network.port_backend()}
+            out.append(net)
+        print(json.dumps(out, indent=4))
+    elif a.net_verb == "rm":
+        for name in a.names:
+            network.remove_network(name)
+            print(name)
+    elif a.net_verb == "connect":
+        rec = state.find(a.container)
+        runtime.connect(rec, a.name, a.ip)
+    elif a.net_verb == "disconnect":
+        rec = state.find(a.container)
+        runtime.disconnect(rec, a.name)
+    else:
+        raise CocinError("usage: cocin network create|ls|inspect|rm|connect|disconnect")
     return 0
 
 
@@ -415,7 +480,12 @@ def _add_container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--volume", action="append", default=[],
                    metavar="HOST:CONTAINER[:ro]", help="bind mount a host directory")
     p.add_argument("-h", "--hostname", help="container host name")
-    p.add_argument("--network", "--net", default="none", help="network mode (none, host)")
+    p.add_argument("--network", "--net", default="bridge",
+                   help="a network's name, bridge (the default network), none or host")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[HOSTIP:]HOSTPORT:PORT[/udp]", help="publish a container port on the host")
+    p.add_argument("--ip", help="a fixed IPv4 address on the network")
+    p.add_argument("--dns", action="append", default=[], help="a DNS server for /etc/resolv.conf")
     g = p.add_argument_group("resource limits (cgroups)")
     g.add_argument("-m", "--memory", help="memory limit (b, k, m, g suffixes)")
     g.add_argument("--memory-swap", help="memory plus swap limit; -1 unlimited swap")
@@ -456,6 +526,31 @@ def build_parser() -> Parser:
     p.add_argument("-a", "--all", action="store_true", help="show all containers")
     p.add_argument("-q", "--quiet", action="store_true", help="only display IDs")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
+
+    p = sub.add_parser("port", help="list a container's published ports")
+    p.add_argument("container")
+    p.add_argument("port", nargs="?", help="PORT[/PROTO] to look up")
+
+    p = sub.add_parser("network", help="manage networks")
+    nsub = p.add_subparsers(dest="net_verb", metavar="COMMAND")
+    q = nsub.add_parser("create", help="create a bridge network")
+    q.add_argument("--subnet", required=True, help="IPv4 subnet in CIDR form, e.g. 10.77.0.0/24")
+    q.add_argument("--gateway", help="the bridge's address (default: the first one)")
+    q.add_argument("-d", "--driver", default="bridge", choices=["bridge"], help="only bridge")
+    q.add_argument("name")
+    q = nsub.add_parser("ls", aliases=["list"], help="list networks")
+    q.add_argument("-q", "--quiet", action="store_true", help="only names")
+    q = nsub.add_parser("inspect", help="show networks as JSON")
+    q.add_argument("names", nargs="+", metavar="NETWORK")
+    q = nsub.add_parser("rm", help="remove networks no container uses")
+    q.add_argument("names", nargs="+", metavar="NETWORK")
+    q = nsub.add_parser("connect", help="connect a running container (on --network none) to a network")
+    q.add_argument("--ip", help="a fixed IPv4 address")
+    q.add_argument("name", metavar="NETWORK")
+    q.add_argument("container")
+    q = nsub.add_parser("disconnect", help="disconnect a container from a network")
+    q.add_argument("name", metavar="NETWORK")
+    q.add_argument("container")
 
     p = sub.add_parser("logs", help="fetch the logs of a container")
     p.add_argument("-f", "--follow", action="store_true", help="follow log output")

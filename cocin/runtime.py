@@ -51,7 +51,10 @@ class RunOptions:
     volumes: list[tuple[str, str, bool]] = field(default_factory=list)
     hostname: str | None = None
     limits: dict = field(default_factory=dict)
-    network: str = "none"
+    network: str = "bridge"  # a network's name, or "none" or "host"
+    publish: list[str] = field(default_factory=list)
+    ip: str | None = None
+    dns: list[str] = field(default_factory=list)
 
 
 class ChildFailed(CocinError):
@@ -98,14 +101,19 @@ def check_volume(host: str, ctr: str) -> None:
         raise CocinError(f"invalid volume {host}:{ctr}: the host path is not a file or directory")
 
 
-def _etc_files(cid: str, hostname: str) -> dict[str, str]:
-    hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-             f"127.0.1.1\t{hostname}\n")
-    return {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": _resolv_conf()}
+def hosts_text(hostname: str, own_ip: str | None = None, peers: list = ()) -> str:
+    """/etc/hosts: localhost, the container itself, and its network's peers."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines.append(f"{own_ip}\t{hostname}" if own_ip else f"127.0.1.1\t{hostname}")
+    lines += [f"{ip}\t{name}" for ip, name in peers]
+    return "\n".join(lines) + "\n"
 
 
-def _resolv_conf() -> str:
-    """The host's resolvers minus loopback ones (unreachable from a container)."""
+def _resolv_conf(dns: list[str]) -> str:
+    """``--dns`` servers, or the host's resolvers minus loopback ones (a
+    container's own loopback has no resolver listening)."""
+    if dns:
+        return "".join(f"nameserver {d}\n" for d in dns)
     try:
         with open("/etc/resolv.conf") as f:
             lines = f.read().splitlines()
@@ -114,6 +122,26 @@ def _resolv_conf() -> str:
     keep = [ln for ln in lines
             if not (ln.startswith("nameserver") and (" 127." in ln or " ::1" in ln))]
     return "\n".join(keep) + "\n"
+
+
+def check_network(opts: RunOptions) -> None:
+    """Refuse an unknown network or a malformed -p/--ip before creating anything."""
+    if opts.network in ("none", "host"):
+        if opts.publish or opts.ip:
+            raise CocinError(f"-p and --ip need a bridge network, not --network {opts.network}")
+        return
+    from . import network
+
+    if opts.network != "bridge":
+        network.inspect_network(opts.network)  # raises "network X not found"
+    for spec in opts.publish:
+        network.parse_publish(spec)
+    if opts.ip:
+        import ipaddress
+        try:
+            ipaddress.IPv4Address(opts.ip)
+        except ValueError:
+            raise CocinError(f"invalid IPv4 address: {opts.ip}") from None
 
 
 def create(opts: RunOptions) -> Container:
@@ -132,6 +160,7 @@ def create(opts: RunOptions) -> Container:
                          "an absolute path")
     if not opts.argv:
         raise CocinError("no command specified")
+    check_network(opts)
     existing = {r.name for r in state.load_all()}
     if opts.name in existing:
         raise CocinError(f"the container name {opts.name!r} is already in use")
@@ -158,6 +187,8 @@ def create(opts: RunOptions) -> Container:
         "volumes": [list(v) for v in opts.volumes],
         "limits": opts.limits,
         "network_mode": opts.network,
+        "publish": list(opts.publish),
+        "ip": opts.ip,
     }
     d = state.container_dir(cid)
     os.makedirs(state.containers_dir(), exist_ok=True)
@@ -165,7 +196,9 @@ def create(opts: RunOptions) -> Container:
     try:
         for sub in ("upper", "work", "rootfs"):
             os.mkdir(os.path.join(d, sub), 0o755)
-        for fname, text in _etc_files(cid, hostname).items():
+        etc = {"hostname": hostname + "\n", "hosts": hosts_text(hostname),
+               "resolv.conf": _resolv_conf(opts.dns)}
+        for fname, text in etc.items():
             with open(os.path.join(d, fname), "w") as f:
                 f.write(text)
         for host, _ctr, _ro in opts.volumes:
@@ -355,6 +388,7 @@ def launch(rec: Container, log_fd: int | None) -> Launched:
             raise _failure(msg, pid)
         # The child now has its namespaces: limits and network go here, before "go".
         _join_cgroup(rec, pid)
+        endpoint = _connect(rec, pid)
         sock.sendall(b"go\n")
         master = None
         while True:
@@ -379,6 +413,7 @@ def launch(rec: Container, log_fd: int | None) -> Launched:
         fresh.monitor_start = state.proc_start_time(fresh.monitor_pid)
         fresh.started, fresh.finished, fresh.exit_code = now, 0.0, None
         fresh.oom_killed = False
+        fresh.network = endpoint
         state.save(fresh)
     rec.__dict__.update(fresh.__dict__)
     return Launched(pid, master)
@@ -398,6 +433,90 @@ def _join_cgroup(rec: Container, pid: int) -> None:
         _kill_and_reap(pid)
         _release_cgroup(rec)
         raise CocinError(str(e)) from None
+
+
+def _connect(rec: Container, pid: int) -> dict:
+    """Plug the container's network namespace into its network (bridge mode)."""
+    mode = rec.config.get("network_mode", "none")
+    if mode in ("none", "host"):
+        return {}
+    from . import network
+
+    try:
+        endpoint = network.attach(mode, rec.id, rec.name, pid, rec.config.get("ip"),
+                                  rec.config.get("publish", []))
+    except BaseException:
+        _kill_and_reap(pid)
+        _release_cgroup(rec)
+        raise
+    update_hosts(endpoint["network"], {rec.id: endpoint["ip"]})
+    return endpoint
+
+
+def update_hosts(net: str, extra: dict | None = None, gone: str | None = None) -> None:
+    """Rewrite /etc/hosts of every container on ``net`` so peers resolve by name.
+
+    The file is bind-mounted into the container, so it is rewritten *in
+    place*: a rename would leave the mount on the old file.
+    """
+    from . import network
+
+    try:
+        peers = [(ip, name) for ip, name in network.hosts_entries(net)]
+    except CocinError:
+        return
+    members = {r.id: r for r in state.load_all()
+               if r.id != gone and ((r.network or {}).get("network") == net or r.id in (extra or {}))}
+    for cid, r in members.items():
+        own = (extra or {}).get(cid) or (r.network or {}).get("ip")
+        text = hosts_text(r.config.get("hostname", r.short_id), own,
+                          [(ip, n) for ip, n in peers if n != r.name])
+        try:
+            with open(os.path.join(r.dir, "hosts"), "r+") as f:
+                f.truncate(0)
+                f.write(text)
+        except OSError:
+            pass
+
+
+def connect(rec: Container, net: str, ip: str | None = None) -> None:
+    """``network connect``: a running container without a network joins one.
+
+    cocin gives a container one network interface (eth0), so only a
+    container that has none (``--network none``) can be connected.
+    """
+    from . import network
+
+    if not state.is_running(state.reconcile(rec)):
+        raise CocinError(f"container {rec.name} is not running")
+    if rec.network.get("network"):
+        raise CocinError(f"container {rec.name} is already connected to network "
+                         f"{rec.network['network']}: disconnect it first")
+    if rec.config.get("network_mode") == "host":
+        raise CocinError(f"container {rec.name} uses the host's network")
+    endpoint = network.attach(net, rec.id, rec.name, rec.pid, ip, [])
+    state.update(rec.id, network=endpoint)
+    update_hosts(endpoint["network"], {rec.id: endpoint["ip"]})
+
+
+def disconnect(rec: Container, net: str) -> None:
+    if (rec.network or {}).get("network") != net:
+        raise CocinError(f"container {rec.name} is not connected to network {net}")
+    _disconnect(rec)
+    state.update(rec.id, network={})
+
+
+def _disconnect(rec: Container) -> None:
+    ep = rec.network or {}
+    if not ep.get("network"):
+        return
+    from . import network
+
+    try:
+        network.detach(ep["network"], rec.id, ep)
+    except CocinError as e:
+        sys.stderr.write(f"cocin: warning: {e}\n")
+    update_hosts(ep["network"], gone=rec.id)
 
 
 def _release_cgroup(rec: Container) -> bool:
@@ -463,6 +582,11 @@ def teardown(rec: Container) -> None:
     Its mounts need nothing: they lived in its mount namespace, gone with it.
     """
     _release_cgroup(rec)
+    try:
+        rec = state.load(rec.id)  # the endpoint is in the latest record
+    except NotFound:
+        pass
+    _disconnect(rec)
 
 
 def forward_signals(pid: int) -> None:

@@ -85,7 +85,10 @@ CONTROLLER_OF_FIELD = {
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
-class CgroupError(Exception):
+from cocin.state import CocinError  # noqa: E402
+
+
+class CgroupError(CocinError):
     """A cgroup problem, worded as one line a user can act on."""
 
 

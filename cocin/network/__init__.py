@@ -1,0 +1,122 @@
+"""Container networking: the interface the runtime calls.
+
+A container started with ``--network bridge`` (the default) or a network made
+with ``create_network`` gets its own network namespace, joined to the host by
+a veth pair whose host end is plugged into a Linux bridge::
+
+    host namespace                                container namespace
+    ┌────────────────────────────────────┐        ┌──────────────────────┐
+    │  bridge cocin0  172.29.0.1/16      │        │                      │
+    │    ├── vethXXXXXXX ═══════════════════════════ eth0 172.29.0.2/16  │
+    │    └── vethYYYYYYY ═══ (another container)     default via .0.1   │
+    │  iptables: MASQUERADE, DNAT        │        │  lo                  │
+    └────────────────────────────────────┘        └──────────────────────┘
+
+The pieces, one idea per module:
+
+* ``netlink``  — talking to the kernel's network stack (what ``ip`` does);
+* ``ipam``     — handing out addresses of a subnet, persistently;
+* ``bridge``   — network records, the bridge, the veth pair, the namespace;
+* ``ports``    — publishing container ports on the host (``-p``);
+* ``firewall`` — the iptables/nft rules cocin owns, rebuilt from the records;
+* ``sysctl``   — kernel switches cocin turns on, and restores afterwards;
+* ``store``    — small JSON state files: a lock, and atomic replacement.
+
+This module only defines the interface; the submodules are imported when a
+function needs them, so ``import cocin.network`` stays cheap.
+
+Runtime call order: create the container process in a new network namespace,
+``attach()`` it (it must not have exec'd the user's command yet, so that the
+network is ready when that command starts), and ``detach()`` when it exits.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from cocin.state import CocinError
+
+
+class NetworkError(CocinError):
+    """A networking problem explained in one human-readable line (exit 125)."""
+
+
+def state_dir() -> str:
+    """Where network records live: ``$COCIN_ROOT/networks``."""
+    return os.path.join(os.environ.get("COCIN_ROOT") or "/var/lib/cocin", "networks")
+
+
+def default_network() -> dict[str, Any]:
+    """The network called "bridge", created on first use.
+
+    Its bridge link is ``$COCIN_DEFAULT_BRIDGE`` (default ``cocin0``) and its
+    subnet ``$COCIN_DEFAULT_SUBNET`` (default 172.29.0.0/16); creation fails
+    with a clear message when a host route already covers that subnet.
+    """
+    from cocin.network import bridge
+    return bridge.default_network()
+
+
+def create_network(name: str, subnet: str, gateway: str | None = None) -> dict[str, Any]:
+    """Record a new bridge network (its bridge appears with its first container)."""
+    from cocin.network import bridge
+    return bridge.create_network(name, subnet, gateway)
+
+
+def list_networks() -> list[dict[str, Any]]:
+    from cocin.network import bridge
+    return bridge.list_networks()
+
+
+def inspect_network(name: str) -> dict[str, Any]:
+    from cocin.network import bridge
+    return bridge.inspect_network(name)
+
+
+def remove_network(name: str) -> None:
+    """Remove a network; refused while containers are attached to it."""
+    from cocin.network import bridge
+    bridge.remove_network(name)
+
+
+def parse_publish(spec: str) -> dict[str, Any]:
+    """Check ``[HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]``; no side effects.
+
+    Returns ``{"host_ip", "host_port", "container_port", "proto"}``, host port
+    0 meaning "pick a free one at attach time".
+    """
+    from cocin.network import ports
+    return ports.parse_publish(spec)
+
+
+def attach(network: str, cid: str, name: str, pid: int, ip: str | None = None,
+           publish: Iterable[dict[str, Any] | str] = ()) -> dict[str, Any]:
+    """Connect the network namespace of process ``pid`` to ``network``.
+
+    Returns the endpoint record to keep in the container's record and pass
+    back to ``detach``: ``network, ip, prefixlen, gateway, mac, veth, bridge,
+    ports`` (with host ports resolved) and, with the userspace proxy,
+    ``proxies``.
+    """
+    from cocin.network import bridge
+    return bridge.attach(network, cid, name, pid, ip, publish)
+
+
+def detach(network: str, cid: str, endpoint: dict[str, Any] | None = None) -> None:
+    """Undo ``attach``; safe to call twice and after the process died."""
+    from cocin.network import bridge
+    bridge.detach(network, cid, endpoint)
+
+
+def hosts_entries(network: str) -> list[tuple[str, str]]:
+    """``(ip, container name)`` for every container on ``network``."""
+    from cocin.network import bridge
+    return bridge.hosts_entries(network)
+
+
+def port_backend() -> str:
+    """How ports are published here: "iptables", "nft" or "userspace-proxy"."""
+    from cocin.network import ports
+    return ports.port_backend()

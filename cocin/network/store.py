@@ -1,0 +1,78 @@
+"""Small JSON state files that survive crashes and concurrent cocin commands.
+
+Two ideas make a file of state safe to share between processes:
+
+* **An exclusive lock.** ``flock(2)`` on a separate lock file serialises the
+  read-modify-write cycle, so two ``cocin run`` never hand out the same
+  address. The lock belongs to the open file, and the kernel drops it when
+  the process dies, so a crash never leaves it held. It must not be taken on
+  the data file itself: the data file is *replaced* on every write (next
+  point), and a lock on the old inode would not stop a process that opened
+  the new one.
+
+* **An atomic replace.** Write the new content to a temporary file in the
+  same directory, ``fsync`` it, then ``rename(2)`` it over the old name
+  (``os.replace``). Readers see the old file or the new one, never half a
+  file, even if the machine loses power mid-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def locked(lock_path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing)."""
+    os.makedirs(os.path.dirname(lock_path), mode=0o700, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
+
+
+def read_json(path: str, default: Any = None) -> Any:
+    """The decoded content of ``path``, or ``default`` when it does not exist."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def write_json(path: str, data: Any) -> None:
+    """Replace ``path`` with ``data`` as JSON, atomically and durably."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    # The rename itself lives in the directory: sync it too.
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def remove(path: str) -> None:
+    """Delete ``path`` if it exists."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

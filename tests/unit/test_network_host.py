@@ -1,0 +1,538 @@
+"""Tests of cocin.network on a real host: bridges, veths, namespaces, NAT.
+
+The first section is pure (publish-spec parsing, rule rendering, sysctl
+bookkeeping on a fake /proc/sys) and runs anywhere. The rest needs root: it
+uses ``COCIN_ROOT`` in a temporary directory, the bridge ``cocintest0`` and
+the subnet 10.231.0.0/24, starts "containers" as ``unshare --net`` processes
+and checks that they talk to each other and that a published port answers on
+127.0.0.1 and on the host's own address. All traffic stays on this machine.
+Every test ends by detaching everything and checking that no veth, bridge,
+firewall rule, proxy or changed sysctl is left; the fixture cleans up also
+when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import cocin.network as network
+from cocin.network import NetworkError, firewall, netlink, ports, sysctl
+from cocin.network.firewall import Rule
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# ------------------------------------------------------------------- pure --
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("80", ("0.0.0.0", 0, 80, "tcp")),
+    ("8080:80", ("0.0.0.0", 8080, 80, "tcp")),
+    ("8080:80/udp", ("0.0.0.0", 8080, 80, "udp")),
+    ("8080:80/TCP", ("0.0.0.0", 8080, 80, "tcp")),
+    ("127.0.0.1:8080:80", ("127.0.0.1", 8080, 80, "tcp")),
+    ("127.0.0.1::80/udp", ("127.0.0.1", 0, 80, "udp")),
+    ("0:53/udp", ("0.0.0.0", 0, 53, "udp")),
+    ("::80", ("0.0.0.0", 0, 80, "tcp")),
+])
+def test_parse_publish(spec, expected):
+    got = network.parse_publish(spec)
+    assert (got["host_ip"], got["host_port"], got["container_port"], got["proto"]) == expected
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", "empty"),
+    ("80/sctp", "protocol must be tcp or udp"),
+    ("8080:0", "container port 0 is out of range"),
+    ("70000:80", "host port 70000 is out of range"),
+    ("8080:http", "container port 'http' is not a number"),
+    ("8000-8010:80", "port ranges are not supported"),
+    ("1.2.3:8080:80", "'1.2.3' is not an IPv4 address"),
+    ("[::1]:8080:80", "IPv6 addresses are not supported"),
+    ("a:b:c:d", "expected [HOSTIP:][HOSTPORT:]CONTAINERPORT"),
+])
+def test_parse_publish_rejects(spec, message):
+    with pytest.raises(NetworkError) as info:
+        network.parse_publish(spec)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_overlapping_host_ports():
+    any80 = network.parse_publish("8080:80")
+    lo80 = network.parse_publish("127.0.0.1:8080:80")
+    other = network.parse_publish("10.0.0.1:8080:80")
+    assert ports.overlaps(any80, lo80) and not ports.overlaps(lo80, other)
+    assert not ports.overlaps(any80, network.parse_publish("8080:80/udp"))
+    with pytest.raises(NetworkError, match="already published by container web"):
+        ports.resolve(["127.0.0.1:8080:81"], {"web": [any80]})
+
+def test_a_host_port_published_twice_by_one_container(monkeypatch):
+    monkeypatch.setenv("COCIN_PORT_BACKEND", "userspace-proxy")  # no bind probe
+    with pytest.raises(NetworkError, match="published twice"):
+        ports.resolve(["9999:80", "9999:81"], {})
+
+
+def test_host_port_zero_gets_a_free_port():
+    (port,) = ports.resolve(["127.0.0.1::80"], {})
+    assert 0 < port["host_port"] < 65536
+    with socket.socket() as s:  # really free: we can bind it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port["host_port"]))
+
+
+def test_host_port_used_by_a_host_program_is_refused(monkeypatch):
+    monkeypatch.setattr(ports, "port_backend", lambda: "iptables")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        with pytest.raises(NetworkError, match="already in use on this host"):
+            ports.resolve([f"127.0.0.1:{busy}:80"], {})
+
+
+def _endpoint(**kw):
+    ep = {"container": "0123456789abcdef", "ip": "10.231.0.2", "bridge": "cocintest0",
+          "ports": [network.parse_publish("8080:80"),
+                    network.parse_publish("127.0.0.1:5353:53/udp")]}
+    ep.update(kw)
+    return ep
+
+
+def test_port_rules_render_for_iptables_and_nft(monkeypatch):
+    monkeypatch.setenv("COCIN_ROOT", "/var/lib/cocin")  # the plain chain names
+    rules = ports.rules(_endpoint(), forward_accept=True)
+    text = firewall.iptables_restore_input(rules)
+    assert "*nat\n:COCIN - [0:0]\n:COCIN-POSTROUTING - [0:0]\n" in text
+    assert ("-A COCIN -p tcp --dport 8080 -m comment --comment cocin:0123456789ab "
+            "-j DNAT --to-destination 10.231.0.2:80") in text
+    assert "-A COCIN -d 127.0.0.1 -p udp --dport 5353" in text
+    assert "-A COCIN-POSTROUTING -o cocintest0 -s 127.0.0.0/8" in text
+    assert "*filter\n:COCIN-FORWARD - [0:0]\n" in text
+    assert text.count("COMMIT") == 2
+    script = firewall.nft_script(rules)
+    assert script.startswith("table ip cocin\ndelete table ip cocin\n")
+    assert 'tcp dport 8080 dnat to 10.231.0.2:80 comment "cocin:0123456789ab"' in script
+    assert 'oifname "cocintest0" ip saddr 127.0.0.0/8 masquerade' in script
+    assert "fib daddr type local jump ports" in script
+    assert ports.sysctls(_endpoint()) == {"net.ipv4.conf.cocintest0.route_localnet": "1"}
+    assert ports.sysctls(_endpoint(ports=[network.parse_publish("10.0.0.1:80:80")])) == {}
+
+
+def test_masquerade_rule_renders_negated_interface(monkeypatch):
+    monkeypatch.setenv("COCIN_ROOT", "/var/lib/cocin")
+    rule = Rule("postrouting", "MASQUERADE", src="10.231.0.0/24", out_iface="cocintest0",
+                out_negated=True)
+    assert firewall.iptables_args(rule) == ["!", "-o", "cocintest0", "-s", "10.231.0.0/24",
+                                            "-j", "MASQUERADE"]
+    assert firewall.nft_rule(rule) == 'oifname != "cocintest0" ip saddr 10.231.0.0/24 masquerade'
+    assert firewall.nft_script([]) == "table ip cocin\ndelete table ip cocin\n"
+
+
+@pytest.fixture
+def fake_proc_sys(tmp_path, monkeypatch):
+    """/proc/sys and /run/cocin in a temporary directory."""
+    fake = tmp_path / "proc-sys"
+    monkeypatch.setattr(sysctl, "path", lambda key: str(fake.joinpath(*key.split("."))))
+    monkeypatch.setattr(sysctl, "RUN_DIR", str(tmp_path / "run"))
+    (fake / "net" / "ipv4" / "conf" / "br0").mkdir(parents=True)
+    (fake / "net" / "ipv4" / "ip_forward").write_text("0\n")
+    (fake / "net" / "ipv4" / "conf" / "br0" / "route_localnet").write_text("0\n")
+    return fake
+
+
+def _use_root(monkeypatch, tmp_path, name):
+    monkeypatch.setenv("COCIN_ROOT", str(tmp_path / name))
+    os.makedirs(network.state_dir(), exist_ok=True)
+
+
+def test_sysctl_values_are_saved_and_restored(tmp_path, monkeypatch, fake_proc_sys):
+    _use_root(monkeypatch, tmp_path, "root")
+    sysctl.apply({"net.ipv4.ip_forward": "1", "net.ipv4.conf.br0.route_localnet": "1"})
+    assert sysctl.read("net.ipv4.ip_forward") == "1"
+    assert sysctl.saved() == {"net.ipv4.ip_forward": "0", "net.ipv4.conf.br0.route_localnet": "0"}
+    sysctl.apply({"net.ipv4.ip_forward": "1"})
+    assert sysctl.read("net.ipv4.conf.br0.route_localnet") == "0"
+    (fake_proc_sys / "net" / "ipv4" / "conf" / "br0" / "route_localnet").unlink()  # bridge gone
+    sysctl.apply({})
+    assert sysctl.read("net.ipv4.ip_forward") == "0"
+    assert sysctl.saved() == {}
+    assert not os.path.exists(os.path.join(sysctl.RUN_DIR, "network-sysctl.json"))
+
+
+def test_sysctl_is_restored_only_when_no_state_root_needs_it(tmp_path, monkeypatch,
+                                                             fake_proc_sys):
+    _use_root(monkeypatch, tmp_path, "a")
+    sysctl.apply({"net.ipv4.ip_forward": "1"})
+    _use_root(monkeypatch, tmp_path, "b")
+    sysctl.apply({"net.ipv4.ip_forward": "1"})
+    _use_root(monkeypatch, tmp_path, "a")
+    sysctl.apply({})
+    assert sysctl.read("net.ipv4.ip_forward") == "1"     # b still needs it
+    _use_root(monkeypatch, tmp_path, "b")
+    sysctl.apply({})
+    assert sysctl.read("net.ipv4.ip_forward") == "0"
+
+
+def test_each_state_root_owns_its_own_chains(tmp_path, monkeypatch):
+    monkeypatch.setenv("COCIN_ROOT", "/var/lib/cocin")
+    assert firewall.chain_names()["dnat"] == ("nat", "COCIN")
+    assert firewall.nft_table() == "cocin"
+    monkeypatch.setenv("COCIN_ROOT", str(tmp_path))
+    table, chain = firewall.chain_names()["postrouting"]
+    assert table == "nat" and chain.startswith("COCIN-") and chain.endswith("-POSTROUTING")
+    assert len(chain) <= 28  # iptables' limit on chain names
+    assert firewall.nft_table().startswith("cocin_")
+
+
+def test_importing_cocin_network_is_cheap():
+    code = ("import sys, cocin.network; "
+            "print(sorted(m for m in ('subprocess', 'ctypes', 'json', 'cocin.network.bridge') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": REPO}, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_names_and_macs():
+    from cocin.network import bridge
+    assert bridge.veth_names("0f1e2d3c4b5a69788") == ("veth0f1e2d3", "ceth0f1e2d3")
+    host, peer = bridge.veth_names("not-hex")
+    assert len(host) == 11 and host.startswith("veth")
+    assert bridge.mac_for("172.29.0.2") == "02:42:ac:1d:00:02"
+
+
+# ------------------------------------------------------------------- root --
+
+SUBNET = "10.231.0.0/24"
+BRIDGE = "cocintest0"
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: creates network namespaces, a bridge, veth pairs "
+                              "and NAT rules")
+
+
+def _available_backends() -> list[str]:
+    found = []
+    for tool in ("iptables", "nft"):
+        with contextlib.suppress(Exception):
+            if os.geteuid() == 0 and firewall._works(tool):
+                found.append(tool)
+    return found + ["userspace-proxy"]
+
+
+def _iptables_forward_drops() -> bool:
+    if not shutil.which("iptables"):
+        return False
+    out = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout
+    return "-P FORWARD DROP" in out
+
+
+def _host_address() -> str | None:
+    """An IPv4 address of this host that is not loopback (e.g. eth0's)."""
+    for addr in netlink.list_addresses():
+        ip = ipaddress.IPv4Address(addr.address)
+        if not ip.is_loopback and ip not in ipaddress.IPv4Network(SUBNET):
+            return addr.address
+    return None
+
+
+class Host:
+    """The test's handle: starts fake containers, remembers what to clean."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.helpers: list[subprocess.Popen] = []
+
+    def container(self) -> subprocess.Popen:
+        """A process in a new, empty network namespace, like a container
+        before it execs its command. ``--kill-child``: when unshare gets
+        SIGKILL, so does its sleeping child."""
+        proc = subprocess.Popen(["unshare", "--net", "--fork", "--kill-child", "sleep", "60"])
+        self.procs.append(proc)
+        ours = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + 5
+        while os.readlink(f"/proc/{proc.pid}/ns/net") == ours:  # not unshared yet
+            assert time.monotonic() < deadline, "unshare did not create a namespace"
+            time.sleep(0.01)
+        return proc
+
+    def serve(self, pid: int, port: int, reply: str) -> None:
+        """A TCP server inside ``pid``'s namespace answering ``reply PEER``."""
+        code = ("import socket, sys\n"
+                "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                f"s.bind(('0.0.0.0', {port})); s.listen()\n"
+                "while True:\n"
+                "    c, a = s.accept(); c.sendall(f'{sys.argv[1]} {a[0]}'.encode()); c.close()\n")
+        self.helpers.append(subprocess.Popen(
+            ["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code, reply]))
+
+    def serve_udp(self, pid: int, port: int) -> None:
+        """A UDP server inside ``pid``'s namespace answering ``echo DATA``."""
+        code = ("import socket\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"s.bind(('0.0.0.0', {port}))\n"
+                "while True:\n"
+                "    data, a = s.recvfrom(100); s.sendto(b'echo ' + data, a)\n")
+        self.helpers.append(subprocess.Popen(
+            ["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code]))
+
+    def kill_all(self) -> None:
+        for proc in self.helpers + self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=5)
+
+
+def fetch(host: str, port: int, timeout: float = 8.0) -> str:
+    """Connect (retrying while the server starts) and read the reply."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2) as s:
+                data = s.recv(200).decode()
+                if data:
+                    return data
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no answer from {host}:{port}")
+        time.sleep(0.1)
+
+
+def fetch_udp(host: str, port: int, timeout: float = 8.0) -> str:
+    """Send datagrams until one is answered."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.3)
+        while time.monotonic() < deadline:
+            s.sendto(b"ping", (host, port))
+            with contextlib.suppress(OSError):
+                return s.recv(100).decode()
+    raise AssertionError(f"no UDP answer from {host}:{port}")
+
+
+def fetch_inside(pid: int, host: str, port: int) -> str:
+    """``fetch`` from inside ``pid``'s network namespace."""
+    code = ("import socket, sys, time\n"
+            "for _ in range(80):\n"
+            "    try:\n"
+            "        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)\n"
+            "        print(s.recv(200).decode()); break\n"
+            "    except OSError:\n"
+            "        time.sleep(0.1)\n")
+    out = subprocess.run(["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code, host,
+                          str(port)], capture_output=True, text=True, timeout=30)
+    return out.stdout.strip()
+
+
+def _nat_table_exists() -> bool:
+    if not shutil.which("nft"):
+        return False
+    return subprocess.run(["nft", "list", "table", "ip", "nat"], capture_output=True).returncode == 0
+
+
+def leftovers(cids: list[str]) -> list[str]:
+    """Everything cocin may have left on the host, described."""
+    from cocin.network import bridge
+    found = []
+    links = {link.name for link in netlink.list_links()}
+    for cid in cids:
+        found += [f"link {n}" for n in bridge.veth_names(cid) if n in links]
+    found += [f"link {n}" for n in links if n == BRIDGE or n.startswith("cocin-")]
+    if shutil.which("iptables-save"):
+        out = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+        found += [f"iptables: {line}" for line in out.splitlines() if "cocin" in line.lower()]
+    if shutil.which("nft"):
+        if subprocess.run(["nft", "list", "table", "ip", "cocin"],
+                          capture_output=True).returncode == 0:
+            found.append("nft table ip cocin")
+    return found
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates network namespaces, a bridge, veth pairs and NAT rules")
+    for tool in ("unshare", "nsenter"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} (util-linux) is not installed")
+    subnet = ipaddress.IPv4Network(SUBNET)
+    for route in netlink.list_routes():
+        if route.dst_len and route.network.overlaps(subnet):
+            pytest.skip(f"{SUBNET} clashes with host route {route.network}")
+    if netlink.link_exists(BRIDGE):
+        pytest.skip(f"a link {BRIDGE} already exists (left over from an earlier run?)")
+    monkeypatch.setenv("COCIN_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("COCIN_DEFAULT_BRIDGE", BRIDGE)
+    monkeypatch.setenv("COCIN_DEFAULT_SUBNET", SUBNET)
+    keys = ["net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet",
+            "net.ipv4.conf.lo.route_localnet"]
+    before = {key: sysctl.read(key) for key in keys}
+    nat_before = _nat_table_exists()
+    handle = Host()
+    try:
+        yield handle
+    finally:
+        handle.kill_all()
+        # Detach whatever the test left attached, then make sure by hand.
+        for net in network.list_networks():
+            for cid, ep in net["containers"].items():
+                with contextlib.suppress(Exception):
+                    network.detach(net["name"], cid, ep)
+            with contextlib.suppress(Exception):
+                netlink.delete_link(net["bridge"])
+            for ep in net["containers"].values():
+                with contextlib.suppress(Exception):
+                    netlink.delete_link(ep["veth"])
+                with contextlib.suppress(Exception):
+                    ports.stop_proxy(ep.get("proxy"))
+        with contextlib.suppress(Exception):
+            firewall.apply([])
+        with contextlib.suppress(Exception):
+            sysctl.apply({})
+        for key, value in before.items():
+            if value is not None and sysctl.read(key) != value:
+                sysctl.write(key, value)
+        # iptables-nft creates an empty "ip nat" table with base chains on
+        # first use and never deletes it; remove it if we caused it and it
+        # holds no rules.
+        if not nat_before and _nat_table_exists():
+            listing = subprocess.run(["nft", "list", "table", "ip", "nat"], capture_output=True,
+                                     text=True).stdout
+            if not any(line.strip() and not line.strip().startswith(
+                    ("table", "chain", "type", "}")) for line in listing.splitlines()):
+                subprocess.run(["nft", "delete", "table", "ip", "nat"], capture_output=True)
+        after = {key: sysctl.read(key) for key in keys}
+        assert after == before, "sysctls were not restored"
+
+
+def _cid(n: int) -> str:
+    return f"{n:x}" * 64  # 10 -> "aaaa...", a 64-hex-digit id
+
+
+@needs_root
+@pytest.mark.parametrize("backend", _available_backends())
+def test_two_containers_talk_and_publish_a_port(host, monkeypatch, backend):
+    monkeypatch.setenv("COCIN_PORT_BACKEND", backend)
+    assert network.port_backend() == backend
+    if backend == "nft" and _iptables_forward_drops():
+        pytest.skip("iptables' FORWARD policy is DROP, which rules in cocin's own nft table "
+                    "cannot overrule (the nft backend is for hosts without iptables)")
+    forward_before = sysctl.read("net.ipv4.ip_forward")
+    web, client = host.container(), host.container()
+    cid_web, cid_client = _cid(10), _cid(11)
+
+    ep_web = network.attach("bridge", cid_web, "web", web.pid,
+                            publish=["8080", "127.0.0.1::5353/udp"])
+    ep_client = network.attach("bridge", cid_client, "client", client.pid, ip="10.231.0.77")
+    assert ep_web["ip"] == "10.231.0.2" and ep_client["ip"] == "10.231.0.77"
+    assert ep_web["gateway"] == "10.231.0.1" and ep_web["veth"] == "vethaaaaaaa"
+    assert ep_web["port_backend"] == backend
+    port, udp = ep_web["ports"]
+    assert port["container_port"] == 8080 and port["host_port"] > 0
+    assert (udp["host_ip"], udp["container_port"], udp["proto"]) == ("127.0.0.1", 5353, "udp")
+    assert network.hosts_entries("bridge") == [("10.231.0.2", "web"), ("10.231.0.77", "client")]
+    assert netlink.get_link(BRIDGE).up
+    assert netlink.get_link("vethaaaaaaa").master == netlink.link_index(BRIDGE)
+    assert sysctl.read("net.ipv4.ip_forward") == "1"
+
+    host.serve(web.pid, 8080, "pong")
+    host.serve_udp(web.pid, 5353)
+    # Container to container, over the bridge: the peer is the client itself.
+    assert fetch_inside(client.pid, "10.231.0.2", 8080) == "pong 10.231.0.77"
+    # The published port, from the host via loopback and via its own address.
+    assert fetch("127.0.0.1", port["host_port"]).startswith("pong ")
+    address = _host_address()
+    if address:
+        assert fetch(address, port["host_port"]).startswith("pong ")
+    assert fetch_udp("127.0.0.1", udp["host_port"]) == "echo ping"
+    if address:
+        # Another container, like another machine, through the host address;
+        # and a container reaching its own published port that way.
+        assert fetch_inside(client.pid, address, port["host_port"]).startswith("pong ")
+        assert fetch_inside(web.pid, address, port["host_port"]).startswith("pong ")
+
+    # The host port is taken now.
+    third = host.container()
+    with pytest.raises(NetworkError, match="already published by container web"):
+        network.attach("bridge", _cid(12), "third", third.pid,
+                       publish=[f"{port['host_port']}:80"])
+    assert network.hosts_entries("bridge") == [("10.231.0.2", "web"), ("10.231.0.77", "client")]
+
+    # Detach: once with the process alive, once after it died; twice each.
+    network.detach("bridge", cid_client, ep_client)
+    network.detach("bridge", cid_client, ep_client)
+    web.kill()
+    web.wait()
+    network.detach("bridge", cid_web, ep_web)
+    network.detach("bridge", cid_web, None)
+
+    assert leftovers([cid_web, cid_client, _cid(12)]) == []
+    if ep_web["proxy"]:
+        assert ports.proc_start_time(ep_web["proxy"]["pid"]) != ep_web["proxy"]["start"]
+    assert sysctl.read("net.ipv4.ip_forward") == forward_before
+    assert network.inspect_network("bridge")["containers"] == {}
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port["host_port"]), timeout=1).close()
+
+
+@needs_root
+def test_user_network_lifecycle(host):
+    net = network.create_network("testnet", "10.231.0.0/25", gateway="10.231.0.126")
+    assert net["bridge"].startswith("cocin-") and len(net["bridge"]) <= 15
+    with pytest.raises(NetworkError, match="already exists"):
+        network.create_network("testnet", "10.231.0.128/25")
+    with pytest.raises(NetworkError, match="overlaps network testnet"):
+        network.create_network("other", "10.231.0.0/24")
+    with pytest.raises(NetworkError, match="did you mean 10.231.0.128/25"):
+        network.create_network("other", "10.231.0.130/25")
+    with pytest.raises(NetworkError, match="reserved"):
+        network.create_network("host", "10.231.0.128/25")
+    # No bridge until a container joins.
+    assert not netlink.link_exists(net["bridge"])
+    proc = host.container()
+    ep = network.attach("testnet", _cid(13), "c", proc.pid)
+    assert ep["ip"] == "10.231.0.1" and ep["gateway"] == "10.231.0.126"
+    assert netlink.link_exists(net["bridge"])
+    assert [n["name"] for n in network.list_networks()] == ["testnet"]
+    with pytest.raises(NetworkError, match="in use by container"):
+        network.remove_network("testnet")
+    with pytest.raises(NetworkError, match="not found"):
+        network.attach("nope", _cid(14), "c", proc.pid)
+    # The container dies without a detach: remove_network notices.
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while netlink.link_exists(ep["veth"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    network.remove_network("testnet")
+    assert network.list_networks() == []
+    assert leftovers([_cid(13)]) == []
+
+
+@needs_root
+def test_default_network_refuses_a_subnet_used_by_the_host(host, monkeypatch):
+    routes = [r for r in netlink.list_routes() if r.dst_len]
+    if not routes:
+        pytest.skip("this host has no non-default route to clash with")
+    monkeypatch.setenv("COCIN_DEFAULT_SUBNET", str(routes[0].network))
+    with pytest.raises(NetworkError, match="overlaps the host route"):
+        network.default_network()
+    assert network.list_networks() == []
+
+
+@needs_root
+def test_attach_refuses_a_process_in_the_host_namespace(host):
+    with pytest.raises(NetworkError, match="host's network namespace"):
+        network.attach("bridge", _cid(15), "oops", os.getpid())
+    assert leftovers([_cid(15)]) == []
