@@ -68,6 +68,8 @@ def human_duration(seconds: float) -> str:
 def status_text(rec: state.Container, now: float) -> str:
     if rec.state == "running":
         return f"Up {human_duration(now - rec.started)}"
+    if rec.state == "restarting":
+        return f"Restarting ({rec.exit_code}) {human_duration(now - rec.finished)} ago"
     if rec.state == "exited":
         return f"Exited ({rec.exit_code}) {human_duration(now - rec.finished)} ago"
     return "Created"
@@ -145,29 +147,152 @@ def _run_options(a: argparse.Namespace):
         interactive=a.interactive, tty=a.tty, rm=a.rm,
         env=parse_env(a.env, a.env_file), workdir=a.workdir,
         volumes=[parse_volume(v) for v in a.volume], hostname=a.hostname,
-        network=a.network, publish=a.publish, ip=a.ip, dns=a.dns)
+        network=a.network, publish=a.publish, ip=a.ip, dns=a.dns, restart=a.restart,
+        init=a.init)
 
 
 @command("run")
 def cmd_run(a: argparse.Namespace) -> int:
     from . import runtime
 
-    if a.detach and a.rm is None:
-        a.rm = False
     opts = _run_options(a)
     if opts.tty and not opts.detach and opts.interactive and not os.isatty(0):
         raise CocinError("the input device is not a TTY")
+    rec, code = runtime.run(opts)
     if opts.detach:
-        runtime.run(opts)
-        rec = state.find(opts.name) if opts.name else None
-        print(rec.id if rec else _last_id())
-        return 0
-    return runtime.run(opts)
+        print(rec.id)
+    return code
 
 
-def _last_id() -> str:
-    recs = state.load_all()
-    return recs[-1].id if recs else ""
+@command("create")
+def cmd_create(a: argparse.Namespace) -> int:
+    from . import runtime
+
+    a.detach = False
+    print(runtime.create(_run_options(a)).id)
+    return 0
+
+
+@command("start")
+def cmd_start(a: argparse.Namespace) -> int:
+    from . import runtime
+
+    if a.attach and len(a.containers) > 1:
+        raise CocinError("you cannot start and attach multiple containers at once")
+    for ref in a.containers:
+        code = runtime.start(state.find(ref), attach=a.attach)
+        if a.attach:
+            return code or 0
+        print(ref)
+    return 0
+
+
+def _each(refs: list[str], fn) -> int:
+    """Docker's way with several containers: go on after an error, exit 1... here 125."""
+    code = 0
+    for ref in refs:
+        try:
+            fn(state.find(ref))
+            print(ref)
+        except CocinError as e:
+            print(f"cocin: error: {e}", file=sys.stderr)
+            code = 125
+    return code
+
+
+@command("restart")
+def cmd_restart(a: argparse.Namespace) -> int:
+    from . import runtime
+
+    return _each(a.containers, lambda r: runtime.restart(r, a.time))
+
+
+def parse_signal(text: str) -> int:
+    import signal
+
+    name = text.upper()
+    if name.isdigit():
+        num = int(name)
+        if not 0 < num < signal.NSIG:
+            raise CocinError(f"invalid signal: {text}")
+        return num
+    name = name if name.startswith("SIG") else "SIG" + name
+    try:
+        return int(getattr(signal.Signals, name))
+    except AttributeError:
+        raise CocinError(f"invalid signal: {text}") from None
+
+
+@command("kill")
+def cmd_kill(a: argparse.Namespace) -> int:
+    from . import runtime
+
+    sig = parse_signal(a.signal)
+    return _each(a.containers, lambda r: runtime.kill(r, sig))
+
+
+@command("wait")
+def cmd_wait(a: argparse.Namespace) -> int:
+    from . import runtime
+
+    for ref in a.containers:
+        print(runtime.wait(state.find(ref)), flush=True)
+    return 0
+
+
+@command("rename")
+def cmd_rename(a: argparse.Namespace) -> int:
+    from . import runtime
+
+    runtime.rename(state.find(a.container), a.new_name)
+    return 0
+
+
+@command("top")
+def cmd_top(a: argparse.Namespace) -> int:
+    import subprocess
+
+    from . import runtime
+
+    pids = runtime.top_pids(state.find(a.container))
+    ps_args = a.ps_args or ["-f"]
+    r = subprocess.run(["ps", *ps_args, "-p", ",".join(map(str, pids))])
+    return 0 if r.returncode in (0, 1) else 125
+
+
+@command("container")
+def cmd_container(a: argparse.Namespace) -> int:
+    from . import runtime
+
+    if a.container_verb != "prune":
+        raise CocinError("usage: cocin container prune")
+    removed, freed = runtime.prune()
+    print("Deleted Containers:")
+    for cid in removed:
+        print(cid)
+    print(f"\nTotal reclaimed space: {_human_size(freed)}")
+    return 0
+
+
+@command("inspect")
+def cmd_inspect(a: argparse.Namespace) -> int:
+    import json
+
+    from . import inspect
+
+    out, code = [], 0
+    for ref in a.objects:
+        try:
+            out.append(inspect.describe(ref))
+        except state.NotFound:
+            sys.stderr.write(f"Error: No such object: {ref}\n")
+            code = 1
+    if a.format:
+        for obj in out:
+            print(inspect.render(a.format, obj))
+    else:
+        print(json.dumps(out, indent=4))
+    return code
 
 
 @command("exec")
@@ -271,7 +396,7 @@ def cmd_network(a: argparse.Namespace) -> int:
 
 @command("logs")
 def cmd_logs(a: argparse.Namespace) -> int:
-    from .runtime import LOG_NAME
+    from .monitor import LOG_NAME
 
     rec = state.find(a.container)
     path = os.path.join(rec.dir, LOG_NAME)
@@ -486,6 +611,10 @@ def _add_container_flags(p: argparse.ArgumentParser) -> None:
                    metavar="[HOSTIP:]HOSTPORT:PORT[/udp]", help="publish a container port on the host")
     p.add_argument("--ip", help="a fixed IPv4 address on the network")
     p.add_argument("--dns", action="append", default=[], help="a DNS server for /etc/resolv.conf")
+    p.add_argument("--restart", default="no",
+                   help="restart policy: no, always, unless-stopped, on-failure[:max-retries]")
+    p.add_argument("--init", action="store_true",
+                   help="run a tiny init as PID 1 that reaps zombies and forwards signals")
     g = p.add_argument_group("resource limits (cgroups)")
     g.add_argument("-m", "--memory", help="memory limit (b, k, m, g suffixes)")
     g.add_argument("--memory-swap", help="memory plus swap limit; -1 unlimited swap")
@@ -506,6 +635,42 @@ def build_parser() -> Parser:
     p.add_argument("--help", action="help", help="show this help")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background")
     _add_container_flags(p)
+
+    p = sub.add_parser("create", help="create a container without starting it", add_help=False)
+    p.add_argument("--help", action="help", help="show this help")
+    _add_container_flags(p)
+
+    p = sub.add_parser("start", help="start created or stopped containers")
+    p.add_argument("-a", "--attach", action="store_true", help="attach output, pass the exit code")
+    p.add_argument("-i", "--interactive", action="store_true", help="attach stdin (with -a)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("restart", help="restart containers")
+    p.add_argument("-t", "--time", type=float, default=10.0, help="seconds to wait before killing")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("kill", help="send a signal to containers (default KILL)")
+    p.add_argument("-s", "--signal", default="KILL", help="signal name or number")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("wait", help="block until containers stop, print their exit codes")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    p = sub.add_parser("inspect", help="details of containers or images, as JSON")
+    p.add_argument("-f", "--format", help="a Go-template-like format, e.g. '{{.State.Pid}}'")
+    p.add_argument("objects", nargs="+", metavar="NAME")
+
+    p = sub.add_parser("top", help="the processes of a container (host view)")
+    p.add_argument("container")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, help="ps options (default -f)")
+
+    p = sub.add_parser("rename", help="rename a container")
+    p.add_argument("container")
+    p.add_argument("new_name")
+
+    p = sub.add_parser("container", help="manage containers (prune)")
+    csub = p.add_subparsers(dest="container_verb", metavar="COMMAND")
+    csub.add_parser("prune", help="remove all stopped containers")
 
     p = sub.add_parser("exec", help="run a command in a running container",
                        description="Run a command in a running container. It joins the container's "

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 
 from . import libc, state
-from .runtime import _exec_error, forward_signals
+from .monitor import exec_error, forward_signals
 from .state import CocinError, Container
 
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nsenter_stub")
@@ -103,7 +103,7 @@ def _exec_in_child(argv: list[str], env: dict[str, str], workdir: str) -> None:
     try:
         os.execvpe(argv[0], argv, env)
     except OSError as e:
-        code, message = _exec_error(argv[0], e)
+        code, message = exec_error(argv[0], e)
         sys.stderr.write(f"cocin: error: {message}\n")
         os._exit(code)
 

@@ -1,38 +1,31 @@
-"""The verbs: create, start, run, stop, kill, rm: orchestration only.
+"""The verbs: create, start, run, stop, kill, restart, wait, rm: orchestration only.
 
 The life of a container, one straight path:
 
     create   check everything, make the directories, write the record (created)
-    start    the *monitor* (the foreground client itself, or a small detached
-             process) unshares a PID namespace and forks the container process:
-               child:   unshare(mnt, uts, ipc, net) -> "ready" -> filesystem
-                        (rootfs.setup) -> hostname -> stdio/pty -> wait "go" -> execve
-               monitor: cgroup + network for the child's PID -> "go" -> the
-                        close-on-exec socket reaching EOF means execve worked ->
-                        record running -> wait -> record exit -> tear down
+    start    teardown leftovers of a crash, then monitor.start_*: fork the
+             container process, give it cgroup and network, let it execve;
+             the monitor waits, records the exit and restarts per policy
     stop     SIGTERM, wait, SIGKILL; the monitor records the exit
     rm       refuse a running container (unless -f), tear down, delete
 
-The child reports a failure before execve as one line over the socket; it
-becomes the user's one-line error and the exit code (125/126/127).
+Verbs that change a container's life hold its ``ContainerLock`` throughout,
+so concurrent start/stop/restart/rm of one container end consistently.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import signal
-import socket
-import sys
 import time
 from dataclasses import dataclass, field
 
-from . import libc, state
+from . import monitor, resources, state
+from .monitor import LOG_NAME, ChildFailed  # noqa: F401 - part of this module's interface
 from .state import CocinError, Container, NotFound
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-LOG_NAME = "container.log"
 
 
 @dataclass
@@ -55,14 +48,8 @@ class RunOptions:
     publish: list[str] = field(default_factory=list)
     ip: str | None = None
     dns: list[str] = field(default_factory=list)
-
-
-class ChildFailed(CocinError):
-    """The container process failed before execve; carries Docker's exit code."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.exit_code = code
+    restart: str | None = None
+    init: bool = False
 
 
 # --- create ------------------------------------------------------------------
@@ -99,14 +86,6 @@ def check_volume(host: str, ctr: str) -> None:
                          "not '/', without '..'")
     if os.path.exists(host) and not (os.path.isdir(host) or os.path.isfile(host)):
         raise CocinError(f"invalid volume {host}:{ctr}: the host path is not a file or directory")
-
-
-def hosts_text(hostname: str, own_ip: str | None = None, peers: list = ()) -> str:
-    """/etc/hosts: localhost, the container itself, and its network's peers."""
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines.append(f"{own_ip}\t{hostname}" if own_ip else f"127.0.1.1\t{hostname}")
-    lines += [f"{ip}\t{name}" for ip, name in peers]
-    return "\n".join(lines) + "\n"
 
 
 def _resolv_conf(dns: list[str]) -> str:
@@ -160,6 +139,9 @@ def create(opts: RunOptions) -> Container:
                          "an absolute path")
     if not opts.argv:
         raise CocinError("no command specified")
+    restart = monitor.parse_restart(opts.restart)
+    if restart["name"] != "no" and opts.rm:
+        raise CocinError("conflicting options: --restart and --rm")
     check_network(opts)
     existing = {r.name for r in state.load_all()}
     if opts.name in existing:
@@ -189,6 +171,8 @@ def create(opts: RunOptions) -> Container:
         "network_mode": opts.network,
         "publish": list(opts.publish),
         "ip": opts.ip,
+        "restart": restart,
+        "init": opts.init,
     }
     d = state.container_dir(cid)
     os.makedirs(state.containers_dir(), exist_ok=True)
@@ -196,7 +180,7 @@ def create(opts: RunOptions) -> Container:
     try:
         for sub in ("upper", "work", "rootfs"):
             os.mkdir(os.path.join(d, sub), 0o755)
-        etc = {"hostname": hostname + "\n", "hosts": hosts_text(hostname),
+        etc = {"hostname": hostname + "\n", "hosts": resources.hosts_text(hostname),
                "resolv.conf": _resolv_conf(opts.dns)}
         for fname, text in etc.items():
             with open(os.path.join(d, fname), "w") as f:
@@ -218,470 +202,51 @@ def create(opts: RunOptions) -> Container:
     return rec
 
 
-# --- the container process (child side) ---------------------------------------
+# --- start, run ------------------------------------------------------------------
 
-def _loopback_up() -> None:
-    """Bring ``lo`` up in a fresh network namespace (it starts down).
+def start(rec: Container, attach: bool = False) -> int | None:
+    """Start a created or exited container: same filesystem, same config.
 
-    The classic way: read the interface flags with SIOCGIFFLAGS, set IFF_UP,
-    write them back with SIOCSIFFLAGS, on any socket of that namespace.
+    ``attach``: run in the foreground and return its exit code. A container
+    already running is left alone, as ``docker start`` does.
     """
-    import fcntl
-    import struct
-
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        ifr = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack_from("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
-
-
-def _send(sock: socket.socket, msg: str, fds: list[int] = ()) -> None:
-    """One line to the monitor; ``fds`` travel along as SCM_RIGHTS ancillary data."""
-    import array
-
-    data = msg.encode() + b"\n"
-    if fds:
-        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-    else:
-        sock.sendall(data)
-
-
-def _exec_error(argv0: str, e: OSError) -> tuple[int, str]:
-    """Docker's exit codes: 127 command not found, 126 found but not executable."""
-    if e.errno == errno.ENOENT:
-        if "/" in argv0:
-            return 127, f'exec: "{argv0}": no such file or directory'
-        return 127, f'exec: "{argv0}": executable file not found in $PATH'
-    if e.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM):
-        return 126, f'exec: "{argv0}": permission denied'
-    return 126, f'exec: "{argv0}": {os.strerror(e.errno or 0)}'
-
-
-def _child(rec: Container, sock: socket.socket, log_fd: int | None) -> None:
-    """The container process, from fork to execve. Never returns."""
-    from . import rootfs
-
-    cfg = rec.config
-    code, stage = 125, "setup"
+    lock = state.container_lock(rec.id)
     try:
-        stage = "namespaces"
-        flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
-        if cfg.get("network_mode") != "host":
-            flags |= libc.CLONE_NEWNET
-        libc.unshare(flags)
-        if cfg.get("network_mode") != "host":
-            _loopback_up()
-        _send(sock, "ready")
-        stage = "filesystem"
-        rootfs.setup(cfg, rec.dir)
-        libc.sethostname(cfg["hostname"])
-        stage = "stdio"
-        if cfg.get("tty"):
-            os.setsid()
-            master, slave = os.openpty()  # from the container's own /dev/pts
-            import fcntl
-            fcntl.ioctl(slave, libc.TIOCSCTTY, 0)
-            for fd in (0, 1, 2):
-                os.dup2(slave, fd)
-            os.close(slave)
-            _send(sock, "pty", [master])
-            os.close(master)
-        else:
-            if cfg.get("detach"):
-                os.setsid()
-            if not cfg.get("interactive") or cfg.get("detach"):
-                null = os.open("/dev/null", os.O_RDONLY)
-                os.dup2(null, 0)
-                os.close(null)
-            if log_fd is not None:
-                os.dup2(log_fd, 1)
-                os.dup2(log_fd, 2)
-        if log_fd is not None:
-            os.close(log_fd)
-        stage = "workdir"
-        workdir = cfg.get("workdir") or "/"
-        os.makedirs(workdir, exist_ok=True)
-        os.chdir(workdir)
-        if sock.recv(3) != b"go\n":
-            os._exit(125)  # the monitor went away: never run the command
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        env = dict(e.split("=", 1) for e in cfg["env"])
-        stage = "exec"
-        try:
-            os.execvpe(rec.argv[0], rec.argv, env)
-        except OSError as e:
-            code, message = _exec_error(rec.argv[0], e)
-            _send(sock, f"error {code} {message}")
-            os._exit(code)
-    except BaseException as e:  # report any failure as one line, then die
-        try:
-            _send(sock, f"error {code} {stage}: {e}")
-        finally:
-            os._exit(code)
-    os._exit(code)
-
-
-# --- the monitor side -----------------------------------------------------------
-
-@dataclass
-class Launched:
-    pid: int
-    pty_master: int | None
-
-
-def _recv_line(sock: socket.socket) -> tuple[str, list[int]]:
-    """One message from the child (and any file descriptors passed with it)."""
-    fds: list[int] = []
-    buf = b""
-    while not buf.endswith(b"\n"):
-        data, anc, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(4 * 4))
-        for level, kind, payload in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds += [int.from_bytes(payload[i:i + 4], sys.byteorder)
-                        for i in range(0, len(payload) - len(payload) % 4, 4)]
-        if not data:
-            return ("eof" if not buf else buf.decode()), fds
-        buf += data
-    return buf[:-1].decode(), fds
-
-
-def _fork_container(rec: Container, log_fd: int | None) -> tuple[int, socket.socket]:
-    """Fork the container process as PID 1 of a new PID namespace.
-
-    ``unshare(CLONE_NEWPID)`` moves only this process's *future children*
-    into a new namespace. Right after the fork we ``setns`` back to our own,
-    so later helpers we fork (iptables, ...) stay in the host's namespace.
-    """
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        libc.unshare(libc.CLONE_NEWPID)
-        pid = os.fork()
-        if pid == 0:
-            ours.close()
-            _child(rec, theirs, log_fd)
-        libc.setns(own_pidns, libc.CLONE_NEWPID, "/proc/self/ns/pid")
+        rec = state.reconcile(state.load(rec.id))
+        if state.is_running(rec) or (rec.state == "restarting"
+                                     and state.alive(rec.monitor_pid, rec.monitor_start)):
+            return None
+        resources.teardown(rec)  # whatever a crash left behind
+        rec = state.update(rec.id, manually_stopped=False, restart_count=0, network={})
+        if not attach:
+            monitor.start_detached(rec)
+            return None
+        return monitor.start_foreground(rec, on_started=lambda _err: lock.release())
     finally:
-        os.close(own_pidns)
-    theirs.close()
-    return pid, ours
+        lock.release()
 
 
-def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
-
-
-def launch(rec: Container, log_fd: int | None) -> Launched:
-    """Start the container process and confirm it reached execve.
-
-    Runs in the monitor. On return the record says "running".
-    """
-    pid, sock = _fork_container(rec, log_fd)
-    try:
-        msg, _ = _recv_line(sock)
-        if msg != "ready":
-            raise _failure(msg, pid)
-        # The child now has its namespaces: limits and network go here, before "go".
-        _join_cgroup(rec, pid)
-        endpoint = _connect(rec, pid)
-        sock.sendall(b"go\n")
-        master = None
-        while True:
-            msg, fds = _recv_line(sock)
-            if msg == "pty" and fds:
-                master = fds[0]
-                continue
-            if msg == "eof":
-                break
-            raise _failure(msg, pid)
-    except BaseException:
-        _kill_and_reap(pid)
-        raise
-    finally:
-        sock.close()
-    now = time.time()
-    with state.locked():
-        fresh = state.load(rec.id)
-        fresh.state = "running"
-        fresh.pid, fresh.pid_start = pid, state.proc_start_time(pid)
-        fresh.monitor_pid = os.getpid()
-        fresh.monitor_start = state.proc_start_time(fresh.monitor_pid)
-        fresh.started, fresh.finished, fresh.exit_code = now, 0.0, None
-        fresh.oom_killed = False
-        fresh.network = endpoint
-        state.save(fresh)
-    rec.__dict__.update(fresh.__dict__)
-    return Launched(pid, master)
-
-
-def _join_cgroup(rec: Container, pid: int) -> None:
-    """Make the container's cgroups, write its limits, move the process in.
-
-    The process joins before it may run the user's command, so the limits
-    hold from the command's first instruction on.
-    """
-    from . import cgroups
-
-    try:
-        cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.get("limits"))).add(pid)
-    except cgroups.CgroupError as e:
-        _kill_and_reap(pid)
-        _release_cgroup(rec)
-        raise CocinError(str(e)) from None
-
-
-def _connect(rec: Container, pid: int) -> dict:
-    """Plug the container's network namespace into its network (bridge mode)."""
-    mode = rec.config.get("network_mode", "none")
-    if mode in ("none", "host"):
-        return {}
-    from . import network
-
-    try:
-        endpoint = network.attach(mode, rec.id, rec.name, pid, rec.config.get("ip"),
-                                  rec.config.get("publish", []))
-    except BaseException:
-        _kill_and_reap(pid)
-        _release_cgroup(rec)
-        raise
-    update_hosts(endpoint["network"], {rec.id: endpoint["ip"]})
-    return endpoint
-
-
-def update_hosts(net: str, extra: dict | None = None, gone: str | None = None) -> None:
-    """Rewrite /etc/hosts of every container on ``net`` so peers resolve by name.
-
-    The file is bind-mounted into the container, so it is rewritten *in
-    place*: a rename would leave the mount on the old file.
-    """
-    from . import network
-
-    try:
-        peers = [(ip, name) for ip, name in network.hosts_entries(net)]
-    except CocinError:
-        return
-    members = {r.id: r for r in state.load_all()
-               if r.id != gone and ((r.network or {}).get("network") == net or r.id in (extra or {}))}
-    for cid, r in members.items():
-        own = (extra or {}).get(cid) or (r.network or {}).get("ip")
-        text = hosts_text(r.config.get("hostname", r.short_id), own,
-                          [(ip, n) for ip, n in peers if n != r.name])
-        try:
-            with open(os.path.join(r.dir, "hosts"), "r+") as f:
-                f.truncate(0)
-                f.write(text)
-        except OSError:
-            pass
-
-
-def connect(rec: Container, net: str, ip: str | None = None) -> None:
-    """``network connect``: a running container without a network joins one.
-
-    cocin gives a container one network interface (eth0), so only a
-    container that has none (``--network none``) can be connected.
-    """
-    from . import network
-
-    if not state.is_running(state.reconcile(rec)):
-        raise CocinError(f"container {rec.name} is not running")
-    if rec.network.get("network"):
-        raise CocinError(f"container {rec.name} is already connected to network "
-                         f"{rec.network['network']}: disconnect it first")
-    if rec.config.get("network_mode") == "host":
-        raise CocinError(f"container {rec.name} uses the host's network")
-    endpoint = network.attach(net, rec.id, rec.name, rec.pid, ip, [])
-    state.update(rec.id, network=endpoint)
-    update_hosts(endpoint["network"], {rec.id: endpoint["ip"]})
-
-
-def disconnect(rec: Container, net: str) -> None:
-    if (rec.network or {}).get("network") != net:
-        raise CocinError(f"container {rec.name} is not connected to network {net}")
-    _disconnect(rec)
-    state.update(rec.id, network={})
-
-
-def _disconnect(rec: Container) -> None:
-    ep = rec.network or {}
-    if not ep.get("network"):
-        return
-    from . import network
-
-    try:
-        network.detach(ep["network"], rec.id, ep)
-    except CocinError as e:
-        sys.stderr.write(f"cocin: warning: {e}\n")
-    update_hosts(ep["network"], gone=rec.id)
-
-
-def _release_cgroup(rec: Container) -> bool:
-    """Remove the container's cgroups; return whether the OOM killer struck."""
-    from . import cgroups
-
-    cg = cgroups.open_existing(rec.id)
-    oom = cg.oom_killed()
-    try:
-        cg.destroy()
-    except cgroups.CgroupError as e:
-        sys.stderr.write(f"cocin: warning: {e}\n")
-    return oom
-
-
-def _failure(msg: str, pid: int) -> ChildFailed:
-    _kill_and_reap(pid)
-    if msg.startswith("error "):
-        _, code, text = msg.split(" ", 2)
-        return ChildFailed(int(code), text)
-    return ChildFailed(125, "the container process died during setup")
-
-
-def _record_failed_start(rec: Container, code: int) -> None:
-    try:
-        state.update(rec.id, state="exited", exit_code=code, finished=time.time())
-    except NotFound:
-        pass
-
-
-def wait_and_record(rec: Container, pid: int) -> int:
-    """Reap the container process, record how it ended, release what it held."""
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            status = 255 << 8
-            break
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        code = 128 - code  # killed by a signal: 128 + its number, as a shell says
-    finished = time.time()
-    oom = _release_cgroup(rec)
-    try:
-        with state.locked():
-            fresh = state.load(rec.id)
-            if fresh.pid == pid:
-                fresh.state, fresh.exit_code, fresh.finished = "exited", code, finished
-                fresh.oom_killed = oom
-                state.save(fresh)
-    except NotFound:
-        pass  # removed meanwhile (rm -f): nothing to record
-    teardown(rec)
-    return code
-
-
-def teardown(rec: Container) -> None:
-    """Release what a container held outside its own namespaces. Idempotent.
-
-    Its mounts need nothing: they lived in its mount namespace, gone with it.
-    """
-    _release_cgroup(rec)
-    try:
-        rec = state.load(rec.id)  # the endpoint is in the latest record
-    except NotFound:
-        pass
-    _disconnect(rec)
-
-
-def forward_signals(pid: int) -> None:
-    """Pass the usual terminal and job-control signals on to the container."""
-    def forward(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, forward)
-
-
-def start_foreground(rec: Container) -> int:
-    """Run the container attached to this terminal; return its exit code."""
-    try:
-        launched = launch(rec, None)
-    except ChildFailed as e:
-        _record_failed_start(rec, e.exit_code)
-        raise
-    if launched.pty_master is not None:
-        from . import tty
-        tty.relay(launched.pty_master, launched.pid, rec.config.get("interactive", False))
-    else:
-        forward_signals(launched.pid)
-    return wait_and_record(rec, launched.pid)
-
-
-def start_detached(rec: Container) -> None:
-    """Start the container under a small monitor process that outlives us.
-
-    The monitor (a forked copy of this process in its own session) launches
-    the container, tells us over a pipe whether it started, then waits for it
-    and records its exit.
-    """
-    r, w = os.pipe()
-    log_path = os.path.join(rec.dir, LOG_NAME)
-    monitor = os.fork()
-    if monitor == 0:
-        os.close(r)
-        try:
-            os.setsid()
-            libc.set_process_name("cocin-monitor")
-            null = os.open("/dev/null", os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            os.close(null)
-            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                             0o640)
-            try:
-                launched = launch(rec, log_fd)
-            except CocinError as e:
-                _record_failed_start(rec, e.exit_code)
-                os.write(w, f"{e.exit_code} {e}".encode())
-                os._exit(0)
-            os.write(w, b"0 ok")
-            os.close(w)
-            if launched.pty_master is not None:
-                from . import tty
-                tty.copy_to_log(launched.pty_master, log_fd)
-            os.close(log_fd)
-            wait_and_record(rec, launched.pid)
-            if rec.config.get("rm"):
-                remove_files(rec)
-        except BaseException as e:
-            try:
-                os.write(w, f"125 monitor: {e}".encode())
-            except OSError:
-                pass
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        answer = f.read().decode()
-    os.waitpid(monitor, os.WNOHANG)
-    code_s, _, text = answer.partition(" ")
-    if not code_s:
-        raise CocinError("the container monitor died while starting the container")
-    if code_s != "0":
-        raise ChildFailed(int(code_s), text)
-
-
-def run(opts: RunOptions) -> int:
+def run(opts: RunOptions) -> tuple[Container, int]:
+    """create + start; returns the record and (in the foreground) the exit code."""
+    monitor.fault("before-create")
     rec = create(opts)
+    monitor.fault("before-namespaces")
     try:
         if opts.detach:
-            start_detached(rec)
-            return 0
-        return start_foreground(rec)
+            with state.container_lock(rec.id):
+                monitor.start_detached(rec)
+            return rec, 0
+        lock = state.container_lock(rec.id)
+        try:
+            return rec, monitor.start_foreground(rec, on_started=lambda _err: lock.release())
+        finally:
+            lock.release()
     finally:
         if opts.rm and not opts.detach:
             remove_files(rec)
 
 
-# --- stop, kill, rm --------------------------------------------------------------
+# --- stop, kill, restart, wait ----------------------------------------------------
 
 def _wait_dead(pid: int, start: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
@@ -694,58 +259,102 @@ def _wait_dead(pid: int, start: int, timeout: float) -> bool:
     return True
 
 
-def _wait_recorded(rec: Container, timeout: float = 5.0) -> Container:
+def _wait_recorded(rec: Container, timeout: float = 10.0) -> Container:
     """After the process died, give its monitor a moment to record the exit."""
     deadline = time.monotonic() + timeout
     while True:
-        fresh = state.load(rec.id)
-        if fresh.state != "running" or fresh.pid != rec.pid:
+        try:
+            fresh = state.load(rec.id)
+        except NotFound:
+            return rec
+        if fresh.state not in ("running", "restarting") or fresh.pid != rec.pid:
             return fresh
         if not state.alive(fresh.monitor_pid, fresh.monitor_start) or time.monotonic() > deadline:
             return state.reconcile(fresh)
         time.sleep(0.01)
 
 
-def signal_container(rec: Container, sig: int) -> None:
-    if not state.is_running(rec):
-        raise CocinError(f"container {rec.name} is not running")
+def _signal(rec: Container, sig: int) -> None:
     try:
         os.kill(rec.pid, sig)
     except ProcessLookupError:
         pass
 
 
-def stop(rec: Container, timeout: float = 10.0) -> Container:
-    """SIGTERM, up to ``timeout`` seconds' grace, then SIGKILL (as ``docker stop``)."""
-    rec = state.reconcile(rec)
+def _stop_locked(rec: Container, timeout: float) -> Container:
+    rec = state.reconcile(state.load(rec.id))
+    if rec.state in ("running", "restarting"):
+        rec = state.update(rec.id, manually_stopped=True)  # no restart after this
     if not state.is_running(rec):
-        return rec
-    try:
-        os.kill(rec.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+        return _wait_recorded(rec) if rec.state == "restarting" else rec
+    _signal(rec, signal.SIGTERM)
     if not _wait_dead(rec.pid, rec.pid_start, timeout):
-        try:
-            os.kill(rec.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _signal(rec, signal.SIGKILL)
         _wait_dead(rec.pid, rec.pid_start, 10.0)
     return _wait_recorded(rec)
 
 
-def remove(rec: Container, force: bool = False) -> None:
-    rec = state.reconcile(rec)
-    if state.is_running(rec):
-        if not force:
-            raise CocinError(f"cannot remove container {rec.name}: container is running: "
-                             "stop the container before removing or force remove")
+def stop(rec: Container, timeout: float = 10.0) -> Container:
+    """SIGTERM, up to ``timeout`` seconds' grace, then SIGKILL (as ``docker stop``).
+
+    Without ``--init`` the command is PID 1 of its namespace, and the kernel
+    drops signals PID 1 installed no handler for: a command that ignores
+    SIGTERM is ended by the SIGKILL.
+    """
+    with state.container_lock(rec.id):
+        return _stop_locked(rec, timeout)
+
+
+def kill(rec: Container, sig: int) -> None:
+    """Send any signal to the container's main process (``docker kill``)."""
+    with state.container_lock(rec.id):
+        rec = state.reconcile(state.load(rec.id))
+        if not state.is_running(rec):
+            raise CocinError(f"container {rec.name} is not running")
+        if sig == signal.SIGKILL:
+            state.update(rec.id, manually_stopped=True)
+        _signal(rec, sig)
+
+
+def restart(rec: Container, timeout: float = 10.0) -> None:
+    with state.container_lock(rec.id):
+        _stop_locked(rec, timeout)
+    start(rec)
+
+
+def wait(rec: Container) -> int:
+    """Block until the container next stops; its exit code (``docker wait``)."""
+    first_pid = None
+    while True:
         try:
-            os.kill(rec.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _wait_dead(rec.pid, rec.pid_start, 10.0)
-    teardown(rec)
-    remove_files(rec)
+            fresh = state.reconcile(state.load(rec.id))
+        except NotFound:
+            raise CocinError(f"container {rec.name} was removed while waiting") from None
+        if fresh.state == "running":
+            first_pid = first_pid or fresh.pid
+        if fresh.state == "exited" or (fresh.state == "restarting" and first_pid):
+            return fresh.exit_code if fresh.exit_code is not None else 255
+        time.sleep(0.05)
+
+
+# --- rm, rename, prune --------------------------------------------------------------
+
+def remove(rec: Container, force: bool = False) -> None:
+    with state.container_lock(rec.id):
+        try:
+            rec = state.reconcile(state.load(rec.id))
+        except NotFound:
+            raise NotFound(f"No such container: {rec.name}") from None
+        if state.is_running(rec) or rec.state == "restarting":
+            if not force:
+                raise CocinError(f"cannot remove container {rec.name}: container is {rec.state}: "
+                                 "stop the container before removing or force remove")
+            state.update(rec.id, manually_stopped=True)
+            if state.is_running(rec):
+                _signal(rec, signal.SIGKILL)
+                _wait_dead(rec.pid, rec.pid_start, 10.0)
+        resources.teardown(rec)
+        remove_files(rec)
 
 
 def remove_files(rec: Container) -> None:
@@ -760,4 +369,56 @@ def remove_files(rec: Container) -> None:
         except FileNotFoundError:
             return
     shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.unlink(os.path.join(state.root(), "locks", rec.id))
+    except FileNotFoundError:
+        pass
     images.gc_layer(rec.config.get("image_id", ""))
+
+
+def rename(rec: Container, new: str) -> None:
+    check_name(new)
+    with state.locked():
+        if any(r.name == new for r in state.load_all()):
+            raise CocinError(f"the container name {new!r} is already in use")
+        fresh = state.load(rec.id)
+        fresh.name = new
+        state.save(fresh)
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def prune() -> tuple[list[str], int]:
+    """Remove every stopped container; their IDs and the bytes freed."""
+    removed, freed = [], 0
+    for rec in state.load_all():
+        rec = state.reconcile(rec)
+        if rec.state not in ("exited", "created"):
+            continue
+        size = _tree_size(rec.dir)
+        try:
+            remove(rec)
+        except CocinError:
+            continue  # started meanwhile
+        removed.append(rec.id)
+        freed += size
+    return removed, freed
+
+
+def top_pids(rec: Container) -> list[int]:
+    """Host PIDs of the container's processes (from its cgroup)."""
+    from . import cgroups
+
+    if not state.is_running(state.reconcile(rec)):
+        raise CocinError(f"container {rec.name} is not running")
+    pids = cgroups.open_existing(rec.id).procs()
+    return pids or [rec.pid]

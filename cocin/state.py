@@ -59,7 +59,7 @@ class Container:
     image: str
     argv: list[str]
     created: float
-    state: str = "created"  # created | running | exited
+    state: str = "created"  # created | running | restarting | exited
     pid: int = 0
     pid_start: int = 0  # /proc/PID/stat starttime: tells a reused PID apart
     monitor_pid: int = 0
@@ -68,6 +68,8 @@ class Container:
     started: float = 0.0
     finished: float = 0.0
     oom_killed: bool = False
+    restart_count: int = 0
+    manually_stopped: bool = False  # by stop/kill: no restart until the next start
     config: dict[str, Any] = field(default_factory=dict)
     network: dict[str, Any] = field(default_factory=dict)
 
@@ -118,6 +120,58 @@ def locked() -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+_HELD_LOCKS: set[int] = set()
+
+
+class ContainerLock:
+    """Serialises the verbs that change one container's life (start, stop,
+    restart, rm, a restart by its monitor), held for the whole operation.
+
+    It is a ``flock`` on ``<root>/locks/<id>``, separate from the short
+    global lock, so a slow ``stop`` of one container blocks nobody else.
+    """
+
+    def __init__(self, cid: str):
+        d = os.path.join(root(), "locks")
+        os.makedirs(d, exist_ok=True)
+        self.path = os.path.join(d, cid)
+        self.fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _HELD_LOCKS.add(self.fd)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            _HELD_LOCKS.discard(self.fd)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> ContainerLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def container_lock(cid: str) -> ContainerLock:
+    return ContainerLock(cid)
+
+
+def forget_inherited_locks() -> None:
+    """In a freshly forked child: close the lock files inherited from the parent.
+
+    A ``flock`` belongs to the open file, shared by every copy of the
+    descriptor: a long-lived child (a monitor) still holding a copy would
+    keep the parent's lock held after the parent let go. Closing (never
+    unlocking) our copy leaves the parent's lock as it is.
+    """
+    for fd in list(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
 
 
 def save(rec: Container) -> None:
@@ -206,19 +260,20 @@ def reconcile(rec: Container) -> Container:
     """Make a "running" record true again after a crash.
 
     If both the container's process and its monitor are gone, nobody will
-    record the exit any more: mark it exited now. The exit code is unknown,
-    so 255 is recorded (what Docker reports after losing a container).
+    record the exit (or restart it) any more: mark it exited now. The exit
+    code is unknown, so 255 is recorded (what Docker reports after losing a
+    container).
     """
-    if rec.state != "running" or alive(rec.pid, rec.pid_start):
+    if rec.state not in ("running", "restarting") or alive(rec.pid, rec.pid_start):
         return rec
     if alive(rec.monitor_pid, rec.monitor_start):
-        return rec  # the monitor is about to record the exit
+        return rec  # the monitor is about to record the exit, or restarting it
     with locked():
         try:
             fresh = load(rec.id)
         except NotFound:
             return rec
-        if fresh.state == "running" and not alive(fresh.pid, fresh.pid_start) \
+        if fresh.state in ("running", "restarting") and not alive(fresh.pid, fresh.pid_start) \
                 and not alive(fresh.monitor_pid, fresh.monitor_start):
             fresh.state = "exited"
             fresh.exit_code = 255 if fresh.exit_code is None else fresh.exit_code

@@ -139,6 +139,11 @@ def cocin(cocin_session):
     yield cocin_session
     for cid in set(cocin_session.containers()) - before:
         cocin_session("rm", "-f", cid)
+    # Every cgroup must belong to a container that still exists.
+    parent = cocin_session.env["COCIN_CGROUP_PARENT"]
+    dirs = cocin_session.sh(f"ls /sys/fs/cgroup/pids/{parent} /sys/fs/cgroup/{parent} 2>/dev/null").stdout.split()
+    stray = {d for d in dirs if len(d) == 64} - set(cocin_session.containers())
+    assert not stray, f"cgroups of removed containers left behind: {stray}"
 
 
 def _snapshot(host) -> set[str]:

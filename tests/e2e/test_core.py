@@ -42,7 +42,7 @@ def test_namespaces_and_filesystem(cocin):
               "touch /sys/x 2>/dev/null && echo sys-rw || echo sys-ro; "
               "grep -q \"$(hostname)\" /etc/hosts && echo hosts-ok; cat /etc/hostname; "
               "mount | grep -c ' / type overlay'; ls /proc | grep -c '^[0-9]'")
-    r = cocin("run", "--rm", "--name", "nscheck", "busybox", "sh", "-c", script)
+    r = cocin("run", "--rm", "--name", "nscheck", "--network", "none", "busybox", "sh", "-c", script)
     assert r.rc == 0, r.stderr
     out = r.stdout.splitlines()
     assert out[0] == "pid=1"

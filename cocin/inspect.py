@@ -1,0 +1,132 @@
+"""``inspect``: a container or image as Docker-shaped JSON, and ``-f`` templates.
+
+Only a small subset of Go templates is understood: ``{{.A.B}}`` field paths
+and ``{{json .A}}``, mixed with literal text, which covers the usual
+``-f '{{.State.Pid}}'`` and ``-f '{{.NetworkSettings.IPAddress}}'``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from . import state
+from .state import Container, NotFound
+
+
+def _rfc3339(t: float) -> str:
+    if not t:
+        return "0001-01-01T00:00:00Z"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def container(rec: Container) -> dict[str, Any]:
+    cfg = rec.config
+    limits = cfg.get("limits") or {}
+    restart = cfg.get("restart") or {"name": "no", "max": 0}
+    ep = rec.network or {}
+    ports = {f"{p['container_port']}/{p.get('proto', 'tcp')}":
+             [{"HostIp": p.get("host_ip") or "0.0.0.0", "HostPort": str(p["host_port"])}]
+             for p in ep.get("ports", [])}
+    return {
+        "Id": rec.id,
+        "Created": _rfc3339(rec.created),
+        "Path": rec.argv[0],
+        "Args": rec.argv[1:],
+        "State": {
+            "Status": rec.state,
+            "Running": rec.state == "running",
+            "Restarting": rec.state == "restarting",
+            "OOMKilled": rec.oom_killed,
+            "Dead": False,
+            "Pid": rec.pid if rec.state == "running" else 0,
+            "ExitCode": rec.exit_code or 0,
+            "StartedAt": _rfc3339(rec.started),
+            "FinishedAt": _rfc3339(rec.finished),
+        },
+        "Image": rec.config.get("image_id", ""),
+        "Name": "/" + rec.name,
+        "RestartCount": rec.restart_count,
+        "HostConfig": {
+            "Binds": [f"{h}:{c}{':ro' if ro else ''}" for h, c, ro in cfg.get("volumes", [])],
+            "NetworkMode": cfg.get("network_mode", "none"),
+            "PortBindings": ports,
+            "RestartPolicy": {"Name": restart["name"], "MaximumRetryCount": restart.get("max", 0)},
+            "AutoRemove": bool(cfg.get("rm")),
+            "Init": bool(cfg.get("init")),
+            "Memory": limits.get("memory") or 0,
+            "MemorySwap": limits.get("memory_swap") or 0,
+            "NanoCpus": int((limits.get("cpus") or 0) * 1e9),
+            "CpuShares": limits.get("cpu_shares") or 0,
+            "CpusetCpus": limits.get("cpuset_cpus") or "",
+            "CpusetMems": limits.get("cpuset_mems") or "",
+            "PidsLimit": limits.get("pids_limit"),
+        },
+        "Mounts": [{"Type": "bind", "Source": h, "Destination": c, "RW": not ro}
+                   for h, c, ro in cfg.get("volumes", [])],
+        "Config": {
+            "Hostname": cfg.get("hostname", ""),
+            "Tty": bool(cfg.get("tty")),
+            "OpenStdin": bool(cfg.get("interactive")),
+            "Env": cfg.get("env", []),
+            "Cmd": rec.argv,
+            "Image": rec.image,
+            "WorkingDir": cfg.get("workdir", "/"),
+        },
+        "NetworkSettings": {
+            "IPAddress": ep.get("ip") or "",
+            "Gateway": ep.get("gateway") or "",
+            "MacAddress": ep.get("mac") or "",
+            "Ports": ports,
+            "Networks": {ep["network"]: {"IPAddress": ep.get("ip"), "Gateway": ep.get("gateway"),
+                                         "MacAddress": ep.get("mac")}} if ep.get("network") else {},
+        },
+        "LogPath": f"{rec.dir}/container.log",
+    }
+
+
+def describe(ref: str) -> dict[str, Any]:
+    """A container (by name or ID), else an image, else NotFound."""
+    try:
+        return container(state.reconcile(state.find(ref)))
+    except NotFound:
+        pass
+    from . import images
+
+    try:
+        img = images.get(ref) if ref != "busybox" else images._read(images.image_file("busybox"))
+    except (NotFound, FileNotFoundError, state.CocinError):
+        raise NotFound(ref) from None
+    return {"Id": "sha256:" + img.id, "RepoTags": [img.name + ":latest"],
+            "Created": _rfc3339(img.created), "Size": img.size, "Comment": img.source}
+
+
+_FIELD = re.compile(r"{{\s*(json\s+)?((?:\.[A-Za-z0-9_]+)*|\.)\s*}}")
+
+
+def _lookup(obj: Any, path: str) -> Any:
+    for part in [p for p in path.split(".") if p]:
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "<no value>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def render(fmt: str, obj: dict[str, Any]) -> str:
+    """Fill ``{{.A.B}}`` / ``{{json .A}}`` fields of ``fmt`` from ``obj``."""
+    def field(m: re.Match) -> str:
+        value = _lookup(obj, m.group(2))
+        return json.dumps(value) if m.group(1) else _text(value)
+    return _FIELD.sub(field, fmt)

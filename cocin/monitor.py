@@ -1,0 +1,522 @@
+"""Starting a container process and watching over it until it is done.
+
+The *monitor* is the process that forks the container and waits for it: the
+foreground client itself (``run``, ``start -a``), or a small detached
+process (``run -d``, ``start``). The protocol between the two, over a Unix
+socket pair whose container end is close-on-exec:
+
+    container (child)                           monitor (parent)
+    unshare(mnt, uts, ipc, net), lo up
+    "ready"  ───────────────────────────────►   cgroup + network for its PID
+    filesystem (rootfs.setup), hostname,
+    stdio or pty ("pty" + fd) ─────────────►
+                              ◄─────────────   "go"
+    execve(command)   ──── socket closes ───►   EOF: the command runs;
+                                                record "running"; wait; record exit;
+                                                tear down; maybe restart (policy)
+
+A failure in the child before execve travels as one line ("error CODE
+message") and becomes the user's error and exit code (125/126/127).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+from . import libc, resources, state
+from .state import CocinError, Container, NotFound
+
+LOG_NAME = "container.log"
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+
+
+class ChildFailed(CocinError):
+    """The container process failed before execve; carries Docker's exit code."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.exit_code = code
+
+
+def fault(point: str) -> None:
+    """Test hook: ``COCIN_FAULT=point`` SIGKILLs the client right here.
+
+    The crash-safety tests use it to kill ``run`` at chosen moments.
+    """
+    if os.environ.get("COCIN_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- the container process (child side) ---------------------------------------
+
+def _loopback_up() -> None:
+    """Bring ``lo`` up in a fresh network namespace (it starts down).
+
+    The classic way: read the interface flags with SIOCGIFFLAGS, set IFF_UP,
+    write them back with SIOCSIFFLAGS, on any socket of that namespace.
+    """
+    import fcntl
+    import struct
+
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifr = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack_from("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def _send(sock: socket.socket, msg: str, fds: list[int] = ()) -> None:
+    """One line to the monitor; ``fds`` travel along as SCM_RIGHTS ancillary data."""
+    import array
+
+    data = msg.encode() + b"\n"
+    if fds:
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    else:
+        sock.sendall(data)
+
+
+def exec_error(argv0: str, e: OSError) -> tuple[int, str]:
+    """Docker's exit codes: 127 command not found, 126 found but not executable."""
+    if e.errno == errno.ENOENT:
+        if "/" in argv0:
+            return 127, f'exec: "{argv0}": no such file or directory'
+        return 127, f'exec: "{argv0}": executable file not found in $PATH'
+    if e.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM):
+        return 126, f'exec: "{argv0}": permission denied'
+    return 126, f'exec: "{argv0}": {os.strerror(e.errno or 0)}'
+
+
+def _exec(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        code, message = exec_error(argv[0], e)
+        _send(sock, f"error {code} {message}")
+        os._exit(code)
+
+
+def _init(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
+    """``--init``: stay as PID 1, run the command as PID 2.
+
+    PID 1 of a namespace has two jobs a normal program does not do: reap
+    orphans (every process whose parent died becomes its child; unreaped they
+    stay zombies) and handle signals (the kernel drops signals PID 1 has no
+    handler for, so ``docker stop`` would need SIGKILL). This init is Python
+    already in memory: nothing has to exist inside the image.
+    """
+    child = os.fork()
+    if child == 0:
+        _exec(argv, env, sock)
+    sock.close()
+    libc.set_process_name("cocin-init")
+
+    def forward(signum, _frame):
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+    for sig in FORWARDED_SIGNALS + (signal.SIGWINCH,):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == child:  # the command ended: so does the container
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)
+
+
+def _close_fds_except(*keep: int | None) -> None:
+    """Close every inherited descriptor above stderr but ``keep``: an open pipe
+    end held by the container (or its init) would keep a reader waiting."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _child(rec: Container, sock: socket.socket, log_fd: int | None) -> None:
+    """The container process, from fork to execve. Never returns.
+
+    ``log_fd`` is None when attached to the caller's terminal, else the log.
+    """
+    from . import rootfs
+
+    state.forget_inherited_locks()
+    _close_fds_except(sock.fileno(), log_fd)
+    cfg = rec.config
+    detached = log_fd is not None
+    code, stage = 125, "setup"
+    try:
+        stage = "namespaces"
+        flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
+        if cfg.get("network_mode") != "host":
+            flags |= libc.CLONE_NEWNET
+        libc.unshare(flags)
+        if cfg.get("network_mode") != "host":
+            _loopback_up()
+        _send(sock, "ready")
+        stage = "filesystem"
+        rootfs.setup(cfg, rec.dir)
+        libc.sethostname(cfg["hostname"])
+        if os.environ.get("COCIN_FAULT") == "after-mounts":
+            os.kill(os.getppid(), signal.SIGKILL)  # test hook: the client dies now
+        stage = "stdio"
+        if cfg.get("tty"):
+            import fcntl
+            os.setsid()
+            master, slave = os.openpty()  # from the container's own /dev/pts
+            fcntl.ioctl(slave, libc.TIOCSCTTY, 0)
+            for fd in (0, 1, 2):
+                os.dup2(slave, fd)
+            os.close(slave)
+            _send(sock, "pty", [master])
+            os.close(master)
+        else:
+            if detached:
+                os.setsid()
+            if detached or not cfg.get("interactive"):
+                null = os.open("/dev/null", os.O_RDONLY)
+                os.dup2(null, 0)
+                os.close(null)
+            if detached:
+                os.dup2(log_fd, 1)
+                os.dup2(log_fd, 2)
+        if detached:
+            os.close(log_fd)
+        stage = "workdir"
+        workdir = cfg.get("workdir") or "/"
+        os.makedirs(workdir, exist_ok=True)
+        os.chdir(workdir)
+        if sock.recv(3) != b"go\n":
+            os._exit(125)  # the monitor went away: never run the command
+        env = dict(e.split("=", 1) for e in cfg["env"])
+        stage = "exec"
+        if cfg.get("init"):
+            _init(rec.argv, env, sock)
+        _exec(rec.argv, env, sock)
+    except BaseException as e:  # report any failure as one line, then die
+        try:
+            _send(sock, f"error {code} {stage}: {e}")
+        finally:
+            os._exit(code)
+    os._exit(code)
+
+
+# --- launching -------------------------------------------------------------------
+
+@dataclass
+class Launched:
+    pid: int
+    pty_master: int | None
+
+
+def _recv_line(sock: socket.socket) -> tuple[str, list[int]]:
+    """One message from the child (and any file descriptors passed with it)."""
+    fds: list[int] = []
+    buf = b""
+    while not buf.endswith(b"\n"):
+        data, anc, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(4 * 4))
+        for level, kind, payload in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds += [int.from_bytes(payload[i:i + 4], sys.byteorder)
+                        for i in range(0, len(payload) - len(payload) % 4, 4)]
+        if not data:
+            return ("eof" if not buf else buf.decode()), fds
+        buf += data
+    return buf[:-1].decode(), fds
+
+
+def _fork_container(rec: Container, log_fd: int | None) -> tuple[int, socket.socket]:
+    """Fork the container process as PID 1 of a new PID namespace.
+
+    ``unshare(CLONE_NEWPID)`` moves only this process's *future children*
+    into a new namespace. Right after the fork we ``setns`` back to our own,
+    so later helpers we fork (iptables, ...) stay in the host's namespace.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc.unshare(libc.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            _child(rec, theirs, log_fd)
+        libc.setns(own_pidns, libc.CLONE_NEWPID, "/proc/self/ns/pid")
+    finally:
+        os.close(own_pidns)
+    theirs.close()
+    return pid, ours
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def _failure(msg: str) -> ChildFailed:
+    if msg.startswith("error "):
+        _, code, text = msg.split(" ", 2)
+        return ChildFailed(int(code), text)
+    return ChildFailed(125, "the container process died during setup")
+
+
+def launch(rec: Container, log_fd: int | None) -> Launched:
+    """Start the container process and confirm it reached execve.
+
+    On return the record says "running"; on failure nothing is left held.
+    """
+    pid, sock = _fork_container(rec, log_fd)
+    endpoint: dict = {}
+    try:
+        msg, _ = _recv_line(sock)
+        if msg != "ready":
+            raise _failure(msg)
+        # The child has its namespaces now: limits and network, before "go".
+        resources.join_cgroup(rec, pid)
+        endpoint = resources.connect(rec, pid)
+        sock.sendall(b"go\n")
+        master = None
+        while True:
+            msg, fds = _recv_line(sock)
+            if msg == "pty" and fds:
+                master = fds[0]
+            elif msg == "eof":
+                break
+            else:
+                raise _failure(msg)
+    except BaseException:
+        _kill_and_reap(pid)
+        rec.network = endpoint
+        resources.teardown(rec)
+        raise
+    finally:
+        sock.close()
+    with state.locked():
+        fresh = state.load(rec.id)
+        fresh.state = "running"
+        fresh.pid, fresh.pid_start = pid, state.proc_start_time(pid)
+        fresh.monitor_pid = os.getpid()
+        fresh.monitor_start = state.proc_start_time(fresh.monitor_pid)
+        fresh.started, fresh.finished, fresh.exit_code = time.time(), 0.0, None
+        fresh.oom_killed = False
+        fresh.network = endpoint
+        state.save(fresh)
+    rec.__dict__.update(fresh.__dict__)
+    fault("after-record")
+    return Launched(pid, master)
+
+
+def _reap(pid: int) -> int:
+    """Wait for the container process; its exit code as a shell would say it."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 255
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code  # killed by signal N: 128 + N
+
+
+def record_exit(rec: Container, pid: int, code: int) -> Container | None:
+    """Record how the container ended and release what it held."""
+    oom = resources.teardown(rec)
+    try:
+        with state.locked():
+            fresh = state.load(rec.id)
+            if fresh.pid == pid:
+                fresh.state, fresh.exit_code, fresh.finished = "exited", code, time.time()
+                fresh.oom_killed = oom
+                fresh.network = {}
+                state.save(fresh)
+            return fresh
+    except NotFound:
+        return None  # removed meanwhile (rm -f): nothing to record
+
+
+def forward_signals(pid: int) -> None:
+    """Pass the usual terminal and job-control signals on to ``pid``."""
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+
+
+# --- restart policies --------------------------------------------------------------
+
+def parse_restart(text: str | None) -> dict:
+    """``no``, ``always``, ``unless-stopped``, ``on-failure[:N]`` -> {name, max}."""
+    name, _, count = (text or "no").partition(":")
+    if name not in ("no", "always", "unless-stopped", "on-failure"):
+        raise CocinError(f"invalid restart policy {text!r}: use no, always, unless-stopped "
+                         "or on-failure[:max-retries]")
+    if count and (name != "on-failure" or not count.isdigit()):
+        raise CocinError(f"invalid restart policy {text!r}: only on-failure takes a retry count")
+    return {"name": name, "max": int(count or 0)}
+
+
+def should_restart(rec: Container, code: int) -> bool:
+    policy = rec.config.get("restart") or {"name": "no"}
+    if rec.manually_stopped or policy["name"] == "no":
+        return False
+    if policy["name"] == "on-failure":
+        return code != 0 and (policy["max"] == 0 or rec.restart_count < policy["max"])
+    return True
+
+
+def _backoff(rec: Container, delay: float) -> bool:
+    """Sleep before a restart, as Docker does; False when a stop/rm cancelled it."""
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        try:
+            fresh = state.load(rec.id)
+        except NotFound:
+            return False
+        if fresh.manually_stopped or fresh.state != "restarting":
+            return False
+    return True
+
+
+def supervise(rec: Container, log_fd: int | None, on_started=None) -> int:
+    """Launch the container, wait for it, record it; restart as the policy says.
+
+    ``on_started`` is called once, after the first successful launch (or with
+    the error of a failed one).
+    """
+    delay = 0.1  # Docker's back-off: 100 ms, doubling, at most a minute
+    first = True
+    lock = None  # held while relaunching, as stop/start/rm hold it
+    while True:
+        try:
+            launched = launch(rec, log_fd)
+        except CocinError as e:
+            code = getattr(e, "exit_code", 125)
+            try:
+                state.update(rec.id, state="exited", exit_code=code, finished=time.time())
+            except NotFound:
+                pass
+            if first:
+                if on_started:
+                    on_started(e)
+                raise
+            return code
+        finally:
+            if lock is not None:
+                lock.release()
+                lock = None
+        if first and on_started:
+            on_started(None)
+        first = False
+        if launched.pty_master is not None:
+            from . import tty
+            if log_fd is None:
+                tty.relay(launched.pty_master, launched.pid, rec.config.get("interactive", False))
+            else:
+                tty.copy_to_log(launched.pty_master, log_fd)
+        elif log_fd is None:
+            forward_signals(launched.pid)
+        code = _reap(launched.pid)
+        ran = time.time() - rec.started
+        fresh = record_exit(rec, launched.pid, code)
+        if fresh is None or not should_restart(fresh, code):
+            return code
+        delay = 0.1 if ran >= 10 or fresh.restart_count == 0 else min(delay * 2, 60.0)
+        with state.locked():
+            try:
+                fresh = state.load(rec.id)
+            except NotFound:
+                return code
+            if fresh.manually_stopped:
+                return code
+            fresh.state = "restarting"
+            fresh.restart_count += 1
+            state.save(fresh)
+        if not _backoff(rec, delay):
+            return code
+        lock = state.ContainerLock(rec.id)
+        try:
+            fresh = state.load(rec.id)
+        except NotFound:
+            fresh = None
+        if fresh is None or fresh.manually_stopped or fresh.state != "restarting":
+            lock.release()
+            return code
+        rec.__dict__.update(fresh.__dict__)
+
+
+def start_foreground(rec: Container, on_started=None) -> int:
+    """Run the container attached to this terminal; return its exit code."""
+    return supervise(rec, None, on_started)
+
+
+def start_detached(rec: Container) -> None:
+    """Start the container under a small monitor process that outlives us.
+
+    The monitor (a forked copy of this process, in its own session) launches
+    the container, tells us over a pipe whether it started, then stays to
+    wait for it, record its exit and carry out its restart policy.
+    """
+    r, w = os.pipe()
+    log_path = os.path.join(rec.dir, LOG_NAME)
+    monitor = os.fork()
+    if monitor == 0:
+        os.close(r)
+        state.forget_inherited_locks()
+        try:
+            os.setsid()
+            libc.set_process_name("cocin-monitor")
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(null)
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+
+            def report(error):
+                msg = "0 ok" if error is None else f"{getattr(error, 'exit_code', 125)} {error}"
+                os.write(w, msg.encode())
+                os.close(w)
+            try:
+                supervise(rec, log_fd, report)
+            except CocinError:
+                os._exit(0)
+            if rec.config.get("rm"):
+                from .runtime import remove_files
+                remove_files(rec)
+        except BaseException as e:
+            try:
+                os.write(w, f"125 monitor: {e}".encode())
+            except OSError:
+                pass
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        answer = f.read().decode()
+    os.waitpid(monitor, os.WNOHANG)
+    code_s, _, text = answer.partition(" ")
+    if not code_s:
+        raise CocinError("the container monitor died while starting the container")
+    if code_s != "0":
+        raise ChildFailed(int(code_s), text)
