@@ -422,3 +422,33 @@ def top_pids(rec: Container) -> list[int]:
         raise CocinError(f"container {rec.name} is not running")
     pids = cgroups.open_existing(rec.id).procs()
     return pids or [rec.pid]
+
+
+# --- network connect / disconnect ------------------------------------------------
+
+def connect(rec: Container, net: str, ip: str | None = None) -> None:
+    """``network connect``: a running container without a network joins one.
+
+    cocin gives a container one network interface (eth0), so only a
+    container that has none (``--network none``) can be connected.
+    """
+    with state.container_lock(rec.id):
+        rec = state.reconcile(state.load(rec.id))
+        if not state.is_running(rec):
+            raise CocinError(f"container {rec.name} is not running")
+        if (rec.network or {}).get("network"):
+            raise CocinError(f"container {rec.name} is already connected to network "
+                             f"{rec.network['network']}: disconnect it first")
+        if rec.config.get("network_mode") == "host":
+            raise CocinError(f"container {rec.name} uses the host's network")
+        endpoint = resources.connect(rec, rec.pid, net, ip)
+        state.update(rec.id, network=endpoint)
+
+
+def disconnect(rec: Container, net: str) -> None:
+    with state.container_lock(rec.id):
+        rec = state.load(rec.id)
+        if (rec.network or {}).get("network") != net:
+            raise CocinError(f"container {rec.name} is not connected to network {net}")
+        resources.disconnect(rec)
+        state.update(rec.id, network={})
