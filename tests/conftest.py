@@ -47,7 +47,8 @@ class Cocin:
     def cmdline(self, *args: str, timeout: int = DEFAULT_TIMEOUT, env: dict | None = None) -> str:
         envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**self.env, **(env or {})}.items())
         argv = " ".join(shlex.quote(a) for a in args)
-        return (f"timeout -k 5 {timeout} env {envs} {self.python} "
+        # -u PYTHONDONTWRITEBYTECODE: some shells set it; cocin's bytecode cache matters.
+        return (f"timeout -k 5 {timeout} env -u PYTHONDONTWRITEBYTECODE {envs} {self.python} "
                 f"{shlex.quote(self.repo)}/cocin.py {argv}")
 
     def __call__(self, *args: str, timeout: int = DEFAULT_TIMEOUT, env: dict | None = None,

@@ -236,15 +236,30 @@ def open_existing(cid: str, parent: str, hiers: list[Hierarchy] | None = None) -
     return V1Cgroup(cid, {h.name: os.path.join(h.mountpoint, parent, cid) for h in hiers})
 
 
+# Hierarchies every container joins even without limits: they give ``stats``
+# (memory, cpuacct), ``top``/``exec`` (pids) and OOM detection (memory).
+ALWAYS_JOINED = ("memory", "pids", "cpuacct")
+
+
+def used(hiers: list[Hierarchy], needed: dict[str, str]) -> list[Hierarchy]:
+    """The hierarchies a container needs: the always-joined ones plus those
+    its limits need. On v1 every hierarchy joined costs a separate write to
+    ``cgroup.procs``, each a process migration that waits for an RCU grace
+    period: joining ten hierarchies instead of three is ~10 ms per start."""
+    wanted = set(ALWAYS_JOINED) | set(needed)
+    return [h for h in hiers if wanted & set(h.controllers)]
+
+
 def create(cid: str, limits: Limits, parent: str,
            hiers: list[Hierarchy] | None = None) -> V1Cgroup:
-    """Make ``<parent>/<cid>`` in every hierarchy, then write the limits."""
+    """Make ``<parent>/<cid>`` in the hierarchies it needs, then write the limits."""
     hiers = current() if hiers is None else hiers
     cmap = controller_map(hiers)
     needed = required_controllers(limits)
     for ctrl, flag in needed.items():
         if ctrl not in cmap:
             raise _missing_controller(ctrl, flag)
+    hiers = used(hiers, needed) or hiers
     cg = open_existing(cid, parent, hiers)
     try:
         for h in hiers:

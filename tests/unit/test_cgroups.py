@@ -687,11 +687,16 @@ def test_real_cgroup_lifecycle(real, monkeypatch):
 
 
 @needs_root
-def test_real_cgroup_without_limits_exists_everywhere(real):
+def test_real_cgroup_without_limits_joins_only_what_it_needs(real):
     cg = cgroups.create("unit-empty", Limits())
     try:
         assert all(os.path.isdir(p) for p in cg.paths)
-        assert len(cg.paths) == len(_roots())
+        if cgroups.layout() == "v2":
+            assert len(cg.paths) == 1
+        else:  # memory, pids and cpuacct (cpuacct may share a tree with cpu)
+            joined = {c for h in cg.dirs for c in h.split(",")}
+            assert {"memory", "pids", "cpuacct"} <= joined
+            assert "devices" not in joined and "name=systemd" not in joined
     finally:
         cg.destroy()
 
