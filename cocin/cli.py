@@ -12,10 +12,14 @@ import argparse
 import os
 import sys
 import time
-from typing import Callable, NoReturn
 
 from . import state
 from .state import CocinError
+
+# Names used only in annotations: importing typing costs milliseconds at start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, NoReturn
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
 
 from . import state
 from .state import Container, NotFound
+
+# Names used only in annotations: importing typing costs milliseconds at start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _rfc3339(t: float) -> str:

@@ -16,7 +16,6 @@ so concurrent start/stop/restart/rm of one container end consistently.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -197,6 +196,7 @@ def create(opts: RunOptions) -> Container:
                             argv=list(opts.argv), created=time.time(), config=cfg)
             state.save(rec)
     except BaseException:
+        import shutil
         shutil.rmtree(d, ignore_errors=True)
         raise
     return rec
@@ -360,6 +360,8 @@ def remove(rec: Container, force: bool = False) -> None:
 def remove_files(rec: Container) -> None:
     """Delete the record and directory: renamed away under the lock first, so a
     concurrent ``rm`` of the same container finds nothing instead of half."""
+    import shutil
+
     from . import images
 
     trash = os.path.join(state.containers_dir(), f".rm-{rec.id}")
