@@ -21,7 +21,6 @@ message") and becomes the user's error and exit code (125/126/127).
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import socket
@@ -30,11 +29,10 @@ import time
 from dataclasses import dataclass
 
 from . import libc, resources, state
+from .process import FORWARDED_SIGNALS, exec_error, forward_signals
 from .state import CocinError, Container, NotFound
 
 LOG_NAME = "container.log"
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1, signal.SIGUSR2)
 
 
 class ChildFailed(CocinError):
@@ -81,17 +79,6 @@ def _send(sock: socket.socket, msg: str, fds: list[int] = ()) -> None:
         sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
     else:
         sock.sendall(data)
-
-
-def exec_error(argv0: str, e: OSError) -> tuple[int, str]:
-    """Docker's exit codes: 127 command not found, 126 found but not executable."""
-    if e.errno == errno.ENOENT:
-        if "/" in argv0:
-            return 127, f'exec: "{argv0}": no such file or directory'
-        return 127, f'exec: "{argv0}": executable file not found in $PATH'
-    if e.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM):
-        return 126, f'exec: "{argv0}": permission denied'
-    return 126, f'exec: "{argv0}": {os.strerror(e.errno or 0)}'
 
 
 def _exec(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
@@ -351,17 +338,6 @@ def record_exit(rec: Container, pid: int, code: int) -> Container | None:
             return fresh
     except NotFound:
         return None  # removed meanwhile (rm -f): nothing to record
-
-
-def forward_signals(pid: int) -> None:
-    """Pass the usual terminal and job-control signals on to ``pid``."""
-    def forward(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-    for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, forward)
 
 
 # --- restart policies --------------------------------------------------------------

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 
 from . import libc, state
-from .monitor import exec_error, forward_signals
+from .process import exec_error, forward_signals
 from .state import CocinError, Container
 
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nsenter_stub")
@@ -137,9 +137,10 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
         sys.stderr.write("cocin: exec via Python setns\n")
     # After joining the mount namespace, the host's files (cocin's own modules
     # included) are out of sight: import everything we need now.
-    import fcntl
+    if opts.tty:
+        import fcntl
 
-    from . import tty
+        from . import tty
     try:
         join_namespaces(rec.pid)
     except OSError as e:
