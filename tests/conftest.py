@@ -129,6 +129,8 @@ def cocin_session(host, request):
     yield c
     for cid in c.containers():
         c("rm", "-f", cid)
+    for net in c("network", "ls", "-q").stdout.split():
+        c("network", "rm", net)  # the default network too: its bridge and rules
     _assert_no_leftovers(host, c, before)
     host.run(f"rm -rf {shlex.quote(root)}")
 
