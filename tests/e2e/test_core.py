@@ -288,3 +288,10 @@ def test_parallel_run_and_rm(cocin):
     rm = " ".join(cocin.cmdline("rm", "-f", f"par{i}") + " >/dev/null &" for i in range(1, n + 1))
     assert cocin.sh(rm + " wait").rc == 0
     assert not any(ln for ln in cocin.ok("ps", "-a").stdout.splitlines() if " par" in ln)
+
+
+def test_detached_with_tty_logs_the_terminal(cocin):
+    cocin.ok("run", "-d", "-t", "--name", "dt", "busybox", "sh", "-c", "tty; echo $TERM; sleep 300")
+    time.sleep(0.5)
+    logs = cocin.ok("logs", "dt").stdout
+    assert "/dev/pts/0" in logs and "xterm" in logs
