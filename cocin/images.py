@@ -16,17 +16,16 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
 
 from . import state
+from .record import Record
 from .state import CocinError, NotFound
 
 IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*\Z")
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
 
 
-@dataclass
-class Image:
+class Image(Record):
     name: str
     id: str
     created: float
@@ -127,7 +126,7 @@ def publish(tmp: str, name: str, source: str, replace: bool = False) -> Image:
                 raise CocinError(f"image {name} already exists")
             old = _read(image_file(name))
         os.rename(tmp, img.rootfs)
-        state.atomic_write(image_file(name), json.dumps(asdict(img)))
+        state.atomic_write(image_file(name), json.dumps(img.to_dict()))
         if old is not None:
             _drop_layer_if_unused(old.id)
     return img

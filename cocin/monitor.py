@@ -26,10 +26,10 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
 
 from . import libc, resources, state
 from .process import FORWARDED_SIGNALS, exec_error, forward_signals
+from .record import Record
 from .state import CocinError, Container, NotFound
 
 LOG_NAME = "container.log"
@@ -205,8 +205,7 @@ def _child(rec: Container, sock: socket.socket, log_fd: int | None) -> None:
 
 # --- launching -------------------------------------------------------------------
 
-@dataclass
-class Launched:
+class Launched(Record):
     pid: int
     pty_master: int | None
 

@@ -23,18 +23,17 @@ import errno
 import os
 import signal
 import sys
-from dataclasses import dataclass
 
 from . import libc, state
 from .process import exec_error, forward_signals
+from .record import Record
 from .state import CocinError, Container
 
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nsenter_stub")
 NAMESPACES = ("ipc", "uts", "net", "pid", "cgroup", "mnt")  # mnt last: /proc is ours until then
 
 
-@dataclass
-class ExecOptions:
+class ExecOptions(Record):
     argv: list[str]
     env: list[str]
     workdir: str | None = None

@@ -18,17 +18,16 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 
 from . import monitor, resources, state
 from .monitor import LOG_NAME, ChildFailed  # noqa: F401 - part of this module's interface
+from .record import Factory, Record
 from .state import CocinError, Container, NotFound
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass
-class RunOptions:
+class RunOptions(Record):
     """What ``run``/``create`` were asked for, already parsed by the CLI."""
 
     image: str
@@ -38,15 +37,15 @@ class RunOptions:
     interactive: bool = False
     tty: bool = False
     rm: bool = False
-    env: list[str] = field(default_factory=list)  # KEY=VALUE, in order
+    env: list[str] = Factory(list)  # KEY=VALUE, in order
     workdir: str | None = None
-    volumes: list[tuple[str, str, bool]] = field(default_factory=list)
+    volumes: list[tuple[str, str, bool]] = Factory(list)
     hostname: str | None = None
-    limits: dict = field(default_factory=dict)
+    limits: dict = Factory(dict)
     network: str = "bridge"  # a network's name, or "none" or "host"
-    publish: list[str] = field(default_factory=list)
+    publish: list[str] = Factory(list)
     ip: str | None = None
-    dns: list[str] = field(default_factory=list)
+    dns: list[str] = Factory(list)
     restart: str | None = None
     init: bool = False
 

@@ -14,13 +14,13 @@ only while its PID is alive with the same start time (PIDs are reused).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
+
+from .record import Factory, Record
 
 # Names used only in annotations: importing typing costs milliseconds at start-up.
 TYPE_CHECKING = False
@@ -55,8 +55,7 @@ def container_dir(cid: str) -> str:
     return os.path.join(root(), "containers", cid)
 
 
-@dataclass
-class Container:
+class Container(Record):
     """The record of one container (``config.json``)."""
 
     id: str
@@ -75,8 +74,8 @@ class Container:
     oom_killed: bool = False
     restart_count: int = 0
     manually_stopped: bool = False  # by stop/kill: no restart until the next start
-    config: dict[str, Any] = field(default_factory=dict)
-    network: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = Factory(dict)
+    network: dict[str, Any] = Factory(dict)
 
     @property
     def short_id(self) -> str:
@@ -87,12 +86,11 @@ class Container:
         return container_dir(self.id)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=1)
+        return json.dumps(self.to_dict(), indent=1)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Container:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: v for k, v in d.items() if k in cls._fields})
 
 
 # --- atomic files and the lock ------------------------------------------------

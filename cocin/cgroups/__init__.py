@@ -29,7 +29,8 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass, fields
+
+from cocin.record import Record
 
 # Names used only in annotations: importing typing costs milliseconds at start-up.
 TYPE_CHECKING = False
@@ -99,8 +100,7 @@ class CgroupError(CocinError):
 # --------------------------------------------------------------------------
 
 
-@dataclass
-class Limits:
+class Limits(Record):
     """Resource limits of one container, in docker's units.
 
     ``None`` means "not asked for". ``memory_swap`` is memory *plus* swap, as
@@ -117,17 +117,17 @@ class Limits:
 
     def is_empty(self) -> bool:
         """True when no limit at all was asked for."""
-        return all(getattr(self, f.name) is None for f in fields(self))
+        return all(getattr(self, f) is None for f in self._fields)
 
     def to_dict(self) -> dict:
         """A JSON-able dict for the container record (every field, ``None`` included)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f: getattr(self, f) for f in self._fields}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Limits:
         """Rebuild from :meth:`to_dict` output; unknown keys are ignored."""
         d = d or {}
-        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+        return cls(**{f: d.get(f) for f in cls._fields})
 
 
 def _is_decimal(s: str) -> bool:
@@ -293,8 +293,7 @@ _V1_NON_CONTROLLER_OPTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(Record):
     """One cgroup line of /proc/self/mountinfo (see ``man 5 proc``)."""
 
     mountpoint: str

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
+
+from cocin.record import Record
 
 from . import (
     CFS_PERIOD_US,
@@ -55,8 +56,7 @@ FLAG_OF_FILE = {
 }
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(Record):
     """One mounted v1 tree: where it is and which controllers it carries."""
 
     name: str  # "memory", "cpu,cpuacct", "name=systemd" or "unified"
