@@ -34,9 +34,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any
 
 from cocin.state import CocinError
+
+# Only for annotations (never evaluated here, thanks to the __future__
+# import): importing typing would cost every "cocin run" milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class NetworkError(CocinError):
@@ -60,7 +65,8 @@ def default_network() -> dict[str, Any]:
 
 
 def create_network(name: str, subnet: str, gateway: str | None = None) -> dict[str, Any]:
-    """Record a new bridge network (its bridge appears with its first container)."""
+    """Record a new bridge network (its bridge appears with its first container
+    and stays until ``remove_network``)."""
     from cocin.network import bridge
     return bridge.create_network(name, subnet, gateway)
 
@@ -76,7 +82,9 @@ def inspect_network(name: str) -> dict[str, Any]:
 
 
 def remove_network(name: str) -> None:
-    """Remove a network; refused while containers are attached to it."""
+    """Remove a network, its bridge and firewall rules (which otherwise stay
+    between containers, as docker0 does); refused while containers are
+    attached. The default network "bridge" too: it is made again on first use."""
     from cocin.network import bridge
     bridge.remove_network(name)
 

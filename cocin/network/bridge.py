@@ -5,38 +5,46 @@ namespace) takes these steps, each a netlink request (see ``netlink``):
 
 1. make sure the **bridge** exists and holds the gateway address, say
    172.29.0.1/16: the host is now a member of the containers' LAN;
-2. create a **veth pair** ``vethXXXXXXX`` / ``cethXXXXXXX``; plug the first
-   end into the bridge;
-3. **move** the other end into the container's namespace (by PID);
-4. **enter** that namespace — ``fork()``, then ``setns()`` in the child,
-   because a process can only configure the namespace it is in — and there
-   rename the link to ``eth0``, give it the container's address, bring
-   ``lo`` and ``eth0`` up and route everything else via the gateway.
+2. create a **veth pair** in one request: the host end ``vethXXXXXXX``
+   plugged into the bridge, the other end created directly *inside* the
+   container's namespace (by PID) under its final name ``eth0``;
+3. **enter** that namespace — a thread calls ``setns()`` and opens a
+   netlink socket there, because a socket talks to the namespace it was
+   created in — and through it give ``eth0`` the container's address,
+   bring ``lo`` up and route everything else via the gateway.
 
 The host then forwards the containers' packets (``net.ipv4.ip_forward``)
 and masquerades them behind its own address (``firewall``).
 
-Records: ``<state dir>/<network>.json`` per network, with its endpoints
-under ``"containers"``. Everything changes under one lock, ``<state
-dir>/.lock``. The host side exists only while containers are attached: the
-bridge is created with the first endpoint and deleted with the last, and
-the firewall rules and sysctls are recomputed from the records each time.
+Records: ``<state dir>/<network>.json`` per network, and its endpoints
+under ``"containers"`` in ``<state dir>/.runtime-<network>.json`` (see
+``_with_runtime``). Everything changes under one lock, ``<state
+dir>/.lock``. The host side of a network (bridge, MASQUERADE rule) is made
+with its first container and then kept, empty or not, until ``network rm``
+— as Docker keeps ``docker0`` — so that starting a container is cheap; the
+record says ``"active": true`` meanwhile. The firewall rules and sysctls
+are recomputed from the records after every change, and applied only when
+they differ from what is in place (``firewall``, ``sysctl``);
+``ip_forward`` is held only while some container is attached.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import ipaddress
 import os
 import re
-import secrets
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from cocin.network import NetworkError, ipam, netlink, state_dir, store
+
+# Only for annotations (never evaluated here, thanks to the __future__
+# import): importing typing would cost every "cocin run" milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}\Z")
 RESERVED_NAMES = ("none", "host")
@@ -58,12 +66,45 @@ def _record_path(name: str) -> str:
     return os.path.join(state_dir(), f"{name}.json")
 
 
+def _runtime_path(name: str) -> str:
+    # A leading dot: network names cannot start with one, so no clash.
+    return os.path.join(state_dir(), f".runtime-{name}.json")
+
+
+RUNTIME_KEYS = ("active", "containers")
+
+
+def _with_runtime(net: dict[str, Any]) -> dict[str, Any]:
+    """Add what changes with every container to a network's definition.
+
+    The two live apart: the definition (name, subnet, bridge...) is written
+    once, durably; the endpoints and the "active" flag change twice per
+    container and are written without ``fsync``, which would wait for the
+    disk each time. They describe the running system only, so a power loss
+    that takes the latest version (or tears the file) loses nothing that
+    still exists. (A definition file written before the split carries its
+    endpoints itself: they are used until a runtime file exists.)
+    """
+    try:
+        runtime = store.read_json(_runtime_path(net["name"]))
+    except ValueError:
+        runtime = {}
+    if isinstance(runtime, dict):
+        net["containers"] = runtime.get("containers") or {}
+        net["active"] = bool(runtime.get("active"))
+    net.setdefault("containers", {})
+    return net
+
+
 def _load(name: str) -> dict[str, Any] | None:
-    return store.read_json(_record_path(name))
+    net = store.read_json(_record_path(name))
+    return _with_runtime(net) if net else None
 
 
 def _save(net: dict[str, Any]) -> None:
-    store.write_json(_record_path(net["name"]), net)
+    """Save the runtime part of ``net`` (its definition does not change)."""
+    store.write_json(_runtime_path(net["name"]), {k: net.get(k) for k in RUNTIME_KEYS},
+                     durable=False)
 
 
 def _all() -> list[dict[str, Any]]:
@@ -77,7 +118,7 @@ def _all() -> list[dict[str, Any]]:
         if entry.endswith(".json") and not entry.startswith("."):
             net = store.read_json(os.path.join(state_dir(), entry))
             if net:
-                nets.append(net)
+                nets.append(_with_runtime(net))
     return nets
 
 
@@ -154,7 +195,7 @@ def _create_locked(name: str, subnet: str, gateway: str | None,
         if ipaddress.IPv4Network(other["subnet"]).overlaps(net):
             raise NetworkError(f"subnet {net} overlaps network {other['name']} "
                                f"({other['subnet']})")
-    net_id = secrets.token_hex(32)
+    net_id = os.urandom(32).hex()   # what secrets.token_hex(32) does
     bridge = bridge or f"cocin-{net_id[:8]}"
     try:
         netlink.check_ifname(bridge)
@@ -177,10 +218,10 @@ def _create_locked(name: str, subnet: str, gateway: str | None,
         "subnet": str(net),
         "gateway": str(gw),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "containers": {},
     }
-    _save(record)
-    return record
+    store.remove(_runtime_path(name))   # a leftover of a crash, if any
+    store.write_json(_record_path(name), record)
+    return _with_runtime(record)
 
 
 def create_network(name: str, subnet: str, gateway: str | None = None) -> dict[str, Any]:
@@ -220,6 +261,7 @@ def remove_network(name: str) -> None:
         _dismantle(net)
         ipam.forget(net)
         store.remove(_record_path(name))
+        store.remove(_runtime_path(name))
         _reconcile_locked()
 
 
@@ -227,10 +269,12 @@ def remove_network(name: str) -> None:
 
 def veth_names(cid: str) -> tuple[str, str]:
     """Host end ``veth`` + 7 hex characters of the container id (so ``ip
-    link`` and ``cocin ps`` can be matched by eye), and the temporary name of
-    the container end, before it becomes eth0."""
+    link`` and ``cocin ps`` can be matched by eye), and a name for the other
+    end should it ever appear on the host (it is created directly as eth0
+    in the container's namespace)."""
     short = cid[:7].lower()
     if len(short) < 7 or any(c not in "0123456789abcdef" for c in short):
+        import hashlib
         short = hashlib.sha256(cid.encode()).hexdigest()[:7]
     return f"veth{short}", f"ceth{short}"
 
@@ -245,22 +289,30 @@ def mac_for(ip: str) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
 
 
-def _ensure_bridge(net: dict[str, Any]) -> None:
+def _ensure_bridge(net: dict[str, Any]) -> int:
     """``ip link add BRIDGE type bridge; ip addr add GATEWAY/PREFIX dev
-    BRIDGE; ip link set BRIDGE up`` — skipping what already exists."""
+    BRIDGE; ip link set BRIDGE up`` — skipping what already exists.
+    Returns the bridge's interface index."""
     bridge = net["bridge"]
     prefixlen = ipaddress.IPv4Network(net["subnet"]).prefixlen
-    if not netlink.link_exists(bridge):
+    try:
+        link = netlink.get_link(bridge)
+    except OSError as e:
+        if e.errno != errno.ENODEV:
+            raise
         netlink.create_bridge(bridge)
         # A bridge otherwise takes the lowest MAC of its ports, changing as
         # containers come and go; a fixed one keeps ARP caches valid.
         netlink.set_mac(bridge, mac_for(net["gateway"]))
+        link = netlink.get_link(bridge)
     try:
         netlink.add_address(bridge, net["gateway"], prefixlen)
     except OSError as e:
         if e.errno != errno.EEXIST:
             raise
-    netlink.set_up(bridge)
+    if not link.up:
+        netlink.set_up(bridge)
+    return link.index
 
 
 def _dismantle(net: dict[str, Any]) -> None:
@@ -288,7 +340,7 @@ def _same_netns(pid: int) -> bool:
 
 
 def _setns_net(pid: int) -> None:
-    """Move the calling process into the network namespace of ``pid``."""
+    """Move the calling *thread* into the network namespace of ``pid``."""
     try:
         from cocin.libc import CLONE_NEWNET, setns
     except ImportError:  # a minimal binding, should cocin.libc lack it
@@ -307,40 +359,44 @@ def _setns_net(pid: int) -> None:
         os.close(fd)
 
 
-def _configure_inside(pid: int, ifname: str, ip: str, prefixlen: int, gateway: str) -> None:
-    """Set up the container's side, from inside its network namespace.
+def netlink_in(pid: int) -> netlink.NetlinkSocket:
+    """A netlink socket that talks to the network namespace of ``pid``.
 
-    ``setns(2)`` changes the namespace of the calling process for good, and
-    netlink sockets talk to the namespace they were created in. So a child
-    is forked: it enters the namespace, opens its own netlink sockets, does
-    the work and exits; the parent stays where it was. The child reports a
-    failure through a pipe.
+    A netlink socket belongs to the namespace its creator was in when it
+    was created, and ``setns(2)`` on a network namespace moves only the
+    calling *thread*. So a short-lived thread enters the namespace, creates
+    the socket and ends; the socket keeps working from any thread, and this
+    process never leaves its own namespace (no ``fork`` either).
     """
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child is not traced by coverage
-        status = 1
+    import threading
+    result: list[Any] = []
+
+    def enter_and_open() -> None:
         try:
-            os.close(read_end)
             _setns_net(pid)
-            netlink.rename_link(ifname, CONTAINER_IFNAME)
-            netlink.add_address(CONTAINER_IFNAME, ip, prefixlen)
-            netlink.set_up("lo")
-            netlink.set_up(CONTAINER_IFNAME)
-            netlink.add_default_route(gateway, CONTAINER_IFNAME)
-            status = 0
-        except BaseException as e:
-            with contextlib.suppress(BaseException):
-                os.write(write_end, str(e).encode()[:1000])
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        message = f.read().decode(errors="replace")
-    _pid, status = os.waitpid(child, 0)
-    if status != 0:
-        raise NetworkError(f"configuring the container's network namespace failed: "
-                           f"{message or f'wait status {status}'}")
+            result.append(netlink.NetlinkSocket())
+        except BaseException as e:  # reported in the caller's thread
+            result.append(e)
+
+    thread = threading.Thread(target=enter_and_open, name="cocin-netns", daemon=True)
+    thread.start()
+    thread.join()
+    if not result or isinstance(result[0], BaseException):
+        error = result[0] if result else None
+        raise NetworkError(f"cannot enter the network namespace of process {pid}: "
+                           f"{error or 'no answer'}") from None
+    return result[0]
+
+
+def _configure_inside(pid: int, ip: str, prefixlen: int, gateway: str) -> None:
+    """Set up the container's side: ``eth0`` (created there by ``attach``)
+    gets its address, ``lo`` and ``eth0`` come up, and everything else is
+    routed via the gateway — netlink requests on a socket in its namespace."""
+    with netlink_in(pid) as nl, netlink.using(nl):
+        netlink.add_address(CONTAINER_IFNAME, ip, prefixlen)
+        netlink.set_up("lo")
+        netlink.set_up(CONTAINER_IFNAME)
+        netlink.add_default_route(gateway, CONTAINER_IFNAME)
 
 
 # ---------------------------------------------------------- attach/detach --
@@ -366,7 +422,7 @@ def attach(network: str, cid: str, name: str, pid: int, ip: str | None = None,
         published = {ep["name"]: ep["ports"] for other in _all()
                      for ep in other["containers"].values()}
         backend = ports.port_backend()
-        veth, peer = veth_names(cid)
+        veth = veth_names(cid)[0]
         prefixlen = ipaddress.IPv4Network(net["subnet"]).prefixlen
         endpoint: dict[str, Any] = {
             "network": net["name"], "container": cid, "name": name, "ip": None,
@@ -376,17 +432,21 @@ def attach(network: str, cid: str, name: str, pid: int, ip: str | None = None,
         }
         try:
             endpoint["ports"] = ports.resolve(wanted_ports, published)
-            endpoint["ip"] = ipam.allocate(net, cid, ip)
+            endpoint["ip"] = ipam.allocate(net, cid, ip, owners=net["containers"].keys())
             endpoint["mac"] = mac_for(endpoint["ip"])
-            _ensure_bridge(net)
+            if not net.get("active"):
+                # From now on the host side exists, until "network rm".
+                net["active"] = True
+                _save(net)
+            bridge_index = _ensure_bridge(net)
             _delete_link(veth)       # a leftover of a crash, if any
-            netlink.create_veth(veth, peer, endpoint["mac"])
-            netlink.set_master(veth, net["bridge"])
+            # Both ends in one request: the host end plugged into the bridge,
+            # the other one born as eth0 in the container's namespace.
+            netlink.create_veth(veth, CONTAINER_IFNAME, endpoint["mac"], master=bridge_index,
+                                up=True, peer_netns_pid=pid)
             if endpoint["ports"] and backend != "userspace-proxy":
                 netlink.set_hairpin(veth)  # reaching its own published port
-            netlink.set_up(veth)
-            netlink.move_to_netns(peer, pid)
-            _configure_inside(pid, peer, endpoint["ip"], prefixlen, net["gateway"])
+            _configure_inside(pid, endpoint["ip"], prefixlen, net["gateway"])
             if backend == "userspace-proxy" and endpoint["ports"]:
                 endpoint["proxy"] = ports.start_proxy(endpoint["ports"], endpoint["ip"], pid)
             net["containers"][cid] = endpoint
@@ -433,8 +493,8 @@ def _detach_locked(net: dict[str, Any] | None, cid: str,
     ipam.release(net, cid)
     if net["containers"].pop(cid, None) is not None:
         _save(net)
-    if not net["containers"]:
-        _dismantle(net)
+    # The bridge stays, empty, until "network rm" (as Docker keeps docker0):
+    # the next container finds it ready instead of paying for it again.
 
 
 def _prune_locked() -> None:
@@ -459,16 +519,24 @@ def _prune_locked() -> None:
 
 # ---------------------------------------------------- firewall and sysctls --
 
+def _is_active(net: dict[str, Any]) -> bool:
+    """Has the host side of ``net`` been made (and not removed since)?
+    (Records written before the flag existed: while they have containers.)"""
+    return bool(net.get("active") or net["containers"])
+
+
 def _reconcile_locked() -> None:
     """Recompute every firewall rule and sysctl cocin needs from the records
-    and apply them: MASQUERADE per active network, ports per endpoint,
-    ``ip_forward`` while any network is active."""
+    and apply them: MASQUERADE (and FORWARD ACCEPTs, if the policy drops)
+    per active network, ports per endpoint, ``ip_forward`` while any
+    container is attached. Both ``apply`` calls do nothing when nothing
+    changed, which is the common case of a container coming or going."""
     from cocin.network import firewall, ports, sysctl
     from cocin.network.firewall import Rule
-    active = [n for n in _all() if n["containers"]]
+    active = [n for n in _all() if _is_active(n)]
     forward = bool(active) and firewall.forward_policy_drops()
     rules: list[Rule] = []
-    wanted = {"net.ipv4.ip_forward": "1"} if active else {}
+    wanted = {"net.ipv4.ip_forward": "1"} if any(n["containers"] for n in active) else {}
     for net in active:
         tag = f"cocin:{net['name']}"
         rules.append(Rule("postrouting", "MASQUERADE", src=net["subnet"],

@@ -20,6 +20,18 @@ content of cocin's chains in one ``iptables-restore --noflush``
 transaction. A rule can therefore never be left behind: when the last
 container goes, the list is empty and the chains and jumps are removed.
 
+Every ``iptables`` process costs milliseconds, and cocin recomputes the
+rules after every attach and detach, so the work is cut to what changed.
+What was applied last is kept in ``<state dir>/.firewall.json`` (written
+under the network lock, like the records): when the new list is the same,
+nothing runs at all; otherwise a single ``iptables-restore`` does
+everything, jumps included, from what that file says is in place. The
+file is trusted for ``REVALIDATE_SECONDS`` within one boot; after that, or
+when a restore fails, one ``iptables-save`` shows what is really there and
+the next restore repairs whatever someone else removed (say a firewall
+reload). Which tools work on this host is probed once per boot and kept in
+``/run/cocin/firewall-tools.json``.
+
 Two tools can program netfilter. ``iptables`` (legacy or the nf_tables
 variant) is preferred; on a host with only ``nft`` the same rules go into
 a table ``ip cocin`` of cocin's own, replaced atomically by ``nft -f``.
@@ -29,14 +41,27 @@ Set ``$COCIN_PORT_BACKEND`` to ``iptables`` or ``nft`` to choose.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+import time
 
-from cocin.network import NetworkError, state_dir
+from cocin.network import NetworkError, state_dir, store
+from cocin.record import Record
+
+# Only for annotations (never evaluated here, thanks to the __future__
+# import): importing typing would cost every "cocin run" milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    # What is in place, as far as cocin's own chains and jumps go:
+    # {"chains": [[table, chain]...], "jumps": [[table, host chain, rule spec]...],
+    #  "forward_drops": bool}. A jump's spec is what follows "-A HOSTCHAIN".
+    Present = dict[str, Any]
 
 DEFAULT_STATE_DIR = "/var/lib/cocin/networks"
+RUN_DIR = "/run/cocin"
+REVALIDATE_SECONDS = 60.0
 
 
 def chain_names() -> dict[str, tuple[str, str]]:
@@ -56,11 +81,17 @@ def nft_table() -> str:
     return "cocin" + _suffix().replace("-", "_")
 
 
-def _suffix() -> str:
-    directory = os.path.abspath(state_dir())
+@functools.cache
+def _suffix_of(directory: str) -> str:
     if directory == DEFAULT_STATE_DIR:
         return ""
+    # Imported only here: most runs never render a rule.
+    import hashlib
     return "-" + hashlib.sha256(directory.encode()).hexdigest()[:6]
+
+
+def _suffix() -> str:
+    return _suffix_of(os.path.abspath(state_dir()))
 
 
 def jumps() -> list[tuple[str, str, list[str], str]]:
@@ -76,13 +107,13 @@ def jumps() -> list[tuple[str, str, list[str], str]]:
     ]
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(Record):
     """One rule, independent of the tool that installs it.
 
     ``chain`` is "dnat", "postrouting" or "forward"; ``target`` is "DNAT"
     (with ``to`` = "ip:port"), "MASQUERADE" or "ACCEPT". Unset matches
-    match everything.
+    match everything. Rules are values: equal and hashable by their fields
+    (so duplicates can be dropped), never changed once made.
     """
 
     chain: str
@@ -97,6 +128,9 @@ class Rule:
     established: bool = False
     to: str | None = None
     comment: str | None = None
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.to_dict().values()))
 
 
 def _run(args: list[str], stdin: str | None = None, check: bool = True) -> tuple[int, str]:
@@ -114,16 +148,82 @@ def _run(args: list[str], stdin: str | None = None, check: bool = True) -> tuple
     return proc.returncode, proc.stdout
 
 
+def boot_id() -> str:
+    """A random id the kernel draws at every boot: state tagged with it is
+    known to describe this boot's kernel, not an earlier one's."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _read_cache(path: str) -> Any:
+    """A cache file's content, or None when missing or unreadable (caches are
+    written without fsync: after a power loss one may be torn)."""
+    try:
+        return store.read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_cache(path: str, data: Any) -> None:
+    try:
+        store.write_json(path, data, durable=False)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+
+
+TOOL_BINARIES = {"iptables": ("iptables", "iptables-restore", "iptables-save"),
+                 "nft": ("nft",)}
+
+
+def _tool_signature(tool: str) -> list[Any] | None:
+    """Which binaries ``tool`` would run (path, inode, mtime), or None if one
+    is missing. Installing, upgrading or switching alternatives (legacy ↔
+    nft) changes it and so invalidates the cached probe."""
+    signature: list[Any] = []
+    for binary in TOOL_BINARIES[tool]:
+        path = shutil.which(binary)
+        if not path:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        signature.append([path, st.st_ino, st.st_mtime_ns])
+    return signature
+
+
+def _probe_tool(tool: str) -> bool:
+    if tool == "iptables":
+        return _run(["iptables", "-w", "-t", "nat", "-S"], check=False)[0] == 0
+    return _run(["nft", "list", "tables"], check=False)[0] == 0
+
+
 @functools.cache
 def _works(tool: str) -> bool:
-    """Is ``tool`` installed and allowed to read the nat table here?"""
-    if tool == "iptables":
-        if not (shutil.which("iptables") and shutil.which("iptables-restore")):
-            return False
-        return _run(["iptables", "-w", "-t", "nat", "-S"], check=False)[0] == 0
-    if not shutil.which("nft"):
+    """Is ``tool`` installed and allowed to read the nat table here?
+
+    Probing means running the tool, so the answer is kept for the whole
+    boot in ``/run/cocin/firewall-tools.json`` (by root only), next to the
+    identity of the binaries it was found with.
+    """
+    signature = _tool_signature(tool)
+    if signature is None:
         return False
-    return _run(["nft", "list", "tables"], check=False)[0] == 0
+    path = os.path.join(RUN_DIR, "firewall-tools.json")
+    cache = _read_cache(path) if os.geteuid() == 0 else None
+    if not isinstance(cache, dict) or cache.get("boot") != boot_id():
+        cache = {"boot": boot_id(), "tools": {}}
+    known = cache["tools"].get(tool)
+    if isinstance(known, dict) and known.get("signature") == signature:
+        return bool(known.get("works"))
+    works = _probe_tool(tool)
+    if os.geteuid() == 0:
+        cache["tools"][tool] = {"signature": signature, "works": works}
+        _write_cache(path, cache)
+    return works
 
 
 def backend() -> str | None:
@@ -141,12 +241,15 @@ def forward_policy_drops() -> bool:
     """Does the host's filter FORWARD chain drop what no rule accepts?
 
     Docker sets this policy, and so do many firewall setups; then packets
-    routed to and from the bridge need explicit ACCEPT rules.
+    routed to and from the bridge need explicit ACCEPT rules. The answer
+    of the last check is used while it is fresh (see ``apply``).
     """
     if backend() != "iptables":
         return False
-    _status, out = _run(["iptables", "-w", "-S", "FORWARD"], check=False)
-    return "-P FORWARD DROP" in out
+    state = _fresh_state("iptables")
+    if state is not None and "forward_drops" in state:
+        return bool(state["forward_drops"])
+    return _snapshot()["forward_drops"]
 
 
 # ---------------------------------------------------------------- iptables --
@@ -202,34 +305,125 @@ def _quote(arg: str) -> str:
     return f'"{arg}"' if any(c.isspace() for c in arg) else arg
 
 
-def _iptables_has(table: str, args: list[str]) -> bool:
-    return _run(["iptables", "-w", "-t", table, "-C", *args], check=False)[0] == 0
+_last_snapshot: tuple[float, Present] | None = None
 
 
-def _iptables_chain_exists(table: str, chain: str) -> bool:
-    return _run(["iptables", "-w", "-t", table, "-S", chain], check=False)[0] == 0
+def _jump_spec(match: list[str], chain: str) -> str:
+    return " ".join([*match, "-j", chain])
 
 
-def _apply_iptables(rules: list[Rule]) -> None:
+def parse_iptables_save(text: str) -> Present:
+    """Read ``iptables-save`` output: which of this root's chains exist,
+    every rule jumping into them from a host chain, the FORWARD policy."""
+    ours = {chain: table for table, chain in chain_names().values()}
+    present: Present = {"chains": [], "jumps": [], "forward_drops": False}
+    table = ""
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif line.startswith(":"):
+            name, policy = (line[1:].split() + ["", ""])[:2]
+            if ours.get(name) == table:
+                present["chains"].append([table, name])
+            if table == "filter" and name == "FORWARD" and policy == "DROP":
+                present["forward_drops"] = True
+        elif line.startswith("-A "):
+            parts = line.split(None, 2)
+            if len(parts) == 3:
+                words = parts[2].split()
+                if (len(words) >= 2 and words[-2] in ("-j", "--jump")
+                        and ours.get(words[-1]) == table and parts[1] not in ours):
+                    present["jumps"].append([table, parts[1], parts[2]])
+    return present
+
+
+def _snapshot() -> Present:
+    """What is in place now, from one ``iptables-save``. Kept for a moment,
+    so that ``forward_policy_drops()`` and the ``apply()`` that follows it
+    in the same reconcile share one process."""
+    global _last_snapshot
+    if _last_snapshot is not None and time.monotonic() - _last_snapshot[0] < 2.0:
+        return _last_snapshot[1]
+    status, text = _run(["iptables-save"], check=False)
+    if status != 0:
+        # Some table it cannot show (one made by nft with features iptables
+        # lacks, say): the two cocin uses will do.
+        text = "".join(_run(["iptables-save", "-t", table], check=False)[1]
+                       for table in ("nat", "filter"))
+    present = parse_iptables_save(text)
+    _last_snapshot = (time.monotonic(), present)
+    return present
+
+
+def iptables_transaction(rules: list[Rule], present: Present) -> str:
+    """The one ``iptables-restore --noflush`` input taking the host from
+    ``present`` to exactly ``rules``: wanted chains declared (created, or
+    emptied) and filled, the jumps into them added where missing, and
+    unwanted jumps and chains deleted. Empty when there is nothing to do."""
     chains = chain_names()
-    wanted_chains = {chains[r.chain] for r in rules}
+    wanted = {chains[r.chain] for r in rules}
     if rules:
-        wanted_chains |= {chains["dnat"], chains["postrouting"]}
-        _run(["iptables-restore", "-w", "--noflush"], stdin=iptables_restore_input(rules))
-    for table, host_chain, match, chain in jumps():
-        jump = [host_chain, *match, "-j", chain]
-        if (table, chain) in wanted_chains:
-            if not _iptables_has(table, jump):
-                # FORWARD: insert first, before any rule that would drop.
-                op = "-I" if host_chain == "FORWARD" else "-A"
-                _run(["iptables", "-w", "-t", table, op, *jump])
-        else:
-            while _iptables_has(table, jump):
-                _run(["iptables", "-w", "-t", table, "-D", *jump])
+        wanted |= {chains["dnat"], chains["postrouting"]}
+    existing = {tuple(c) for c in present["chains"]}
+    per_table: dict[str, dict[str, list[str]]] = {
+        t: {"declare": [], "delete_jumps": [], "delete_chains": [], "rules": [], "jumps": []}
+        for t in ("nat", "filter")}
     for table, chain in chains.values():
-        if (table, chain) not in wanted_chains and _iptables_chain_exists(table, chain):
-            _run(["iptables", "-w", "-t", table, "-F", chain])
-            _run(["iptables", "-w", "-t", table, "-X", chain])
+        if (table, chain) in wanted:
+            per_table[table]["declare"].append(f":{chain} - [0:0]")
+        elif (table, chain) in existing:
+            per_table[table]["delete_chains"] += [f"-F {chain}", f"-X {chain}"]
+    for rule in rules:
+        table, chain = chains[rule.chain]
+        per_table[table]["rules"].append(
+            " ".join([f"-A {chain}"] + [_quote(a) for a in iptables_args(rule)]))
+    for table, host_chain, match, chain in jumps():
+        found = [spec for t, h, spec in present["jumps"]
+                 if t == table and h == host_chain and spec.split()[-1] == chain]
+        if (table, chain) not in wanted:
+            per_table[table]["delete_jumps"] += [f"-D {host_chain} {spec}" for spec in found]
+        elif not found:
+            # FORWARD: insert first, before any rule that would drop.
+            op = "-I" if host_chain == "FORWARD" else "-A"
+            per_table[table]["jumps"].append(f"{op} {host_chain} {_jump_spec(match, chain)}")
+    text = ""
+    for table, parts in per_table.items():
+        lines = (parts["declare"] + parts["delete_jumps"] + parts["delete_chains"]
+                 + parts["rules"] + parts["jumps"])
+        if lines:
+            text += f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n"
+    return text
+
+
+def _present_after(rules: list[Rule], forward_drops: bool) -> Present:
+    """What ``iptables_transaction(rules, ...)`` leaves in place."""
+    chains = chain_names()
+    wanted = {chains[r.chain] for r in rules}
+    if rules:
+        wanted |= {chains["dnat"], chains["postrouting"]}
+    return {
+        "chains": sorted([t, c] for t, c in wanted),
+        "jumps": [[t, h, _jump_spec(m, c)] for t, h, m, c in jumps() if (t, c) in wanted],
+        "forward_drops": forward_drops,
+    }
+
+
+def _apply_iptables(rules: list[Rule], present: Present | None = None) -> tuple[Present, bool]:
+    """One ``iptables-restore``: from ``present`` if given (trusted), else
+    from an ``iptables-save`` snapshot. Returns what is in place after it,
+    and whether it was looked at (rather than trusted)."""
+    known = present if present is not None else _snapshot()
+    text = iptables_transaction(rules, known)
+    if text:
+        try:
+            _run(["iptables-restore", "-w", "--noflush"], stdin=text)
+        except NetworkError:
+            if present is None:
+                raise
+            # The trusted state was wrong (someone changed the rules behind
+            # cocin's back): look, and try again from what is really there.
+            return _apply_iptables(rules)
+    return _present_after(rules, bool(known.get("forward_drops"))), present is None
 
 
 # --------------------------------------------------------------------- nft --
@@ -298,23 +492,79 @@ def _apply_nft(rules: list[Rule]) -> None:
 
 # ------------------------------------------------------------------- apply --
 
+def _state_path() -> str:
+    return os.path.join(state_dir(), ".firewall.json")
+
+
+def _load_state() -> dict[str, Any] | None:
+    state = _read_cache(_state_path())
+    if not isinstance(state, dict) or state.get("boot") != boot_id():
+        return None
+    return state
+
+
+def _fresh_state(chosen: str | None, state: dict[str, Any] | None = None
+                 ) -> dict[str, Any] | None:
+    """The recorded state if it can be trusted without looking: same boot,
+    same backend, checked against the kernel less than
+    ``REVALIDATE_SECONDS`` ago."""
+    state = state if state is not None else _load_state()
+    if (state is None or state.get("backend") != chosen
+            or not 0 <= time.time() - float(state.get("checked", 0)) < REVALIDATE_SECONDS):
+        return None
+    return state
+
+
+def _rules_key(chosen: str | None, rules: list[Rule]) -> str:
+    """What identifies a rule list (the chain names are fixed per state dir,
+    like the state file, so they need not be part of it)."""
+    return f"{chosen}:{rules!r}"
+
+
 def apply(rules: list[Rule]) -> None:
     """Make cocin's chains hold exactly ``rules`` (no-op without a backend).
 
-    Rules left by the *other* tool (say the backend was switched while
-    containers ran) are removed as well.
+    Nothing runs when ``rules`` is what was applied last and that is
+    recent enough to be trusted. Rules left by the *other* tool (say the
+    backend was switched while containers ran) are removed as well.
+    Callers hold the network lock (``bridge``), which also guards the
+    state file.
     """
+    global _last_snapshot
     chosen = backend()
-    if chosen == "iptables":
-        _apply_iptables(rules)
-    elif chosen == "nft":
-        _apply_nft(rules)
-    for other in ("iptables", "nft"):
-        if other != chosen and _works(other) and _has_leftovers(other):
-            (_apply_iptables if other == "iptables" else _apply_nft)([])
+    key = _rules_key(chosen, rules)
+    state = _load_state()
+    fresh = _fresh_state(chosen, state)
+    if fresh is not None and fresh.get("applied") == key:
+        return
+    # Forget the old state first: a crash halfway leaves no state, so the
+    # next apply looks at what is really there.
+    if state is not None:
+        store.remove(_state_path())
+    new: dict[str, Any] = {"boot": boot_id(), "backend": chosen, "applied": key,
+                           "checked": time.time()}
+    try:
+        if chosen == "iptables":
+            present, looked = _apply_iptables(rules, (fresh or {}).get("present"))
+            if not looked and fresh is not None:
+                new["checked"] = fresh["checked"]   # trusted, not looked at
+            new["present"] = present
+            new["forward_drops"] = present["forward_drops"]
+        elif chosen == "nft":
+            _apply_nft(rules)
+        if state is None or state.get("backend") != chosen:
+            # First apply of this boot, or another backend: clean the other.
+            if chosen != "iptables" and _works("iptables") and _has_leftovers("iptables"):
+                _apply_iptables([])
+            if chosen != "nft" and _works("nft") and _has_leftovers("nft"):
+                _apply_nft([])
+    finally:
+        _last_snapshot = None
+    _write_cache(_state_path(), new)
 
 
 def _has_leftovers(tool: str) -> bool:
     if tool == "nft":
         return _run(["nft", "list", "table", "ip", nft_table()], check=False)[0] == 0
-    return any(_iptables_chain_exists(t, c) for t, c in chain_names().values())
+    present = _snapshot()
+    return bool(present["chains"] or present["jumps"])

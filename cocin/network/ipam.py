@@ -21,10 +21,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Collection, Iterator
 
 from cocin.network import NetworkError, state_dir, store
+
+# Only for annotations (never evaluated here, thanks to the __future__
+# import): importing typing would cost every "cocin run" milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _paths(network: dict[str, Any]) -> tuple[str, str]:
@@ -63,8 +68,19 @@ def candidates(network: dict[str, Any]) -> Iterator[ipaddress.IPv4Address]:
     return (ip for ip in subnet_of(network).hosts() if ip not in skip)
 
 
+def _read(path: str) -> dict[str, Any] | None:
+    """The allocation file. It is written without ``fsync`` (each would wait
+    for the disk, twice per container); so a power loss may leave an older
+    version, or on some file systems a torn one. Either way no container
+    survived that, so a torn file counts as "no allocations"."""
+    try:
+        return store.read_json(path)
+    except ValueError:
+        return None
+
+
 def _load(path: str, network: dict[str, Any]) -> dict[str, Any]:
-    data = store.read_json(path)
+    data = _read(path)
     if not data or data.get("subnet") != str(subnet_of(network)):
         # No file yet, or a leftover of a removed network of the same name.
         data = {"subnet": str(subnet_of(network)), "gateway": str(gateway_of(network)),
@@ -72,11 +88,15 @@ def _load(path: str, network: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def allocate(network: dict[str, Any], owner_id: str, requested_ip: str | None = None) -> str:
+def allocate(network: dict[str, Any], owner_id: str, requested_ip: str | None = None,
+             owners: Collection[str] | None = None) -> str:
     """Give ``owner_id`` an address of ``network`` and return it.
 
     With ``requested_ip`` that exact address, or an error saying why not. An
-    owner that already holds an address gets the same one back.
+    owner that already holds an address gets the same one back. ``owners``,
+    if given, names everyone who may hold an address (the caller's records
+    say so): addresses of anyone else are left over from a crash or a power
+    loss (see ``_read``) and are taken back first.
     """
     name, net = network["name"], subnet_of(network)
     wanted = None
@@ -94,8 +114,14 @@ def allocate(network: dict[str, Any], owner_id: str, requested_ip: str | None = 
     with store.locked(lock):
         data = _load(path, network)
         taken: dict[str, str] = data["allocations"]
+        stale = [ip for ip, owner in taken.items()
+                 if owners is not None and owner != owner_id and owner not in owners]
+        for ip in stale:
+            del taken[ip]
         for ip, owner in taken.items():
             if owner == owner_id and (wanted is None or ip == str(wanted)):
+                if stale:
+                    store.write_json(path, data, durable=False)
                 return ip
         if wanted is not None:
             owner = taken.get(str(wanted))
@@ -108,7 +134,7 @@ def allocate(network: dict[str, Any], owner_id: str, requested_ip: str | None = 
             if chosen is None:
                 raise NetworkError(f"network {name} has no free address ({net})")
         taken[str(chosen)] = owner_id
-        store.write_json(path, data)
+        store.write_json(path, data, durable=False)
         return str(chosen)
 
 
@@ -116,14 +142,14 @@ def release(network: dict[str, Any], owner_id: str) -> list[str]:
     """Return ``owner_id``'s addresses to the pool; the released addresses."""
     path, lock = _paths(network)
     with store.locked(lock):
-        data = store.read_json(path)
+        data = _read(path)
         if not data:
             return []
         freed = [ip for ip, owner in data["allocations"].items() if owner == owner_id]
         if freed:
             for ip in freed:
                 del data["allocations"][ip]
-            store.write_json(path, data)
+            store.write_json(path, data, durable=False)
         return freed
 
 

@@ -31,12 +31,15 @@ entering the container's namespace (see ``cocin.network.bridge``).
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import ipaddress
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+
+from cocin.record import Factory, Record
 
 # <linux/netlink.h>
 NETLINK_ROUTE = 0
@@ -221,8 +224,7 @@ def pack_message(msg_type: int, flags: int, seq: int, body: bytes, pid: int = 0)
 
 # ---------------------------------------------------------------- decoding --
 
-@dataclass
-class Message:
+class Message(Record):
     """One decoded netlink message; ``payload`` starts after the nlmsghdr."""
 
     type: int
@@ -298,8 +300,7 @@ def parse_error(message: Message) -> tuple[int, str]:
     return -error, text
 
 
-@dataclass
-class Link:
+class Link(Record):
     """What ``ip link`` shows about one network interface."""
 
     index: int
@@ -309,7 +310,7 @@ class Link:
     master: int | None = None    # index of the bridge this link is a port of
     mac: str | None = None
     mtu: int | None = None
-    attrs: dict[int, bytes] = field(default_factory=dict, repr=False)
+    attrs: dict[int, bytes] = Factory(dict)
 
     @property
     def up(self) -> bool:
@@ -337,8 +338,7 @@ def parse_link(payload: bytes) -> Link:
     )
 
 
-@dataclass
-class Route:
+class Route(Record):
     """One IPv4 route: ``dst``/``dst_len`` reached via ``gateway`` or ``oif``."""
 
     dst: str
@@ -369,8 +369,7 @@ def parse_route(payload: bytes) -> Route:
     return Route(dst, dst_len, table, protocol, scope, route_type, gateway, oif)
 
 
-@dataclass
-class Address:
+class Address(Record):
     """One IPv4 address on a link (``ip -4 addr``)."""
 
     index: int
@@ -464,10 +463,32 @@ def netlink_error(msg_type: int, code: int, what: str | None, text: str) -> OSEr
     return OSError(code, message, what)
 
 
+# The socket requests go through while a ``using()`` block is active.
+_current: NetlinkSocket | None = None
+
+
+@contextlib.contextmanager
+def using(nl: NetlinkSocket) -> Iterator[NetlinkSocket]:
+    """Send every request of this module through ``nl`` inside the block.
+
+    That is how cocin configures a container: ``nl`` was created in the
+    container's network namespace (see ``cocin.network.bridge``), so the
+    same functions (``add_address``, ``set_up``...) act there, not here.
+    """
+    global _current
+    previous, _current = _current, nl
+    try:
+        yield nl
+    finally:
+        _current = previous
+
+
 def _request(msg_type: int, body: bytes, flags: int = 0,
              what: str | None = None) -> list[Message]:
-    """Open a socket, send one request, close. Cheap, and it always talks to
-    the network namespace the caller is in *now*."""
+    """Send one request: through the ``using()`` socket if there is one, else
+    on a new socket, which talks to the namespace the caller is in *now*."""
+    if _current is not None:
+        return _current.request(msg_type, body, flags, what)
     with NetlinkSocket() as nl:
         return nl.request(msg_type, body, flags, what)
 
@@ -537,20 +558,38 @@ def create_bridge(name: str) -> None:
     _request(RTM_NEWLINK, body, _CREATE, what=name)
 
 
-def create_veth(name: str, peer: str, peer_mac: str | None = None) -> None:
-    """``ip link add NAME type veth peer name PEER [address MAC]``.
+def create_veth(name: str, peer: str, peer_mac: str | None = None, *,
+                master: int | None = None, up: bool = False,
+                peer_netns_pid: int | None = None) -> None:
+    """``ip link add NAME [master BRIDGE] [up] type veth peer name PEER
+    [address MAC] [netns PID]``.
 
     A veth pair is a virtual cable: a frame sent into one end comes out of
     the other. The peer is described inside IFLA_INFO_DATA as
     VETH_INFO_PEER, whose value is a whole ``ifinfomsg`` plus attributes.
+
+    One request can do more than create: ``master`` (a bridge's index)
+    plugs this end into a bridge, ``up`` brings this end up (not the peer:
+    the kernel configures the peer before this end exists, and a veth end
+    cannot come up without its other half, ENOTCONN), and
+    ``peer_netns_pid`` creates the peer directly inside the network
+    namespace of that process, where its name only has to be unique. That
+    is cheaper than ``move_to_netns`` afterwards: moving a link makes the
+    kernel wait for every CPU to let go of it.
     """
     check_ifname(name)
     check_ifname(peer)
     peer_attrs = attr_str(IFLA_IFNAME, peer)
     if peer_mac:
         peer_attrs += attr_mac(IFLA_ADDRESS, peer_mac)
+    if peer_netns_pid is not None:
+        peer_attrs += attr_u32(IFLA_NET_NS_PID, peer_netns_pid)
     peer_info = attr_nested(VETH_INFO_PEER, pack_ifinfomsg(), peer_attrs)
-    body = pack_ifinfomsg() + attr_str(IFLA_IFNAME, name) + _linkinfo("veth", peer_info)
+    flags = IFF_UP if up else 0
+    body = pack_ifinfomsg(flags=flags, change=flags) + attr_str(IFLA_IFNAME, name)
+    if master is not None:
+        body += attr_u32(IFLA_MASTER, master)
+    body += _linkinfo("veth", peer_info)
     _request(RTM_NEWLINK, body, _CREATE, what=name)
 
 

@@ -33,9 +33,14 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterable
-from typing import Any
 
 from cocin.network import NetworkError
+
+# Only for annotations (never evaluated here, thanks to the __future__
+# import): importing typing would cost every "cocin run" milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PROTOCOLS = ("tcp", "udp")
 ANY = "0.0.0.0"

@@ -15,7 +15,9 @@ The bookkeeping is host-wide too, in ``/run/cocin/network-sysctl.json``
 (``{"saved": {key: old value}, "holders": {state dir: {key: value}}}``):
 two state roots (say, a test suite next to real containers) share one
 kernel, and one must not restore what the other still needs. ``/run`` is
-emptied at boot, exactly when the kernel forgets the values as well.
+emptied at boot, exactly when the kernel forgets the values as well — which
+is also why the file is written without ``fsync``: after a power loss
+neither it nor the values matter any more.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def apply(wanted: dict[str, str]) -> None:
         for key, value in needed.items():
             if key not in state["saved"]:
                 state["saved"][key] = read(key)
-                store.write_json(_state_path(), state)  # save before changing
+                store.write_json(_state_path(), state, durable=False)  # save before changing
             if read(key) != value:
                 write(key, value)
         for key in [k for k in state["saved"] if k not in needed]:
@@ -92,6 +94,6 @@ def apply(wanted: dict[str, str]) -> None:
                 write(key, old)
         if state != before:
             if state["saved"] or state["holders"]:
-                store.write_json(_state_path(), state)
+                store.write_json(_state_path(), state, durable=False)
             else:
                 store.remove(_state_path())

@@ -105,3 +105,20 @@ def test_concurrent_processes_get_distinct_addresses(root):
     assert len(addresses) == workers * per_worker
     assert len(set(addresses)) == len(addresses), "an address was handed out twice"
     assert len(ipam.allocations(NET24)) == workers * per_worker
+
+
+def test_allocations_of_unknown_owners_are_taken_back():
+    # The caller's records know only "a": "b" is left over from a power loss.
+    ipam.allocate(NET29, "a")
+    ipam.allocate(NET29, "b")
+    assert ipam.allocate(NET29, "c", owners={"a"}) == "10.77.0.3"
+    assert ipam.allocations(NET29) == {"10.77.0.2": "a", "10.77.0.3": "c"}
+
+
+def test_a_torn_allocation_file_counts_as_empty(root):
+    # Written without fsync: a power loss may tear it; no container survived that.
+    ipam.allocate(NET24, "a")
+    with open(os.path.join(state_dir(), ".ipam-front.json"), "w") as f:
+        f.write('{"subnet": "10.78.')
+    assert ipam.allocate(NET24, "b") == "10.78.0.2"
+    assert ipam.release(NET24, "b") == ["10.78.0.2"]

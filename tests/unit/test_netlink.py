@@ -187,6 +187,37 @@ def test_create_veth_request_nests_the_peer(sent):
     assert nl.decode_mac(peer_attrs[nl.IFLA_ADDRESS]) == "02:42:0a:00:00:02"
 
 
+def test_create_veth_plugged_up_and_peer_born_in_another_namespace(sent):
+    nl.create_veth("veth1234567", "eth0", "02:42:0a:00:00:02", master=9, up=True,
+                   peer_netns_pid=4242)
+    ((_type, body, _flags),) = sent
+    assert nl.IFINFOMSG.unpack_from(body)[3:] == (nl.IFF_UP, nl.IFF_UP)   # flags, change
+    attrs = nl.parse_attrs(body[nl.IFINFOMSG.size:])
+    assert nl.decode_u32(attrs[nl.IFLA_MASTER]) == 9
+    info = nl.parse_attrs(attrs[nl.IFLA_LINKINFO])
+    peer = nl.parse_attrs(info[nl.IFLA_INFO_DATA])[nl.VETH_INFO_PEER]
+    assert nl.IFINFOMSG.unpack_from(peer)[3:] == (0, 0)   # the peer comes up later
+    peer_attrs = nl.parse_attrs(peer[nl.IFINFOMSG.size:])
+    assert nl.decode_str(peer_attrs[nl.IFLA_IFNAME]) == "eth0"
+    assert nl.decode_u32(peer_attrs[nl.IFLA_NET_NS_PID]) == 4242
+
+
+def test_using_sends_requests_through_the_given_socket():
+    class FakeSocket:
+        def __init__(self):
+            self.sent = []
+
+        def request(self, msg_type, body, flags=0, what=None):
+            self.sent.append((msg_type, what))
+            return []
+
+    fake = FakeSocket()
+    with nl.using(fake):
+        nl.delete_link("veth1234567")
+    assert fake.sent == [(nl.RTM_DELLINK, "veth1234567")]
+    assert nl._current is None   # and afterwards a fresh socket again
+
+
 def test_create_bridge_request(sent):
     nl.create_bridge("cocin0")
     ((_type, body, _flags),) = sent
