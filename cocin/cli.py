@@ -192,7 +192,8 @@ def cmd_start(a: argparse.Namespace) -> int:
 
 
 def _each(refs: list[str], fn) -> int:
-    """Docker's way with several containers: go on after an error, exit 1... here 125."""
+    """Docker's way with several containers: print each one done, report each
+    failure on its own line and go on; exit 125 if any failed."""
     code = 0
     for ref in refs:
         try:
@@ -437,30 +438,14 @@ def cmd_logs(a: argparse.Namespace) -> int:
 def cmd_stop(a: argparse.Namespace) -> int:
     from . import runtime
 
-    code = 0
-    for ref in a.containers:
-        try:
-            runtime.stop(state.find(ref), a.time)
-            print(ref)
-        except CocinError as e:
-            print(f"cocin: error: {e}", file=sys.stderr)
-            code = 125
-    return code
+    return _each(a.containers, lambda r: runtime.stop(r, a.time))
 
 
 @command("rm")
 def cmd_rm(a: argparse.Namespace) -> int:
     from . import runtime
 
-    code = 0
-    for ref in a.containers:
-        try:
-            runtime.remove(state.find(ref), a.force)
-            print(ref)
-        except CocinError as e:
-            print(f"cocin: error: {e}", file=sys.stderr)
-            code = 125
-    return code
+    return _each(a.containers, lambda r: runtime.remove(r, a.force))
 
 
 def _stats_rows(recs: list[state.Container], interval: float) -> list[list[str]]:

@@ -90,7 +90,8 @@ def list_images() -> list[Image]:
     return out
 
 
-def _tree_size(path: str) -> int:
+def tree_size(path: str) -> int:
+    """Bytes of the files under ``path`` (as ``du --apparent-size`` counts)."""
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for f in files:
@@ -117,7 +118,7 @@ def staging() -> str:
 def publish(tmp: str, name: str, source: str, replace: bool = False) -> Image:
     """Give a staged layer its ID and point the image name at it."""
     img = Image(name=name, id=os.urandom(32).hex(), created=time.time(),
-                size=_tree_size(tmp), source=source)
+                size=tree_size(tmp), source=source)
     with state.locked():
         old = None
         if os.path.exists(image_file(name)):
@@ -157,18 +158,24 @@ def check_new_name(ref: str, replace: bool = False) -> str:
 
 def import_tarball(path: str, ref: str, replace: bool = False) -> Image:
     """Make an image from a ``docker export``-style tarball (.tar, .tar.gz, ...)."""
-    from . import tarball
 
     name = check_new_name(ref, replace)
     if not os.path.isfile(path):
         raise CocinError(f"cannot import {path}: no such file")
+    return _extract_and_publish(path, name, f"import {os.path.basename(path)}", replace)
+
+
+def _extract_and_publish(path: str, name: str, source: str, replace: bool) -> Image:
+    """A tarball's tree becomes a new layer under ``name``; nothing stays on failure."""
+    from . import tarball
+
     tmp = staging()
     try:
         tarball.extract(path, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return publish(tmp, name, f"import {os.path.basename(path)}", replace)
+    return publish(tmp, name, source, replace)
 
 
 def _is_static(path: str) -> bool:
@@ -327,7 +334,6 @@ def load(path: str, replace: bool = False) -> Image:
     """The reverse of ``save``: the image keeps the name it was saved with."""
     import tarfile
 
-    from . import tarball
 
     try:
         with tarfile.open(path, "r:*") as tf:
@@ -337,10 +343,4 @@ def load(path: str, replace: bool = False) -> Image:
     if not meta:
         raise CocinError(f"{path} is not an image saved by cocin save: use 'cocin import FILE NAME'")
     name = check_new_name(json.loads(meta)["name"], replace)
-    tmp = staging()
-    try:
-        tarball.extract(path, tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return publish(tmp, name, f"load {os.path.basename(path)}", replace)
+    return _extract_and_publish(path, name, f"load {os.path.basename(path)}", replace)

@@ -387,25 +387,16 @@ def rename(rec: Container, new: str) -> None:
         state.save(fresh)
 
 
-def _tree_size(path: str) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, f)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def prune() -> tuple[list[str], int]:
     """Remove every stopped container; their IDs and the bytes freed."""
+    from . import images
+
     removed, freed = [], 0
     for rec in state.load_all():
         rec = state.reconcile(rec)
         if rec.state not in ("exited", "created"):
             continue
-        size = _tree_size(rec.dir)
+        size = images.tree_size(rec.dir)
         try:
             remove(rec)
         except CocinError:
