@@ -172,14 +172,19 @@ in_root systemctl enable ssh-hostkeys.service >/dev/null 2>&1
 : > "$ROOT/etc/machine-id"
 rm -f "$ROOT/var/lib/dbus/machine-id"
 
-# test venv: wheels fetched by the host's pip when it has one (the host may
+# test venv: wheels fetched by the host's pip (the repository's .venv, else
+# python3's) when it has one (the host may
 # sit behind a TLS-inspecting proxy whose CA the guest lacks), else by the
 # guest's pip through the host network.
 log "venv /opt/cocin-venv"
 in_root python3 -m venv /opt/cocin-venv
 mkdir -p "$ROOT/tmp/wheels"
-if python3 -m pip --version >/dev/null 2>&1 \
-   && python3 -m pip download -q -d "$ROOT/tmp/wheels" pytest pytest-testinfra >/dev/null; then
+HOST_PIP_PY=""
+for py in "$(dirname "$0")/../.venv/bin/python" python3; do
+    "$py" -m pip --version >/dev/null 2>&1 && { HOST_PIP_PY="$py"; break; }
+done
+if [ -n "$HOST_PIP_PY" ] \
+   && "$HOST_PIP_PY" -m pip download -q -d "$ROOT/tmp/wheels" pytest pytest-testinfra >/dev/null; then
     in_root /opt/cocin-venv/bin/pip install -q --disable-pip-version-check \
         --no-index --find-links /tmp/wheels pytest pytest-testinfra
 else

@@ -15,7 +15,11 @@
 #                         here, else qemu (TCG, slow but works anywhere)
 #   COCIN_LIBVIRT_POOL    storage pool (default cocin, made at COCIN_VM_POOL_DIR,
 #                         default /var/lib/libvirt/cocin-pool, removed afterwards)
-#   PYTHON                host python that has pytest + pytest-testinfra (python3)
+#   PYTHON                host python that has pytest + pytest-testinfra
+#                         (default: the repository's .venv/bin/python, made
+#                         by scripts/test.sh or scripts/vm_setup.sh)
+#   COCIN_VM_SETUP=0      do not run scripts/vm_setup.sh (which installs the
+#                         missing host packages with apt-get, and .venv)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -35,14 +39,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ ${#PYTEST_ARGS[@]} -gt 0 ] || PYTEST_ARGS=(tests/)
-PYTHON="${PYTHON:-python3}"
 
 [ "$(id -u)" = 0 ] || { vmlog "run as root (libvirt qemu:///system, iptables)"; exit 1; }
-for t in vagrant virsh rsync ssh; do
-    command -v "$t" >/dev/null || { vmlog "missing $t: see README (Running the tests in a VM)"; exit 1; }
-done
-"$PYTHON" -c 'import pytest, testinfra' 2>/dev/null \
-    || { vmlog "host $PYTHON lacks pytest/pytest-testinfra: pip install pytest pytest-testinfra"; exit 1; }
 
 kvm_works() {  # a KVM vCPU with the host CPU model can start (this fails on some nested hosts)
     [ -w /dev/kvm ] || return 1
@@ -51,15 +49,6 @@ kvm_works() {  # a KVM vCPU with the host CPU model can start (this fails on som
         -display none -monitor none -S >/dev/null 2>&1; echo $?' 2>/dev/null)
     [ "$rc" = 124 ]
 }
-
-export VAGRANT_DEFAULT_PROVIDER=libvirt
-export COCIN_BOX="${COCIN_BOX:-cocin/bookworm}"
-if [ -z "${COCIN_LIBVIRT_DRIVER:-}" ]; then
-    if kvm_works; then COCIN_LIBVIRT_DRIVER=kvm; else COCIN_LIBVIRT_DRIVER=qemu; fi
-fi
-export COCIN_LIBVIRT_DRIVER
-export COCIN_LIBVIRT_POOL="$COCIN_POOL"
-export COCIN_LIBVIRT_NETWORK="$COCIN_NET"
 
 # one VM at a time on this machine: re-run under flock, which holds the lock
 # itself (-o), so daemons and ssh masters started below never inherit it
@@ -73,6 +62,28 @@ fi
 
 T0=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - T0 ))s"; }
+
+if [ "${COCIN_VM_SETUP:-1}" != 0 ]; then
+    bash "$REPO/scripts/vm_setup.sh"
+fi
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
+fi
+for t in vagrant virsh rsync ssh; do
+    command -v "$t" >/dev/null || { vmlog "missing $t: scripts/vm_setup.sh installs it"; exit 1; }
+done
+"$PYTHON" -c 'import pytest, testinfra' 2>/dev/null \
+    || { vmlog "host $PYTHON lacks pytest/pytest-testinfra: scripts/vm_setup.sh makes .venv"; exit 1; }
+T_SETUP=$(date +%s)
+
+export VAGRANT_DEFAULT_PROVIDER=libvirt
+export COCIN_BOX="${COCIN_BOX:-cocin/bookworm}"
+if [ -z "${COCIN_LIBVIRT_DRIVER:-}" ]; then
+    if kvm_works; then COCIN_LIBVIRT_DRIVER=kvm; else COCIN_LIBVIRT_DRIVER=qemu; fi
+fi
+export COCIN_LIBVIRT_DRIVER
+export COCIN_LIBVIRT_POOL="$COCIN_POOL"
+export COCIN_LIBVIRT_NETWORK="$COCIN_NET"
 
 if [ "$COCIN_BOX" = cocin/bookworm ]; then
     nice bash "$REPO/scripts/build_box.sh"
@@ -108,6 +119,6 @@ rc=0
 COCIN_TEST_TARGET=vagrant COCIN_VAGRANT_SSH_CONFIG="$REPO/.vagrant/ssh-config" \
     "$PYTHON" -m pytest "${PYTEST_ARGS[@]}" || rc=$?
 T_PY1=$(date +%s)
-vmlog "timings: box $((T_BOX - T0))s, vagrant up $((T_UP1 - T_UP0))s, pytest $((T_PY1 - T_PY0))s, total $(elapsed) (before teardown)"
+vmlog "timings: setup $((T_SETUP - T0))s, box $((T_BOX - T_SETUP))s, vagrant up $((T_UP1 - T_UP0))s, pytest $((T_PY1 - T_PY0))s, total $(elapsed) (before teardown)"
 [ "$KEEP" = 1 ] && vmlog "VM kept: scripts/vm_teardown.sh removes it"
 exit $rc

@@ -9,7 +9,9 @@ every container is removed and the host is checked for anything left behind.
 
 from __future__ import annotations
 
+import base64
 import os
+import posixpath
 import shlex
 import sys
 import time
@@ -22,13 +24,40 @@ sys.path.insert(0, REPO)
 
 TARGET = os.environ.get("COCIN_TEST_TARGET", "local")
 VM_REPO = "/vagrant"
-DEFAULT_TIMEOUT = 60
+# per cocin call; the VM may be emulated (TCG), where cocin is ~20 times slower
+DEFAULT_TIMEOUT = 180 if TARGET == "vagrant" else 60
+
+
+def _vagrant_ssh_config() -> str:
+    return os.environ.get("COCIN_VAGRANT_SSH_CONFIG") or os.path.join(REPO, ".vagrant", "ssh-config")
+
+
+_GUEST: list[str] = []
+
+
+def guest_info() -> str:
+    """One line about the VM: kernel and cgroup file system (asked once)."""
+    if not _GUEST:
+        import testinfra
+        h = testinfra.get_host("ssh://default", ssh_config=_vagrant_ssh_config(), sudo=True)
+        r = h.run("echo \"kernel $(uname -r), /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup)"
+                  " (controllers: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null))\"")
+        _GUEST.append(r.stdout.strip() if r.rc == 0 else f"unreachable: {r.stderr.strip()}")
+    return _GUEST[0]
 
 
 def pytest_report_header(config):
     if TARGET == "vagrant":
-        return "cocin target: vagrant VM (see the 'guest' line below)"
+        if not os.path.exists(_vagrant_ssh_config()):
+            return "cocin target: vagrant VM (no ssh-config yet)"
+        return f"cocin target: vagrant VM; guest: {guest_info()}"
     return f"cocin target: local; cgroup2 at /sys/fs/cgroup: {os.path.exists('/sys/fs/cgroup/cgroup.controllers')}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    # the header is hidden by -q: say it again at the end
+    if TARGET == "vagrant" and _GUEST:
+        terminalreporter.write_line(f"cocin target: vagrant VM; guest: {_GUEST[0]}")
 
 
 class Cocin:
@@ -98,7 +127,7 @@ class Cocin:
 def host():
     testinfra = pytest.importorskip("testinfra")
     if TARGET == "vagrant":
-        cfg = os.path.join(REPO, ".vagrant", "ssh-config")
+        cfg = _vagrant_ssh_config()
         if not os.path.exists(cfg):
             pytest.exit("COCIN_TEST_TARGET=vagrant but .vagrant/ssh-config is missing: "
                         "run scripts/vm_test.sh (or vagrant up && vagrant ssh-config > "
@@ -118,8 +147,7 @@ def cocin_session(host, request):
            "COCIN_DEFAULT_SUBNET": os.environ.get("COCIN_TEST_SUBNET", "10.213.0.0/24")}
     if TARGET == "vagrant":
         c = Cocin(host, VM_REPO, "/usr/bin/python3", env)
-        guest = host.run("uname -r; stat -fc %T /sys/fs/cgroup").stdout.split()
-        sys.stderr.write(f"\nguest: kernel {guest[0]}, /sys/fs/cgroup is {guest[1]}\n")
+        guest_info()
     else:
         c = Cocin(host, REPO, sys.executable if os.path.basename(sys.executable).startswith(
             "python") else "/usr/bin/python3", env)
@@ -147,6 +175,54 @@ def cocin(cocin_session):
     dirs = cocin_session.sh(f"ls /sys/fs/cgroup/pids/{parent} /sys/fs/cgroup/{parent} 2>/dev/null").stdout.split()
     stray = {d for d in dirs if len(d) == 64} - set(cocin_session.containers())
     assert not stray, f"cgroups of removed containers left behind: {stray}"
+
+
+class TargetDir:
+    """A scratch directory on the target host (this machine or the VM).
+
+    Paths given to cocin must exist where cocin runs, so pytest's ``tmp_path``
+    (always on this machine) will not do in VM mode. ``d / "name"`` is a path
+    string; ``write``, ``read`` and ``exists`` go through ``host.run``.
+    """
+
+    def __init__(self, host, path: str):
+        self.host = host
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __truediv__(self, name: str) -> str:
+        return posixpath.join(self.path, name)
+
+    def write(self, name: str, data: str | bytes) -> str:
+        """Create (or replace) the file ``name`` with exactly ``data``; return its path."""
+        path = self / name
+        raw = data.encode() if isinstance(data, str) else data
+        b64 = base64.b64encode(raw).decode()
+        q = shlex.quote(path)
+        r = self.host.run(f"mkdir -p {shlex.quote(posixpath.dirname(path))} && "
+                          f"printf %s {b64} | base64 -d > {q}")
+        assert r.rc == 0, f"cannot write {path} on the target: {r.stderr}"
+        return path
+
+    def read(self, name: str) -> str:
+        r = self.host.run(f"base64 < {shlex.quote(self / name)}")
+        assert r.rc == 0, f"cannot read {self / name} on the target: {r.stderr}"
+        return base64.b64decode(r.stdout).decode()
+
+    def exists(self, name: str) -> bool:
+        return self.host.run(f"test -e {shlex.quote(self / name)}").rc == 0
+
+
+@pytest.fixture
+def target_tmp(host):
+    """A fresh directory on the target host, removed after the test."""
+    r = host.run("mktemp -d /tmp/cocin-tmp-XXXXXXXX")
+    assert r.rc == 0, r.stderr
+    d = TargetDir(host, r.stdout.strip())
+    yield d
+    host.run(f"rm -rf {shlex.quote(d.path)}")
 
 
 def _snapshot(host) -> set[str]:

@@ -59,29 +59,28 @@ def test_namespaces_and_filesystem(cocin):
     assert r.stdout == "box1\n"
 
 
-def test_env_workdir(cocin, tmp_path):
-    envfile = tmp_path / "env"
-    envfile.write_text("# comment\nFROMFILE=yes\n\nSPACED=a b\n")
+def test_env_workdir(cocin, target_tmp):
+    envfile = target_tmp.write("env", "# comment\nFROMFILE=yes\n\nSPACED=a b\n")
     r = cocin("run", "--rm", "-e", "FOO=bar baz", "-e", "PASSED", "-e", "UNSET_XYZ",
-              "--env-file", str(envfile), "-w", "/tmp/work", "busybox", "sh", "-c",
+              "--env-file", envfile, "-w", "/tmp/work", "busybox", "sh", "-c",
               'echo "$FOO|$PASSED|${UNSET_XYZ-unset}|$FROMFILE|$SPACED"; pwd',
               env={"PASSED": "from-caller"})
     assert r.rc == 0, r.stderr
     assert r.stdout.splitlines() == ["bar baz|from-caller|unset|yes|a b", "/tmp/work"]
 
 
-def test_volumes(cocin, tmp_path):
-    host_dir = tmp_path / "vol" / "new"
+def test_volumes(cocin, target_tmp):
+    host_dir = target_tmp / "vol/new"
     r = cocin("run", "--name", "volbox", "-v", f"{host_dir}:/data", "busybox", "sh", "-c",
               "echo kept > /data/file")
     assert r.rc == 0, r.stderr
-    assert (host_dir / "file").read_text() == "kept\n"
+    assert target_tmp.read("vol/new/file") == "kept\n"
     cocin.ok("rm", "volbox")
-    assert (host_dir / "file").read_text() == "kept\n"  # the data survives rm
+    assert target_tmp.read("vol/new/file") == "kept\n"  # the data survives rm
     r = cocin("run", "--rm", "-v", f"{host_dir}:/data:ro", "busybox", "sh", "-c",
               "cat /data/file; echo x > /data/other")
     assert r.stdout == "kept\n" and r.rc != 0
-    assert not (host_dir / "other").exists()
+    assert not target_tmp.exists("vol/new/other")
 
 
 def test_writable_layer_is_per_container(cocin):
@@ -156,7 +155,7 @@ def _dirs(cocin) -> str:
     return cocin.sh(f"ls -A {cocin.root}/containers {cocin.root}/layers").stdout
 
 
-def test_bad_input_leaves_nothing(cocin, tmp_path):
+def test_bad_input_leaves_nothing(cocin):
     before = _dirs(cocin)
     cocin.ok("run", "-d", "--name", "first", "busybox", "sleep", "300")
     first = cocin.record("first")
@@ -181,10 +180,10 @@ def test_bad_input_leaves_nothing(cocin, tmp_path):
     assert _dirs(cocin) == before
 
 
-def _make_tar(cocin, tmp_path, name: str, members: str) -> str:
+def _make_tar(cocin, target_tmp, name: str, members: str) -> str:
     """Build a tarball with Python's tarfile on the target host."""
-    path = tmp_path / name
-    script = f"import tarfile, io\nt = tarfile.open({str(path)!r}, 'w')\n{members}\nt.close()\n"
+    path = target_tmp / name
+    script = f"import tarfile, io\nt = tarfile.open({path!r}, 'w')\n{members}\nt.close()\n"
     r = cocin.sh(f"{cocin.python} -c {shlex.quote(script)}")
     assert r.rc == 0, r.stderr
     return str(path)
@@ -204,9 +203,9 @@ ADD = ("def add(name, data=b'', **kw):\n"
     ("add('sym', type=tarfile.SYMTYPE, linkname='../../etc')", "outside"),
     ("add('dir', type=tarfile.SYMTYPE, linkname='/tmp')\nadd('dir/owned', b'x')", "symlink"),
 ])
-def test_import_refuses_escaping_tarball(cocin, tmp_path, members, text):
+def test_import_refuses_escaping_tarball(cocin, target_tmp, members, text):
     before = _dirs(cocin)
-    tar = _make_tar(cocin, tmp_path, "evil.tar", ADD + members)
+    tar = _make_tar(cocin, target_tmp, "evil.tar", ADD + members)
     r = cocin("import", tar, "evil")
     assert r.rc == 125 and text in one_error_line(r)
     assert "evil" not in cocin.ok("images").stdout
@@ -214,28 +213,27 @@ def test_import_refuses_escaping_tarball(cocin, tmp_path, members, text):
     assert cocin.sh("test -e /tmp/owned").rc != 0
 
 
-def test_import_malformed(cocin, tmp_path):
-    bad = tmp_path / "bad.tar"
-    bad.write_bytes(b"this is not a tarball at all" * 100)
+def test_import_malformed(cocin, target_tmp):
+    bad = target_tmp.write("bad.tar", b"this is not a tarball at all" * 100)
     before = _dirs(cocin)
-    r = cocin("import", str(bad), "bad")
+    r = cocin("import", bad, "bad")
     assert r.rc == 125 and "tar" in one_error_line(r)
-    r = cocin("import", str(tmp_path / "missing.tar"), "bad")
+    r = cocin("import", target_tmp / "missing.tar", "bad")
     assert r.rc == 125 and "no such file" in one_error_line(r)
     assert _dirs(cocin) == before
 
 
-def test_import_images_rmi(cocin, tmp_path):
+def test_import_images_rmi(cocin, target_tmp):
     # A docker-export style tarball made from the busybox image's files.
     cocin.ok("run", "--name", "src", "busybox", "true")
     layer = cocin.sh(f"ls {cocin.root}/layers").stdout.split()[0]
-    tgz = tmp_path / "rootfs.tar.gz"
+    tgz = target_tmp / "rootfs.tar.gz"
     assert cocin.sh(f"tar -C {cocin.root}/layers/{layer} -czf {tgz} .").rc == 0
     cocin.ok("rm", "src")
-    out = cocin.ok("import", str(tgz), "mini").stdout
+    out = cocin.ok("import", tgz, "mini").stdout
     assert out.startswith("sha256:")
     assert "mini" in cocin.ok("images").stdout
-    r = cocin("import", str(tgz), "mini")
+    r = cocin("import", tgz, "mini")
     assert r.rc == 125 and "already exists" in one_error_line(r)
     assert cocin.ok("run", "--rm", "mini", "sh", "-c", "echo from-mini").stdout == "from-mini\n"
     cocin.ok("run", "--name", "user", "mini", "true")
@@ -247,12 +245,26 @@ def test_import_images_rmi(cocin, tmp_path):
     assert cocin.sh(f"ls {cocin.root}/layers").stdout.split() == [layer]
 
 
+def in_script_tty(cocin, command: str, feed: str):
+    """Run ``command`` on a pty made by script(1) and type ``feed`` into it.
+
+    The typing waits until cocin has put that terminal in raw mode: typed-ahead
+    input is discarded by that switch (``tty.setraw`` flushes), and in a slow
+    (emulated) VM cocin takes more than a second to get there.
+    """
+    return cocin.sh(
+        "m=$(mktemp) && export m && "
+        "( i=0; while [ $i -lt 600 ] && ! stty -F \"$(cat $m)\" -a 2>/dev/null | grep -q -- -icanon; "
+        "do sleep 0.1; i=$((i+1)); done; "
+        f"printf %s {shlex.quote(feed)}; sleep 2 ) | "
+        f"script -qefc {shlex.quote('tty > $m; ' + command)} /dev/null; r=$?; rm -f $m; exit $r")
+
+
 def test_interactive_tty(cocin):
     """-it gives the container a real pty as its controlling terminal."""
     inner = cocin.cmdline("run", "-it", "--rm", "busybox", "sh")
     feed = "tty; stty size; echo $TERM; exit 5\n"
-    r = cocin.sh(f"(sleep 1; printf %s {shlex.quote(feed)}; sleep 2) | "
-                 f"script -qefc {shlex.quote('stty rows 40 cols 100; ' + inner)} /dev/null")
+    r = in_script_tty(cocin, "stty rows 40 cols 100; " + inner, feed)
     assert r.rc == 5, (r.stdout, r.stderr)
     assert "/dev/pts/0" in r.stdout
     assert "40 100" in r.stdout
@@ -274,19 +286,26 @@ def test_killed_monitor_then_ps_and_rm(cocin):
     assert "orphan" not in cocin.ok("ps", "-a").stdout
 
 
+def all_succeed(commands: list[str]) -> str:
+    """A shell script running ``commands`` at once; it fails if any of them fails."""
+    start = " ".join(f"{c} >/dev/null & p=\"$p $!\";" for c in commands)
+    return f"p=''; {start} rc=0; for j in $p; do wait $j || rc=1; done; exit $rc"
+
+
 def test_parallel_run_and_rm(cocin):
     n = 20
-    # The name is left to the shell to expand ($i), so it is spliced in unquoted.
-    run = cocin.cmdline("run", "-d", "--name", "NAME", "busybox", "sleep", "300")
-    script = f"for i in $(seq {n}); do {run.replace('NAME', 'par$i')} >/dev/null & done; wait"
-    assert cocin.sh(script).rc == 0
+    # 20 cocin processes at once: in an emulated (TCG) VM one takes up to ~50 s
+    slow = 300
+    run = all_succeed([cocin.cmdline("run", "-d", "--name", f"par{i}", "busybox", "sleep", "300",
+                                     timeout=slow) for i in range(1, n + 1)])
+    assert cocin.sh(run).rc == 0
     ids = cocin.containers()
     names = {cocin.record(c)["name"] for c in ids}
     assert {f"par{i}" for i in range(1, n + 1)} <= names
     running = [ln for ln in cocin.ok("ps").stdout.splitlines() if " par" in ln]
     assert len(running) == n
-    rm = " ".join(cocin.cmdline("rm", "-f", f"par{i}") + " >/dev/null &" for i in range(1, n + 1))
-    assert cocin.sh(rm + " wait").rc == 0
+    rm = all_succeed([cocin.cmdline("rm", "-f", f"par{i}", timeout=slow) for i in range(1, n + 1)])
+    assert cocin.sh(rm).rc == 0
     assert not any(ln for ln in cocin.ok("ps", "-a").stdout.splitlines() if " par" in ln)
 
 

@@ -62,12 +62,26 @@ def test_exec_errors(cocin):
     assert r.rc == 125 and "command" in r.stderr and "Traceback" not in r.stderr
 
 
+def in_script_tty(cocin, command: str, feed: str):
+    """Run ``command`` on a pty made by script(1) and type ``feed`` into it.
+
+    The typing waits until cocin has put that terminal in raw mode: typed-ahead
+    input is discarded by that switch (``tty.setraw`` flushes), and in a slow
+    (emulated) VM cocin takes more than a second to get there.
+    """
+    return cocin.sh(
+        "m=$(mktemp) && export m && "
+        "( i=0; while [ $i -lt 600 ] && ! stty -F \"$(cat $m)\" -a 2>/dev/null | grep -q -- -icanon; "
+        "do sleep 0.1; i=$((i+1)); done; "
+        f"printf %s {shlex.quote(feed)}; sleep 2 ) | "
+        f"script -qefc {shlex.quote('tty > $m; ' + command)} /dev/null; r=$?; rm -f $m; exit $r")
+
+
 def test_exec_tty(cocin):
     cocin.ok("run", "-d", "--name", "ttyc", "busybox", "sleep", "300")
     inner = cocin.cmdline("exec", "-it", "ttyc", "sh")
     feed = "tty; exit 3\n"
-    r = cocin.sh(f"(sleep 1; printf %s {shlex.quote(feed)}; sleep 2) | "
-                 f"script -qefc {shlex.quote(inner)} /dev/null")
+    r = in_script_tty(cocin, inner, feed)
     assert r.rc == 3, (r.stdout, r.stderr)
     assert "/dev/pts/" in r.stdout
 
@@ -98,19 +112,19 @@ def test_commit_running_container(cocin):
     assert cocin.ok("run", "--rm", "fromlive", "cat", "/f").stdout == "live\n"
 
 
-def test_export_import_save_load(cocin, tmp_path):
+def test_export_import_save_load(cocin, target_tmp):
     cocin.ok("run", "--name", "exp", "busybox", "sh", "-c", "echo round > /trip; rm /bin/vi")
-    tar = tmp_path / "exp.tar"
-    cocin.ok("export", "exp", "-o", str(tar))
+    tar = target_tmp / "exp.tar"
+    cocin.ok("export", "exp", "-o", tar)
     listing = cocin.sh(f"tar -tvf {tar}").stdout
     assert " trip" in listing and "bin/vi" not in listing and " ./" not in listing
-    cocin.ok("import", str(tar), "again")
+    cocin.ok("import", tar, "again")
     assert cocin.ok("run", "--rm", "again", "cat", "/trip").stdout == "round\n"
-    saved = tmp_path / "again.tar"
-    cocin.ok("save", "again", "-o", str(saved))
+    saved = target_tmp / "again.tar"
+    cocin.ok("save", "again", "-o", saved)
     assert cocin.sh(f"tar -tf {saved}").rc == 0
     cocin.ok("rmi", "again")
-    assert cocin.ok("load", "-i", str(saved)).stdout == "Loaded image: again\n"
+    assert cocin.ok("load", "-i", saved).stdout == "Loaded image: again\n"
     assert cocin.ok("run", "--rm", "again", "cat", "/trip").stdout == "round\n"
-    r = cocin("load", "-i", str(tar))
+    r = cocin("load", "-i", tar)
     assert r.rc == 125 and "import" in r.stderr
