@@ -48,7 +48,7 @@ def relay(master: int, pid: int, interactive: bool) -> None:
         signal.signal(signal.SIGWINCH, lambda *_: copy_window_size(stdin, master))
         if interactive:
             saved = termios.tcgetattr(stdin)
-            tty.setraw(stdin)
+            tty.setraw(stdin, termios.TCSANOW)  # TCSAFLUSH would drop keys typed ahead
     watch = [master] + ([stdin] if interactive else [])
     try:
         while True:
