@@ -96,6 +96,20 @@ class Cocin:
         """A shell command on the target host (outside any container)."""
         return self.host.run(script)
 
+    def in_tty(self, command: str, feed: str):
+        """Run ``command`` on a pty made by script(1) and type ``feed`` into it.
+
+        The typing waits until cocin has put that terminal in raw mode: input typed
+        earlier would race with that switch, and in a slow
+        (emulated) VM cocin takes more than a second to get there.
+        """
+        return self.sh(
+            "m=$(mktemp) && export m && "
+            "( i=0; while [ $i -lt 600 ] && ! stty -F \"$(cat $m)\" -a 2>/dev/null | grep -q -- -icanon; "
+            "do sleep 0.1; i=$((i+1)); done; "
+            f"printf %s {shlex.quote(feed)}; sleep 2 ) | "
+            f"script -qefc {shlex.quote('tty > $m; ' + command)} /dev/null; r=$?; rm -f $m; exit $r")
+
     def containers(self) -> list[str]:
         return self.ok("ps", "-aq", "--no-trunc").stdout.split()
 

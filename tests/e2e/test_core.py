@@ -245,26 +245,11 @@ def test_import_images_rmi(cocin, target_tmp):
     assert cocin.sh(f"ls {cocin.root}/layers").stdout.split() == [layer]
 
 
-def in_script_tty(cocin, command: str, feed: str):
-    """Run ``command`` on a pty made by script(1) and type ``feed`` into it.
-
-    The typing waits until cocin has put that terminal in raw mode: typed-ahead
-    input is discarded by that switch (``tty.setraw`` flushes), and in a slow
-    (emulated) VM cocin takes more than a second to get there.
-    """
-    return cocin.sh(
-        "m=$(mktemp) && export m && "
-        "( i=0; while [ $i -lt 600 ] && ! stty -F \"$(cat $m)\" -a 2>/dev/null | grep -q -- -icanon; "
-        "do sleep 0.1; i=$((i+1)); done; "
-        f"printf %s {shlex.quote(feed)}; sleep 2 ) | "
-        f"script -qefc {shlex.quote('tty > $m; ' + command)} /dev/null; r=$?; rm -f $m; exit $r")
-
-
 def test_interactive_tty(cocin):
     """-it gives the container a real pty as its controlling terminal."""
     inner = cocin.cmdline("run", "-it", "--rm", "busybox", "sh")
     feed = "tty; stty size; echo $TERM; exit 5\n"
-    r = in_script_tty(cocin, "stty rows 40 cols 100; " + inner, feed)
+    r = cocin.in_tty("stty rows 40 cols 100; " + inner, feed)
     assert r.rc == 5, (r.stdout, r.stderr)
     assert "/dev/pts/0" in r.stdout
     assert "40 100" in r.stdout

@@ -3,7 +3,6 @@ export, import, save and load."""
 
 from __future__ import annotations
 
-import shlex
 import time
 
 import pytest
@@ -62,26 +61,11 @@ def test_exec_errors(cocin):
     assert r.rc == 125 and "command" in r.stderr and "Traceback" not in r.stderr
 
 
-def in_script_tty(cocin, command: str, feed: str):
-    """Run ``command`` on a pty made by script(1) and type ``feed`` into it.
-
-    The typing waits until cocin has put that terminal in raw mode: typed-ahead
-    input is discarded by that switch (``tty.setraw`` flushes), and in a slow
-    (emulated) VM cocin takes more than a second to get there.
-    """
-    return cocin.sh(
-        "m=$(mktemp) && export m && "
-        "( i=0; while [ $i -lt 600 ] && ! stty -F \"$(cat $m)\" -a 2>/dev/null | grep -q -- -icanon; "
-        "do sleep 0.1; i=$((i+1)); done; "
-        f"printf %s {shlex.quote(feed)}; sleep 2 ) | "
-        f"script -qefc {shlex.quote('tty > $m; ' + command)} /dev/null; r=$?; rm -f $m; exit $r")
-
-
 def test_exec_tty(cocin):
     cocin.ok("run", "-d", "--name", "ttyc", "busybox", "sleep", "300")
     inner = cocin.cmdline("exec", "-it", "ttyc", "sh")
     feed = "tty; exit 3\n"
-    r = in_script_tty(cocin, inner, feed)
+    r = cocin.in_tty(inner, feed)
     assert r.rc == 3, (r.stdout, r.stderr)
     assert "/dev/pts/" in r.stdout
 
