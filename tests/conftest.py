@@ -73,11 +73,20 @@ class Cocin:
     def root(self) -> str:
         return self.env["COCIN_ROOT"]
 
-    def cmdline(self, *args: str, timeout: int = DEFAULT_TIMEOUT, env: dict | None = None) -> str:
+    def cmdline(self, *args: str, timeout: int = DEFAULT_TIMEOUT, env: dict | None = None,
+                tty: bool = False) -> str:
+        """The shell command line for ``cocin.py ARGS``, bounded by timeout(1).
+
+        ``tty=True`` is for commands that use their terminal (``-it``): timeout(1)
+        then stays in the terminal's foreground process group. Otherwise it makes
+        a group of its own, and cocin's switch to raw mode would stop it with
+        SIGTTOU (unless the shell happens to exec timeout as session leader).
+        """
+        fg = "--foreground " if tty else ""
         envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**self.env, **(env or {})}.items())
         argv = " ".join(shlex.quote(a) for a in args)
         # -u PYTHONDONTWRITEBYTECODE: some shells set it; cocin's bytecode cache matters.
-        return (f"timeout -k 5 {timeout} env -u PYTHONDONTWRITEBYTECODE {envs} {self.python} "
+        return (f"timeout {fg}-k 5 {timeout} env -u PYTHONDONTWRITEBYTECODE {envs} {self.python} "
                 f"{shlex.quote(self.repo)}/cocin.py {argv}")
 
     def __call__(self, *args: str, timeout: int = DEFAULT_TIMEOUT, env: dict | None = None,

@@ -247,7 +247,7 @@ def test_import_images_rmi(cocin, target_tmp):
 
 def test_interactive_tty(cocin):
     """-it gives the container a real pty as its controlling terminal."""
-    inner = cocin.cmdline("run", "-it", "--rm", "busybox", "sh")
+    inner = cocin.cmdline("run", "-it", "--rm", "busybox", "sh", tty=True)
     feed = "tty; stty size; echo $TERM; exit 5\n"
     r = cocin.in_tty("stty rows 40 cols 100; " + inner, feed)
     assert r.rc == 5, (r.stdout, r.stderr)

@@ -63,7 +63,7 @@ def test_exec_errors(cocin):
 
 def test_exec_tty(cocin):
     cocin.ok("run", "-d", "--name", "ttyc", "busybox", "sleep", "300")
-    inner = cocin.cmdline("exec", "-it", "ttyc", "sh")
+    inner = cocin.cmdline("exec", "-it", "ttyc", "sh", tty=True)
     feed = "tty; exit 3\n"
     r = cocin.in_tty(inner, feed)
     assert r.rc == 3, (r.stdout, r.stderr)
