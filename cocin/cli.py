@@ -8,7 +8,6 @@ container's own exit code.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -19,17 +18,10 @@ from .state import CocinError
 # Names used only in annotations: importing typing costs milliseconds at start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, NoReturn
+    import argparse
+    from typing import Callable
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one ``cocin: error:`` line and exit 125."""
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"cocin: error: {message} (see '{self.prog} --help')\n")
-        sys.exit(125)
 
 
 def command(name: str):
@@ -581,41 +573,6 @@ def cmd_rmi(a: argparse.Namespace) -> int:
 
 # --- the parser -------------------------------------------------------------------
 
-def _add_container_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
-    p.add_argument("--name", help="assign a name to the container")
-    p.add_argument("--rm", action="store_true", default=None,
-                   help="remove the container when it exits")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
-                   help="set an environment variable (KEY alone: from this environment)")
-    p.add_argument("--env-file", action="append", default=[], help="read variables from a file")
-    p.add_argument("-w", "--workdir", help="working directory inside the container")
-    p.add_argument("-v", "--volume", action="append", default=[],
-                   metavar="HOST:CONTAINER[:ro]", help="bind mount a host directory")
-    p.add_argument("-h", "--hostname", help="container host name")
-    p.add_argument("--network", "--net", default="bridge",
-                   help="a network's name, bridge (the default network), none or host")
-    p.add_argument("-p", "--publish", action="append", default=[],
-                   metavar="[HOSTIP:]HOSTPORT:PORT[/udp]", help="publish a container port on the host")
-    p.add_argument("--ip", help="a fixed IPv4 address on the network")
-    p.add_argument("--dns", action="append", default=[], help="a DNS server for /etc/resolv.conf")
-    p.add_argument("--restart", default="no",
-                   help="restart policy: no, always, unless-stopped, on-failure[:max-retries]")
-    p.add_argument("--init", action="store_true",
-                   help="run a tiny init as PID 1 that reaps zombies and forwards signals")
-    g = p.add_argument_group("resource limits (cgroups)")
-    g.add_argument("-m", "--memory", help="memory limit (b, k, m, g suffixes)")
-    g.add_argument("--memory-swap", help="memory plus swap limit; -1 unlimited swap")
-    g.add_argument("--cpus", help="number of CPUs (CFS quota), e.g. 0.5")
-    g.add_argument("-c", "--cpu-shares", help="relative CPU weight (default 1024)")
-    g.add_argument("--cpuset-cpus", help="CPUs allowed, e.g. 0-1,3")
-    g.add_argument("--cpuset-mems", help="memory nodes allowed, e.g. 0")
-    g.add_argument("--pids-limit", help="maximum number of processes (-1 unlimited)")
-    p.add_argument("image", help="image name")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="command and arguments")
-
-
 class _Skipped:
     """Stands in for the parser of a verb that was not asked for: every call
     (add_argument, add_argument_group, ...) is accepted and ignored."""
@@ -624,12 +581,21 @@ class _Skipped:
         return lambda *a, **k: self
 
 
-def build_parser(only: str | None = None) -> Parser:
-    """The argument parser; with ``only``, just that verb's part of it.
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every verb but ``run`` and ``create`` (flags.py).
 
-    Building all 30-odd sub-parsers costs ~10 ms (argparse looks up gettext
-    translations for each): ``cocin run`` builds only its own.
+    With ``only``, just that verb's part of it: building all 30-odd
+    sub-parsers costs ~10 ms (argparse looks up gettext translations for each).
     """
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        """argparse, but a usage error is one ``cocin: error:`` line and exit 125."""
+
+        def error(self, message: str):
+            sys.stderr.write(f"cocin: error: {message} (see '{self.prog} --help')\n")
+            sys.exit(125)
+
     parser = Parser(prog="cocin", description="A small Docker-like container runtime.")
     subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
@@ -640,14 +606,9 @@ def build_parser(only: str | None = None) -> Parser:
             return subparsers.add_parser(name, **kw)
     sub = _Verbs()
 
-    p = sub.add_parser("run", help="run a command in a new container", add_help=False)
-    p.add_argument("--help", action="help", help="show this help")
-    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
-    _add_container_flags(p)
-
-    p = sub.add_parser("create", help="create a container without starting it", add_help=False)
-    p.add_argument("--help", action="help", help="show this help")
-    _add_container_flags(p)
+    # Listed for "cocin --help" only: main() parses their flags with flags.py.
+    sub.add_parser("run", help="run a command in a new container", add_help=False)
+    sub.add_parser("create", help="create a container without starting it", add_help=False)
 
     p = sub.add_parser("start", help="start created or stopped containers")
     p.add_argument("-a", "--attach", action="store_true", help="attach output, pass the exit code")
@@ -776,14 +737,33 @@ def build_parser(only: str | None = None) -> Parser:
     return parser
 
 
+def _container_flags(verb: str, argv: list[str]):
+    """``run``/``create`` flags, by flags.py: argparse's imports cost ~8 ms."""
+    from . import flags
+
+    try:
+        args = flags.parse(verb, argv)
+    except flags.HelpRequested:
+        print(flags.help_text(verb))
+        sys.exit(0)
+    except flags.FlagError as e:
+        sys.stderr.write(f"cocin: error: {e} (see 'cocin {verb} --help')\n")
+        sys.exit(125)
+    args.verb = verb
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verb = argv[0] if argv and argv[0] in COMMANDS else None
-    parser = build_parser(verb)
-    args = parser.parse_args(argv)
-    if not args.verb:
-        parser.print_help()
-        return 0
+    if verb in ("run", "create"):
+        args = _container_flags(verb, argv[1:])
+    else:
+        parser = build_parser(verb)
+        args = parser.parse_args(argv)
+        if not args.verb:
+            parser.print_help()
+            return 0
     if os.geteuid() != 0:
         sys.stderr.write("cocin: error: cocin needs root (run it with sudo)\n")
         return 125

@@ -10,18 +10,15 @@ from ``docker export``-style tarballs (``import``), from a container
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
 import sys
 import time
 
-from . import state
+from . import fastjson, state
 from .record import Record
 from .state import CocinError, NotFound
 
-IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*\Z")
+_LOWER_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
 
 
@@ -51,13 +48,13 @@ def layer_dir(image_id: str) -> str:
 
 def _read(path: str) -> Image:
     with open(path) as f:
-        return Image(**json.load(f))
+        return Image(**fastjson.loads(f.read()))
 
 
 def normalize(ref: str) -> str:
     """``busybox:latest`` and ``busybox`` are the same image; check the name."""
     name = ref[:-7] if ref.endswith(":latest") else ref
-    if not IMAGE_RE.match(name) or ".." in name:
+    if not state.valid_name(name, _LOWER_ALNUM) or ".." in name:
         raise CocinError(f"invalid image name {ref!r}: use lowercase letters, digits, '_', '.', '-'")
     return name
 
@@ -123,11 +120,11 @@ def publish(tmp: str, name: str, source: str, replace: bool = False) -> Image:
         old = None
         if os.path.exists(image_file(name)):
             if not replace:
-                shutil.rmtree(tmp, ignore_errors=True)
+                state.remove_tree(tmp)
                 raise CocinError(f"image {name} already exists")
             old = _read(image_file(name))
         os.rename(tmp, img.rootfs)
-        state.atomic_write(image_file(name), json.dumps(img.to_dict()))
+        state.atomic_write(image_file(name), fastjson.dumps(img.to_dict()))
         if old is not None:
             _drop_layer_if_unused(old.id)
     return img
@@ -139,11 +136,21 @@ def _drop_layer_if_unused(image_id: str) -> None:
         return
     if any(r.config.get("image_id") == image_id for r in state.load_all()):
         return
-    shutil.rmtree(layer_dir(image_id), ignore_errors=True)
+    state.remove_tree(layer_dir(image_id))
 
 
-def gc_layer(image_id: str) -> None:
-    """Called when a container is removed: its layer may now be unused."""
+def gc_layer(image_id: str, name: str = "") -> None:
+    """Called when a container is removed: its layer may now be unused.
+
+    The common case is answered by one file: the container's image name still
+    points at the layer. (An ``rmi`` racing with us sees the container gone
+    and drops the layer itself.)
+    """
+    try:
+        if name and _read(image_file(name)).id == image_id:
+            return
+    except (OSError, ValueError, TypeError):
+        pass
     if image_id:
         with state.locked():
             _drop_layer_if_unused(image_id)
@@ -173,7 +180,7 @@ def _extract_and_publish(path: str, name: str, source: str, replace: bool) -> Im
     try:
         tarball.extract(path, tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        state.remove_tree(tmp)
         raise
     return publish(tmp, name, source, replace)
 
@@ -206,6 +213,7 @@ def build_busybox() -> Image:
     One binary plus a symlink per applet is a complete userland. A dynamic
     busybox gets the libraries ``ldd`` lists copied next to it.
     """
+    import shutil
     import subprocess
 
     src = find_busybox()
@@ -231,7 +239,7 @@ def build_busybox() -> Image:
                 os.symlink("/bin/busybox", dst)
         if not _is_static(src):
             out = subprocess.run(["ldd", src], capture_output=True, text=True).stdout
-            for lib in re.findall(r"(/\S+)", out):
+            for lib in (w for w in out.split() if w.startswith("/")):
                 dst = os.path.join(rootfs, lib.lstrip("/"))
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 shutil.copy2(lib, dst)
@@ -239,12 +247,16 @@ def build_busybox() -> Image:
             "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
             "etc/group": "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
             "etc/nsswitch.conf": "hosts: files dns\n",
+            # Empty mount points for the container's own files, bound over
+            # them at start: made here once rather than copied up into
+            # every container's writable layer.
+            "etc/hostname": "", "etc/hosts": "", "etc/resolv.conf": "",
         }
         for rel, text in files.items():
             with open(os.path.join(rootfs, rel), "w") as f:
                 f.write(text)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        state.remove_tree(tmp)
         raise
     try:
         return publish(tmp, "busybox", f"host {src}")
@@ -280,7 +292,7 @@ def commit(rec: state.Container, ref: str, replace: bool = False) -> Image:
     try:
         layers.flatten(rec.config["lower"], os.path.join(rec.dir, "upper"), tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        state.remove_tree(tmp)
         raise
     return publish(tmp, name, f"commit {rec.short_id}", replace)
 
@@ -318,7 +330,7 @@ def export(rec: state.Container, out: str) -> None:
         layers.flatten(rec.config["lower"], os.path.join(rec.dir, "upper"), scratch)
         _write_tar(scratch, out)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        state.remove_tree(scratch)
 
 
 PAX_KEY = "COCIN.image"
@@ -327,7 +339,7 @@ PAX_KEY = "COCIN.image"
 def save(ref: str, out: str) -> None:
     """An image as a tarball: its tree, plus its name in a pax header."""
     img = get(ref)
-    _write_tar(img.rootfs, out, {PAX_KEY: json.dumps({"name": img.name, "source": img.source})})
+    _write_tar(img.rootfs, out, {PAX_KEY: fastjson.dumps({"name": img.name, "source": img.source})})
 
 
 def load(path: str, replace: bool = False) -> Image:
@@ -342,5 +354,5 @@ def load(path: str, replace: bool = False) -> Image:
         raise CocinError(f"cannot read {path}: not a valid tar archive") from None
     if not meta:
         raise CocinError(f"{path} is not an image saved by cocin save: use 'cocin import FILE NAME'")
-    name = check_new_name(json.loads(meta)["name"], replace)
+    name = check_new_name(fastjson.loads(meta)["name"], replace)
     return _extract_and_publish(path, name, f"load {os.path.basename(path)}", replace)

@@ -6,8 +6,10 @@ process (``run -d``, ``start``). The protocol between the two, over a Unix
 socket pair whose container end is close-on-exec:
 
     container (child)                           monitor (parent)
-    unshare(mnt, uts, ipc, net), lo up
-    "ready"  ───────────────────────────────►   cgroup + network for its PID
+                                                cgroup made, limits written; fork
+    join the cgroup; unshare(mnt, uts,
+    ipc, net), lo up
+    "ready"  ───────────────────────────────►   network for its PID
     filesystem (rootfs.setup), hostname,
     stdio or pty ("pty" + fd) ─────────────►
                               ◄─────────────   "go"
@@ -21,9 +23,11 @@ message") and becomes the user's error and exit code (125/126/127).
 
 from __future__ import annotations
 
+# The C modules behind ``signal`` and ``socket``: the Python wrappers build
+# enums on import (~4-6 ms, with ``enum`` itself), paid by every ``cocin run``.
+import _signal as signal
+import _socket as socket
 import os
-import signal
-import socket
 import sys
 import time
 
@@ -64,27 +68,51 @@ def _loopback_up() -> None:
     import struct
 
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
         ifr = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack_from("16sH", fcntl.ioctl(s, SIOCGIFFLAGS, ifr))[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    finally:
+        s.close()
 
 
 def _send(sock: socket.socket, msg: str, fds: list[int] = ()) -> None:
     """One line to the monitor; ``fds`` travel along as SCM_RIGHTS ancillary data."""
-    import array
-
     data = msg.encode() + b"\n"
     if fds:
-        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        payload = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)  # C ints
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, payload)])
     else:
         sock.sendall(data)
+
+
+def _execvpe(argv: list[str], env: dict[str, str]) -> None:
+    """``execvpe(3)``: try each directory of the container's ``$PATH`` in turn.
+
+    Written out because ``os.execvpe`` imports ``warnings`` on the way, and
+    after ``pivot_root`` the host's Python library is out of sight. As a
+    shell does, a directory where the name exists but cannot be run is
+    remembered: that error wins over "not found" in the others.
+    """
+    name = argv[0]
+    if "/" in name:
+        os.execve(name, argv, env)
+    first_real_error = None
+    for directory in env.get("PATH", "").split(":"):
+        try:
+            os.execve(os.path.join(directory or ".", name), argv, env)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            first_real_error = first_real_error or e
+    raise first_real_error or FileNotFoundError(2, "No such file or directory", name)
 
 
 def _exec(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
-        os.execvpe(argv[0], argv, env)
+        _execvpe(argv, env)
     except OSError as e:
         code, message = exec_error(argv[0], e)
         _send(sock, f"error {code} {message}")
@@ -135,7 +163,7 @@ def _close_fds_except(*keep: int | None) -> None:
                 pass
 
 
-def _child(rec: Container, sock: socket.socket, log_fd: int | None) -> None:
+def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup) -> None:
     """The container process, from fork to execve. Never returns.
 
     ``log_fd`` is None when attached to the caller's terminal, else the log.
@@ -148,6 +176,8 @@ def _child(rec: Container, sock: socket.socket, log_fd: int | None) -> None:
     detached = log_fd is not None
     code, stage = 125, "setup"
     try:
+        stage = "cgroup"
+        cgroup.join_self()  # still single-threaded: the fast way in (v1)
         stage = "namespaces"
         flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
         if cfg.get("network_mode") != "host":
@@ -226,7 +256,7 @@ def _recv_line(sock: socket.socket) -> tuple[str, list[int]]:
     return buf[:-1].decode(), fds
 
 
-def _fork_container(rec: Container, log_fd: int | None) -> tuple[int, socket.socket]:
+def _fork_container(rec: Container, log_fd: int | None, cgroup) -> tuple[int, socket.socket]:
     """Fork the container process as PID 1 of a new PID namespace.
 
     ``unshare(CLONE_NEWPID)`` moves only this process's *future children*
@@ -240,7 +270,7 @@ def _fork_container(rec: Container, log_fd: int | None) -> tuple[int, socket.soc
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _child(rec, theirs, log_fd)
+            _child(rec, theirs, log_fd, cgroup)
         libc.setns(own_pidns, libc.CLONE_NEWPID, "/proc/self/ns/pid")
     finally:
         os.close(own_pidns)
@@ -268,14 +298,14 @@ def launch(rec: Container, log_fd: int | None) -> Launched:
 
     On return the record says "running"; on failure nothing is left held.
     """
-    pid, sock = _fork_container(rec, log_fd)
-    endpoint: dict = {}
+    pid, sock, endpoint = 0, None, {}
     try:
+        cgroup = resources.make_cgroup(rec)  # the child joins it before anything else
+        pid, sock = _fork_container(rec, log_fd, cgroup)
         msg, _ = _recv_line(sock)
         if msg != "ready":
             raise _failure(msg)
-        # The child has its namespaces now: limits and network, before "go".
-        resources.join_cgroup(rec, pid)
+        # The child has its namespaces now: its network, before "go".
         endpoint = resources.connect(rec, pid)
         sock.sendall(b"go\n")
         master = None
@@ -288,12 +318,14 @@ def launch(rec: Container, log_fd: int | None) -> Launched:
             else:
                 raise _failure(msg)
     except BaseException:
-        _kill_and_reap(pid)
+        if pid:
+            _kill_and_reap(pid)
         rec.network = endpoint
         resources.teardown(rec)
         raise
     finally:
-        sock.close()
+        if sock is not None:
+            sock.close()
     with state.locked():
         fresh = state.load(rec.id)
         fresh.state = "running"

@@ -22,15 +22,16 @@ def _warn(e: Exception) -> None:
 
 # --- cgroups -------------------------------------------------------------------
 
-def join_cgroup(rec: Container, pid: int) -> None:
-    """Make the container's cgroups, write its limits, move ``pid`` in.
+def make_cgroup(rec: Container):
+    """Make the container's cgroups and write its limits; returns the Cgroup.
 
-    The process joins before it may run the user's command, so the limits
-    hold from the command's first instruction on.
+    Done before the container process exists: it joins them itself, first
+    thing after the fork, so the limits hold from the command's first
+    instruction on (see Cgroup.join_self).
     """
     from . import cgroups
 
-    cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.get("limits"))).add(pid)
+    return cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.get("limits")))
 
 
 def release_cgroup(rec: Container) -> bool:

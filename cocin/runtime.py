@@ -15,8 +15,8 @@ so concurrent start/stop/restart/rm of one container end consistently.
 
 from __future__ import annotations
 
+import _signal as signal  # not signal.py: its enums cost ~4 ms per command
 import os
-import signal
 import time
 
 from . import monitor, resources, state
@@ -71,7 +71,7 @@ def _random_name(taken: set[str]) -> str:
 
 
 def check_name(name: str) -> None:
-    if not state.NAME_RE.match(name):
+    if not state.valid_name(name):
         raise CocinError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                          "are allowed")
 
@@ -195,8 +195,7 @@ def create(opts: RunOptions) -> Container:
                             argv=list(opts.argv), created=time.time(), config=cfg)
             state.save(rec)
     except BaseException:
-        import shutil
-        shutil.rmtree(d, ignore_errors=True)
+        state.remove_tree(d)
         raise
     return rec
 
@@ -359,8 +358,6 @@ def remove(rec: Container, force: bool = False) -> None:
 def remove_files(rec: Container) -> None:
     """Delete the record and directory: renamed away under the lock first, so a
     concurrent ``rm`` of the same container finds nothing instead of half."""
-    import shutil
-
     from . import images
 
     trash = os.path.join(state.containers_dir(), f".rm-{rec.id}")
@@ -369,12 +366,12 @@ def remove_files(rec: Container) -> None:
             os.rename(rec.dir, trash)
         except FileNotFoundError:
             return
-    shutil.rmtree(trash, ignore_errors=True)
+    state.remove_tree(trash)
     try:
         os.unlink(os.path.join(state.root(), "locks", rec.id))
     except FileNotFoundError:
         pass
-    images.gc_layer(rec.config.get("image_id", ""))
+    images.gc_layer(rec.config.get("image_id", ""), rec.image)
 
 
 def rename(rec: Container, new: str) -> None:

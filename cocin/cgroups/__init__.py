@@ -536,6 +536,19 @@ def _rmdir_tree(path: str, deadline: float) -> bool:
     return not os.path.exists(path)
 
 
+def _move(procs_file: str, pid: int) -> None:
+    """Write ``pid`` to a ``cgroup.procs`` or ``tasks`` file, with clear errors."""
+    try:
+        write_text(procs_file, str(pid))
+    except OSError as e:
+        if e.errno in VANISHED:
+            return
+        if e.errno == errno.ESRCH:
+            raise CgroupError(f"cannot add process {pid} to cgroup: no such process") from None
+        raise CgroupError(f"cannot add process {pid} to {os.path.dirname(procs_file)}: "
+                          f"{e.strerror}") from None
+
+
 class Cgroup:
     """One container's cgroup: a directory in each hierarchy it uses.
 
@@ -569,17 +582,14 @@ class Cgroup:
         are skipped.
         """
         for path in self.dirs.values():
-            procs = os.path.join(path, "cgroup.procs")
-            try:
-                write_text(procs, str(pid))
-            except OSError as e:
-                if e.errno in VANISHED:
-                    continue
-                if e.errno == errno.ESRCH:
-                    raise CgroupError(
-                        f"cannot add process {pid} to cgroup: no such process"
-                    ) from None
-                raise CgroupError(f"cannot add process {pid} to {path}: {e.strerror}") from None
+            _move(os.path.join(path, "cgroup.procs"), pid)
+
+    def join_self(self) -> None:
+        """Move the calling process in (a container before its exec, ``exec``).
+
+        On v2 this is ``add(0)``; v1 has a faster way, see V1Cgroup.
+        """
+        self.add(0)
 
     def procs(self) -> list[int]:
         """Host PIDs in the cgroup (and in any sub-cgroup the container made)."""

@@ -24,6 +24,7 @@ from . import (
     CgroupError,
     Limits,
     Mount,
+    _move,
     cfs_quota_us,
     cgroup_mounts,
     check_cpuset,
@@ -191,6 +192,21 @@ class V1Cgroup(Cgroup):
             if ctrl in name.split(","):
                 return path
         return None
+
+    def join_self(self) -> None:
+        """Move the calling process in, the fast way v1 allows.
+
+        Writing to ``cgroup.procs`` moves a whole thread group under a global
+        lock whose write side waits for an RCU grace period: 5-15 ms here, for
+        each hierarchy. A thread moving *itself* (``0`` written to ``tasks``)
+        skips that lock, and for a single-threaded process, such as a freshly
+        forked child, moving its one thread is moving the process.
+        """
+        if len(os.listdir("/proc/self/task")) != 1:
+            self.add(0)  # threads: each would have to move itself
+            return
+        for path in self.dirs.values():
+            _move(os.path.join(path, "tasks"), 0)
 
     def oom_killed(self) -> bool:
         """Read the memory cgroup's OOM record.

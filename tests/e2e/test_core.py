@@ -167,7 +167,8 @@ def test_bad_input_leaves_nothing(cocin):
         (("run", "--rm", "-v", "relative:/x", "busybox", "true"), "absolute"),
         (("stop", "no-such-container"), "No such container"),
         (("logs", "no-such-container"), "No such container"),
-        (("run", "--bogus-flag", "busybox"), "unrecognized arguments"),
+        (("run", "--bogus-flag", "busybox"), "unknown flag: --bogus-flag"),
+        (("create", "-d", "busybox", "true"), "unknown shorthand flag"),
         (("run", "--rm", "busybox"), "no command"),
     ]
     for args, text in cases:
