@@ -582,7 +582,7 @@ class _Skipped:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser of every verb but ``run`` and ``create`` (flags.py).
+    """The argument parser of every verb but ``run``, ``create`` and ``exec`` (flags.py).
 
     With ``only``, just that verb's part of it: building all 30-odd
     sub-parsers costs ~10 ms (argparse looks up gettext translations for each).
@@ -606,7 +606,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             return subparsers.add_parser(name, **kw)
     sub = _Verbs()
 
-    # Listed for "cocin --help" only: main() parses their flags with flags.py.
+    # Listed for "cocin --help" only (with exec): main() parses their flags with flags.py.
     sub.add_parser("run", help="run a command in a new container", add_help=False)
     sub.add_parser("create", help="create a container without starting it", add_help=False)
 
@@ -642,20 +642,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="container_verb", metavar="COMMAND")
     csub.add_parser("prune", help="remove all stopped containers")
 
-    p = sub.add_parser("exec", help="run a command in a running container",
-                       description="Run a command in a running container. It joins the container's "
-                       "namespaces through the static stub cocin/nsenter_stub when it is built "
-                       "(scripts/build_stub.sh), else through Python's ctypes setns; -t always uses "
-                       "Python. COCIN_DEBUG=1 says which path ran.")
-    p.add_argument("-d", "--detach", action="store_true", help="run the command in the background")
-    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]",
-                   help="set an environment variable")
-    p.add_argument("--env-file", action="append", default=[], help="read variables from a file")
-    p.add_argument("-w", "--workdir", help="working directory inside the container")
-    p.add_argument("container")
-    p.add_argument("command", nargs=argparse.REMAINDER)
+    sub.add_parser("exec", help="run a command in a running container", add_help=False)
 
     p = sub.add_parser("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true", help="show all containers")
@@ -738,7 +725,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _container_flags(verb: str, argv: list[str]):
-    """``run``/``create`` flags, by flags.py: argparse's imports cost ~8 ms."""
+    """``run``/``create``/``exec`` flags, by flags.py: argparse's imports cost ~8 ms."""
     from . import flags
 
     try:
@@ -756,7 +743,7 @@ def _container_flags(verb: str, argv: list[str]):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verb = argv[0] if argv and argv[0] in COMMANDS else None
-    if verb in ("run", "create"):
+    if verb in ("run", "create", "exec"):
         args = _container_flags(verb, argv[1:])
     else:
         parser = build_parser(verb)

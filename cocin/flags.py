@@ -1,14 +1,14 @@
-"""The container flags of ``cocin run`` and ``cocin create``, parsed the way Docker does.
+"""The flags of ``cocin run``, ``create`` and ``exec``, parsed the way Docker does.
 
-Why not argparse? ``cocin run`` should start fast, and argparse alone costs about
+Why not argparse? ``cocin run`` and ``exec`` should start fast, and argparse alone costs about
 8 ms of imports (it pulls in ``re``, ``enum`` and ``gettext``). The rules are
 small enough to write out, so this module imports nothing at all.
 
 The rules (those of Docker's parser, spf13/pflag, with "interspersed" arguments off):
 
-* Flags come first. The first argument that is not a flag is the IMAGE, and
-  everything after it is the COMMAND, left untouched: in
-  ``cocin run busybox ls -l -d`` the ``-d`` belongs to ``ls``, not to cocin.
+* Flags come first. The first argument that is not a flag is the IMAGE (for
+  ``exec``: the CONTAINER), and everything after it is the COMMAND, left
+  untouched: in ``cocin run busybox ls -l -d`` the ``-d`` belongs to ``ls``.
 * ``--`` ends the flags: the next argument is the image, even if it starts with ``-``.
 * A lone ``-`` is not a flag (it is an ordinary argument).
 * Long flags: ``--name web`` or ``--name=web``. A yes/no flag (a "bool") takes
@@ -41,11 +41,21 @@ HELP = "help"    # --help: stops parsing and asks for the help text
 OPTIONS = "Options"
 LIMITS = "Resource limits (cgroups)"
 
-USAGE = "Usage:  cocin {verb} [OPTIONS] IMAGE [COMMAND] [ARG...]"
+USAGES = {
+    "run": "Usage:  cocin run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+    "create": "Usage:  cocin create [OPTIONS] IMAGE [COMMAND] [ARG...]",
+    "exec": "Usage:  cocin exec [OPTIONS] CONTAINER COMMAND [ARG...]",
+}
 DESCRIPTIONS = {
     "run": "Run a command in a new container",
     "create": "Create a new container",
+    "exec": "Run a command in a running container.\n\nIt joins the container's namespaces through the "
+            "static stub cocin/nsenter_stub when it is\nbuilt (scripts/build_stub.sh), else through "
+            "Python's ctypes setns; -t always uses Python.\nCOCIN_DEBUG=1 says which path ran.",
 }
+# How many arguments must follow the flags: IMAGE; CONTAINER and COMMAND.
+POSITIONAL = {"run": 1, "create": 1, "exec": 2}
+ALL = ("run", "create", "exec")
 
 # The spellings Go's strconv.ParseBool accepts, which is what Docker uses for --rm=...
 TRUE_WORDS = ("1", "t", "T", "TRUE", "true", "True")
@@ -98,15 +108,15 @@ class Flag:
 
 
 FLAGS = (
-    Flag("-d, --detach", BOOL, "Run in the background", verbs=("run",)),
-    Flag("-i, --interactive", BOOL, "Keep STDIN open"),
-    Flag("-t, --tty", BOOL, "Allocate a pseudo-TTY"),
+    Flag("-d, --detach", BOOL, "Run in the background", verbs=("run", "exec")),
+    Flag("-i, --interactive", BOOL, "Keep STDIN open", verbs=ALL),
+    Flag("-t, --tty", BOOL, "Allocate a pseudo-TTY", verbs=ALL),
     Flag("--name", VALUE, "Assign a name to the container"),
     Flag("--rm", BOOL, "Remove the container when it exits", default=None),
     Flag("-e, --env", LIST, "Set an environment variable (KEY alone: from this environment)",
-         metavar="KEY[=VALUE]"),
-    Flag("--env-file", LIST, "Read variables from a file"),
-    Flag("-w, --workdir", VALUE, "Working directory inside the container"),
+         metavar="KEY[=VALUE]", verbs=ALL),
+    Flag("--env-file", LIST, "Read variables from a file", verbs=ALL),
+    Flag("-w, --workdir", VALUE, "Working directory inside the container", verbs=ALL),
     Flag("-v, --volume", LIST, "Bind mount a host directory", metavar="HOST:CONTAINER[:ro]"),
     Flag("-h, --hostname", VALUE, "Container host name"),
     Flag("--network, --net", VALUE, "A network's name, bridge (the default network), none or host",
@@ -117,7 +127,7 @@ FLAGS = (
     Flag("--restart", VALUE, "Restart policy: no, always, unless-stopped, on-failure[:max-retries]",
          default="no"),
     Flag("--init", BOOL, "Run a tiny init as PID 1 that reaps zombies and forwards signals"),
-    Flag("--help", HELP, "Show this help"),
+    Flag("--help", HELP, "Show this help", verbs=ALL),
     Flag("-m, --memory", VALUE, "Memory limit (b, k, m, g suffixes)", section=LIMITS),
     Flag("--memory-swap", VALUE, "Memory plus swap limit; -1 unlimited swap", section=LIMITS),
     Flag("--cpus", VALUE, "Number of CPUs (CFS quota), e.g. 0.5", section=LIMITS),
@@ -130,14 +140,16 @@ FLAGS = (
 
 class Args:
     """The parsed command line: one attribute per flag (its ``dest``), plus ``image``
-    and ``command``. Every flag starts at its default, whatever the verb: ``create``
-    has no ``-d``, but its ``Args`` still has ``detach = False``."""
+    (for ``exec``: ``container``) and ``command``. Every flag starts at its default,
+    whatever the verb: ``create`` has no ``-d``, but its ``Args`` still has
+    ``detach = False``."""
 
     def __init__(self) -> None:
         for flag in FLAGS:
             if flag.kind != HELP:
                 setattr(self, flag.dest, list(flag.default) if flag.kind == LIST else flag.default)
         self.image = ""
+        self.container = ""
         self.command: list[str] = []
 
     def __repr__(self) -> str:
@@ -148,14 +160,14 @@ class Args:
 # --- parsing ------------------------------------------------------------------------
 
 def flags_of(verb: str) -> list[Flag]:
-    """The flags ``verb`` ("run" or "create") accepts, in table order."""
+    """The flags ``verb`` ("run", "create" or "exec") accepts, in table order."""
     if verb not in DESCRIPTIONS:
         raise ValueError(f"no container flags for {verb!r}")
     return [flag for flag in FLAGS if verb in flag.verbs]
 
 
 def parse(verb: str, argv: list[str]) -> Args:
-    """Parse what follows ``cocin run`` (or ``cocin create``) on the command line."""
+    """Parse what follows ``cocin run`` (``create``, ``exec``) on the command line."""
     by_name = {name: flag for flag in flags_of(verb) for name in flag.names}
     args = Args()
     todo = list(argv)  # the arguments not yet read; helpers pop values off its front
@@ -167,9 +179,14 @@ def parse(verb: str, argv: list[str]) -> Args:
             _long_flag(arg, todo, by_name, args)
         else:
             _short_flags(arg, todo, by_name, args)
-    if not todo:
-        raise FlagError(f'"cocin {verb}" requires at least 1 argument')
-    args.image, args.command = todo[0], todo[1:]
+    need = POSITIONAL[verb]
+    if len(todo) < need:
+        raise FlagError(f'"cocin {verb}" requires at least {need} argument{"s" if need > 1 else ""}')
+    if verb == "exec":
+        args.container = todo[0]
+    else:
+        args.image = todo[0]
+    args.command = todo[1:]
     return args
 
 
@@ -245,10 +262,11 @@ def help_text(verb: str) -> str:
     """The ``--help`` text of ``verb``, laid out like Docker's (no trailing newline)."""
     flags = flags_of(verb)
     width = max(len(_left_column(flag)) for flag in flags) + 3
-    lines = [USAGE.format(verb=verb), "", DESCRIPTIONS[verb]]
+    lines = [USAGES[verb], "", DESCRIPTIONS[verb]]
     for section in (OPTIONS, LIMITS):
-        lines += ["", section + ":"]
-        lines += [f"  {_left_column(flag):<{width}}{flag.help}" for flag in flags if flag.section == section]
+        rows = [f"  {_left_column(flag):<{width}}{flag.help}" for flag in flags if flag.section == section]
+        if rows:
+            lines += ["", section + ":", *rows]
     return "\n".join(line.rstrip() for line in lines)
 
 

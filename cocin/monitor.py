@@ -32,7 +32,7 @@ import sys
 import time
 
 from . import libc, resources, state
-from .process import FORWARDED_SIGNALS, exec_error, forward_signals
+from .process import FORWARDED_SIGNALS, exec_error, execvpe, forward_signals
 from .record import Record
 from .state import CocinError, Container, NotFound
 
@@ -87,32 +87,10 @@ def _send(sock: socket.socket, msg: str, fds: list[int] = ()) -> None:
         sock.sendall(data)
 
 
-def _execvpe(argv: list[str], env: dict[str, str]) -> None:
-    """``execvpe(3)``: try each directory of the container's ``$PATH`` in turn.
-
-    Written out because ``os.execvpe`` imports ``warnings`` on the way, and
-    after ``pivot_root`` the host's Python library is out of sight. As a
-    shell does, a directory where the name exists but cannot be run is
-    remembered: that error wins over "not found" in the others.
-    """
-    name = argv[0]
-    if "/" in name:
-        os.execve(name, argv, env)
-    first_real_error = None
-    for directory in env.get("PATH", "").split(":"):
-        try:
-            os.execve(os.path.join(directory or ".", name), argv, env)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as e:
-            first_real_error = first_real_error or e
-    raise first_real_error or FileNotFoundError(2, "No such file or directory", name)
-
-
 def _exec(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
-        _execvpe(argv, env)
+        execvpe(argv, env)
     except OSError as e:
         code, message = exec_error(argv[0], e)
         _send(sock, f"error {code} {message}")

@@ -19,13 +19,13 @@ Two ways do that here:
 
 from __future__ import annotations
 
+import _signal as signal  # not signal.py: its enums cost ~4 ms per command
 import errno
 import os
-import signal
 import sys
 
 from . import libc, state
-from .process import exec_error, forward_signals
+from .process import exec_error, execvpe, forward_signals
 from .record import Record
 from .state import CocinError, Container
 
@@ -100,7 +100,7 @@ def _exec_in_child(argv: list[str], env: dict[str, str], workdir: str) -> None:
         os._exit(125)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
-        os.execvpe(argv[0], argv, env)
+        execvpe(argv, env)
     except OSError as e:
         code, message = exec_error(argv[0], e)
         sys.stderr.write(f"cocin: error: {message}\n")

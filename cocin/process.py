@@ -25,6 +25,29 @@ def exec_error(argv0: str, e: OSError) -> tuple[int, str]:
     return 126, f'exec: "{argv0}": {os.strerror(e.errno or 0)}'
 
 
+def execvpe(argv: list[str], env: dict[str, str]) -> None:
+    """``execvpe(3)``: try each directory of the container's ``$PATH`` in turn.
+
+    Written out because ``os.execvpe`` imports ``warnings`` on the way, and
+    inside the container (after ``pivot_root``, or ``setns`` into its mount
+    namespace) the host's Python library is out of sight. As a
+    shell does, a directory where the name exists but cannot be run is
+    remembered: that error wins over "not found" in the others.
+    """
+    name = argv[0]
+    if "/" in name:
+        os.execve(name, argv, env)
+    first_real_error = None
+    for directory in env.get("PATH", "").split(":"):
+        try:
+            os.execve(os.path.join(directory or ".", name), argv, env)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            first_real_error = first_real_error or e
+    raise first_real_error or FileNotFoundError(2, "No such file or directory", name)
+
+
 def forward_signals(pid: int) -> None:
     """Pass the usual terminal and job-control signals on to ``pid``."""
     def forward(signum, _frame):

@@ -1,5 +1,5 @@
 """Unit tests of cocin.flags, the Docker-style parser of the flags of
-``cocin run`` and ``cocin create``. Pure logic: no root, no containers."""
+``cocin run``, ``create`` and ``exec``. Pure logic: no root, no containers."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ DEFAULTS = {
     "network": "bridge", "publish": [], "ip": None, "dns": [], "restart": "no", "init": False,
     "memory": None, "memory_swap": None, "cpus": None, "cpu_shares": None,
     "cpuset_cpus": None, "cpuset_mems": None, "pids_limit": None,
-    "image": "busybox", "command": [],
+    "image": "busybox", "container": "", "command": [],
 }
 
 
 def changed(args) -> dict:
     """The attributes of ``args`` that differ from the defaults (image and command apart)."""
-    return {k: v for k, v in vars(args).items() if k not in ("image", "command") and v != DEFAULTS[k]}
+    return {k: v for k, v in vars(args).items() if k not in ("image", "container", "command") and v != DEFAULTS[k]}
 
 
 def error_of(verb: str, argv: list[str]) -> str:
@@ -172,6 +172,23 @@ def test_create_has_no_detach():
     assert error_of("create", ["-itd", "busybox"]) == "unknown shorthand flag: 'd' in -d"
     assert error_of("create", ["--detach", "busybox"]) == "unknown flag: --detach"
     assert error_of("create", []) == '"cocin create" requires at least 1 argument'
+
+
+def test_exec_takes_a_container_and_a_command():
+    args = parse("exec", ["-it", "-e", "A=1", "-w", "/tmp", "web", "sh", "-c", "echo -d"])
+    assert (args.container, args.command, args.image) == ("web", ["sh", "-c", "echo -d"], "")
+    assert changed(args) == {"interactive": True, "tty": True, "env": ["A=1"], "workdir": "/tmp"}
+    assert parse("exec", ["-d", "web", "true"]).detach is True
+    assert error_of("exec", ["web"]) == '"cocin exec" requires at least 2 arguments'
+    assert error_of("exec", ["--rm", "web", "true"]) == "unknown flag: --rm"
+    assert error_of("exec", ["-m", "1m", "web", "true"]) == "unknown shorthand flag: 'm' in -m"
+
+
+def test_help_text_of_exec():
+    text = help_text("exec")
+    assert text.startswith("Usage:  cocin exec [OPTIONS] CONTAINER COMMAND [ARG...]\n\nRun a command in a running")
+    assert "nsenter_stub" in text and "--workdir" in text
+    assert "--name" not in text and "Resource limits" not in text
 
 
 def test_unknown_verb():
