@@ -182,6 +182,10 @@ def cocin_session(host, request):
         c("rm", "-f", cid)
     for net in c("network", "ls", "-q").stdout.split():
         c("network", "rm", net)  # the default network too: its bridge and rules
+    # cocin keeps its cgroup parent (as Docker keeps docker/); the session's goes
+    # now. rmdir fails on a parent that still holds a container's cgroup.
+    host.run(f"find /sys/fs/cgroup -maxdepth 3 -type d -name {shlex.quote(c.env['COCIN_CGROUP_PARENT'])} "
+             "-exec rmdir {} + 2>/dev/null")
     _assert_no_leftovers(host, c, before)
     host.run(f"rm -rf {shlex.quote(root)}")
 

@@ -609,20 +609,15 @@ class Cgroup:
         return {"memory_usage": 0, "memory_limit": None, "cpu_usage_ns": 0, "pids": 0}
 
     def destroy(self) -> None:
-        """Remove the directories (never killing anything), then the empty parents.
+        """Remove the directories (never killing anything).
 
         Retries EBUSY for up to RMDIR_TIMEOUT seconds in all, then raises
         CgroupError naming a directory still in use. Safe to call twice.
+        cocin's own parent (``cocin/``) stays, as Docker's ``docker/`` does:
+        the next container finds it instead of making it again.
         """
         deadline = time.monotonic() + RMDIR_TIMEOUT
         busy = [p for p in self.dirs.values() if not _rmdir_tree(p, deadline)]
-        for path in self.dirs.values():
-            # Tidy up cocin's own parent once its last container is gone; a
-            # concurrent create() may be using it, hence ENOTEMPTY/EBUSY.
-            try:
-                os.rmdir(os.path.dirname(path))
-            except OSError:
-                pass
         if busy:
             raise CgroupError(
                 f"cannot remove cgroup {busy[0]}: processes are still in it"

@@ -632,7 +632,15 @@ def _roots() -> list[str]:
 
 
 def _leftovers() -> list[str]:
-    return [os.path.join(r, PARENT) for r in _roots() if os.path.exists(os.path.join(r, PARENT))]
+    """Container cgroups under PARENT (which itself stays, as cocin's parent does)."""
+    return [os.path.join(r, PARENT, d) for r in _roots() if os.path.isdir(os.path.join(r, PARENT))
+            for d in os.listdir(os.path.join(r, PARENT)) if os.path.isdir(os.path.join(r, PARENT, d))]
+
+
+def _remove_parents() -> None:
+    for r in _roots():
+        if os.path.isdir(os.path.join(r, PARENT)):
+            os.rmdir(os.path.join(r, PARENT))  # fails, loudly, if anything is left inside
 
 
 @pytest.fixture
@@ -644,6 +652,7 @@ def real(monkeypatch):
     assert _leftovers() == [], "a previous run left cgroups behind"
     yield
     assert _leftovers() == [], "cgroups left behind"
+    _remove_parents()
 
 
 @needs_root
@@ -750,4 +759,6 @@ def test_real_v2_code_path_on_a_cgroup2_mount(real, monkeypatch):
         child.kill()
         child.wait()
     cg.destroy()
-    assert not os.path.exists(os.path.join(root, PARENT))
+    assert not os.path.exists(cg.path)
+    assert os.path.isdir(os.path.join(root, PARENT))  # cocin's parent stays
+    os.rmdir(os.path.join(root, PARENT))
