@@ -141,8 +141,7 @@ def create(opts: RunOptions) -> Container:
     if restart["name"] != "no" and opts.rm:
         raise CocinError("conflicting options: --restart and --rm")
     check_network(opts)
-    existing = {r.name for r in state.load_all()}
-    if opts.name in existing:
+    if opts.name is not None and any(r.name == opts.name for r in state.load_all()):
         raise CocinError(f"the container name {opts.name!r} is already in use")
     img = images.get(opts.image)
 

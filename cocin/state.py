@@ -221,10 +221,24 @@ def save(rec: Container) -> None:
     atomic_write(os.path.join(rec.dir, "config.json"), rec.to_json())
 
 
+def read_bytes(path: str) -> bytes:
+    """A whole small file, through ``os.read``: ``open()`` builds a buffered text
+    layer per file, a third of the time ``ps -a`` spends on 1000 records."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
 def load(cid: str) -> Container:
     try:
-        with open(os.path.join(container_dir(cid), "config.json")) as f:
-            return Container.from_dict(fastjson.loads(f.read()))
+        return Container.from_dict(fastjson.loads(read_bytes(os.path.join(container_dir(cid), "config.json"))))
     except FileNotFoundError:
         raise NotFound(f"No such container: {cid}") from None
 
@@ -240,8 +254,8 @@ def load_all() -> list[Container]:
         if cid.startswith("."):
             continue  # being removed
         try:
-            with open(os.path.join(containers_dir(), cid, "config.json")) as f:
-                recs.append(Container.from_dict(fastjson.loads(f.read())))
+            recs.append(Container.from_dict(fastjson.loads(read_bytes(
+                os.path.join(containers_dir(), cid, "config.json")))))
         except (FileNotFoundError, NotADirectoryError, ValueError):
             continue
     recs.sort(key=lambda r: r.created)
