@@ -759,6 +759,8 @@ def main(argv: list[str] | None = None) -> int:
     except CocinError as e:
         sys.stderr.write(f"cocin: error: {e}\n")
         return e.exit_code
+    except BrokenPipeError:  # "cocin ps | head": the reader has all it wanted
+        return 0
     except OSError as e:
         sys.stderr.write(f"cocin: error: {e}\n")
         return 125

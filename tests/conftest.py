@@ -284,7 +284,13 @@ def _assert_no_leftovers(host, c: Cocin, before: set[str]) -> None:
     ns_procs = _snapshot(host) - before
     if ns_procs:
         problems.append(f"processes in other PID namespaces: {sorted(ns_procs)}")
-    links = host.run(f"ip -o link show 2>/dev/null | grep -F {c.env['COCIN_DEFAULT_BRIDGE']}").stdout
+    # A dead container's veth pair is deleted by the kernel a little later.
+    deadline = time.monotonic() + 5
+    while True:
+        links = host.run(f"ip -o link show 2>/dev/null | grep -F {c.env['COCIN_DEFAULT_BRIDGE']}").stdout
+        if not links.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     if links.strip():
         problems.append(f"links: {links.strip()}")
     left = host.run(f"ls -A {shlex.quote(c.root)}/containers 2>/dev/null").stdout.split()

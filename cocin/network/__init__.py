@@ -15,7 +15,8 @@ a veth pair whose host end is plugged into a Linux bridge::
 The pieces, one idea per module:
 
 * ``netlink``  — talking to the kernel's network stack (what ``ip`` does);
-* ``ipam``     — handing out addresses of a subnet, persistently;
+* ``ipam``     — handing out addresses of a subnet;
+* ``ipv4``     — the address arithmetic that needs (cheaper than ``ipaddress``);
 * ``bridge``   — network records, the bridge, the veth pair, the namespace;
 * ``ports``    — publishing container ports on the host (``-p``);
 * ``firewall`` — the iptables/nft rules cocin owns, rebuilt from the records;
@@ -33,14 +34,15 @@ network is ready when that command starts), and ``detach()`` when it exits.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 from cocin.state import CocinError
 
 # Only for annotations (never evaluated here, thanks to the __future__
-# import): importing typing would cost every "cocin run" milliseconds.
+# import): importing typing or collections.abc would cost every "cocin run"
+# milliseconds.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 
@@ -113,7 +115,12 @@ def attach(network: str, cid: str, name: str, pid: int, ip: str | None = None,
 
 
 def detach(network: str, cid: str, endpoint: dict[str, Any] | None = None) -> None:
-    """Undo ``attach``; safe to call twice and after the process died."""
+    """Undo ``attach``; safe to call twice and after the process died.
+
+    After the process died it is cheap: the kernel deletes the veth pair
+    with the namespace. While the namespace lives (``network disconnect``)
+    the host end is deleted, which takes the kernel ~20 ms.
+    """
     from cocin.network import bridge
     bridge.detach(network, cid, endpoint)
 

@@ -16,37 +16,45 @@ namespace) takes these steps, each a netlink request (see ``netlink``):
 The host then forwards the containers' packets (``net.ipv4.ip_forward``)
 and masquerades them behind its own address (``firewall``).
 
+Detaching is mostly bookkeeping. When a container's last process exits,
+its network namespace dies and the kernel deletes both ends of the veth
+pair by itself (a little later, from a work queue). Deleting a link
+explicitly makes the caller wait for that same work (the kernel waits
+until no CPU can still be using the link: ~20 ms), so cocin deletes the
+host end only when the namespace is still alive (``network disconnect``
+of a running container).
+
 Records: ``<state dir>/<network>.json`` per network, and its endpoints
 under ``"containers"`` in ``<state dir>/.runtime-<network>.json`` (see
-``_with_runtime``). Everything changes under one lock, ``<state
-dir>/.lock``. The host side of a network (bridge, MASQUERADE rule) is made
-with its first container and then kept, empty or not, until ``network rm``
-— as Docker keeps ``docker0`` — so that starting a container is cheap; the
-record says ``"active": true`` meanwhile. The firewall rules and sysctls
-are recomputed from the records after every change, and applied only when
-they differ from what is in place (``firewall``, ``sysctl``);
-``ip_forward`` is held only while some container is attached.
+``_with_runtime``); the endpoints are also the network's address table
+(``ipam``). Everything changes under one lock, ``<state dir>/.lock``. The
+host side of a network (bridge, MASQUERADE rule, ``ip_forward``) is made
+with its first container and then kept, empty or not, until ``network
+rm`` — as Docker keeps ``docker0`` — so that starting a container is
+cheap; the record says ``"active": true`` meanwhile. The firewall rules
+and sysctls are recomputed from the records after every change, and
+applied only when they differ from what is in place (``firewall``,
+``sysctl``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import ipaddress
 import os
-import re
 import time
-from collections.abc import Iterable, Iterator
 
-from cocin.network import NetworkError, ipam, netlink, state_dir, store
+from cocin.network import NetworkError, ipam, ipv4, netlink, state_dir, store
 
 # Only for annotations (never evaluated here, thanks to the __future__
 # import): importing typing would cost every "cocin run" milliseconds.
+# ``ipaddress`` (~4 ms) is imported only when a network is created.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Iterable
     from typing import Any
 
-NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}\Z")
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 RESERVED_NAMES = ("none", "host")
 DEFAULT_NAME = "bridge"
 DEFAULT_BRIDGE = "cocin0"
@@ -56,10 +64,9 @@ CONTAINER_IFNAME = "eth0"
 
 # ----------------------------------------------------------------- records --
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    with store.locked(os.path.join(state_dir(), ".lock")):
-        yield
+def _locked() -> store.locked:
+    """``with _locked():`` — the one lock every change of the records takes."""
+    return store.locked(os.path.join(state_dir(), ".lock"))
 
 
 def _record_path(name: str) -> str:
@@ -108,6 +115,8 @@ def _save(net: dict[str, Any]) -> None:
 
 
 def _all() -> list[dict[str, Any]]:
+    """Every network record, sorted by name. Attach and detach read them
+    once, change them in memory and save what changed."""
     try:
         names = sorted(os.listdir(state_dir()))
     except FileNotFoundError:
@@ -122,8 +131,15 @@ def _all() -> list[dict[str, Any]]:
     return nets
 
 
+def _find(nets: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    return next((net for net in nets if net["name"] == name), None)
+
+
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    """Docker's rule, ``[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}`` (without ``re``,
+    whose import costs ~6 ms)."""
+    if (not isinstance(name, str) or not 0 < len(name) <= 64 or name[0] in "_.-"
+            or not all(c in NAME_CHARS for c in name)):
         raise NetworkError(f"invalid network name {name!r}: use letters, digits, '_', '.' "
                            "and '-', starting with a letter or digit (at most 64)")
     if name in RESERVED_NAMES:
@@ -161,6 +177,7 @@ def _host_route_clash(subnet: ipaddress.IPv4Network,
     to send. The default route (0.0.0.0/0) overlaps everything and is
     the way *out*, so it does not count; nor do cocin's own bridges.
     """
+    import ipaddress
     names = {link.index: link.name for link in netlink.list_links()}
     for route in netlink.list_routes():
         dev = names.get(route.oif or -1, "?")
@@ -176,21 +193,28 @@ def _host_route_clash(subnet: ipaddress.IPv4Network,
     return None
 
 
-def _create_locked(name: str, subnet: str, gateway: str | None,
-                   bridge: str | None = None) -> dict[str, Any]:
+def _create_locked(name: str, subnet: str, gateway: str | None, bridge: str | None,
+                   others: list[dict[str, Any]]) -> dict[str, Any]:
+    """Check and record a new network; ``others`` are the existing ones.
+    (User input: ``ipaddress``, imported here, explains what is wrong.)"""
+    import ipaddress
     try:
         net = ipaddress.IPv4Network(subnet)
     except ValueError as e:
         hint = ""
-        with contextlib.suppress(ValueError):
+        try:
             hint = f" (did you mean {ipaddress.IPv4Network(subnet, strict=False)}?)"
+        except ValueError:
+            pass
         raise NetworkError(f"invalid subnet {subnet!r}: {e}{hint}") from None
     if net.prefixlen > 30:
         raise NetworkError(f"subnet {net} is too small: use at most /30")
-    gw = ipaddress.IPv4Address(gateway) if gateway else next(net.hosts())
+    try:
+        gw = ipaddress.IPv4Address(gateway) if gateway else next(net.hosts())
+    except ValueError as e:
+        raise NetworkError(f"invalid gateway {gateway!r}: {e}") from None
     if gw not in net or gw in (net.network_address, net.broadcast_address):
         raise NetworkError(f"gateway {gw} is not a usable address of {net}")
-    others = _all()
     for other in others:
         if ipaddress.IPv4Network(other["subnet"]).overlaps(net):
             raise NetworkError(f"subnet {net} overlaps network {other['name']} "
@@ -228,41 +252,51 @@ def create_network(name: str, subnet: str, gateway: str | None = None) -> dict[s
     """Record a new network. Its bridge appears with the first container."""
     _check_name(name)
     with _locked():
-        if _load(name):
+        nets = _all()
+        if _find(nets, name):
             raise NetworkError(f"network {name} already exists")
-        return _create_locked(name, subnet, gateway)
+        return _create_locked(name, subnet, gateway, None, nets)
 
 
 def default_network() -> dict[str, Any]:
     """The "bridge" network, created on first use from the environment."""
     with _locked():
-        return _default_locked()
+        return _network_locked(_all(), DEFAULT_NAME)
 
 
-def _default_locked() -> dict[str, Any]:
-    return _load(DEFAULT_NAME) or _create_locked(
-        DEFAULT_NAME,
-        os.environ.get("COCIN_DEFAULT_SUBNET") or DEFAULT_SUBNET,
-        None,
-        os.environ.get("COCIN_DEFAULT_BRIDGE") or DEFAULT_BRIDGE,
-    )
+def _network_locked(nets: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The network ``name`` among ``nets``; the default one is created (and
+    added to ``nets``) on first use."""
+    net = _find(nets, name)
+    if net is not None:
+        return net
+    if name != DEFAULT_NAME:
+        raise NetworkError(f"network {name} not found")
+    net = _create_locked(DEFAULT_NAME, os.environ.get("COCIN_DEFAULT_SUBNET") or DEFAULT_SUBNET,
+                         None, os.environ.get("COCIN_DEFAULT_BRIDGE") or DEFAULT_BRIDGE, nets)
+    nets.append(net)
+    return net
 
 
 def remove_network(name: str) -> None:
     """Delete a network; refused while a live container is attached."""
     with _locked():
-        _prune_locked()
-        net = _load(name)
+        nets = _all()
+        _prune_locked(nets)
+        net = _find(nets, name)
         if net is None:
             raise NetworkError(f"network {name} not found")
         if net["containers"]:
             users = ", ".join(sorted(ep["name"] for ep in net["containers"].values()))
             raise NetworkError(f"network {name} is in use by container(s): {users}")
         _dismantle(net)
-        ipam.forget(net)
         store.remove(_record_path(name))
         store.remove(_runtime_path(name))
-        _reconcile_locked()
+        # Older cocin versions kept the addresses in files of their own.
+        for suffix in (".json", ".lock"):
+            store.remove(os.path.join(state_dir(), f".ipam-{name}{suffix}"))
+        nets.remove(net)
+        _reconcile_locked(nets)
 
 
 # ------------------------------------------------------------- host links --
@@ -286,15 +320,15 @@ def mac_for(ip: str) -> str:
     one no hardware vendor uses. Tying it to the IP keeps neighbours' ARP
     caches right when an address is reused by the next container.
     """
-    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipv4.packed(ip))
 
 
 def _ensure_bridge(net: dict[str, Any]) -> int:
     """``ip link add BRIDGE type bridge; ip addr add GATEWAY/PREFIX dev
-    BRIDGE; ip link set BRIDGE up`` — skipping what already exists.
+    BRIDGE; ip link set BRIDGE up`` — skipping what already exists (usually
+    everything: one lookup, and an address the kernel says it has).
     Returns the bridge's interface index."""
     bridge = net["bridge"]
-    prefixlen = ipaddress.IPv4Network(net["subnet"]).prefixlen
     try:
         link = netlink.get_link(bridge)
     except OSError as e:
@@ -306,7 +340,8 @@ def _ensure_bridge(net: dict[str, Any]) -> int:
         netlink.set_mac(bridge, mac_for(net["gateway"]))
         link = netlink.get_link(bridge)
     try:
-        netlink.add_address(bridge, net["gateway"], prefixlen)
+        netlink.add_address(bridge, net["gateway"], ipv4.prefixlen_of(net["subnet"]),
+                            index=link.index)
     except OSError as e:
         if e.errno != errno.EEXIST:
             raise
@@ -328,30 +363,64 @@ def _delete_link(name: str) -> None:
             raise
 
 
-def _same_netns(pid: int) -> bool:
-    """Is process ``pid`` in our network namespace? Namespaces are identified
-    by the inode of their ``/proc/PID/ns/net`` file."""
+def _create_veth(veth: str, mac: str, bridge_index: int, pid: int) -> None:
+    """Both ends in one request: the host end plugged into the bridge and
+    up, the other one born as eth0 in the namespace of ``pid``.
+
+    A host end of that name may be left over: by a crash, or by this same
+    container's previous run, whose namespace the kernel may still be
+    dismantling (see ``_detach_locked``). Then it is deleted and the
+    request sent once more.
+    """
     try:
-        theirs = os.stat(f"/proc/{pid}/ns/net")
+        netlink.create_veth(veth, CONTAINER_IFNAME, mac, master=bridge_index, up=True,
+                            peer_netns_pid=pid)
+    except OSError as e:
+        if e.errno != errno.EEXIST:
+            raise
+        _delete_link(veth)
+        netlink.create_veth(veth, CONTAINER_IFNAME, mac, master=bridge_index, up=True,
+                            peer_netns_pid=pid)
+
+
+# -------------------------------------------------------- the namespace --
+
+def netns_id(pid: int | str) -> str:
+    """Which network namespace process ``pid`` (or "self") is in.
+
+    A namespace is identified by the device and inode numbers of its
+    ``/proc/PID/ns/net`` file (``readlink`` shows ``net:[INODE]``); they
+    stay the same for as long as the namespace exists. A process that has
+    exited has no namespaces any more: its file is gone (ENOENT), zombie
+    or not.
+    """
+    st = os.stat(f"/proc/{pid}/ns/net")
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def _netns_alive(endpoint: dict[str, Any]) -> bool:
+    """Is the container's namespace still held by its process?
+
+    The endpoint remembers the process and its namespace; a namespace
+    lives as long as something holds it (usually: its processes). When
+    the container's process is gone, so are the others of its PID
+    namespace, and the namespace dies with them. An endpoint of an older
+    cocin, which did not record them, counts as alive.
+    """
+    pid, netns = endpoint.get("pid"), endpoint.get("netns")
+    if not pid or not netns:
+        return True
+    try:
+        return netns_id(pid) == netns   # another one: the PID was reused
     except FileNotFoundError:
-        raise NetworkError(f"process {pid} does not exist") from None
-    ours = os.stat("/proc/self/ns/net")
-    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+        return False
+    except OSError:
+        return True   # cannot tell: treat as alive, the safe side
 
 
 def _setns_net(pid: int) -> None:
     """Move the calling *thread* into the network namespace of ``pid``."""
-    try:
-        from cocin.libc import CLONE_NEWNET, setns
-    except ImportError:  # a minimal binding, should cocin.libc lack it
-        import ctypes
-        CLONE_NEWNET = 0x40000000
-        libc = ctypes.CDLL(None, use_errno=True)
-
-        def setns(fd: int, nstype: int) -> None:
-            if libc.setns(fd, nstype) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns: {os.strerror(err)}")
+    from cocin.libc import CLONE_NEWNET, setns
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         setns(fd, CLONE_NEWNET)
@@ -366,10 +435,14 @@ def netlink_in(pid: int) -> netlink.NetlinkSocket:
     was created, and ``setns(2)`` on a network namespace moves only the
     calling *thread*. So a short-lived thread enters the namespace, creates
     the socket and ends; the socket keeps working from any thread, and this
-    process never leaves its own namespace (no ``fork`` either).
+    process never leaves its own namespace (no ``fork`` either). The
+    thread comes from ``_thread``, the C module under ``threading``, which
+    costs milliseconds to import.
     """
-    import threading
+    import _thread
     result: list[Any] = []
+    done = _thread.allocate_lock()
+    done.acquire()
 
     def enter_and_open() -> None:
         try:
@@ -377,10 +450,11 @@ def netlink_in(pid: int) -> netlink.NetlinkSocket:
             result.append(netlink.NetlinkSocket())
         except BaseException as e:  # reported in the caller's thread
             result.append(e)
+        finally:
+            done.release()
 
-    thread = threading.Thread(target=enter_and_open, name="cocin-netns", daemon=True)
-    thread.start()
-    thread.join()
+    _thread.start_new_thread(enter_and_open, ())
+    done.acquire()   # released by the thread when it is done
     if not result or isinstance(result[0], BaseException):
         error = result[0] if result else None
         raise NetworkError(f"cannot enter the network namespace of process {pid}: "
@@ -393,10 +467,11 @@ def _configure_inside(pid: int, ip: str, prefixlen: int, gateway: str) -> None:
     gets its address, ``lo`` and ``eth0`` come up, and everything else is
     routed via the gateway — netlink requests on a socket in its namespace."""
     with netlink_in(pid) as nl, netlink.using(nl):
-        netlink.add_address(CONTAINER_IFNAME, ip, prefixlen)
+        eth0 = netlink.link_index(CONTAINER_IFNAME)
+        netlink.add_address(CONTAINER_IFNAME, ip, prefixlen, index=eth0)
         netlink.set_up("lo")
         netlink.set_up(CONTAINER_IFNAME)
-        netlink.add_default_route(gateway, CONTAINER_IFNAME)
+        netlink.add_default_route(gateway, index=eth0)
 
 
 # ---------------------------------------------------------- attach/detach --
@@ -404,56 +479,35 @@ def _configure_inside(pid: int, ip: str, prefixlen: int, gateway: str) -> None:
 def attach(network: str, cid: str, name: str, pid: int, ip: str | None = None,
            publish: Iterable[dict[str, Any] | str] = ()) -> dict[str, Any]:
     """Connect process ``pid``'s network namespace to ``network``."""
-    from cocin.network import ports
-    wanted_ports = ports.normalize(publish)
-    if _same_netns(pid):
+    try:
+        netns = netns_id(pid)
+    except FileNotFoundError:
+        raise NetworkError(f"process {pid} does not exist") from None
+    if netns == netns_id("self"):
         raise NetworkError(f"process {pid} is in the host's network namespace; "
                            "refusing to configure it")
+    wanted_ports: list[dict[str, Any]] = []
+    if publish:
+        from cocin.network import ports
+        wanted_ports = ports.normalize(publish)
     with _locked():
-        _prune_locked()
-        if network == DEFAULT_NAME:
-            net = _default_locked()
-        else:
-            net = _load(network)
-            if net is None:
-                raise NetworkError(f"network {network} not found")
+        nets = _all()
+        _prune_locked(nets)
+        net = _network_locked(nets, network)
         if cid in net["containers"]:   # a restart without detach: start afresh
             _detach_locked(net, cid, net["containers"][cid])
-        published = {ep["name"]: ep["ports"] for other in _all()
-                     for ep in other["containers"].values()}
-        backend = ports.port_backend()
-        veth = veth_names(cid)[0]
-        prefixlen = ipaddress.IPv4Network(net["subnet"]).prefixlen
         endpoint: dict[str, Any] = {
             "network": net["name"], "container": cid, "name": name, "ip": None,
-            "prefixlen": prefixlen, "gateway": net["gateway"], "mac": None,
-            "veth": veth, "bridge": net["bridge"], "ports": [],
-            "port_backend": backend, "proxy": None,
+            "prefixlen": ipv4.prefixlen_of(net["subnet"]), "gateway": net["gateway"],
+            "mac": None, "veth": veth_names(cid)[0], "bridge": net["bridge"], "ports": [],
+            "port_backend": None, "proxy": None,
+            # The namespace, to tell later whether it is still alive.
+            "pid": pid, "netns": netns,
         }
         try:
-            endpoint["ports"] = ports.resolve(wanted_ports, published)
-            endpoint["ip"] = ipam.allocate(net, cid, ip, owners=net["containers"].keys())
-            endpoint["mac"] = mac_for(endpoint["ip"])
-            if not net.get("active"):
-                # From now on the host side exists, until "network rm".
-                net["active"] = True
-                _save(net)
-            bridge_index = _ensure_bridge(net)
-            _delete_link(veth)       # a leftover of a crash, if any
-            # Both ends in one request: the host end plugged into the bridge,
-            # the other one born as eth0 in the container's namespace.
-            netlink.create_veth(veth, CONTAINER_IFNAME, endpoint["mac"], master=bridge_index,
-                                up=True, peer_netns_pid=pid)
-            if endpoint["ports"] and backend != "userspace-proxy":
-                netlink.set_hairpin(veth)  # reaching its own published port
-            _configure_inside(pid, endpoint["ip"], prefixlen, net["gateway"])
-            if backend == "userspace-proxy" and endpoint["ports"]:
-                endpoint["proxy"] = ports.start_proxy(endpoint["ports"], endpoint["ip"], pid)
-            net["containers"][cid] = endpoint
-            _save(net)
-            _reconcile_locked()
+            _attach_locked(nets, net, endpoint, ip, wanted_ports)
         except BaseException as e:
-            _rollback(net, cid, endpoint)
+            _rollback(nets, net, cid, endpoint)
             if isinstance(e, OSError):
                 raise NetworkError(f"cannot attach {name} to network {net['name']}: {e}") \
                     from e
@@ -461,60 +515,106 @@ def attach(network: str, cid: str, name: str, pid: int, ip: str | None = None,
     return dict(endpoint)
 
 
-def _rollback(net: dict[str, Any], cid: str, endpoint: dict[str, Any]) -> None:
+def _attach_locked(nets: list[dict[str, Any]], net: dict[str, Any], endpoint: dict[str, Any],
+                   ip: str | None, wanted_ports: list[dict[str, Any]]) -> None:
+    """Fill in ``endpoint`` (address, ports) and make it real; the record is
+    saved last, so a failure leaves nothing to forget but what
+    ``_rollback`` undoes."""
+    cid, pid = endpoint["container"], endpoint["pid"]
+    if wanted_ports:
+        from cocin.network import ports
+        endpoint["port_backend"] = ports.port_backend()
+        published = {ep["name"]: ep["ports"] for other in nets
+                     for ep in other["containers"].values()}
+        endpoint["ports"] = ports.resolve(wanted_ports, published)
+    endpoint["ip"] = ipam.allocate(net, cid, ip)
+    endpoint["mac"] = mac_for(endpoint["ip"])
+    if not net.get("active"):
+        # From now on the host side exists, until "network rm".
+        net["active"] = True
+        _save(net)
+    # The host side, on one socket: bridge, veth pair, maybe hairpin.
+    with netlink.NetlinkSocket() as nl, netlink.using(nl):
+        bridge_index = _ensure_bridge(net)
+        _create_veth(endpoint["veth"], endpoint["mac"], bridge_index, pid)
+        if endpoint["ports"] and endpoint["port_backend"] != "userspace-proxy":
+            netlink.set_hairpin(endpoint["veth"])  # reaching its own published port
+    _configure_inside(pid, endpoint["ip"], endpoint["prefixlen"], net["gateway"])
+    if endpoint["ports"] and endpoint["port_backend"] == "userspace-proxy":
+        from cocin.network import ports
+        endpoint["proxy"] = ports.start_proxy(endpoint["ports"], endpoint["ip"], pid)
+    net["containers"][cid] = endpoint   # this also takes the address (ipam)
+    _save(net)
+    _reconcile_locked(nets)
+
+
+def _rollback(nets: list[dict[str, Any]], net: dict[str, Any], cid: str,
+              endpoint: dict[str, Any]) -> None:
     """Undo a half-done attach, ignoring errors (the first one is reported)."""
-    with contextlib.suppress(Exception):
+    try:
         _detach_locked(net, cid, endpoint)
-    with contextlib.suppress(Exception):
-        _reconcile_locked()
+    except Exception:
+        pass
+    try:
+        _reconcile_locked(nets)
+    except Exception:
+        pass
 
 
 def detach(network: str, cid: str, endpoint: dict[str, Any] | None = None) -> None:
     """Disconnect a container; idempotent, fine after the process died.
 
-    When the container's namespace is gone, the kernel has already deleted
-    both ends of the veth pair; what is left is cocin's bookkeeping, the
-    firewall rules and maybe the bridge.
+    When the container's namespace is gone, the kernel deletes both ends of
+    the veth pair itself; what is left is cocin's bookkeeping, and the
+    firewall rules of published ports.
     """
     with _locked():
-        net = _load(network)
-        _detach_locked(net, cid, (net or {}).get("containers", {}).get(cid) or endpoint)
-        _reconcile_locked()
+        nets = _all()
+        net = _find(nets, network)
+        current = net["containers"].get(cid) if net else None
+        _detach_locked(net, cid, current or endpoint)
+        _reconcile_locked(nets)
 
 
 def _detach_locked(net: dict[str, Any] | None, cid: str,
                    endpoint: dict[str, Any] | None) -> None:
-    from cocin.network import ports
-    _delete_link((endpoint or {}).get("veth") or veth_names(cid)[0])
-    if endpoint:
-        ports.stop_proxy(endpoint.get("proxy"))
-    if net is None:
-        return
-    ipam.release(net, cid)
-    if net["containers"].pop(cid, None) is not None:
+    """Forget the endpoint (which frees its address), stop its port proxy,
+    and delete the host end of the veth pair if the namespace is alive."""
+    endpoint = endpoint or {}
+    if _netns_alive(endpoint):
+        # Deleting one end deletes the pair; eth0 disappears from the container.
+        _delete_link(endpoint.get("veth") or veth_names(cid)[0])
+    # Else the namespace died with the container's processes: the kernel
+    # deletes the pair itself, asynchronously. Until it has, a link of that
+    # name may linger: _create_veth knows.
+    if endpoint.get("proxy"):
+        from cocin.network import ports
+        ports.stop_proxy(endpoint["proxy"])
+    if net is not None and net["containers"].pop(cid, None) is not None:
         _save(net)
     # The bridge stays, empty, until "network rm" (as Docker keeps docker0):
     # the next container finds it ready instead of paying for it again.
 
 
-def _prune_locked() -> None:
-    """Forget endpoints whose container died without a ``detach``.
+def _endpoint_alive(endpoint: dict[str, Any]) -> bool:
+    """Does the endpoint's container still exist? Its namespace tells; an
+    endpoint of an older cocin (no namespace recorded): its veth, which the
+    kernel deletes when either namespace dies."""
+    if endpoint.get("pid") and endpoint.get("netns"):
+        return _netns_alive(endpoint)
+    return netlink.link_exists(endpoint["veth"])
 
-    The kernel deletes a veth pair when either namespace dies, so an
-    endpoint whose host end is gone belongs to a dead container.
-    """
-    nets = [n for n in _all() if n["containers"]]
-    if not nets:
-        return
-    links = {link.name for link in netlink.list_links()}
+
+def _prune_locked(nets: list[dict[str, Any]]) -> None:
+    """Forget endpoints whose container died without a ``detach``."""
     changed = False
     for net in nets:
         for cid, ep in list(net["containers"].items()):
-            if ep["veth"] not in links:
+            if not _endpoint_alive(ep):
                 _detach_locked(net, cid, ep)
                 changed = True
     if changed:
-        _reconcile_locked()
+        _reconcile_locked(nets)
 
 
 # ---------------------------------------------------- firewall and sysctls --
@@ -525,18 +625,20 @@ def _is_active(net: dict[str, Any]) -> bool:
     return bool(net.get("active") or net["containers"])
 
 
-def _reconcile_locked() -> None:
+def _reconcile_locked(nets: list[dict[str, Any]]) -> None:
     """Recompute every firewall rule and sysctl cocin needs from the records
     and apply them: MASQUERADE (and FORWARD ACCEPTs, if the policy drops)
-    per active network, ports per endpoint, ``ip_forward`` while any
-    container is attached. Both ``apply`` calls do nothing when nothing
-    changed, which is the common case of a container coming or going."""
-    from cocin.network import firewall, ports, sysctl
+    and ``ip_forward`` per active network, ports per endpoint. Both
+    ``apply`` calls do nothing when nothing changed, which is the common
+    case of a container coming or going."""
+    from cocin.network import firewall, sysctl
     from cocin.network.firewall import Rule
-    active = [n for n in _all() if _is_active(n)]
+    active = [n for n in nets if _is_active(n)]
     forward = bool(active) and firewall.forward_policy_drops()
     rules: list[Rule] = []
-    wanted = {"net.ipv4.ip_forward": "1"} if any(n["containers"] for n in active) else {}
+    # Held, like the bridge, while the network exists: toggling it on and
+    # off with every container would cost writes for nothing.
+    wanted = {"net.ipv4.ip_forward": "1"} if active else {}
     for net in active:
         tag = f"cocin:{net['name']}"
         rules.append(Rule("postrouting", "MASQUERADE", src=net["subnet"],
@@ -546,7 +648,8 @@ def _reconcile_locked() -> None:
             rules.append(Rule("forward", "ACCEPT", out_iface=net["bridge"], established=True,
                               comment=tag))
         for ep in net["containers"].values():
-            if ep.get("port_backend") in ("iptables", "nft"):
+            if ep.get("ports") and ep.get("port_backend") in ("iptables", "nft"):
+                from cocin.network import ports
                 rules += ports.rules(ep, forward)
                 wanted.update(ports.sysctls(ep))
     firewall.apply(list(dict.fromkeys(rules)))  # drop duplicates, keep order

@@ -18,7 +18,7 @@ Its rules are not added and deleted one by one: ``apply(rules)`` receives
 the complete list computed from the network records and replaces the
 content of cocin's chains in one ``iptables-restore --noflush``
 transaction. A rule can therefore never be left behind: when the last
-container goes, the list is empty and the chains and jumps are removed.
+network goes, the list is empty and the chains and jumps are removed.
 
 Every ``iptables`` process costs milliseconds, and cocin recomputes the
 rules after every attach and detach, so the work is cut to what changed.
@@ -26,11 +26,16 @@ What was applied last is kept in ``<state dir>/.firewall.json`` (written
 under the network lock, like the records): when the new list is the same,
 nothing runs at all; otherwise a single ``iptables-restore`` does
 everything, jumps included, from what that file says is in place. The
-file is trusted for ``REVALIDATE_SECONDS`` within one boot; after that, or
-when a restore fails, one ``iptables-save`` shows what is really there and
-the next restore repairs whatever someone else removed (say a firewall
-reload). Which tools work on this host is probed once per boot and kept in
-``/run/cocin/firewall-tools.json``.
+file is trusted for ``REVALIDATE_SECONDS`` within one boot, and so is the
+backend it names (no tool is looked for); after that as well while the
+nftables ruleset has not changed at all (its generation counter, one
+netlink request, says so), which covers iptables-nft and nft. Otherwise,
+or when a restore fails, one ``iptables-save`` shows what is really there
+and the next restore repairs whatever someone else removed (say a firewall
+reload).
+Which tools work on this host is probed once per boot and kept in
+``/run/cocin/firewall-tools.json``. Nothing here imports ``subprocess`` or
+``shutil`` until a tool must really run or be found.
 
 Two tools can program netfilter. ``iptables`` (legacy or the nf_tables
 variant) is preferred; on a host with only ``nft`` the same rules go into
@@ -40,9 +45,7 @@ Set ``$COCIN_PORT_BACKEND`` to ``iptables`` or ``nft`` to choose.
 
 from __future__ import annotations
 
-import functools
 import os
-import shutil
 import time
 
 from cocin.network import NetworkError, state_dir, store
@@ -81,17 +84,19 @@ def nft_table() -> str:
     return "cocin" + _suffix().replace("-", "_")
 
 
-@functools.cache
-def _suffix_of(directory: str) -> str:
-    if directory == DEFAULT_STATE_DIR:
-        return ""
-    # Imported only here: most runs never render a rule.
-    import hashlib
-    return "-" + hashlib.sha256(directory.encode()).hexdigest()[:6]
+_suffixes: dict[str, str] = {}
 
 
 def _suffix() -> str:
-    return _suffix_of(os.path.abspath(state_dir()))
+    directory = os.path.abspath(state_dir())
+    if directory not in _suffixes:
+        suffix = ""
+        if directory != DEFAULT_STATE_DIR:
+            # Imported only here: most runs never render a rule.
+            import hashlib
+            suffix = "-" + hashlib.sha256(directory.encode()).hexdigest()[:6]
+        _suffixes[directory] = suffix
+    return _suffixes[directory]
 
 
 def jumps() -> list[tuple[str, str, list[str], str]]:
@@ -148,14 +153,19 @@ def _run(args: list[str], stdin: str | None = None, check: bool = True) -> tuple
     return proc.returncode, proc.stdout
 
 
+_boot_id: list[str] = []
+
+
 def boot_id() -> str:
     """A random id the kernel draws at every boot: state tagged with it is
     known to describe this boot's kernel, not an earlier one's."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    if not _boot_id:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                _boot_id.append(f.read().strip())
+        except OSError:
+            _boot_id.append("")
+    return _boot_id[0]
 
 
 def _read_cache(path: str) -> Any:
@@ -178,13 +188,23 @@ TOOL_BINARIES = {"iptables": ("iptables", "iptables-restore", "iptables-save"),
                  "nft": ("nft",)}
 
 
+def _which(binary: str) -> str | None:
+    """The first executable ``binary`` on ``$PATH``: ``shutil.which``,
+    without importing ``shutil`` (~10 ms)."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", binary)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 def _tool_signature(tool: str) -> list[Any] | None:
     """Which binaries ``tool`` would run (path, inode, mtime), or None if one
     is missing. Installing, upgrading or switching alternatives (legacy ↔
     nft) changes it and so invalidates the cached probe."""
     signature: list[Any] = []
     for binary in TOOL_BINARIES[tool]:
-        path = shutil.which(binary)
+        path = _which(binary)
         if not path:
             return None
         try:
@@ -201,14 +221,21 @@ def _probe_tool(tool: str) -> bool:
     return _run(["nft", "list", "tables"], check=False)[0] == 0
 
 
-@functools.cache
+_works_cache: dict[str, bool] = {}
+
+
 def _works(tool: str) -> bool:
     """Is ``tool`` installed and allowed to read the nat table here?
+    (Asked once per process.)"""
+    if tool not in _works_cache:
+        _works_cache[tool] = _probe_works(tool)
+    return _works_cache[tool]
 
-    Probing means running the tool, so the answer is kept for the whole
+
+def _probe_works(tool: str) -> bool:
+    """Probing means running the tool, so the answer is kept for the whole
     boot in ``/run/cocin/firewall-tools.json`` (by root only), next to the
-    identity of the binaries it was found with.
-    """
+    identity of the binaries it was found with."""
     signature = _tool_signature(tool)
     if signature is None:
         return False
@@ -226,10 +253,27 @@ def _works(tool: str) -> bool:
     return works
 
 
-def backend() -> str | None:
-    """"iptables", "nft", or None when neither can be used."""
+def _wanted() -> str:
+    """The backend ``$COCIN_PORT_BACKEND`` asks for ("" = choose)."""
     wanted = os.environ.get("COCIN_PORT_BACKEND", "")
-    if wanted in ("iptables", "nft"):
+    return wanted if wanted in ("iptables", "nft") else ""
+
+
+def backend() -> str | None:
+    """"iptables", "nft", or None when neither can be used.
+
+    While the recorded state is trusted (see ``_trusted_state``), the
+    backend it was applied with; otherwise the tools are checked.
+    """
+    state = _trusted_state()
+    if state is not None:
+        return state["backend"]
+    return _choose_backend()
+
+
+def _choose_backend() -> str | None:
+    wanted = _wanted()
+    if wanted:
         return wanted if _works(wanted) else None
     for tool in ("iptables", "nft"):
         if _works(tool):
@@ -246,7 +290,7 @@ def forward_policy_drops() -> bool:
     """
     if backend() != "iptables":
         return False
-    state = _fresh_state("iptables")
+    state = _trusted_state()
     if state is not None and "forward_drops" in state:
         return bool(state["forward_drops"])
     return _snapshot()["forward_drops"]
@@ -503,16 +547,50 @@ def _load_state() -> dict[str, Any] | None:
     return state
 
 
-def _fresh_state(chosen: str | None, state: dict[str, Any] | None = None
-                 ) -> dict[str, Any] | None:
+def _trusted_state(state: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The recorded state if it can be trusted without looking: same boot,
-    same backend, checked against the kernel less than
-    ``REVALIDATE_SECONDS`` ago."""
+    same ``$COCIN_PORT_BACKEND``, and checked against the kernel (and the
+    tools chosen) less than ``REVALIDATE_SECONDS`` ago — or, if older, with
+    the same tools and an nftables ruleset unchanged since it was applied
+    (see ``_ruleset_version``): then nobody can have removed a rule."""
     state = state if state is not None else _load_state()
-    if (state is None or state.get("backend") != chosen
-            or not 0 <= time.time() - float(state.get("checked", 0)) < REVALIDATE_SECONDS):
+    if state is None or "backend" not in state or state.get("wanted", "") != _wanted():
         return None
-    return state
+    if 0 <= time.time() - float(state.get("checked", 0)) < REVALIDATE_SECONDS:
+        return state
+    version = state.get("version")
+    if not version:
+        return None
+    key = (state["backend"], *version)
+    if key not in _unchanged:   # asked once per process
+        _unchanged[key] = (_choose_backend() == state["backend"]
+                           and _ruleset_version(state["backend"]) == version)
+    return state if _unchanged[key] else None
+
+
+_unchanged: dict[tuple[Any, ...], bool] = {}
+
+
+def _ruleset_version(chosen: str | None) -> list[Any] | None:
+    """What tells, cheaply, whether anybody changed the rules: the program
+    that applies them and nftables' generation counter (one netlink
+    request, see ``netlink.nftables_generation``). Only for rules kept in
+    nftables: ``nft`` itself, and iptables-nft (``xtables-nft-multi``),
+    not legacy iptables, whose tables nftables does not see (None)."""
+    if chosen == "iptables":
+        path = _which("iptables-restore")
+        tool = os.path.realpath(path) if path else ""
+        if "nft" not in os.path.basename(tool):
+            return None
+    elif chosen == "nft":
+        tool = "nft"
+    else:
+        return None
+    from cocin.network import netlink
+    try:
+        return [tool, netlink.nftables_generation()]
+    except OSError:
+        return None
 
 
 def _rules_key(chosen: str | None, rules: list[Rule]) -> str:
@@ -531,18 +609,18 @@ def apply(rules: list[Rule]) -> None:
     state file.
     """
     global _last_snapshot
-    chosen = backend()
-    key = _rules_key(chosen, rules)
     state = _load_state()
-    fresh = _fresh_state(chosen, state)
+    fresh = _trusted_state(state)
+    chosen = fresh["backend"] if fresh is not None else _choose_backend()
+    key = _rules_key(chosen, rules)
     if fresh is not None and fresh.get("applied") == key:
         return
     # Forget the old state first: a crash halfway leaves no state, so the
     # next apply looks at what is really there.
     if state is not None:
         store.remove(_state_path())
-    new: dict[str, Any] = {"boot": boot_id(), "backend": chosen, "applied": key,
-                           "checked": time.time()}
+    new: dict[str, Any] = {"boot": boot_id(), "backend": chosen, "wanted": _wanted(),
+                           "applied": key, "checked": time.time()}
     try:
         if chosen == "iptables":
             present, looked = _apply_iptables(rules, (fresh or {}).get("present"))
@@ -552,6 +630,8 @@ def apply(rules: list[Rule]) -> None:
             new["forward_drops"] = present["forward_drops"]
         elif chosen == "nft":
             _apply_nft(rules)
+        elif fresh is not None:
+            new["checked"] = fresh["checked"]   # no tool: nothing was looked at
         if state is None or state.get("backend") != chosen:
             # First apply of this boot, or another backend: clean the other.
             if chosen != "iptables" and _works("iptables") and _has_leftovers("iptables"):
@@ -560,6 +640,7 @@ def apply(rules: list[Rule]) -> None:
                 _apply_nft([])
     finally:
         _last_snapshot = None
+    new["version"] = _ruleset_version(chosen)   # read after our own change
     _write_cache(_state_path(), new)
 
 

@@ -31,15 +31,23 @@ entering the container's namespace (see ``cocin.network.bridge``).
 
 from __future__ import annotations
 
-import contextlib
+# The C module behind ``socket``: socket.py builds enums of every constant
+# on import (~6 ms with ``enum`` itself), paid by every "cocin run". The C
+# socket has all this module needs (bind, send, recv, close), and its
+# constants are plain ints.
+import _socket
 import errno as _errno
-import ipaddress
 import os
-import socket
 import struct
-from collections.abc import Iterator
 
+from cocin.network import ipv4
 from cocin.record import Factory, Record
+
+# Only for annotations (never evaluated here, thanks to the __future__
+# import): importing typing would cost every "cocin run" milliseconds.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
 
 # <linux/netlink.h>
 NETLINK_ROUTE = 0
@@ -130,7 +138,7 @@ IFF_UP = 0x1
 IFNAMSIZ = 16  # including the terminating NUL: names have at most 15 bytes
 
 AF_UNSPEC = 0
-AF_INET = socket.AF_INET
+AF_INET = _socket.AF_INET
 
 MESSAGE_NAMES = {
     RTM_NEWLINK: "RTM_NEWLINK", RTM_DELLINK: "RTM_DELLINK",
@@ -179,7 +187,7 @@ def attr_u8(attr_type: int, value: int) -> bytes:
 
 def attr_ipv4(attr_type: int, address: str) -> bytes:
     """An IPv4 address attribute: 4 bytes in network order."""
-    return pack_attr(attr_type, ipaddress.IPv4Address(address).packed)
+    return pack_attr(attr_type, ipv4.packed(address))
 
 
 def attr_mac(attr_type: int, mac: str) -> bytes:
@@ -352,6 +360,9 @@ class Route(Record):
 
     @property
     def network(self) -> ipaddress.IPv4Network:
+        """The destination as an ``ipaddress`` network (imported here: only
+        ``network create`` compares routes with a subnet)."""
+        import ipaddress
         return ipaddress.IPv4Network(f"{self.dst}/{self.dst_len}", strict=False)
 
 
@@ -362,9 +373,8 @@ def parse_route(payload: bytes) -> Route:
     attrs = parse_attrs(payload[RTMSG.size:])
     if RTA_TABLE in attrs:        # tables above 255 only fit in the attribute
         table = decode_u32(attrs[RTA_TABLE])
-    dst = str(ipaddress.IPv4Address(attrs[RTA_DST])) if RTA_DST in attrs else "0.0.0.0"
-    gateway = (str(ipaddress.IPv4Address(attrs[RTA_GATEWAY]))
-               if RTA_GATEWAY in attrs else None)
+    dst = ipv4.unpacked(attrs[RTA_DST]) if RTA_DST in attrs else "0.0.0.0"
+    gateway = ipv4.unpacked(attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
     oif = decode_u32(attrs[RTA_OIF]) if RTA_OIF in attrs else None
     return Route(dst, dst_len, table, protocol, scope, route_type, gateway, oif)
 
@@ -386,7 +396,7 @@ def parse_address(payload: bytes) -> Address:
     _family, prefixlen, _flags, _scope, index = IFADDRMSG.unpack_from(payload)
     attrs = parse_attrs(payload[IFADDRMSG.size:])
     raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS) or bytes(4)
-    return Address(index, str(ipaddress.IPv4Address(raw)), prefixlen)
+    return Address(index, ipv4.unpacked(raw), prefixlen)
 
 
 # ------------------------------------------------------------------ socket --
@@ -395,19 +405,25 @@ class NetlinkSocket:
     """A ``NETLINK_ROUTE`` socket that sends one request at a time.
 
     Use as a context manager, or call ``close()``. Each request gets a new
-    sequence number; replies with another number are ignored.
+    sequence number; replies with another number are ignored. (Other
+    netlink families speak the same framing: ``protocol`` picks one, say
+    ``NETLINK_NETFILTER`` for nftables, see ``nftables_generation``.)
     """
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                  NETLINK_ROUTE)
-        # Port id 0: let the kernel choose a unique address for us.
-        self.sock.bind((0, 0))
+    def __init__(self, protocol: int = NETLINK_ROUTE) -> None:
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                                   protocol)
+        try:
+            # Port id 0: let the kernel choose a unique address for us.
+            self.sock.bind((0, 0))
+        except BaseException:
+            self.sock.close()
+            raise
         try:
             # Ask for human-readable error text alongside the errno.
             self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         except OSError:
-            pass
+            pass   # a kernel older than 4.12: errno only
         self.seq = 0
 
     def __enter__(self) -> NetlinkSocket:
@@ -467,20 +483,28 @@ def netlink_error(msg_type: int, code: int, what: str | None, text: str) -> OSEr
 _current: NetlinkSocket | None = None
 
 
-@contextlib.contextmanager
-def using(nl: NetlinkSocket) -> Iterator[NetlinkSocket]:
-    """Send every request of this module through ``nl`` inside the block.
+class using:
+    """``with using(nl):`` sends every request of this module through ``nl``.
 
     That is how cocin configures a container: ``nl`` was created in the
     container's network namespace (see ``cocin.network.bridge``), so the
     same functions (``add_address``, ``set_up``...) act there, not here.
+    It also saves opening a socket per request. (A class, not a
+    ``contextlib`` generator: that module costs milliseconds to import.)
     """
-    global _current
-    previous, _current = _current, nl
-    try:
-        yield nl
-    finally:
-        _current = previous
+
+    def __init__(self, nl: NetlinkSocket) -> None:
+        self.nl = nl
+        self.previous: NetlinkSocket | None = None
+
+    def __enter__(self) -> NetlinkSocket:
+        global _current
+        self.previous, _current = _current, self.nl
+        return self.nl
+
+    def __exit__(self, *exc: object) -> None:
+        global _current
+        _current = self.previous
 
 
 def _request(msg_type: int, body: bytes, flags: int = 0,
@@ -594,9 +618,12 @@ def create_veth(name: str, peer: str, peer_mac: str | None = None, *,
 
 
 def _set_link(name: str, attrs: bytes = b"", flags: int = 0, change: int = 0) -> None:
-    """RTM_NEWLINK on an existing link (by index) changes it."""
-    index = link_index(name)
-    _request(RTM_NEWLINK, pack_ifinfomsg(index, flags, change) + attrs, what=name)
+    """RTM_NEWLINK on an existing link changes it. Without NLM_F_CREATE the
+    kernel never makes a new link: it finds this one by IFLA_IFNAME (index
+    0 in the header), or answers ENODEV. One request, no index lookup."""
+    check_ifname(name)
+    body = pack_ifinfomsg(0, flags, change) + attr_str(IFLA_IFNAME, name) + attrs
+    _request(RTM_NEWLINK, body, what=name)
 
 
 def set_master(name: str, master: str) -> None:
@@ -637,9 +664,11 @@ def move_to_netns(name: str, pid: int) -> None:
 
 
 def rename_link(name: str, new_name: str) -> None:
-    """``ip link set NAME name NEW``: only possible while the link is down."""
+    """``ip link set NAME name NEW``: only possible while the link is down.
+    IFLA_IFNAME carries the new name here, so the link goes by its index."""
     check_ifname(new_name)
-    _set_link(name, attr_str(IFLA_IFNAME, new_name))
+    body = pack_ifinfomsg(link_index(name)) + attr_str(IFLA_IFNAME, new_name)
+    _request(RTM_NEWLINK, body, what=name)
 
 
 def set_mac(name: str, mac: str) -> None:
@@ -654,18 +683,20 @@ def delete_link(name: str) -> None:
     _request(RTM_DELLINK, pack_ifinfomsg() + attr_str(IFLA_IFNAME, name), what=name)
 
 
-def add_address(name: str, address: str, prefixlen: int) -> None:
+def add_address(name: str, address: str, prefixlen: int, index: int | None = None) -> None:
     """``ip addr add ADDRESS/PREFIX brd + dev NAME``.
 
     Adding an address also makes the kernel add a route to the subnet
-    through this link (the "proto kernel scope link" routes).
+    through this link (the "proto kernel scope link" routes). Addresses
+    name their link by index only: pass ``index`` if known, to save asking.
     """
-    ip = ipaddress.IPv4Interface(f"{address}/{prefixlen}")
-    body = (pack_ifaddrmsg(link_index(name), prefixlen)
+    value = ipv4.parse(address)
+    body = (pack_ifaddrmsg(link_index(name) if index is None else index, prefixlen)
             + attr_ipv4(IFA_LOCAL, address)
             + attr_ipv4(IFA_ADDRESS, address))
     if prefixlen < 31:
-        body += attr_ipv4(IFA_BROADCAST, str(ip.network.broadcast_address))
+        network = value & ipv4.mask(prefixlen)
+        body += attr_ipv4(IFA_BROADCAST, ipv4.text(ipv4.broadcast(network, prefixlen)))
     _request(RTM_NEWADDR, body, _CREATE, what=f"{address}/{prefixlen} on {name}")
 
 
@@ -675,12 +706,13 @@ def list_addresses() -> list[Address]:
     return [parse_address(m.payload) for m in replies if m.type == RTM_NEWADDR]
 
 
-def add_default_route(gateway: str, dev: str | None = None) -> None:
+def add_default_route(gateway: str, dev: str | None = None, index: int | None = None) -> None:
     """``ip route add default via GATEWAY [dev DEV]``: destination 0.0.0.0/0
-    (``dst_len`` 0, no RTA_DST) in the main table, next hop RTA_GATEWAY."""
+    (``dst_len`` 0, no RTA_DST) in the main table, next hop RTA_GATEWAY. The
+    device goes by index (RTA_OIF): pass ``index`` if known, to save asking."""
     body = pack_rtmsg(dst_len=0) + attr_ipv4(RTA_GATEWAY, gateway)
-    if dev:
-        body += attr_u32(RTA_OIF, link_index(dev))
+    if dev or index is not None:
+        body += attr_u32(RTA_OIF, link_index(dev) if index is None else index)
     _request(RTM_NEWROUTE, body, _CREATE, what=f"default via {gateway}")
 
 
@@ -691,3 +723,36 @@ def list_routes(table: int | None = RT_TABLE_MAIN) -> list[Route]:
                        NLM_F_DUMP)
     routes = [parse_route(m.payload) for m in replies if m.type == RTM_NEWROUTE]
     return [r for r in routes if table is None or r.table == table]
+
+
+# ---------------------------------------------------------------- nftables --
+
+# <linux/netlink.h>, <linux/netfilter/nfnetlink.h>, <linux/netfilter/nf_tables.h>
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_GETGEN = 16
+NFTA_GEN_ID = 1
+NFGENMSG = struct.Struct("!BBH")        # family, version, resource id (big-endian)
+
+
+def nftables_generation() -> int:
+    """The generation of the nftables ruleset: a counter the kernel
+    increments at every change, of any table (``nft list ruleset`` shows
+    it as a comment). iptables-nft keeps its rules in nftables too, so an
+    unchanged number means that no rule, chain or policy has changed since
+    it was read — a cheaper question than listing them all.
+
+    NETLINK_NETFILTER speaks the same framing as rtnetlink: the message type
+    is the subsystem in the high byte and the command in the low one, and
+    the fixed header is ``struct nfgenmsg``. The answer carries
+    NFTA_GEN_ID, a big-endian u32. Raises ``OSError`` where nftables
+    cannot be asked (no nf_tables in this kernel, no CAP_NET_ADMIN).
+    """
+    with NetlinkSocket(NETLINK_NETFILTER) as nl:
+        replies = nl.request((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
+                             NFGENMSG.pack(AF_UNSPEC, 0, 0), what="nftables generation")
+    for message in replies:
+        attrs = parse_attrs(message.payload[NFGENMSG.size:])
+        if NFTA_GEN_ID in attrs:
+            return int.from_bytes(attrs[NFTA_GEN_ID][:4], "big")
+    raise OSError(_errno.ENODATA, "netlink NFT_MSG_GETGEN: no generation in the answer")

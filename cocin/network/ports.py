@@ -27,19 +27,19 @@ It sees every connection as coming from the gateway, but needs no firewall.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import ipaddress
 import os
-import socket
-from collections.abc import Iterable
 
-from cocin.network import NetworkError
+from cocin.network import NetworkError, ipv4
 
 # Only for annotations (never evaluated here, thanks to the __future__
-# import): importing typing would cost every "cocin run" milliseconds.
+# import): importing typing would cost every "cocin run" milliseconds. The
+# rules of published ports are computed on every attach and detach, so
+# ``socket`` (~6 ms) is imported only by the functions that open sockets.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Iterable
     from typing import Any
 
 PROTOCOLS = ("tcp", "udp")
@@ -93,7 +93,7 @@ def parse_publish(spec: str) -> dict[str, Any]:
     if len(parts) == 3:
         host_ip = parts[0] or ANY
         try:
-            host_ip = str(ipaddress.IPv4Address(host_ip))
+            host_ip = ipv4.text(ipv4.parse(host_ip))
         except ValueError:
             raise NetworkError(f"invalid publish spec {spec!r}: {host_ip!r} is not an "
                                "IPv4 address") from None
@@ -142,6 +142,7 @@ def _probe(host_ip: str, port: int, proto: str) -> int:
     picks one. Binding to a given port tells whether a host program already
     uses it.
     """
+    import socket
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as s:
         if proto == "tcp":
@@ -197,7 +198,7 @@ def resolve(publish: Iterable[dict[str, Any] | str],
 
 def wants_localhost(port: dict[str, Any]) -> bool:
     """Is the port reachable as 127.0.0.1 (published on it or on 0.0.0.0)?"""
-    return port["host_ip"] == ANY or ipaddress.IPv4Address(port["host_ip"]).is_loopback
+    return port["host_ip"] == ANY or port["host_ip"].startswith("127.")  # 127.0.0.0/8
 
 
 def rules(endpoint: dict[str, Any], forward_accept: bool) -> list[Any]:
@@ -260,6 +261,7 @@ def start_proxy(ports: list[dict[str, Any]], target_ip: str, watch_pid: int) -> 
     caller (it outlives ``cocin run -d``). It exits by itself when the
     container process (``watch_pid``) is gone. Returns ``{"pid", "start"}``.
     """
+    import socket
     listeners = []
     try:
         for port in ports:
@@ -312,8 +314,10 @@ def stop_proxy(proxy: dict[str, int] | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if proc_start_time(pid) != proxy["start"]:
             return
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
         for _ in range(50):
             if proc_start_time(pid) != proxy["start"]:
                 return
@@ -328,14 +332,18 @@ def _daemonize(keep: set[int]) -> None:  # pragma: no cover - in the daemon
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    with contextlib.suppress(Exception):
+    try:
         from cocin.libc import set_process_name
         set_process_name("cocin-proxy")   # what ps -o comm and top show
+    except Exception:
+        pass
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd > 2 and fd not in keep:
-            with contextlib.suppress(OSError):
+            try:
                 os.close(fd)
+            except OSError:
+                pass
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -365,6 +373,7 @@ def _tcp_accept_loop(listener: socket.socket, target: tuple[str, int]) -> None:
 
 def _tcp_relay(client: socket.socket, target: tuple[str, int]) -> None:
     """Connect to the container and copy bytes both ways until both close."""
+    import socket
     import threading
     try:
         upstream = socket.create_connection(target, timeout=10)
@@ -382,6 +391,7 @@ def _tcp_relay(client: socket.socket, target: tuple[str, int]) -> None:
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
     """Copy until end of file, then pass the end of file on (half-close)."""
+    import socket  # already loaded in the proxy: a dictionary lookup
     try:
         while True:
             data = src.recv(65536)
@@ -390,13 +400,16 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
             dst.sendall(data)
     except OSError:
         pass
-    with contextlib.suppress(OSError):
+    try:
         dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 def _udp_loop(listener: socket.socket, target: tuple[str, int]) -> None:
     """UDP has no connections: keep one upstream socket per client address,
     forgotten after 60 idle seconds."""
+    import socket
     import threading
     sessions: dict[Any, socket.socket] = {}
 
@@ -419,5 +432,7 @@ def _udp_loop(listener: socket.socket, target: tuple[str, int]) -> None:
             upstream.connect(target)
             sessions[client] = upstream
             threading.Thread(target=replies, args=(upstream, client), daemon=True).start()
-        with contextlib.suppress(OSError):
+        try:
             upstream.send(data)
+        except OSError:
+            pass

@@ -9,7 +9,9 @@ Such switches are host-wide, so cocin is careful with them: ``apply()`` is
 given the complete set of values this state root needs right now. A switch
 needed for the first time has its previous value saved before it is
 changed; a switch nobody needs any more gets its saved value back. When the
-last container is gone, the host is as cocin found it.
+last network is removed (``network rm``), the host is as cocin found it.
+In between, a container coming or going changes nothing here: nothing is
+written when the values are already in place.
 
 The bookkeeping is host-wide too, in ``/run/cocin/network-sysctl.json``
 (``{"saved": {key: old value}, "holders": {state dir: {key: value}}}``):

@@ -225,15 +225,31 @@ def test_create_bridge_request(sent):
     assert nl.decode_str(info[nl.IFLA_INFO_KIND]) == "bridge"
 
 
-def test_link_changes_address_the_link_by_index(sent):
+def test_link_changes_name_the_link_in_the_same_request(sent):
     nl.set_up("veth1234567")
     nl.move_to_netns("ceth1234567", 4242)
+    up, netns = sent
+    # One request each, no lookup: index 0 and the name as IFLA_IFNAME; no
+    # NLM_F_CREATE, so the kernel changes that link or answers ENODEV.
+    assert up[0] == netns[0] == nl.RTM_NEWLINK and up[2] == netns[2] == 0
+    assert nl.IFINFOMSG.unpack_from(up[1]) == (0, 0, 0, nl.IFF_UP, nl.IFF_UP)
+    assert nl.decode_str(nl.parse_attrs(up[1][16:])[nl.IFLA_IFNAME]) == "veth1234567"
+    attrs = nl.parse_attrs(netns[1][16:])
+    assert nl.decode_str(attrs[nl.IFLA_IFNAME]) == "ceth1234567"
+    assert nl.decode_u32(attrs[nl.IFLA_NET_NS_PID]) == 4242
+    # A bridge is named by its index: looked up first.
     nl.set_master("veth1234567", "cocin0")
-    up, netns = sent[1], sent[3]
-    assert nl.IFINFOMSG.unpack_from(up[1]) == (0, 0, 7, nl.IFF_UP, nl.IFF_UP)
-    assert nl.decode_u32(nl.parse_attrs(netns[1][16:])[nl.IFLA_NET_NS_PID]) == 4242
-    master = sent[-1]
+    lookup, master = sent[2:]
+    assert lookup[0] == nl.RTM_GETLINK
     assert nl.decode_u32(nl.parse_attrs(master[1][16:])[nl.IFLA_MASTER]) == 7
+
+
+def test_rename_names_the_link_by_index(sent):
+    nl.rename_link("ceth1234567", "eth0")
+    lookup, rename = sent
+    assert lookup[0] == nl.RTM_GETLINK
+    assert nl.IFINFOMSG.unpack_from(rename[1])[2] == 7
+    assert nl.decode_str(nl.parse_attrs(rename[1][16:])[nl.IFLA_IFNAME]) == "eth0"
 
 
 def test_add_address_and_default_route_requests(sent):
@@ -252,6 +268,16 @@ def test_add_address_and_default_route_requests(sent):
     attrs = nl.parse_attrs(route[1][nl.RTMSG.size:])
     assert attrs[nl.RTA_GATEWAY] == socket.inet_aton("172.29.0.1")
     assert nl.decode_u32(attrs[nl.RTA_OIF]) == 7
+
+
+def test_a_known_index_saves_the_lookup(sent):
+    nl.add_address("eth0", "10.231.0.130", 25, index=3)
+    nl.add_default_route("10.231.0.129", index=3)
+    (addr, route) = sent   # no RTM_GETLINK
+    assert nl.IFADDRMSG.unpack_from(addr[1]) == (socket.AF_INET, 25, 0, 0, 3)
+    attrs = nl.parse_attrs(addr[1][nl.IFADDRMSG.size:])
+    assert attrs[nl.IFA_BROADCAST] == socket.inet_aton("10.231.0.255")
+    assert nl.decode_u32(nl.parse_attrs(route[1][nl.RTMSG.size:])[nl.RTA_OIF]) == 3
 
 
 # ---------------------------------------------- a real socket, read only --

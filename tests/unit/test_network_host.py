@@ -194,16 +194,39 @@ def test_which_tools_work_is_probed_once_per_boot(tmp_path, monkeypatch):
     monkeypatch.setattr(firewall, "_tool_signature", lambda tool: signature)
     probes = []
     monkeypatch.setattr(firewall, "_probe_tool", lambda tool: probes.append(tool) or True)
-    firewall._works.cache_clear()
+    firewall._works_cache.clear()
     try:
         assert firewall._works("iptables") and probes == ["iptables"]
-        firewall._works.cache_clear()           # another cocin process
+        firewall._works_cache.clear()           # another cocin process
         assert firewall._works("iptables") and probes == ["iptables"]
         signature = [["/usr/sbin/iptables", 3, 4]]  # say iptables was upgraded
-        firewall._works.cache_clear()
+        firewall._works_cache.clear()
         assert firewall._works("iptables") and probes == ["iptables", "iptables"]
     finally:
-        firewall._works.cache_clear()
+        firewall._works_cache.clear()
+
+
+def test_an_old_firewall_state_is_trusted_while_nftables_is_unchanged(monkeypatch):
+    state = {"boot": "b", "backend": "iptables", "wanted": "", "applied": "k",
+             "checked": time.time() - 3600, "version": ["/usr/sbin/xtables-nft-multi", 41]}
+    generation = [41]
+    monkeypatch.delenv("COCIN_PORT_BACKEND", raising=False)
+    monkeypatch.setattr(firewall, "_load_state", lambda: dict(state))
+    monkeypatch.setattr(firewall, "_choose_backend", lambda: "iptables")
+    monkeypatch.setattr(firewall, "_ruleset_version",
+                        lambda chosen: ["/usr/sbin/xtables-nft-multi", generation[0]])
+    monkeypatch.setattr(firewall, "_unchanged", {})
+    assert firewall._trusted_state() == state          # too old, but nothing changed
+    assert firewall.backend() == "iptables"
+    generation[0] = 42                                  # someone changed a rule
+    monkeypatch.setattr(firewall, "_unchanged", {})    # (another process)
+    assert firewall._trusted_state() is None
+    del state["version"]                                # legacy iptables: no counter
+    assert firewall._trusted_state() is None
+    state["checked"] = time.time()                      # but recent enough
+    assert firewall._trusted_state() == state
+    monkeypatch.setenv("COCIN_PORT_BACKEND", "nft")     # another choice: look again
+    assert firewall._trusted_state() is None
 
 
 @pytest.fixture
@@ -267,6 +290,21 @@ def test_importing_cocin_network_is_cheap():
     code = ("import sys, cocin.state; before = set(sys.modules); import cocin.network; "
             "print(sorted(m for m in ('subprocess', 'ctypes', 'json', 'cocin.network.bridge') "
             "if m in sys.modules and m not in before))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": REPO}, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_attach_and_detach_import_nothing_costly():
+    # What a container on the default network needs, -p or not, and the rules
+    # of other containers' ports: none of these modules, each of which costs
+    # "cocin run" milliseconds to import (the rare paths import them lazily).
+    costly = ("enum", "re", "json", "socket", "signal", "shutil", "subprocess", "ipaddress",
+              "hashlib", "threading", "typing", "contextlib", "collections", "functools")
+    code = ("import sys, cocin.state; before = set(sys.modules)\n"
+            "import cocin.network.bridge, cocin.network.firewall, cocin.network.sysctl\n"
+            "import cocin.network.ports, cocin.network.ipam, cocin.network.store\n"
+            f"print(sorted(m for m in {costly!r} if m in sys.modules and m not in before))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": REPO}, check=True).stdout
     assert out.strip() == "[]"
@@ -411,13 +449,30 @@ def _nat_table_exists() -> bool:
     return subprocess.run(["nft", "list", "table", "ip", "nat"], capture_output=True).returncode == 0
 
 
+def lingering(names: list[str], timeout: float = 5.0) -> list[str]:
+    """The links among ``names`` still there after waiting up to ``timeout``.
+
+    When a namespace dies the kernel deletes its veth pairs itself, a little
+    later, from a work queue; cocin does not wait for that (see
+    ``bridge._detach_locked``), so a test must.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [n for n in names if netlink.link_exists(n)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
+
+
 def leftovers(cids: list[str], bridges: tuple[str, ...] = (BRIDGE,)) -> list[str]:
-    """Everything this test's state root may have left on the host, described.
+    """Everything this test's state root may have left on the host, described
+    (after giving the kernel time to delete the veth pairs of dead namespaces).
 
     Only what belongs to it: cocin networks of other state roots (a real
     installation, another test run) keep their bridges and rules meanwhile.
     """
     from cocin.network import bridge
+    lingering([name for cid in cids for name in bridge.veth_names(cid)])
     found = []
     links = {link.name for link in netlink.list_links()}
     for cid in cids:
@@ -548,7 +603,9 @@ def test_two_containers_talk_and_publish_a_port(host, monkeypatch, backend):
     assert network.hosts_entries("bridge") == [("10.231.0.2", "web"), ("10.231.0.77", "client")]
 
     # Detach: once with the process alive, once after it died; twice each.
+    # Alive, the veth pair is deleted at once (the container loses eth0).
     network.detach("bridge", cid_client, ep_client)
+    assert not netlink.link_exists(ep_client["veth"])
     network.detach("bridge", cid_client, ep_client)
     web.kill()
     web.wait()
@@ -556,8 +613,8 @@ def test_two_containers_talk_and_publish_a_port(host, monkeypatch, backend):
     network.detach("bridge", cid_web, None)
 
     # What belongs to the network itself stays until "network rm", as
-    # docker0 does: the bridge and its MASQUERADE rule. Nothing of the
-    # containers: no veth, port rule, proxy, address or ip_forward.
+    # docker0 does: the bridge, its MASQUERADE rule and ip_forward. Nothing
+    # of the containers: no veth, port rule, proxy or address.
     left = leftovers([cid_web, cid_client, _cid(12)])
     assert f"link {BRIDGE}" in left
     assert any("MASQUERADE" in x or x.startswith("nft table") for x in left)
@@ -565,12 +622,13 @@ def test_two_containers_talk_and_publish_a_port(host, monkeypatch, backend):
     assert not [x for x in left if "--comment" in x and "cocin:bridge" not in x]
     if ep_web["proxy"]:
         assert ports.proc_start_time(ep_web["proxy"]["pid"]) != ep_web["proxy"]["start"]
-    assert sysctl.read("net.ipv4.ip_forward") == forward_before
+    assert sysctl.read("net.ipv4.ip_forward") == "1"
     assert network.inspect_network("bridge")["containers"] == {}
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port["host_port"]), timeout=1).close()
     network.remove_network("bridge")
     assert leftovers([cid_web, cid_client, _cid(12)]) == []
+    assert sysctl.read("net.ipv4.ip_forward") == forward_before
 
 
 @needs_root
@@ -642,6 +700,63 @@ def test_the_bridge_stays_and_the_next_container_costs_no_iptables_process(host,
     network.detach("bridge", _cid(3), ep)
     network.remove_network("bridge")
     assert leftovers([_cid(3)]) == []
+
+
+@needs_root
+def test_a_dead_namespace_is_left_to_the_kernel_and_a_leftover_link_replaced(host, monkeypatch):
+    from cocin.network import bridge
+    deleted = []
+    real_delete = netlink.delete_link
+    monkeypatch.setattr(netlink, "delete_link", lambda name: deleted.append(name) or real_delete(name))
+    proc = host.container()
+    ep = network.attach("bridge", _cid(5), "c", proc.pid)
+    assert ep["pid"] == proc.pid and ep["netns"] == bridge.netns_id(proc.pid)
+    assert deleted == []   # nothing was in the way
+    proc.kill()
+    proc.wait()
+    network.detach("bridge", _cid(5), ep)
+    assert deleted == [], "the namespace is gone: deleting the veth is the kernel's job"
+    assert network.inspect_network("bridge")["containers"] == {}
+    assert lingering([ep["veth"]]) == [], "the kernel did not delete the veth pair"
+
+    # A link of that name left over (the kernel not done yet, or a crash):
+    # attach deletes it and tries again.
+    netlink.create_veth(ep["veth"], "cethleftover")
+    again = host.container()
+    ep = network.attach("bridge", _cid(5), "c", again.pid)
+    assert deleted == [ep["veth"]] and not netlink.link_exists("cethleftover")
+    assert netlink.get_link(ep["veth"]).master == netlink.link_index(BRIDGE)
+    with bridge.netlink_in(again.pid) as nl, netlink.using(nl):
+        assert netlink.get_link("eth0").up
+
+    # The container dies and nobody detaches: the next attach notices by
+    # its namespace, without listing links.
+    again.kill()
+    again.wait()
+    third = host.container()
+    real_list = netlink.list_links
+    monkeypatch.setattr(netlink, "list_links", lambda: pytest.fail("links listed"))
+    ep3 = network.attach("bridge", _cid(6), "d", third.pid)
+    assert list(network.inspect_network("bridge")["containers"]) == [_cid(6)]
+    assert ep3["ip"] == ep["ip"]   # the dead one's address is free again
+    monkeypatch.setattr(netlink, "list_links", real_list)
+    network.detach("bridge", _cid(6), ep3)
+    network.remove_network("bridge")
+    assert leftovers([_cid(5), _cid(6)]) == []
+
+
+@needs_root
+def test_the_nftables_generation_counts_every_change():
+    try:
+        before = netlink.nftables_generation()
+    except OSError as e:
+        pytest.skip(f"nftables cannot be asked here: {e}")
+    if not shutil.which("nft"):
+        pytest.skip("nft is not installed")
+    table = "cocin_generation_test"
+    subprocess.run(["nft", "add", "table", "ip", table], check=True)
+    subprocess.run(["nft", "delete", "table", "ip", table], check=True)
+    assert netlink.nftables_generation() >= before + 2
 
 
 @needs_root
