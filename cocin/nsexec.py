@@ -70,7 +70,7 @@ def join_cgroups(rec: Container) -> None:
         from . import cgroups
     except ImportError:
         return
-    cgroups.open_existing(rec.id).add(0)
+    cgroups.open_existing(rec.id).join_self()
 
 
 def join_namespaces(pid: int) -> None:
