@@ -334,19 +334,38 @@ def _reap(pid: int) -> int:
 
 
 def record_exit(rec: Container, pid: int, code: int) -> Container | None:
-    """Record how the container ended and release what it held."""
+    """Record how the container ended, release what it held, and decide (in
+    the same locked step, so a ``stop`` cannot slip in between) whether its
+    restart policy brings it back: the state is then "restarting"."""
     oom = resources.teardown(rec)
     try:
         with state.locked():
             fresh = state.load(rec.id)
             if fresh.pid == pid:
-                fresh.state, fresh.exit_code, fresh.finished = "exited", code, time.time()
+                fresh.exit_code, fresh.finished = code, time.time()
                 fresh.oom_killed = oom
                 fresh.network = {}
+                if should_restart(fresh, code):
+                    fresh.state = "restarting"
+                    fresh.restart_count += 1
+                else:
+                    fresh.state = "exited"
                 state.save(fresh)
             return fresh
     except NotFound:
         return None  # removed meanwhile (rm -f): nothing to record
+
+
+def _cancel_restart(rec: Container) -> None:
+    """A stop (or rm) came during the back-off: the container stays exited."""
+    try:
+        with state.locked():
+            fresh = state.load(rec.id)
+            if fresh.state == "restarting":
+                fresh.state = "exited"
+                state.save(fresh)
+    except NotFound:
+        pass
 
 
 # --- restart policies --------------------------------------------------------------
@@ -426,20 +445,11 @@ def supervise(rec: Container, log_fd: int | None, on_started=None) -> int:
         code = _reap(launched.pid)
         ran = time.time() - rec.started
         fresh = record_exit(rec, launched.pid, code)
-        if fresh is None or not should_restart(fresh, code):
+        if fresh is None or fresh.state != "restarting":
             return code
-        delay = 0.1 if ran >= 10 or fresh.restart_count == 0 else min(delay * 2, 60.0)
-        with state.locked():
-            try:
-                fresh = state.load(rec.id)
-            except NotFound:
-                return code
-            if fresh.manually_stopped:
-                return code
-            fresh.state = "restarting"
-            fresh.restart_count += 1
-            state.save(fresh)
+        delay = 0.1 if ran >= 10 or fresh.restart_count == 1 else min(delay * 2, 60.0)
         if not _backoff(rec, delay):
+            _cancel_restart(rec)
             return code
         lock = state.ContainerLock(rec.id)
         try:
@@ -448,6 +458,7 @@ def supervise(rec: Container, log_fd: int | None, on_started=None) -> int:
             fresh = None
         if fresh is None or fresh.manually_stopped or fresh.state != "restarting":
             lock.release()
+            _cancel_restart(rec)
             return code
         rec.__dict__.update(fresh.__dict__)
 

@@ -92,6 +92,17 @@ def disconnect(rec: Container) -> None:
     update_hosts(net, gone=rec.id)
 
 
+def renamed(rec: Container) -> None:
+    """After ``rename``: peers on the container's network resolve the new name."""
+    net = (rec.network or {}).get("network")
+    if not net:
+        return
+    from . import network
+
+    if network.rename_endpoint(net, rec.id, rec.name):
+        update_hosts(net)
+
+
 def update_hosts(net: str, extra: dict | None = None, gone: str | None = None) -> None:
     """Rewrite /etc/hosts of every container on ``net`` so peers resolve by name.
 

@@ -9,6 +9,7 @@ the host, whatever gets killed when.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -51,11 +52,43 @@ def mount_overlay(lower: str, upper: str, work: str, merged: str) -> None:
                f"lowerdir={lower},upperdir={upper},workdir={work}")
 
 
-def inside(root: str, path: str) -> str:
-    """``path`` (a container path) as a host path under ``root``, refusing ``..``."""
-    if ".." in path.split("/"):
-        raise ValueError(f"container path {path!r} must not contain '..'")
-    return os.path.join(root, path.lstrip("/"))
+def inside(root: str, path: str, max_links: int = 40) -> str:
+    """``path`` as the container will see it, as a host path under ``root``.
+
+    Until ``pivot_root``, a symbolic link in the image still resolves against
+    the *host's* ``/``: an image holding ``/data -> /etc`` would turn
+    ``-v x:/data/y`` into a directory made, and a mount made, at the host's
+    /etc/y. So the path is walked one name at a time and links are followed
+    by hand, with ``root`` as ``/``; ``..`` never climbs above it. Names that
+    do not exist yet are kept as they are (they will be made as directories).
+    Linux 5.6 can do this in the kernel: ``openat2(RESOLVE_IN_ROOT)``.
+    """
+    todo = [p for p in path.split("/") if p]
+    done: list[str] = []  # resolved names below root, none of them a link
+    while todo:
+        name = todo.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            if done:
+                done.pop()
+            continue
+        host = os.path.join(root, *done, name)
+        try:
+            is_link = stat.S_ISLNK(os.lstat(host).st_mode)
+        except FileNotFoundError:
+            is_link = False
+        if not is_link:
+            done.append(name)
+            continue
+        max_links -= 1
+        if max_links < 0:
+            raise OSError(errno.ELOOP, f"too many symbolic links in {path}")
+        target = os.readlink(host)
+        if target.startswith("/"):
+            done = []  # absolute: from the container's root
+        todo = [p for p in target.split("/") if p] + todo
+    return os.path.join(root, *done)
 
 
 def bind(source: str, target: str, readonly: bool = False) -> None:
@@ -72,14 +105,14 @@ def bind(source: str, target: str, readonly: bool = False) -> None:
 
 def mount_proc(root: str) -> None:
     """A /proc of the new PID namespace: it lists only the container's processes."""
-    target = os.path.join(root, "proc")
+    target = inside(root, "/proc")
     os.makedirs(target, exist_ok=True)
     libc.mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def mount_sys(root: str) -> None:
     """/sys read-only: a container may look at devices, not reconfigure them."""
-    target = os.path.join(root, "sys")
+    target = inside(root, "/sys")
     os.makedirs(target, exist_ok=True)
     libc.mount("sysfs", target, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
@@ -90,7 +123,7 @@ def mount_dev(root: str) -> None:
     ``/dev/pts`` is a *new instance* of devpts, so the container sees only
     its own pseudo-terminals, and ``/dev/ptmx`` points at that instance.
     """
-    dev = os.path.join(root, "dev")
+    dev = inside(root, "/dev")
     os.makedirs(dev, exist_ok=True)
     libc.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
     for name, major, minor in DEVICES:
@@ -137,7 +170,7 @@ def setup(cfg: dict, container_dir: str) -> None:
     for name in ("hostname", "hosts", "resolv.conf"):
         src = os.path.join(container_dir, name)
         if os.path.exists(src):
-            bind(src, os.path.join(merged, "etc", name))
+            bind(src, inside(merged, "/etc/" + name))
     for host, ctr, ro in cfg.get("volumes", []):
         bind(host, inside(merged, ctr), ro)
     mount_proc(merged)

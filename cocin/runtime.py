@@ -381,6 +381,7 @@ def rename(rec: Container, new: str) -> None:
         fresh = state.load(rec.id)
         fresh.name = new
         state.save(fresh)
+    resources.renamed(fresh)  # its peers' /etc/hosts
 
 
 def prune() -> tuple[list[str], int]:

@@ -131,6 +131,12 @@ def hosts_entries(network: str) -> list[tuple[str, str]]:
     return bridge.hosts_entries(network)
 
 
+def rename_endpoint(network: str, cid: str, name: str) -> bool:
+    """Record a container's new name on ``network`` (for its peers' /etc/hosts)."""
+    from cocin.network import bridge
+    return bridge.rename_endpoint(network, cid, name)
+
+
 def port_backend() -> str:
     """How ports are published here: "iptables", "nft" or "userspace-proxy"."""
     from cocin.network import ports

@@ -166,6 +166,19 @@ def hosts_entries(network: str) -> list[tuple[str, str]]:
     return sorted((ep["ip"], ep["name"]) for ep in net["containers"].values())
 
 
+def rename_endpoint(network: str, cid: str, name: str) -> bool:
+    """A container on ``network`` was renamed: its peers must now resolve the
+    new name. Returns whether it had an endpoint there."""
+    with _locked():
+        net = _load(network)
+        ep = (net or {}).get("containers", {}).get(cid)
+        if ep is None:
+            return False
+        ep["name"] = name
+        _save(net)
+        return True
+
+
 # ---------------------------------------------------------------- creation --
 
 def _host_route_clash(subnet: ipaddress.IPv4Network,

@@ -83,6 +83,26 @@ def test_volumes(cocin, target_tmp):
     assert not target_tmp.exists("vol/new/other")
 
 
+def test_volume_under_an_image_symlink_stays_in_the_container(cocin, target_tmp):
+    """An image's absolute symlink points into the container, never at the host:
+    ``/data -> <a host directory>`` must not make cocin create files there."""
+    host_target = target_tmp / "not-to-be-touched"
+    cocin.sh(f"mkdir -p {host_target}")
+    cocin.ok("run", "--name", "linker", "busybox", "ln", "-s", host_target, "/data")
+    cocin.ok("commit", "linker", "linkimg")
+    vol = target_tmp / "vol"
+    try:
+        r = cocin("run", "--rm", "-v", f"{vol}:/data/sub", "-v", f"{target_tmp.write('f', 'in-file')}:/data/f",
+                  "linkimg", "sh", "-c", "cat /data/f; echo via-link > /data/sub/x")
+        assert r.rc == 0, r.stderr
+        assert r.stdout == "in-file"
+        assert target_tmp.read("vol/x") == "via-link\n"  # the volume was mounted where the link leads
+        assert cocin.sh(f"ls -A {host_target}").stdout == ""  # and nothing made on the host
+    finally:
+        cocin("rm", "-f", "linker")
+        cocin("rmi", "linkimg")
+
+
 def test_writable_layer_is_per_container(cocin):
     cocin.ok("run", "--name", "w1", "busybox", "sh", "-c", "echo mine > /etc/motd; rm /bin/vi")
     r = cocin("run", "--rm", "busybox", "sh", "-c", "cat /etc/motd; ls /bin/vi")

@@ -77,6 +77,14 @@ def test_tcp_between_containers_by_address_and_name(cocin, net):
     hostname = cocin.record("api")["config"]["hostname"]
     assert r.rc == 0, r.stderr
     assert r.stdout == f"{hostname}\n{hostname}\n"
+    # A rename reaches the peers' /etc/hosts: a running peer resolves the new name only.
+    cocin.ok("run", "-d", "--name", "peer", "--network", "backend", "busybox", "sleep", "300")
+    assert f"{ip}\tapi" in cocin.ok("exec", "peer", "cat", "/etc/hosts").stdout
+    cocin.ok("rename", "api", "api2")
+    hosts = cocin.ok("exec", "peer", "cat", "/etc/hosts").stdout
+    assert f"{ip}\tapi2" in hosts and f"{ip}\tapi\n" not in hosts
+    r = cocin("exec", "peer", "timeout", "5", "wget", "-qO-", "http://api2/hostname")
+    assert r.rc == 0 and r.stdout == f"{hostname}\n", r.stderr
 
 
 def test_networks_are_isolated(cocin, net):
