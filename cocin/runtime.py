@@ -58,14 +58,15 @@ _NAMES = ("babbage", "curie", "dijkstra", "euler", "hopper", "knuth", "lamport",
           "lovelace", "noether", "ritchie", "shannon", "thompson", "torvalds", "turing")
 
 
-def _random_name(taken: set[str]) -> str:
+def _random_name() -> str:
+    """Docker-style ``adjective_scientist``, one not taken yet (under the lock)."""
     rnd = os.urandom(2)
     for i in range(1000):
         name = f"{_ADJECTIVES[(rnd[0] + i) % len(_ADJECTIVES)]}_" \
                f"{_NAMES[(rnd[1] + i // len(_ADJECTIVES)) % len(_NAMES)]}"
         if i >= len(_ADJECTIVES) * len(_NAMES):
             name += f"{i}"
-        if name not in taken:
+        if not state.name_taken(name):
             return name
     return "c_" + os.urandom(4).hex()
 
@@ -141,7 +142,7 @@ def create(opts: RunOptions) -> Container:
     if restart["name"] != "no" and opts.rm:
         raise CocinError("conflicting options: --restart and --rm")
     check_network(opts)
-    if opts.name is not None and any(r.name == opts.name for r in state.load_all()):
+    if opts.name is not None and state.name_taken(opts.name):
         raise CocinError(f"the container name {opts.name!r} is already in use")
     img = images.get(opts.image)
 
@@ -186,9 +187,8 @@ def create(opts: RunOptions) -> Container:
             if not os.path.exists(host):
                 os.makedirs(host, exist_ok=True)
         with state.locked():
-            taken = {r.name for r in state.load_all()}
-            name = opts.name or _random_name(taken)
-            if name in taken:
+            name = opts.name or _random_name()
+            if not state.claim_name(name, cid):  # before the record: see claim_name
                 raise CocinError(f"the container name {name!r} is already in use")
             rec = Container(id=cid, name=name, image=images.normalize(opts.image),
                             argv=list(opts.argv), created=time.time(), config=cfg)
@@ -362,9 +362,14 @@ def remove_files(rec: Container) -> None:
     trash = os.path.join(state.containers_dir(), f".rm-{rec.id}")
     with state.locked():
         try:
+            name = state.load(rec.id).name  # the latest: a rename may have come since
+        except NotFound:
+            name = rec.name
+        try:
             os.rename(rec.dir, trash)
         except FileNotFoundError:
             return
+        state.release_name(name, rec.id)
     state.remove_tree(trash)
     try:
         os.unlink(os.path.join(state.root(), "locks", rec.id))
@@ -376,11 +381,14 @@ def remove_files(rec: Container) -> None:
 def rename(rec: Container, new: str) -> None:
     check_name(new)
     with state.locked():
-        if any(r.name == new for r in state.load_all()):
-            raise CocinError(f"the container name {new!r} is already in use")
         fresh = state.load(rec.id)
-        fresh.name = new
+        if fresh.name == new:
+            raise CocinError(f"container {new} already has that name")
+        if not state.claim_name(new, rec.id):
+            raise CocinError(f"the container name {new!r} is already in use")
+        old, fresh.name = fresh.name, new
         state.save(fresh)
+        state.release_name(old, rec.id)
     resources.renamed(fresh)  # its peers' /etc/hosts
 
 

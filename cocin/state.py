@@ -262,12 +262,91 @@ def load_all() -> list[Container]:
     return recs
 
 
+# --- names -------------------------------------------------------------------------
+
+def _names_dir() -> str:
+    return os.path.join(root(), "names")
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        return read_bytes(path).decode()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _owner(name: str) -> str | None:
+    """The ID of the container called ``name``, from the name index.
+
+    ``<root>/names/<name>`` holds the ID of the container of that name, so
+    that neither ``run --name`` nor ``stop NAME`` has to read every record.
+    A file whose container has no record of that name (left by a crash, or
+    by a rename half done) is stale: nobody owns the name.
+    """
+    if not os.path.isdir(_names_dir()):  # no index yet: ask the records
+        return next((r.id for r in load_all() if r.name == name), None)
+    cid = _read_text(os.path.join(_names_dir(), name))
+    if not cid:
+        return None
+    try:
+        if fastjson.loads(read_bytes(os.path.join(container_dir(cid), "config.json")))["name"] == name:
+            return cid
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError):
+        pass
+    return None
+
+
+def _index_names() -> None:
+    """Make the name index of a state root that has none (made by an older
+    cocin, or new): every existing record's name gets its file. Under the lock."""
+    if os.path.isdir(_names_dir()):
+        return
+    tmp = f"{_names_dir()}.tmp.{os.getpid()}"
+    os.makedirs(tmp, exist_ok=True)
+    for rec in load_all():
+        atomic_write(os.path.join(tmp, rec.name), rec.id)
+    os.replace(tmp, _names_dir())
+
+
+def name_taken(name: str) -> bool:
+    """Is ``name`` some container's? (Outside the lock a hint: claim_name decides.)"""
+    return _owner(name) is not None
+
+
+def claim_name(name: str, cid: str) -> bool:
+    """Give ``name`` to container ``cid``; False if another container has it.
+
+    Call under ``locked()``, *before* the record with that name is written:
+    then every record's name has its file, and a crash in between leaves
+    only a stale file, which the next claim takes over.
+    """
+    _index_names()
+    owner = _owner(name)
+    if owner is not None and owner != cid:
+        return False
+    atomic_write(os.path.join(_names_dir(), name), cid)
+    return True
+
+
+def release_name(name: str, cid: str) -> None:
+    """Forget ``name`` if it is still ``cid``'s (under ``locked()``)."""
+    path = os.path.join(_names_dir(), name)
+    if _read_text(path) == cid:
+        os.unlink(path)
+
+
 def find(ref: str) -> Container:
     """A container by name, full ID or unique ID prefix (as Docker does)."""
     if not ref or "/" in ref or ref in (".", ".."):
         raise NotFound(f"No such container: {ref}")
     if len(ref) == 64 and os.path.isdir(container_dir(ref)):
         return load(ref)
+    cid = _owner(ref) if valid_name(ref) else None
+    if cid is not None:
+        try:
+            return load(cid)
+        except NotFound:
+            pass  # removed meanwhile: look again the slow way
     recs = load_all()
     for r in recs:
         if r.name == ref:
