@@ -174,20 +174,24 @@ def cocin_session(host, request):
     else:
         c = Cocin(host, REPO, sys.executable if os.path.basename(sys.executable).startswith(
             "python") else "/usr/bin/python3", env)
-    # The busybox image is built once here, so single tests do not pay for it.
-    c.ok("run", "--rm", "busybox", "true")
-    before = _snapshot(host)
-    yield c
-    for cid in c.containers():
-        c("rm", "-f", cid)
-    for net in c("network", "ls", "-q").stdout.split():
-        c("network", "rm", net)  # the default network too: its bridge and rules
     # cocin keeps its cgroup parent (as Docker keeps docker/); the session's goes
-    # now. rmdir fails on a parent that still holds a container's cgroup.
-    host.run(f"find /sys/fs/cgroup -maxdepth 3 -type d -name {shlex.quote(c.env['COCIN_CGROUP_PARENT'])} "
-             "-exec rmdir {} + 2>/dev/null")
-    _assert_no_leftovers(host, c, before)
-    host.run(f"rm -rf {shlex.quote(root)}")
+    # at the end. rmdir fails on a parent that still holds a container's cgroup.
+    remove_cgroup_parent = (f"find /sys/fs/cgroup -maxdepth 3 -type d -name "
+                            f"{shlex.quote(env['COCIN_CGROUP_PARENT'])} -exec rmdir {{}} + 2>/dev/null")
+    try:
+        # The busybox image is built once here, so single tests do not pay for it.
+        c.ok("run", "--rm", "busybox", "true")
+        before = _snapshot(host)
+        yield c
+        for cid in c.containers():
+            c("rm", "-f", cid)
+        for net in c("network", "ls", "-q").stdout.split():
+            c("network", "rm", net)  # the default network too: its bridge and rules
+        host.run(remove_cgroup_parent)
+        _assert_no_leftovers(host, c, before)
+    finally:  # also when the session could not even start
+        host.run(remove_cgroup_parent)
+        host.run(f"rm -rf {shlex.quote(root)}")
 
 
 @pytest.fixture
