@@ -28,13 +28,13 @@ Records: ``<state dir>/<network>.json`` per network, and its endpoints
 under ``"containers"`` in ``<state dir>/.runtime-<network>.json`` (see
 ``_with_runtime``); the endpoints are also the network's address table
 (``ipam``). Everything changes under one lock, ``<state dir>/.lock``. The
-host side of a network (bridge, MASQUERADE rule, ``ip_forward``) is made
-with its first container and then kept, empty or not, until ``network
-rm`` — as Docker keeps ``docker0`` — so that starting a container is
-cheap; the record says ``"active": true`` meanwhile. The firewall rules
-and sysctls are recomputed from the records after every change, and
-applied only when they differ from what is in place (``firewall``,
-``sysctl``).
+host side of a network (bridge, MASQUERADE rule) is made with its first
+container and then kept, empty or not, until ``network rm`` — as Docker
+keeps ``docker0`` — so that starting a container is cheap; the record
+says ``"active": true`` meanwhile. ``ip_forward`` is held only while some
+container is attached. The firewall rules and sysctls are recomputed from
+the records after every change, and applied only when they differ from
+what is in place (``firewall``, ``sysctl``).
 """
 
 from __future__ import annotations
@@ -641,17 +641,17 @@ def _is_active(net: dict[str, Any]) -> bool:
 def _reconcile_locked(nets: list[dict[str, Any]]) -> None:
     """Recompute every firewall rule and sysctl cocin needs from the records
     and apply them: MASQUERADE (and FORWARD ACCEPTs, if the policy drops)
-    and ``ip_forward`` per active network, ports per endpoint. Both
-    ``apply`` calls do nothing when nothing changed, which is the common
-    case of a container coming or going."""
+    per active network, ``ip_forward`` while any container is attached,
+    ports per endpoint. Both ``apply`` calls do nothing when nothing
+    changed, which is the common case of a container coming or going."""
     from cocin.network import firewall, sysctl
     from cocin.network.firewall import Rule
     active = [n for n in nets if _is_active(n)]
     forward = bool(active) and firewall.forward_policy_drops()
     rules: list[Rule] = []
-    # Held, like the bridge, while the network exists: toggling it on and
-    # off with every container would cost writes for nothing.
-    wanted = {"net.ipv4.ip_forward": "1"} if active else {}
+    # Only while some container needs it: the host's own setting comes back
+    # when the last one goes (issue 6), for one small write per toggle.
+    wanted = {"net.ipv4.ip_forward": "1"} if any(n["containers"] for n in active) else {}
     for net in active:
         tag = f"cocin:{net['name']}"
         rules.append(Rule("postrouting", "MASQUERADE", src=net["subnet"],

@@ -274,6 +274,21 @@ def test_sysctl_is_restored_only_when_no_state_root_needs_it(tmp_path, monkeypat
     assert sysctl.read("net.ipv4.ip_forward") == "0"
 
 
+def test_ip_forward_is_wanted_only_while_a_container_is_attached(monkeypatch):
+    """Issue 6: ``ip_forward`` goes back to the host's value when no container
+    needs it any more, even though the network (and its bridge) stays."""
+    from cocin.network import bridge
+    wanted: list[dict] = []
+    monkeypatch.setattr(firewall, "apply", lambda rules: None)
+    monkeypatch.setattr(firewall, "forward_policy_drops", lambda: False)
+    monkeypatch.setattr(sysctl, "apply", lambda values: wanted.append(dict(values)))
+    net = {"name": "bridge", "bridge": "br0", "subnet": "10.9.0.0/24", "active": True, "containers": {}}
+    bridge._reconcile_locked([net])
+    net["containers"]["c1"] = {"name": "c1", "ip": "10.9.0.2", "ports": []}
+    bridge._reconcile_locked([net])
+    assert wanted == [{}, {"net.ipv4.ip_forward": "1"}]
+
+
 def test_each_state_root_owns_its_own_chains(tmp_path, monkeypatch):
     monkeypatch.setenv("COCIN_ROOT", "/var/lib/cocin")
     assert firewall.chain_names()["dnat"] == ("nat", "COCIN")
