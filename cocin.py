@@ -14,7 +14,7 @@ if __name__ == "__main__":
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except BrokenPipeError:  # "cocin ps | head": the reader went away, as it may
+    except OSError:  # "cocin ps | head": the reader went away, as it may
         pass
     # Skip the interpreter's tear-down (freeing every object and module): there
     # is nothing left to clean up, and it costs every command a few milliseconds.

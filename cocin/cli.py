@@ -740,8 +740,16 @@ def _container_flags(verb: str, argv: list[str]):
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def _stdout_closed() -> bool:
+    """Is standard output a pipe whose reader has gone? (``poll`` says POLLERR.)"""
+    import select
+
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _fd, events in poller.poll(0))
+
+
+def _dispatch(argv: list[str]) -> int:
     verb = argv[0] if argv and argv[0] in COMMANDS else None
     if verb in ("run", "create", "exec"):
         args = _container_flags(verb, argv[1:])
@@ -754,13 +762,20 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         sys.stderr.write("cocin: error: cocin needs root (run it with sudo)\n")
         return 125
+    return COMMANDS[args.verb](args)
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        return COMMANDS[args.verb](args)
+        return _dispatch(sys.argv[1:] if argv is None else argv)
     except CocinError as e:
         sys.stderr.write(f"cocin: error: {e}\n")
         return e.exit_code
-    except BrokenPipeError:  # "cocin ps | head": the reader has all it wanted
-        return 0
+    except BrokenPipeError as e:
+        if _stdout_closed():  # "cocin ps | head": the reader has all it wanted
+            return 0
+        sys.stderr.write(f"cocin: error: {e}\n")
+        return 125
     except OSError as e:
         sys.stderr.write(f"cocin: error: {e}\n")
         return 125

@@ -155,7 +155,7 @@ def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup) -> N
     code, stage = 125, "setup"
     try:
         stage = "cgroup"
-        cgroup.join_self()  # still single-threaded: the fast way in (v1)
+        cgroup.join_self(missing_ok=False)  # still single-threaded: the fast way in (v1)
         stage = "namespaces"
         flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
         if cfg.get("network_mode") != "host":
@@ -256,12 +256,31 @@ def _fork_container(rec: Container, log_fd: int | None, cgroup) -> tuple[int, so
     return pid, ours
 
 
-def _kill_and_reap(pid: int) -> None:
+def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
+    except ProcessLookupError:
         pass
+
+
+def _kill_and_reap(pid: int) -> None:
+    _kill(pid)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _raise_child_error(sock: socket.socket) -> None:
+    """If the child reported a failure (and died, taking its namespaces with it,
+    which is what made our step fail), raise that failure instead."""
+    sock.settimeout(0.5)
+    try:
+        msg, _ = _recv_line(sock)
+    except OSError:
+        return
+    if msg.startswith("error "):
+        raise _failure(msg) from None
 
 
 def _failure(msg: str) -> ChildFailed:
@@ -284,8 +303,12 @@ def launch(rec: Container, log_fd: int | None) -> Launched:
         if msg != "ready":
             raise _failure(msg)
         # The child has its namespaces now: its network, before "go".
-        endpoint = resources.connect(rec, pid)
-        sock.sendall(b"go\n")
+        try:
+            endpoint = resources.connect(rec, pid)
+            sock.sendall(b"go\n")
+        except (CocinError, OSError):
+            _raise_child_error(sock)  # the child failed first? then that is the error
+            raise
         master = None
         while True:
             msg, fds = _recv_line(sock)
@@ -434,17 +457,24 @@ def supervise(rec: Container, log_fd: int | None, on_started=None) -> int:
         if first and on_started:
             on_started(None)
         first = False
-        if launched.pty_master is not None:
-            from . import tty
-            if log_fd is None:
-                tty.relay(launched.pty_master, launched.pid, rec.config.get("interactive", False))
-            else:
-                tty.copy_to_log(launched.pty_master, log_fd)
-        elif log_fd is None:
-            forward_signals(launched.pid)
+        broken = None
+        try:
+            if launched.pty_master is not None:
+                from . import tty
+                if log_fd is None:
+                    tty.relay(launched.pty_master, launched.pid, rec.config.get("interactive", False))
+                else:
+                    tty.copy_to_log(launched.pty_master, log_fd)
+            elif log_fd is None:
+                forward_signals(launched.pid)
+        except BaseException as e:  # the relay broke: the container must not outlive its record
+            broken = e
+            _kill(launched.pid)
         code = _reap(launched.pid)
         ran = time.time() - rec.started
         fresh = record_exit(rec, launched.pid, code)
+        if broken is not None:
+            raise broken
         if fresh is None or fresh.state != "restarting":
             return code
         delay = 0.1 if ran >= 10 or fresh.restart_count == 1 else min(delay * 2, 60.0)

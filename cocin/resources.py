@@ -99,35 +99,44 @@ def renamed(rec: Container) -> None:
         return
     from . import network
 
-    if network.rename_endpoint(net, rec.id, rec.name):
-        update_hosts(net)
+    network.rename_endpoint(net, rec.id, rec.name)  # for "network inspect"
+    update_hosts(net)
 
 
 def update_hosts(net: str, extra: dict | None = None, gone: str | None = None) -> None:
     """Rewrite /etc/hosts of every container on ``net`` so peers resolve by name.
 
-    The file is bind-mounted into the container, so it is rewritten *in
-    place*: a rename would leave the mount on the old file.
+    Addresses come from the network's endpoints, names from the containers'
+    records (so a rename shows at the next rewrite, whatever happened in
+    between). The file is bind-mounted into the container, so it is
+    rewritten *in place*: a rename would leave the mount on the old file;
+    and under the state lock, so that two rewrites never mix.
+    ``extra``: ID -> IP of a container whose record does not say it yet.
     """
     from . import network
 
     try:
-        peers = list(network.hosts_entries(net))
+        ips = {**network.addresses(net), **(extra or {})}
     except CocinError:
         return
-    extra = extra or {}
-    for r in state.load_all():
-        if r.id == gone or ((r.network or {}).get("network") != net and r.id not in extra):
-            continue
-        own = extra.get(r.id) or (r.network or {}).get("ip")
-        text = hosts_text(r.config.get("hostname", r.short_id), own,
-                          [(ip, n) for ip, n in peers if n != r.name])
-        try:
-            with open(os.path.join(r.dir, "hosts"), "r+") as f:
-                f.truncate(0)
-                f.write(text)
-        except OSError:
-            pass
+    ips.pop(gone, None)
+    with state.locked():
+        recs = []
+        for cid in ips:  # only the containers on this network: not every record
+            try:
+                recs.append(state.load(cid))
+            except NotFound:
+                pass
+        peers = sorted((ips[r.id], r.name) for r in recs)
+        for r in recs:
+            text = hosts_text(r.config.get("hostname", r.short_id), ips[r.id],
+                              [(ip, name) for ip, name in peers if name != r.name])
+            try:
+                with open(os.path.join(r.dir, "hosts"), "r+") as f:
+                    f.truncate(0)
+                    f.write(text)
+            except OSError:
+                pass
 
 
 # --- both -------------------------------------------------------------------------

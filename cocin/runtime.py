@@ -75,6 +75,9 @@ def check_name(name: str) -> None:
     if not state.valid_name(name):
         raise CocinError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                          "are allowed")
+    if len(name) > state.NAME_MAX:
+        raise CocinError(f"invalid container name: {len(name)} characters, at most "
+                         f"{state.NAME_MAX} are allowed")
 
 
 def check_volume(host: str, ctr: str) -> None:
@@ -210,6 +213,8 @@ def start(rec: Container, attach: bool = False) -> int | None:
     lock = state.container_lock(rec.id)
     try:
         rec = state.reconcile(state.load(rec.id))
+        if rec.state == "running" and not state.is_running(rec):
+            rec = _wait_recorded(rec)  # just ended: its monitor is still tearing down
         if state.is_running(rec) or (rec.state == "restarting"
                                      and state.alive(rec.monitor_pid, rec.monitor_start)):
             return None

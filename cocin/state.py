@@ -264,6 +264,10 @@ def load_all() -> list[Container]:
 
 # --- names -------------------------------------------------------------------------
 
+# A name is also a file name in names/: at most 255 bytes, with atomic_write's suffix.
+NAME_MAX = 200
+
+
 def _names_dir() -> str:
     return os.path.join(root(), "names")
 
@@ -283,11 +287,13 @@ def _owner(name: str) -> str | None:
     A file whose container has no record of that name (left by a crash, or
     by a rename half done) is stale: nobody owns the name.
     """
-    if not os.path.isdir(_names_dir()):  # no index yet: ask the records
+    if len(name) > NAME_MAX or not os.path.isdir(_names_dir()):  # not indexed: ask the records
         return next((r.id for r in load_all() if r.name == name), None)
     cid = _read_text(os.path.join(_names_dir(), name))
-    if not cid:
+    if cid is None:
         return None
+    if len(cid) != 64:  # an empty or torn file (a power cut): ask the records
+        return next((r.id for r in load_all() if r.name == name), None)
     try:
         if fastjson.loads(read_bytes(os.path.join(container_dir(cid), "config.json")))["name"] == name:
             return cid
@@ -303,9 +309,14 @@ def _index_names() -> None:
         return
     tmp = f"{_names_dir()}.tmp.{os.getpid()}"
     os.makedirs(tmp, exist_ok=True)
-    for rec in load_all():
-        atomic_write(os.path.join(tmp, rec.name), rec.id)
-    os.replace(tmp, _names_dir())
+    try:
+        for rec in load_all():
+            if valid_name(rec.name) and len(rec.name) <= NAME_MAX:  # others: found by scanning
+                atomic_write(os.path.join(tmp, rec.name), rec.id)
+        os.replace(tmp, _names_dir())
+    except BaseException:
+        remove_tree(tmp)
+        raise
 
 
 def name_taken(name: str) -> bool:

@@ -65,7 +65,10 @@ def relay(master: int, pid: int, interactive: bool) -> None:
                     raise
                 if not data:
                     break
-                _write_all(stdout, data)
+                try:
+                    _write_all(stdout, data)
+                except BrokenPipeError:
+                    break  # our reader went away: hang up the terminal (SIGHUP inside)
             if stdin in ready:
                 data = os.read(stdin, 65536)
                 if not data:

@@ -536,12 +536,15 @@ def _rmdir_tree(path: str, deadline: float) -> bool:
     return not os.path.exists(path)
 
 
-def _move(procs_file: str, pid: int) -> None:
-    """Write ``pid`` to a ``cgroup.procs`` or ``tasks`` file, with clear errors."""
+def _move(procs_file: str, pid: int, missing_ok: bool = True) -> None:
+    """Write ``pid`` to a ``cgroup.procs`` or ``tasks`` file, with clear errors.
+
+    ``missing_ok``: a hierarchy without this cgroup is skipped (``exec`` tries
+    every hierarchy; the container joined only some)."""
     try:
         write_text(procs_file, str(pid))
     except OSError as e:
-        if e.errno in VANISHED:
+        if e.errno in VANISHED and missing_ok:
             return
         if e.errno == errno.ESRCH:
             raise CgroupError(f"cannot add process {pid} to cgroup: no such process") from None
@@ -574,22 +577,24 @@ class Cgroup:
     def exists(self) -> bool:
         return any(os.path.isdir(p) for p in self.dirs.values())
 
-    def add(self, pid: int) -> None:
+    def add(self, pid: int, missing_ok: bool = True) -> None:
         """Move process ``pid`` (0 = the caller) into this cgroup in every hierarchy.
 
         Writing a PID to ``cgroup.procs`` moves the whole thread group; its
         future children are born inside. Hierarchies whose directory has gone
-        are skipped.
+        are skipped, unless not ``missing_ok``.
         """
         for path in self.dirs.values():
-            _move(os.path.join(path, "cgroup.procs"), pid)
+            _move(os.path.join(path, "cgroup.procs"), pid, missing_ok)
 
-    def join_self(self) -> None:
+    def join_self(self, missing_ok: bool = True) -> None:
         """Move the calling process in (a container before its exec, ``exec``).
 
-        On v2 this is ``add(0)``; v1 has a faster way, see V1Cgroup.
+        On v2 this is ``add(0)``; v1 has a faster way, see V1Cgroup. The
+        container's own process passes ``missing_ok=False``: its cgroup was
+        made a moment ago, so a missing one is an error, not "no limits".
         """
-        self.add(0)
+        self.add(0, missing_ok)
 
     def procs(self) -> list[int]:
         """Host PIDs in the cgroup (and in any sub-cgroup the container made)."""

@@ -193,7 +193,7 @@ class V1Cgroup(Cgroup):
                 return path
         return None
 
-    def join_self(self) -> None:
+    def join_self(self, missing_ok: bool = True) -> None:
         """Move the calling process in, the fast way v1 allows.
 
         Writing to ``cgroup.procs`` moves a whole thread group under a global
@@ -203,10 +203,10 @@ class V1Cgroup(Cgroup):
         forked child, moving its one thread is moving the process.
         """
         if len(os.listdir("/proc/self/task")) != 1:
-            self.add(0)  # threads: each would have to move itself
+            self.add(0, missing_ok)  # threads: each would have to move itself
             return
         for path in self.dirs.values():
-            _move(os.path.join(path, "tasks"), 0)
+            _move(os.path.join(path, "tasks"), 0, missing_ok)
 
     def oom_killed(self) -> bool:
         """Read the memory cgroup's OOM record.

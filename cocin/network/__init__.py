@@ -131,8 +131,14 @@ def hosts_entries(network: str) -> list[tuple[str, str]]:
     return bridge.hosts_entries(network)
 
 
+def addresses(network: str) -> dict[str, str]:
+    """Container ID -> IP address of every container on ``network``."""
+    from cocin.network import bridge
+    return bridge.addresses(network)
+
+
 def rename_endpoint(network: str, cid: str, name: str) -> bool:
-    """Record a container's new name on ``network`` (for its peers' /etc/hosts)."""
+    """Record a container's new name in its endpoint on ``network`` (``network inspect``)."""
     from cocin.network import bridge
     return bridge.rename_endpoint(network, cid, name)
 

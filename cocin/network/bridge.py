@@ -78,7 +78,7 @@ def _runtime_path(name: str) -> str:
     return os.path.join(state_dir(), f".runtime-{name}.json")
 
 
-RUNTIME_KEYS = ("active", "containers")
+RUNTIME_KEYS = ("active", "containers", "last_ip")
 
 
 def _with_runtime(net: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +99,7 @@ def _with_runtime(net: dict[str, Any]) -> dict[str, Any]:
     if isinstance(runtime, dict):
         net["containers"] = runtime.get("containers") or {}
         net["active"] = bool(runtime.get("active"))
+        net["last_ip"] = runtime.get("last_ip")
     net.setdefault("containers", {})
     return net
 
@@ -164,6 +165,12 @@ def hosts_entries(network: str) -> list[tuple[str, str]]:
     if not net:
         return []
     return sorted((ep["ip"], ep["name"]) for ep in net["containers"].values())
+
+
+def addresses(network: str) -> dict[str, str]:
+    """Container ID -> IP address of every container on ``network``."""
+    net = _load(network)
+    return {cid: ep["ip"] for cid, ep in net["containers"].items()} if net else {}
 
 
 def rename_endpoint(network: str, cid: str, name: str) -> bool:
@@ -540,7 +547,7 @@ def _attach_locked(nets: list[dict[str, Any]], net: dict[str, Any], endpoint: di
         published = {ep["name"]: ep["ports"] for other in nets
                      for ep in other["containers"].values()}
         endpoint["ports"] = ports.resolve(wanted_ports, published)
-    endpoint["ip"] = ipam.allocate(net, cid, ip)
+    endpoint["ip"] = net["last_ip"] = ipam.allocate(net, cid, ip)
     endpoint["mac"] = mac_for(endpoint["ip"])
     if not net.get("active"):
         # From now on the host side exists, until "network rm".

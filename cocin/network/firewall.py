@@ -562,13 +562,18 @@ def _trusted_state(state: dict[str, Any] | None = None) -> dict[str, Any] | None
     if not version:
         return None
     key = (state["backend"], *version)
-    if key not in _unchanged:   # asked once per process
-        _unchanged[key] = (_choose_backend() == state["backend"]
-                           and _ruleset_version(state["backend"]) == version)
-    return state if _unchanged[key] else None
+    answer = _unchanged.get(key)
+    # Asked again after a moment: a monitor lives for days, and a firewall
+    # reload in the meantime must be noticed at its container's next restart.
+    if answer is None or time.monotonic() - answer[1] > UNCHANGED_MEMO_SECONDS:
+        answer = (_choose_backend() == state["backend"]
+                  and _ruleset_version(state["backend"]) == version, time.monotonic())
+        _unchanged[key] = answer
+    return state if answer[0] else None
 
 
-_unchanged: dict[tuple[Any, ...], bool] = {}
+UNCHANGED_MEMO_SECONDS = 2.0
+_unchanged: dict[tuple[Any, ...], tuple[bool, float]] = {}
 
 
 def _ruleset_version(chosen: str | None) -> list[Any] | None:

@@ -57,12 +57,25 @@ def reserved(network: dict[str, Any]) -> set[int]:
 
 
 def candidates(network: dict[str, Any]) -> Iterator[str]:
-    """Every address a container could get, lowest first: the subnet minus
-    its network, broadcast and gateway addresses. (A /31 or /32 has no room
-    for that; cocin refuses subnets smaller than /30.)"""
+    """Every address a container could get: the subnet minus its network,
+    broadcast and gateway addresses. (A /31 or /32 has no room for that;
+    cocin refuses subnets smaller than /30.)
+
+    In turn, as Docker does, starting after the last one handed out
+    (``network["last_ip"]``) and wrapping around: an address just freed is
+    the last to be given again. The kernel deletes a dead container's veth a
+    little later; a new container with that address (and so that MAC) on the
+    bridge meanwhile would share them with the dying link."""
     net, prefixlen = subnet_of(network)
     skip = reserved(network)
-    return (ipv4.text(ip) for ip in range(net + 1, ipv4.broadcast(net, prefixlen))
+    first, end = net + 1, ipv4.broadcast(net, prefixlen)
+    try:
+        start = ipv4.parse(network.get("last_ip") or "") + 1
+    except ValueError:
+        start = first
+    if not first <= start < end:
+        start = first
+    return (ipv4.text(ip) for span in (range(start, end), range(first, start)) for ip in span
             if ip not in skip)
 
 
@@ -93,7 +106,7 @@ def allocate(network: dict[str, Any], owner_id: str, requested_ip: str | None = 
     recorded: the caller's endpoint does that).
 
     With ``requested_ip`` that exact address, or an error saying why not.
-    Otherwise the lowest free one. An owner that already holds an address
+    Otherwise the next free one (see ``candidates``). An owner that already holds an address
     gets the same one back.
     """
     taken = allocations(network)

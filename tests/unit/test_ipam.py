@@ -175,3 +175,20 @@ def test_a_torn_runtime_file_counts_as_no_containers(root):
     net = bridge._load("front")
     assert net["containers"] == {}
     assert take(net, "b") == "10.78.0.2"
+
+
+def test_addresses_are_handed_out_in_turn_and_wrap_around():
+    """As Docker does: an address just freed is the last one given again."""
+    net = {"name": "t", "subnet": "10.9.0.0/29", "containers": {}}
+
+    def attach(owner: str) -> str:  # what bridge.attach records
+        ip = net["last_ip"] = ipam.allocate(net, owner)
+        net["containers"][owner] = {"ip": ip}
+        return ip
+
+    assert [attach("c0"), attach("c1"), attach("c2")] == ["10.9.0.2", "10.9.0.3", "10.9.0.4"]
+    del net["containers"]["c0"]  # c0 goes: its address is not the next one given
+    assert [attach("c3"), attach("c4")] == ["10.9.0.5", "10.9.0.6"]
+    assert attach("c5") == "10.9.0.2"  # wrapped around to the freed one
+    with pytest.raises(NetworkError, match="no free address"):
+        ipam.allocate(net, "c6")

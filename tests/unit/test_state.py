@@ -76,3 +76,24 @@ def test_index_built_from_records_of_an_older_cocin(root):
     with state.locked():
         assert not state.claim_name("legacy", "b" * 64)  # builds the index first
     assert (root / "names" / "legacy").read_text() == "a" * 64
+
+
+def test_a_legacy_name_too_long_for_a_file_is_found_by_scanning(root):
+    long_name = "c" * 250  # made by a cocin without the index (and its limit)
+    record("a" * 64, long_name)
+    with state.locked():
+        assert state.claim_name("web", "b" * 64)  # the index is built, skipping it
+    assert sorted(os.listdir(root / "names")) == ["web"]
+    assert state.name_taken(long_name) and state.find(long_name).id == "a" * 64
+    assert not [p for p in os.listdir(root) if p.startswith("names.tmp")]
+
+
+def test_a_torn_index_file_falls_back_to_the_records(root):
+    """After a power cut a name's file may be empty: the records decide."""
+    with state.locked():
+        state.claim_name("web", "a" * 64)
+    record("a" * 64, "web")
+    (root / "names" / "web").write_text("")
+    assert state.name_taken("web")
+    with state.locked():
+        assert not state.claim_name("web", "b" * 64)
