@@ -267,6 +267,17 @@ def test_import_images_rmi(cocin, target_tmp):
     assert cocin.sh(f"ls {cocin.root}/layers").stdout.split() == layers_before  # mini's layer went
 
 
+def test_tty_output_into_a_closed_pipe(cocin):
+    """``run -t ... | head``: the reader goes, the terminal hangs up, and the
+    container is still reaped, recorded and removed (the per-test check
+    finds any cgroup left behind)."""
+    before = cocin.containers()
+    run = cocin.cmdline("run", "--rm", "-t", "--network", "none", "busybox", "sh", "-c", "yes")
+    r = cocin.sh(f"{run} </dev/null | head -c 4")
+    assert r.rc == 0 and r.stdout.startswith("y")
+    assert cocin.containers() == before
+
+
 def test_interactive_tty(cocin):
     """-it gives the container a real pty as its controlling terminal."""
     inner = cocin.cmdline("run", "-it", "--rm", "busybox", "sh", tty=True)
