@@ -85,10 +85,12 @@ def apply(wanted: dict[str, str]) -> None:
         for values in holders.values():
             needed.update(values)
         for key, value in needed.items():
+            current = read(key)
             if key not in state["saved"]:
-                state["saved"][key] = read(key)
-                store.write_json(_state_path(), state, durable=False)  # save before changing
-            if read(key) != value:
+                state["saved"][key] = current
+                if current != value:  # about to change it: the old value is on disk first
+                    store.write_json(_state_path(), state, durable=False)
+            if current != value:
                 write(key, value)
         for key in [k for k in state["saved"] if k not in needed]:
             old = state["saved"].pop(key)
