@@ -32,7 +32,7 @@ import sys
 import time
 
 from . import libc, resources, state
-from .process import FORWARDED_SIGNALS, exec_error, execvpe, forward_signals
+from .process import FORWARDED_SIGNALS, close_fds_except, exec_error, execvpe, forward_signals
 from .record import Record
 from .state import CocinError, Container, NotFound
 
@@ -129,18 +129,6 @@ def _init(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
             os._exit(128 - code if code < 0 else code)
 
 
-def _close_fds_except(*keep: int | None) -> None:
-    """Close every inherited descriptor above stderr but ``keep``: an open pipe
-    end held by the container (or its init) would keep a reader waiting."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup) -> None:
     """The container process, from fork to execve. Never returns.
 
@@ -149,7 +137,7 @@ def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup) -> N
     from . import rootfs
 
     state.forget_inherited_locks()
-    _close_fds_except(sock.fileno(), log_fd)
+    close_fds_except(sock.fileno(), log_fd)
     cfg = rec.config
     detached = log_fd is not None
     code, stage = 125, "setup"

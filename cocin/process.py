@@ -48,6 +48,19 @@ def execvpe(argv: list[str], env: dict[str, str]) -> None:
     raise first_real_error or FileNotFoundError(2, "No such file or directory", name)
 
 
+def close_fds_except(*keep: int | None) -> None:
+    """Close every inherited descriptor above stderr but ``keep``: an open pipe
+    end held by a long-lived process (a container, its init, a port proxy)
+    would keep its reader waiting, and an inherited lock file would stay locked."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def forward_signals(pid: int) -> None:
     """Pass the usual terminal and job-control signals on to ``pid``."""
     def forward(signum, _frame):

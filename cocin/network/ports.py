@@ -340,13 +340,8 @@ def _daemonize(keep: set[int]) -> None:  # pragma: no cover - in the daemon
         set_process_name("cocin-proxy")   # what ps -o comm and top show
     except Exception:
         pass
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    from cocin.process import close_fds_except
+    close_fds_except(*keep)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
