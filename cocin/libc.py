@@ -149,3 +149,85 @@ def statfs_type(path: str) -> int:
     buf = _Statfs()
     _check(_libc.statfs(_b(path), ctypes.byref(buf)), "statfs", path)
     return buf.f_type & 0xFFFFFFFF
+
+
+# --- rootfs, devices (issue 13: masked paths, --tmpfs, device allow-list) ----------
+
+# <linux/mount.h>: the mount flags --tmpfs options map to (and the atime flags
+# that statvfs(3) reports differently: ST_RELATIME is 4096, MS_RELATIME is not).
+MS_SYNCHRONOUS = 16
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_SILENT = 32768
+MS_RELATIME = 1 << 21
+MS_I_VERSION = 1 << 23
+MS_LAZYTIME = 1 << 25
+
+# <linux/bpf.h>: the bpf(2) commands, program and attach types a device filter needs.
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_DETACH = 9
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6
+BPF_F_ALLOW_MULTI = 1 << 1
+
+
+class _BpfProgLoadAttr(ctypes.Structure):
+    # The BPF_PROG_LOAD member of union bpf_attr, up to expected_attach_type.
+    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
+                ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
+                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
+                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32),
+                ("prog_flags", ctypes.c_uint32), ("prog_name", ctypes.c_char * 16),
+                ("prog_ifindex", ctypes.c_uint32), ("expected_attach_type", ctypes.c_uint32)]
+
+
+class _BpfProgAttachAttr(ctypes.Structure):
+    # The BPF_PROG_ATTACH/DETACH member of union bpf_attr.
+    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32),
+                ("attach_type", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
+                ("replace_bpf_fd", ctypes.c_uint32)]
+
+
+def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
+    SYS_bpf = 280 if os.uname().machine in ("aarch64", "arm64") else 321  # x86_64
+    return _check(_libc.syscall(ctypes.c_long(SYS_bpf), ctypes.c_int(cmd), ctypes.byref(attr),
+                                ctypes.c_uint(ctypes.sizeof(attr))), what)
+
+
+def bpf_prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str = "",
+                  log_size: int = 0) -> int:
+    """Load an eBPF program (raw ``struct bpf_insn`` bytes) through the verifier; its fd.
+
+    With ``log_size`` the verifier's explanation of a refusal is appended
+    to the error message.
+    """
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    log = ctypes.create_string_buffer(log_size) if log_size else None
+    attr = _BpfProgLoadAttr(prog_type=prog_type, insn_cnt=len(insns) // 8,
+                            insns=ctypes.addressof(code), license=ctypes.addressof(lic),
+                            prog_name=name.encode()[:15])
+    if log is not None:
+        attr.log_level, attr.log_size, attr.log_buf = 1, log_size, ctypes.addressof(log)
+    try:
+        return _bpf(BPF_PROG_LOAD, attr, "bpf(BPF_PROG_LOAD)")
+    except OSError as e:
+        if log is not None and log.value:
+            raise OSError(e.errno, f"{e.strerror}: {log.value.decode(errors='replace')}") from None
+        raise
+
+
+def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> None:
+    """Attach a loaded program to ``target_fd`` (an open cgroup v2 directory)."""
+    attr = _BpfProgAttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd,
+                              attach_type=attach_type, attach_flags=flags)
+    _bpf(BPF_PROG_ATTACH, attr, "bpf(BPF_PROG_ATTACH)")
+
+
+def bpf_prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
+    attr = _BpfProgAttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type)
+    _bpf(BPF_PROG_DETACH, attr, "bpf(BPF_PROG_DETACH)")

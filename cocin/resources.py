@@ -29,9 +29,10 @@ def make_cgroup(rec: Container):
     thing after the fork, so the limits hold from the command's first
     instruction on (see Cgroup.join_self).
     """
-    from . import cgroups
+    from . import cgroups, devices
 
-    return cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.get("limits")))
+    return cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.get("limits")),
+                          devices.rules_for(rec.config))
 
 
 def release_cgroup(rec: Container) -> bool:

@@ -1,10 +1,26 @@
-"""The container's filesystem: overlay layers, volumes, /proc, /dev, /sys, pivot_root.
+"""The container's filesystem: overlay layers, volumes, /proc, /dev, /sys, pivot_root, masks.
 
 Everything here runs in the container's process, *inside its new mount
 namespace*, before the user's command. Mounts made in a mount namespace
 vanish with it: when the container's last process exits, the kernel detaches
 its overlay, volumes and /proc, so no mount of a container is ever left on
 the host, whatever gets killed when.
+
+Two ideas run through the module:
+
+* **Mount targets are opened, not named.** A target path inside the
+  container's root is resolved with the root as ``/`` (:func:`inside`), then
+  walked one name at a time with ``openat(O_PATH|O_NOFOLLOW)`` from a
+  directory descriptor, and the mount goes onto ``/proc/self/fd/N``, as runc
+  does. A symbolic link swapped in meanwhile (by a container sharing a
+  volume) makes the walk fail instead of leading the mount onto the host.
+* **Confinement by mounts**, as Docker does by default: ``/sys`` read-only,
+  kernel files that leak host information *masked* (``/dev/null`` bound over
+  files, an empty read-only tmpfs over directories), the ``/proc`` knobs
+  that change the host made *read-only* (bound onto themselves, remounted
+  read-only), only a few device nodes in ``/dev``. These mounts hold because
+  the container's command runs without ``CAP_SYS_ADMIN``: it may not unmount
+  or remount them.
 """
 
 from __future__ import annotations
@@ -26,10 +42,55 @@ from .libc import (
     MS_REMOUNT,
     MS_STRICTATIME,
 )
+from .state import CocinError
 
 # (name, major, minor): the device nodes every container gets, as in Docker.
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
            ("urandom", 1, 9), ("tty", 5, 0))
+
+# Docker's defaults (moby oci/defaults.go): masked, they read as empty.
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                "/sys/firmware", "/sys/devices/virtual/powercap")
+# ... and read-only: the kernel knobs under them act on the whole host.
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+# Names in the host's /dev that --privileged does not copy (runc's list).
+HOST_DEV_SKIP = ("pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev", "console")
+
+# mount(8) option -> (clears the flag?, MS_* flag): the options of --tmpfs that
+# are flags; the others (size, mode, uid, gid, nr_inodes...) go to tmpfs as data.
+MOUNT_FLAGS = {
+    "ro": (False, MS_RDONLY), "rw": (True, MS_RDONLY),
+    "nosuid": (False, MS_NOSUID), "suid": (True, MS_NOSUID),
+    "nodev": (False, MS_NODEV), "dev": (True, MS_NODEV),
+    "noexec": (False, MS_NOEXEC), "exec": (True, MS_NOEXEC),
+    "sync": (False, libc.MS_SYNCHRONOUS), "async": (True, libc.MS_SYNCHRONOUS),
+    "dirsync": (False, libc.MS_DIRSYNC),
+    "mand": (False, libc.MS_MANDLOCK), "nomand": (True, libc.MS_MANDLOCK),
+    "atime": (True, libc.MS_NOATIME), "noatime": (False, libc.MS_NOATIME),
+    "diratime": (True, libc.MS_NODIRATIME), "nodiratime": (False, libc.MS_NODIRATIME),
+    "relatime": (False, libc.MS_RELATIME), "norelatime": (True, libc.MS_RELATIME),
+    "strictatime": (False, MS_STRICTATIME), "nostrictatime": (True, MS_STRICTATIME),
+    "lazytime": (False, libc.MS_LAZYTIME), "nolazytime": (True, libc.MS_LAZYTIME),
+    "iversion": (False, libc.MS_I_VERSION), "noiversion": (True, libc.MS_I_VERSION),
+    "nosymfollow": (False, libc.MS_NOSYMFOLLOW), "symfollow": (True, libc.MS_NOSYMFOLLOW),
+    "defaults": (False, 0),
+}
+# Propagation options Docker accepts in --tmpfs: every container mount is private here.
+PROPAGATION = ("private", "rprivate", "slave", "rslave", "shared", "rshared")
+TMPFS_DEFAULTS = "noexec,nosuid,nodev"  # moby: what every --tmpfs starts from
+
+# statvfs(3) f_flag bits -> the mount flags a read-only remount must keep:
+# the kernel refuses to clear a flag the mount was "locked" with, and a bind
+# remount that left them out would quietly drop nosuid/nodev/noexec.
+ST_NOSUID, ST_NODEV, ST_NOEXEC = 2, 4, 8
+ST_NOATIME, ST_NODIRATIME, ST_RELATIME = 1024, 2048, 4096
+KEPT_FLAGS = ((ST_NOSUID, MS_NOSUID), (ST_NODEV, MS_NODEV), (ST_NOEXEC, MS_NOEXEC),
+              (ST_NOATIME, libc.MS_NOATIME), (ST_NODIRATIME, libc.MS_NODIRATIME),
+              (ST_RELATIME, libc.MS_RELATIME))
+
+O_PATH_DIR = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def make_mounts_private() -> None:
@@ -91,57 +152,304 @@ def inside(root: str, path: str, max_links: int = 40) -> str:
     return os.path.join(root, *done)
 
 
-def bind(source: str, target: str, readonly: bool = False) -> None:
-    """Make ``source`` visible at ``target`` too; a read-only bind needs a remount."""
-    if os.path.isdir(source):
-        os.makedirs(target, exist_ok=True)
-    elif not os.path.exists(target):
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        open(target, "a").close()
-    libc.mount(source, target, None, MS_BIND | MS_REC)
-    if readonly:
-        libc.mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+# --- mount targets, by file descriptor ---------------------------------------------
+
+def fd_path(fd: int) -> str:
+    """The path that names what ``fd`` is open on, for calls that take no fd (mount)."""
+    return f"/proc/self/fd/{fd}"
 
 
-def mount_proc(root: str) -> None:
+def _open_dir(parent_fd: int, name: str, path: str) -> int:
+    """An ``O_PATH`` fd of the directory ``name`` in ``parent_fd``, made if missing.
+
+    ``O_NOFOLLOW|O_DIRECTORY``: a symbolic link (or a file) there is an error,
+    never followed.
+    """
+    for _ in range(3):
+        try:
+            return os.open(name, O_PATH_DIR, dir_fd=parent_fd)
+        except FileNotFoundError:
+            try:
+                os.mkdir(name, 0o755, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+        except OSError as e:
+            if e.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise CocinError(f"mount target {path}: {name} is not a directory (a symbolic "
+                                 "link or file appeared while it was set up)") from None
+            raise
+    raise CocinError(f"mount target {path}: {name} keeps disappearing")
+
+
+def _walk(root_fd: int, parts: list[str], path: str) -> int:
+    """Open (or make) each directory of ``parts`` below ``root_fd``; the last one's fd."""
+    fd = os.dup(root_fd)
+    try:
+        for name in parts:
+            nxt = _open_dir(fd, name, path)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _resolved(root: str, path: str) -> list[str]:
+    """The names of container path ``path`` below the root, links resolved (none left)."""
+    rel = os.path.relpath(inside(root, path), root)
+    return [] if rel == "." else rel.split("/")
+
+
+def open_parent(root_fd: int, root: str, path: str) -> tuple[int, str]:
+    """``(fd of the parent directory, last name)`` of container path ``path``.
+
+    The path is resolved with the container's root as ``/`` (:func:`inside`,
+    a link at the last name included), then each directory on the way is
+    opened (or made) without following links. The caller closes the fd.
+    """
+    parts = _resolved(root, path)
+    if not parts:
+        raise CocinError(f"invalid mount target {path}: it cannot be the container's root")
+    return _walk(root_fd, parts[:-1], path), parts[-1]
+
+
+def open_dir_in(root_fd: int, root: str, path: str) -> int:
+    """The fd of directory ``path`` of the container (made if missing); the caller closes it."""
+    return _walk(root_fd, _resolved(root, path), path)
+
+
+class TargetIsLink(CocinError):
+    """The last name of a mount target is a symbolic link (never followed by fd)."""
+
+
+def open_target(parent_fd: int, name: str, path: str, is_dir: bool) -> int:
+    """An ``O_PATH`` fd of the mount target ``name`` (made if missing), never a link."""
+    if is_dir:
+        return _open_dir(parent_fd, name, path)
+    try:
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    except FileNotFoundError:
+        try:  # O_EXCL|O_NOFOLLOW: made here, or an error; never opened through a link
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644, dir_fd=parent_fd))
+        except FileExistsError:
+            pass
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+        os.close(fd)
+        if stat.S_ISLNK(mode):
+            raise TargetIsLink(f"cannot mount a file on {path}: it became a symbolic link")
+        raise CocinError(f"cannot mount a file on {path}: it is a directory in the container")
+    return fd
+
+
+def mount_in(root_fd: int, root: str, path: str, source: str | None, fstype: str | None,
+             flags: int, data: str | None = None, is_dir: bool = True,
+             parent: int | None = None) -> tuple[int, str]:
+    """Mount onto container path ``path``, by fd; returns ``(parent fd, name)`` (caller closes).
+
+    ``parent``: the fd of the target's directory, when the caller has it open
+    already (the fd returned is then a duplicate of it).
+    """
+    if parent is not None:
+        parent, name = os.dup(parent), path.rsplit("/", 1)[-1]
+    else:
+        parent, name = open_parent(root_fd, root, path)
+    try:
+        fd = open_target(parent, name, path, is_dir)
+        try:
+            libc.mount(source, fd_path(fd), fstype, flags, data)
+        finally:
+            os.close(fd)
+    except BaseException:
+        os.close(parent)
+        raise
+    return parent, name
+
+
+def kept_flags(fd: int) -> int:
+    """The MS_* flags of the mount ``fd`` is on that a remount must repeat."""
+    have = os.statvfs(fd).f_flag
+    return sum(ms for st, ms in KEPT_FLAGS if have & st)
+
+
+def bind_in(root_fd: int, root: str, source: str, path: str, readonly: bool = False,
+            parent: int | None = None) -> None:
+    """Make host ``source`` visible at container path ``path``.
+
+    A read-only bind needs a second call: a bind mount takes the flags of
+    its source mount and ignores ``MS_RDONLY``, so it is remounted
+    (``MS_BIND|MS_REMOUNT|MS_RDONLY``) keeping the flags it has. The remount
+    goes through the new mount itself: the name, looked up again, now leads
+    into it. ``parent``: see :func:`mount_in`; an image's link at the last
+    name is then followed the slow way, with the container's root as ``/``.
+    """
+    is_dir = os.path.isdir(source)
+    try:
+        parent, name = mount_in(root_fd, root, path, source, None, MS_BIND | MS_REC,
+                                is_dir=is_dir, parent=parent)
+    except TargetIsLink:
+        if parent is None:
+            raise
+        parent, name = mount_in(root_fd, root, path, source, None, MS_BIND | MS_REC, is_dir=is_dir)
+    try:
+        if readonly:
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                libc.mount(None, fd_path(fd), None,
+                           MS_BIND | MS_REMOUNT | MS_RDONLY | kept_flags(fd))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(parent)
+
+
+# --- the kernel's filesystems ------------------------------------------------------
+
+def mount_proc(root_fd: int, root: str) -> None:
     """A /proc of the new PID namespace: it lists only the container's processes."""
-    target = inside(root, "/proc")
-    os.makedirs(target, exist_ok=True)
-    libc.mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    parent, _ = mount_in(root_fd, root, "/proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.close(parent)
 
 
-def mount_sys(root: str) -> None:
-    """/sys read-only: a container may look at devices, not reconfigure them."""
-    target = inside(root, "/sys")
-    os.makedirs(target, exist_ok=True)
-    libc.mount("sysfs", target, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+def mount_sys(root_fd: int, root: str, privileged: bool = False) -> None:
+    """/sys read-only: a container may look at devices, not reconfigure them.
+
+    Without ``CAP_SYS_ADMIN`` it can neither remount it nor mount another
+    sysfs. ``--privileged`` gets it read-write, as in Docker.
+    """
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if privileged else MS_RDONLY)
+    parent, _ = mount_in(root_fd, root, "/sys", "sysfs", "sysfs", flags)
+    os.close(parent)
 
 
-def mount_dev(root: str) -> None:
-    """A fresh /dev: a tmpfs with only the harmless device nodes.
+def mount_dev(root_fd: int, root: str) -> int:
+    """A fresh /dev: a tmpfs with only the harmless device nodes; returns its fd.
 
     ``/dev/pts`` is a *new instance* of devpts, so the container sees only
     its own pseudo-terminals, and ``/dev/ptmx`` points at that instance.
+    ``/dev/mqueue`` shows the POSIX message queues of the container's own
+    IPC namespace, as in Docker. Nodes are made with ``mknodat`` in the new
+    tmpfs through its fd (``mknod`` applies the umask, hence the chmod).
     """
-    dev = inside(root, "/dev")
-    os.makedirs(dev, exist_ok=True)
-    libc.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
-    for name, major, minor in DEVICES:
-        path = os.path.join(dev, name)
-        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-        os.chmod(path, 0o666)  # mknod applies the umask
-    os.makedirs(os.path.join(dev, "pts"))
-    libc.mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC,
-               "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
-    os.makedirs(os.path.join(dev, "shm"))
-    libc.mount("shm", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-               "mode=1777,size=65536k")
-    os.makedirs(os.path.join(dev, "mqueue"))
-    for src, name in (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
-                      ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")):
-        os.symlink(src, os.path.join(dev, name))
+    parent, name = mount_in(root_fd, root, "/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME,
+                            "mode=755,size=65536k")
+    try:
+        dev = os.open(name, O_PATH_DIR, dir_fd=parent)  # the new tmpfs: the name leads into it
+    finally:
+        os.close(parent)
+    try:
+        for node, major, minor in DEVICES:
+            os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(major, minor), dir_fd=dev)
+            os.chmod(node, 0o666, dir_fd=dev)
+        here = fd_path(dev)
+        for sub in ("pts", "shm", "mqueue"):
+            os.mkdir(sub, 0o755, dir_fd=dev)
+        libc.mount("devpts", f"{here}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                   "newinstance,ptmxmode=0666,mode=0620,gid=5")
+        libc.mount("shm", f"{here}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                   "mode=1777,size=65536k")
+        libc.mount("mqueue", f"{here}/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        os.symlink("pts/ptmx", "ptmx", dir_fd=dev)
+        for src, link in (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
+                          ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")):
+            os.symlink(src, link, dir_fd=dev)
+    except BaseException:
+        os.close(dev)
+        raise
+    return dev
 
+
+def copy_host_devices(dev: int, host_dir: str = "/dev", rel: str = "") -> None:
+    """``--privileged``: every device node of the host's /dev, made again in the container's.
+
+    Made with the host's numbers, mode and owner (as Docker does); names the
+    container already has are kept. Links are not followed.
+    """
+    with os.scandir(os.path.join(host_dir, rel) if rel else host_dir) as it:
+        entries = list(it)
+    for entry in entries:
+        if entry.name in HOST_DEV_SKIP:
+            continue
+        name = f"{rel}/{entry.name}" if rel else entry.name
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue  # gone meanwhile
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                os.mkdir(name, 0o755, dir_fd=dev)
+            except FileExistsError:
+                pass
+            copy_host_devices(dev, host_dir, name)
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            try:
+                os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dev)
+            except FileExistsError:
+                continue
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dev, follow_symlinks=False)
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dev, follow_symlinks=False)
+
+
+def make_devices(root_fd: int, root: str, entries: list) -> None:
+    """``--device HOST:CTR:PERMS``: the host's node made again at CTR (default: HOST).
+
+    The node is made with the host's numbers, mode and owner; what the
+    container may do with it is the device cgroup's decision (PERMS). A
+    name that exists already is kept, as runc does.
+    """
+    from .devices import host_device
+
+    for host, ctr, _perms in entries:
+        kind, major, minor, mode, uid, gid = host_device(host)
+        ctr = ctr or host
+        parent, name = open_parent(root_fd, root, ctr)
+        try:
+            kind_bit = stat.S_IFCHR if kind == "c" else stat.S_IFBLK
+            try:
+                os.mknod(name, mode | kind_bit, os.makedev(major, minor), dir_fd=parent)
+            except FileExistsError:
+                continue
+            os.chmod(name, mode, dir_fd=parent, follow_symlinks=False)
+            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+
+
+# --- --tmpfs ------------------------------------------------------------------------
+
+def tmpfs_options(options: str) -> tuple[int, str]:
+    """``--tmpfs`` options -> ``(MS_* flags, data string)`` for mount(2).
+
+    Docker starts from ``noexec,nosuid,nodev`` and applies the user's
+    options in order, so ``exec`` undoes ``noexec``; a later ``size=`` wins.
+    Flag names become MS_* bits; the rest (``size``, ``mode``, ``uid``...)
+    is tmpfs's own business and goes to it as data.
+    """
+    flags, data = 0, {}
+    for opt in f"{TMPFS_DEFAULTS},{options}".split(","):
+        opt = opt.strip()
+        if not opt or opt in PROPAGATION:
+            continue
+        if opt in MOUNT_FLAGS:
+            clear, bit = MOUNT_FLAGS[opt]
+            flags = flags & ~bit if clear else flags | bit
+        else:
+            key, _, _ = opt.partition("=")
+            data.pop(key, None)
+            data[key] = opt
+    return flags, ",".join(data.values())
+
+
+def mount_tmpfs(root_fd: int, root: str, path: str, options: str) -> None:
+    flags, data = tmpfs_options(options or "")
+    parent, _ = mount_in(root_fd, root, path, "tmpfs", "tmpfs", flags, data or None)
+    os.close(parent)
+
+
+# --- after pivot_root: inside the container's own view -------------------------------
 
 def pivot_into(root: str) -> None:
     """Make ``root`` the container's ``/`` and detach the host's tree.
@@ -157,23 +465,127 @@ def pivot_into(root: str) -> None:
     os.chdir("/")
 
 
+def sysctl_path(key: str) -> str:
+    """``net.ipv4.ip_forward`` -> ``/proc/sys/net/ipv4/ip_forward``."""
+    parts = key.replace("/", ".").split(".")
+    if any(p in ("", ".", "..") for p in parts):
+        raise CocinError(f"invalid sysctl {key!r}")
+    return "/proc/sys/" + "/".join(parts)
+
+
+def write_sysctls(sysctls: list, host_network: bool = False) -> None:
+    """``--sysctl KEY=VALUE``: written in the container's own /proc/sys.
+
+    The kernel keeps the namespaced keys (``net.*``, ``kernel.shm*``,
+    ``kernel.msg*``, ``kernel.sem``, ``fs.mqueue.*``...) per namespace: the
+    writer's network or IPC namespace, which is the container's. A key the
+    kernel lacks is an error, not a silent no-op.
+    """
+    for key, value in sysctls:
+        if host_network and key.startswith("net."):
+            raise CocinError(f"sysctl {key!r} is not allowed in the host's network namespace")
+        path = sysctl_path(key)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise CocinError(f"sysctl {key!r} is not supported by this kernel (no {path})") from None
+        try:
+            os.write(fd, str(value).encode())
+        except OSError as e:
+            raise CocinError(f"sysctl {key}={value}: the kernel refused it: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+
+def make_readonly_paths(paths: tuple = READONLY_PATHS) -> None:
+    """Bind each path onto itself, then remount that bind read-only.
+
+    /proc is mounted nosuid,nodev,noexec, and the remount keeps them.
+    """
+    for path in paths:
+        try:
+            libc.mount(path, path, None, MS_BIND | MS_REC)
+        except FileNotFoundError:
+            continue  # this kernel has no such file
+        libc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def mask_paths(paths: tuple = MASKED_PATHS) -> None:
+    """Hide kernel files: ``/dev/null`` bound over a file, an empty read-only tmpfs
+    over a directory (binding a file onto a directory fails with ENOTDIR)."""
+    for path in paths:
+        try:
+            libc.mount("/dev/null", path, None, MS_BIND)
+        except FileNotFoundError:
+            continue
+        except NotADirectoryError:
+            libc.mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def make_root_readonly() -> None:
+    """``--read-only``: the container's own ``/`` (the overlay) read-only.
+
+    Only that mount: volumes, /dev, /dev/shm, /proc and ``--tmpfs`` mounts
+    are mounts of their own and stay as they are.
+    """
+    libc.mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+# --- all of it ---------------------------------------------------------------------------
+
+def _depth(path: str) -> int:
+    return len([p for p in path.split("/") if p])
+
+
 def setup(cfg: dict, container_dir: str) -> None:
     """The whole filesystem of a container, in order; runs inside its namespaces.
 
     ``cfg`` is the record's config: ``lower`` (image layer), ``volumes``
-    (``[host, container, readonly]``), ``hostname``.
+    (``[host, container, readonly]``), ``tmpfs``, ``devices``, ``sysctls``,
+    ``privileged``, ``systempaths_unconfined``, ``read_only``.
     """
     merged = os.path.join(container_dir, "rootfs")
+    privileged = bool(cfg.get("privileged"))
     make_mounts_private()
     mount_overlay(cfg["lower"], os.path.join(container_dir, "upper"),
                   os.path.join(container_dir, "work"), merged)
-    for name in ("hostname", "hosts", "resolv.conf"):
-        src = os.path.join(container_dir, name)
-        if os.path.exists(src):
-            bind(src, inside(merged, "/etc/" + name))
-    for host, ctr, ro in cfg.get("volumes", []):
-        bind(host, inside(merged, ctr), ro)
-    mount_proc(merged)
-    mount_dev(merged)
-    mount_sys(merged)
+    root_fd = os.open(merged, O_PATH_DIR)
+    try:
+        etc = open_dir_in(root_fd, merged, "/etc")  # opened once for the three files
+        try:
+            for name in ("hostname", "hosts", "resolv.conf"):
+                src = os.path.join(container_dir, name)
+                if os.path.exists(src):
+                    bind_in(root_fd, merged, src, "/etc/" + name, parent=etc)
+        finally:
+            os.close(etc)
+        mount_proc(root_fd, merged)
+        dev = mount_dev(root_fd, merged)
+        try:
+            if privileged:
+                copy_host_devices(dev)
+        finally:
+            os.close(dev)
+        make_devices(root_fd, merged, cfg.get("devices") or [])
+        mount_sys(root_fd, merged, privileged)
+        # User mounts, parents before children (as Docker sorts them).
+        mounts = [(ctr, "volume", (host, ro)) for host, ctr, ro in cfg.get("volumes", [])]
+        mounts += [(path, "tmpfs", opts) for path, opts in cfg.get("tmpfs") or []]
+        for ctr, kind, arg in sorted(mounts, key=lambda m: _depth(m[0])):
+            if kind == "volume":
+                bind_in(root_fd, merged, arg[0], ctr, arg[1])
+            else:
+                mount_tmpfs(root_fd, merged, ctr, arg)
+        workdir = cfg.get("workdir") or "/"
+        if cfg.get("read_only"):  # the working directory cannot be made later
+            os.close(open_dir_in(root_fd, merged, workdir))
+    finally:
+        os.close(root_fd)
     pivot_into(merged)
+    # runc's order: sysctls, then /proc/sys read-only, then the masks.
+    write_sysctls(cfg.get("sysctls") or [], cfg.get("network_mode") == "host")
+    if not (privileged or cfg.get("systempaths_unconfined")):
+        make_readonly_paths()
+        mask_paths()
+    if cfg.get("read_only"):
+        make_root_readonly()

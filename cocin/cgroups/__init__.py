@@ -690,14 +690,16 @@ def check(limits: Limits) -> None:
     _backend().check(limits)
 
 
-def create(cid: str, limits: Limits) -> Cgroup:
+def create(cid: str, limits: Limits, devices: tuple | None = None) -> Cgroup:
     """Create the container's cgroup in every hierarchy and write ``limits``.
 
-    Call before the container's first process joins (see :meth:`Cgroup.add`).
-    On failure nothing is left behind.
+    ``devices``: the device rules (see cocin/devices.py) the cgroup enforces,
+    None to leave device access as the parent's. Call before the container's
+    first process joins (see :meth:`Cgroup.add`). On failure nothing is left
+    behind.
     """
     check_cid(cid)
-    return _backend().create(cid, limits, parent_name())
+    return _backend().create(cid, limits, parent_name(), devices=devices)
 
 
 def open_existing(cid: str) -> Cgroup:

@@ -257,25 +257,51 @@ def open_existing(cid: str, parent: str, hiers: list[Hierarchy] | None = None) -
 ALWAYS_JOINED = ("memory", "pids", "cpuacct")
 
 
-def used(hiers: list[Hierarchy], needed: dict[str, str]) -> list[Hierarchy]:
+def used(hiers: list[Hierarchy], needed: dict[str, str] | set[str]) -> list[Hierarchy]:
     """The hierarchies a container needs: the always-joined ones plus those
-    its limits need. On v1 every hierarchy joined costs a separate write to
-    ``cgroup.procs``, each a process migration that waits for an RCU grace
-    period: joining ten hierarchies instead of three is ~10 ms per start."""
+    its limits (and device rules) need. On v1 every hierarchy joined costs a
+    separate write to ``cgroup.procs``, each a process migration that waits
+    for an RCU grace period: joining ten hierarchies instead of three is
+    ~10 ms per start (joining through ``tasks`` costs far less, see join_self)."""
     wanted = set(ALWAYS_JOINED) | set(needed)
     return [h for h in hiers if wanted & set(h.controllers)]
 
 
+def write_devices(path: str, rules: tuple) -> None:
+    """Write the device rules into a new devices cgroup.
+
+    The kernel parses each write(2) as one rule, so the file is opened once
+    and written once per rule.
+    """
+    from cocin import devices
+
+    fds: dict[str, int] = {}
+    try:
+        for name, line in devices.v1_writes(rules):
+            try:
+                if name not in fds:
+                    fds[name] = os.open(os.path.join(path, name), os.O_WRONLY | os.O_CLOEXEC)
+                os.write(fds[name], line.encode())
+            except OSError as e:
+                raise CgroupError(f"cannot set device rule {line!r} in {path}: "
+                                  f"{e.strerror}") from None
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 def create(cid: str, limits: Limits, parent: str,
-           hiers: list[Hierarchy] | None = None) -> V1Cgroup:
-    """Make ``<parent>/<cid>`` in the hierarchies it needs, then write the limits."""
+           hiers: list[Hierarchy] | None = None, devices: tuple | None = None) -> V1Cgroup:
+    """Make ``<parent>/<cid>`` in the hierarchies it needs, then write the limits
+    and, with ``devices``, the device rules (the container then sits in a
+    devices cgroup of its own, not in the host's)."""
     hiers = current() if hiers is None else hiers
     cmap = controller_map(hiers)
     needed = required_controllers(limits)
     for ctrl, flag in needed.items():
         if ctrl not in cmap:
             raise _missing_controller(ctrl, flag)
-    hiers = used(hiers, needed) or hiers
+    hiers = used(hiers, set(needed) | ({"devices"} if devices is not None else set())) or hiers
     cg = open_existing(cid, parent, hiers)
     try:
         for h in hiers:
@@ -292,6 +318,8 @@ def create(cid: str, limits: Limits, parent: str,
         swap = memory is not None and os.path.exists(os.path.join(memory.mountpoint, MEMSW_LIMIT))
         for (ctrl, name), value in files_for(limits, swap).items():
             write_limit(os.path.join(cg.dirs[cmap[ctrl].name], name), value, FLAG_OF_FILE[name])
+        if devices is not None and "devices" in cmap and cmap["devices"].name in cg.dirs:
+            write_devices(cg.dirs[cmap["devices"].name], devices)
     except BaseException:
         try:
             cg.destroy()

@@ -184,6 +184,16 @@ def enable_controllers(path: str, needed: dict[str, str]) -> None:
                                   f"{path}: {e.strerror}{hint}") from None
 
 
+def attach_devices(path: str, rules: tuple) -> None:
+    """Attach the device filter program of ``rules`` to the cgroup at ``path``."""
+    from cocin import devices
+
+    try:
+        devices.attach(path, rules)
+    except OSError as e:
+        raise CgroupError(f"cannot attach the device filter to {path}: {e.strerror}") from None
+
+
 class V2Cgroup(Cgroup):
     """A container's single directory in the unified tree."""
 
@@ -217,8 +227,13 @@ def open_existing(cid: str, parent: str, root: str | None = None) -> V2Cgroup:
     return V2Cgroup(cid, {"": os.path.join(root, parent, cid)})
 
 
-def create(cid: str, limits: Limits, parent: str, root: str | None = None) -> V2Cgroup:
-    """Enable controllers down to ``<parent>``, make ``<parent>/<cid>``, write the limits."""
+def create(cid: str, limits: Limits, parent: str, root: str | None = None,
+           devices: tuple | None = None) -> V2Cgroup:
+    """Enable controllers down to ``<parent>``, make ``<parent>/<cid>``, write the limits.
+
+    v2 has no devices controller: ``devices`` (rules, see cocin/devices.py)
+    become an eBPF program attached to the new directory.
+    """
     root = current() if root is None else root
     needed = required_controllers(limits)
     cg = open_existing(cid, parent, root)
@@ -237,6 +252,8 @@ def create(cid: str, limits: Limits, parent: str, root: str | None = None) -> V2
         swap = os.path.exists(os.path.join(cg.path, SWAP_MAX))
         for name, value in files_for(limits, swap).items():
             write_limit(os.path.join(cg.path, name), value, FLAG_OF_FILE[name])
+        if devices is not None:
+            attach_devices(cg.path, devices)
     except BaseException:
         try:
             cg.destroy()
