@@ -26,7 +26,7 @@ import time
 import pytest
 
 import cocin.network as network
-from cocin.network import NetworkError, firewall, netlink, ports, sysctl
+from cocin.network import NetworkError, firewall, netlink, ports, store, sysctl
 from cocin.network.firewall import Rule
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -374,6 +374,7 @@ class Host:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
         self.helpers: list[subprocess.Popen] = []
+        self.start = "0"   # what the host's switches were set to before the test
 
     def container(self) -> subprocess.Popen:
         """A process in a new, empty network namespace, like a container
@@ -507,8 +508,40 @@ def leftovers(cids: list[str], bridges: tuple[str, ...] = (BRIDGE,)) -> list[str
     return found
 
 
-@pytest.fixture
-def host(tmp_path, monkeypatch):
+# The host switches cocin changes, and the one that decides what a new
+# bridge starts with (cocin sets route_localnet on its bridge only).
+HOST_SWITCHES = ("net.ipv4.ip_forward", "net.ipv4.conf.default.route_localnet")
+
+
+def _sysctl_holders(key: str) -> list[str]:
+    """Other live state roots that hold ``key`` in cocin's host-wide
+    bookkeeping (another test session, a user's containers)."""
+    me = os.path.abspath(network.state_dir())
+    state = store.read_json(os.path.join(sysctl.RUN_DIR, "network-sysctl.json"), {}) or {}
+    return sorted(root for root, values in state.get("holders", {}).items()
+                  if root != me and key in values and os.path.isdir(root))
+
+
+def _set_host_switch(key: str, value: str) -> None:
+    """Write a host switch, unless another state root holds it: then its
+    recorded "value before cocin" becomes ``value`` (it restores that when
+    it lets go), so the other root is not disturbed meanwhile."""
+    with store.locked(os.path.join(sysctl.RUN_DIR, "network-sysctl.lock")):
+        path = os.path.join(sysctl.RUN_DIR, "network-sysctl.json")
+        state = store.read_json(path, {}) or {}
+        if _sysctl_holders(key) and key in state.get("saved", {}):
+            state["saved"][key] = value
+            store.write_json(path, state, durable=False)
+        elif sysctl.read(key) != value:
+            sysctl.write(key, value)
+
+
+@pytest.fixture(params=["0", "1"], ids=["host-switches-0", "host-switches-1"])
+def host(tmp_path, monkeypatch, request):
+    """A state root of its own on a host whose ``ip_forward`` and default
+    ``route_localnet`` start as ``request.param`` (both values run: what the
+    test expects must not depend on how the machine was left); everything is
+    put back afterwards."""
     if os.geteuid() != 0:
         pytest.skip("needs root: creates network namespaces, a bridge, veth pairs and NAT rules")
     for tool in ("unshare", "nsenter"):
@@ -523,12 +556,19 @@ def host(tmp_path, monkeypatch):
     monkeypatch.setenv("COCIN_ROOT", str(tmp_path / "root"))
     monkeypatch.setenv("COCIN_DEFAULT_BRIDGE", BRIDGE)
     monkeypatch.setenv("COCIN_DEFAULT_SUBNET", SUBNET)
-    keys = ["net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet",
-            "net.ipv4.conf.lo.route_localnet"]
+    for key in HOST_SWITCHES:
+        holders = _sysctl_holders(key)
+        if holders:
+            pytest.skip(f"{key} is held by another cocin state root ({', '.join(holders)}) "
+                        "with containers attached; setting it would disturb them")
+    keys = [*HOST_SWITCHES, "net.ipv4.conf.all.route_localnet", "net.ipv4.conf.lo.route_localnet"]
     before = {key: sysctl.read(key) for key in keys}
     nat_before = _nat_table_exists()
     handle = Host()
+    handle.start = request.param
     try:
+        for key in HOST_SWITCHES:
+            _set_host_switch(key, handle.start)
         yield handle
     finally:
         handle.kill_all()
@@ -548,9 +588,13 @@ def host(tmp_path, monkeypatch):
             firewall.apply([])
         with contextlib.suppress(Exception):
             sysctl.apply({})
+        # cocin must have put back the values the test started with...
+        changed = {key: sysctl.read(key) for key in HOST_SWITCHES if sysctl.read(key) != handle.start
+                   and not _sysctl_holders(key)}
+        # ...and the fixture puts back the machine's own.
         for key, value in before.items():
-            if value is not None and sysctl.read(key) != value:
-                sysctl.write(key, value)
+            if value is not None:
+                _set_host_switch(key, value)
         # iptables-nft creates an empty "ip nat" table with base chains on
         # first use and never deletes it; remove it if we caused it and it
         # holds no rules.
@@ -562,6 +606,7 @@ def host(tmp_path, monkeypatch):
                 subprocess.run(["nft", "delete", "table", "ip", "nat"], capture_output=True)
         after = {key: sysctl.read(key) for key in keys}
         assert after == before, "sysctls were not restored"
+        assert not changed, f"cocin left host switches changed (the test started with {handle.start})"
 
 
 def _cid(n: int) -> str:
@@ -576,7 +621,7 @@ def test_two_containers_talk_and_publish_a_port(host, monkeypatch, backend):
     if backend == "nft" and _iptables_forward_drops():
         pytest.skip("iptables' FORWARD policy is DROP, which rules in cocin's own nft table "
                     "cannot overrule (the nft backend is for hosts without iptables)")
-    forward_before = sysctl.read("net.ipv4.ip_forward")
+    assert sysctl.read("net.ipv4.ip_forward") == host.start
     web, client = host.container(), host.container()
     cid_web, cid_client = _cid(10), _cid(11)
 
@@ -592,7 +637,11 @@ def test_two_containers_talk_and_publish_a_port(host, monkeypatch, backend):
     assert network.hosts_entries("bridge") == [("10.231.0.2", "web"), ("10.231.0.77", "client")]
     assert netlink.get_link(BRIDGE).up
     assert netlink.get_link("vethaaaaaaa").master == netlink.link_index(BRIDGE)
+    # While containers are attached the host routes for them, and 127.0.0.1
+    # reaches the bridge when a port is published there through netfilter.
+    localnet = f"net.ipv4.conf.{BRIDGE}.route_localnet"
     assert sysctl.read("net.ipv4.ip_forward") == "1"
+    assert sysctl.read(localnet) == ("1" if backend != "userspace-proxy" else host.start)
 
     host.serve(web.pid, 8080, "pong")
     host.serve_udp(web.pid, 5353)
@@ -628,8 +677,9 @@ def test_two_containers_talk_and_publish_a_port(host, monkeypatch, backend):
     network.detach("bridge", cid_web, None)
 
     # What belongs to the network itself stays until "network rm", as
-    # docker0 does: the bridge, its MASQUERADE rule and ip_forward. Nothing
-    # of the containers: no veth, port rule, proxy or address.
+    # docker0 does: the bridge and its MASQUERADE rule. Nothing of the
+    # containers: no veth, port rule, proxy or address; and the host's own
+    # switches are back as they were, since no container needs them (issue 6).
     left = leftovers([cid_web, cid_client, _cid(12)])
     assert f"link {BRIDGE}" in left
     assert any("MASQUERADE" in x or x.startswith("nft table") for x in left)
@@ -637,13 +687,14 @@ def test_two_containers_talk_and_publish_a_port(host, monkeypatch, backend):
     assert not [x for x in left if "--comment" in x and "cocin:bridge" not in x]
     if ep_web["proxy"]:
         assert ports.proc_start_time(ep_web["proxy"]["pid"]) != ep_web["proxy"]["start"]
-    assert sysctl.read("net.ipv4.ip_forward") == "1"
+    assert sysctl.read("net.ipv4.ip_forward") == host.start
+    assert sysctl.read(localnet) == host.start   # the bridge's own value, from the default
     assert network.inspect_network("bridge")["containers"] == {}
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port["host_port"]), timeout=1).close()
     network.remove_network("bridge")
     assert leftovers([cid_web, cid_client, _cid(12)]) == []
-    assert sysctl.read("net.ipv4.ip_forward") == forward_before
+    assert sysctl.read("net.ipv4.ip_forward") == host.start
 
 
 @needs_root
