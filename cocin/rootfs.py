@@ -269,10 +269,9 @@ def mount_in(root_fd: int, root: str, path: str, source: str | None, fstype: str
     return parent, name
 
 
-def kept_flags(fd: int) -> int:
-    """The MS_* flags of the mount ``fd`` is on that a remount must repeat."""
-    have = os.statvfs(fd).f_flag
-    return sum(ms for st, ms in KEPT_FLAGS if have & st)
+def kept_flags(f_flag: int) -> int:
+    """The MS_* flags a remount must repeat, from a mount's statvfs ``f_flag``."""
+    return sum(ms for st, ms in KEPT_FLAGS if f_flag & st)
 
 
 def bind_in(root_fd: int, root: str, source: str, path: str, readonly: bool = False,
@@ -299,7 +298,7 @@ def bind_in(root_fd: int, root: str, source: str, path: str, readonly: bool = Fa
             fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
             try:
                 libc.mount(None, fd_path(fd), None,
-                           MS_BIND | MS_REMOUNT | MS_RDONLY | kept_flags(fd))
+                           MS_BIND | MS_REMOUNT | MS_RDONLY | kept_flags(os.statvfs(fd).f_flag))
             finally:
                 os.close(fd)
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import threading
 
@@ -762,3 +763,50 @@ def test_real_v2_code_path_on_a_cgroup2_mount(real, monkeypatch):
     assert not os.path.exists(cg.path)
     assert os.path.isdir(os.path.join(root, PARENT))  # cocin's parent stays
     os.rmdir(os.path.join(root, PARENT))
+
+
+# -- device rules (issue 13) ----------------------------------------------------
+
+@needs_root
+def test_real_v1_devices_cgroup_holds_dockers_rules(real):
+    """The container gets a devices cgroup of its own: deny all, then Docker's allow-list."""
+    from cocin import devices
+
+    if cgroups.layout() == "v2":
+        pytest.skip("cgroup v1 devices controller: this host is v2 (see the eBPF test)")
+    if "devices" not in v1.controller_map(v1.current()):
+        pytest.skip("the v1 devices controller is not mounted on this host")
+    cg = cgroups.create("unit-dev", Limits(), devices.DEFAULT_RULES)
+    try:
+        listed = open(os.path.join(cg._dir("devices"), "devices.list")).read().split("\n")
+        assert sorted(x for x in listed if x) == sorted(devices.rule_text(r) for r in devices.DEFAULT_RULES)
+    finally:
+        cg.destroy()
+    cg = cgroups.create("unit-dev-priv", Limits(), devices.ALLOW_ALL)
+    try:
+        assert open(os.path.join(cg._dir("devices"), "devices.list")).read() == "a *:* rwm\n"
+    finally:
+        cg.destroy()
+
+
+@needs_root
+def test_real_v2_backend_attaches_the_device_program(real, monkeypatch, tmp_path):
+    """v2.create(devices=...) on the hybrid host's cgroup2 tree: a process in it
+    may open /dev/null but not a /dev/kmsg-like node the test made."""
+    from cocin import devices
+
+    if cgroups.layout() != "hybrid":
+        pytest.skip("needs the spare cgroup2 tree of a hybrid host")
+    root = v2.current()
+    monkeypatch.setattr(v2, "CONTROLLERS", ())
+    node = tmp_path / "kmsg"
+    os.mknod(node, 0o600 | stat.S_IFCHR, os.makedev(1, 11))
+    cg = v2.create("unit-v2dev", Limits(), PARENT, root, devices=devices.DEFAULT_RULES)
+    try:
+        script = (f"echo 0 > {cg.path}/cgroup.procs; cat /dev/null && echo null-ok; "
+                  f"head -c0 {node} 2>/dev/null || echo node-refused")
+        out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
+        assert out.split() == ["null-ok", "node-refused"]
+    finally:
+        cg.destroy()
+        os.rmdir(os.path.join(root, PARENT))
