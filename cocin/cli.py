@@ -144,7 +144,9 @@ def _run_options(a: argparse.Namespace):
         env=parse_env(a.env, a.env_file), workdir=a.workdir,
         volumes=[parse_volume(v) for v in a.volume], hostname=a.hostname,
         network=a.network, publish=a.publish, ip=a.ip, dns=a.dns, restart=a.restart,
-        init=a.init)
+        init=a.init, privileged=a.privileged, cap_add=a.cap_add, cap_drop=a.cap_drop,
+        security_opt=a.security_opt, read_only=a.read_only, tmpfs=a.tmpfs, user=a.user,
+        group_add=a.group_add, devices=a.device, ulimits=a.ulimit, sysctls=a.sysctl)
 
 
 @command("run")

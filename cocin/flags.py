@@ -40,6 +40,7 @@ HELP = "help"    # --help: stops parsing and asks for the help text
 
 OPTIONS = "Options"
 LIMITS = "Resource limits (cgroups)"
+SECURITY = "Security (capabilities, seccomp, user, devices)"
 
 USAGES = {
     "run": "Usage:  cocin run [OPTIONS] IMAGE [COMMAND] [ARG...]",
@@ -135,6 +136,21 @@ FLAGS = (
     Flag("--cpuset-cpus", VALUE, "CPUs allowed, e.g. 0-1,3", section=LIMITS),
     Flag("--cpuset-mems", VALUE, "Memory nodes allowed, e.g. 0", section=LIMITS),
     Flag("--pids-limit", VALUE, "Maximum number of processes (-1 unlimited)", section=LIMITS),
+    Flag("--ulimit", LIST, "Ulimit options, e.g. nofile=1024:2048", metavar="ulimit", section=LIMITS),
+    Flag("-u, --user", VALUE, "Username or UID (format: <name|uid>[:<group|gid>])", verbs=ALL,
+         section=SECURITY),
+    Flag("--group-add", LIST, "Add additional groups to join", section=SECURITY),
+    Flag("--privileged", BOOL, "Give extended privileges to this container (exec: to the command)",
+         verbs=ALL, section=SECURITY),
+    Flag("--cap-add", LIST, "Add Linux capabilities", section=SECURITY),
+    Flag("--cap-drop", LIST, "Drop Linux capabilities", section=SECURITY),
+    Flag("--security-opt", LIST, "Security Options: no-new-privileges, seccomp=unconfined|PROFILE.json, "
+         "systempaths=unconfined", section=SECURITY),
+    Flag("--read-only", BOOL, "Mount the container's root filesystem as read only", section=SECURITY),
+    Flag("--tmpfs", LIST, "Mount a tmpfs directory", metavar="PATH[:OPTIONS]", section=SECURITY),
+    Flag("--device", LIST, "Add a host device to the container", metavar="HOST[:CONTAINER[:rwm]]",
+         section=SECURITY),
+    Flag("--sysctl", LIST, "Sysctl options (namespaced keys only)", metavar="KEY=VALUE", section=SECURITY),
 )
 
 
@@ -263,7 +279,7 @@ def help_text(verb: str) -> str:
     flags = flags_of(verb)
     width = max(len(_left_column(flag)) for flag in flags) + 3
     lines = [USAGES[verb], "", DESCRIPTIONS[verb]]
-    for section in (OPTIONS, LIMITS):
+    for section in (OPTIONS, LIMITS, SECURITY):
         rows = [f"  {_left_column(flag):<{width}}{flag.help}" for flag in flags if flag.section == section]
         if rows:
             lines += ["", section + ":", *rows]

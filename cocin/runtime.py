@@ -48,6 +48,18 @@ class RunOptions(Record):
     dns: list[str] = Factory(list)
     restart: str | None = None
     init: bool = False
+    # Confinement (issue 13), as given on the command line; checked by create.
+    privileged: bool = False
+    cap_add: list[str] = Factory(list)
+    cap_drop: list[str] = Factory(list)
+    security_opt: list[str] = Factory(list)
+    read_only: bool = False
+    tmpfs: list[str] = Factory(list)
+    user: str | None = None
+    group_add: list[str] = Factory(list)
+    devices: list[str] = Factory(list)
+    ulimits: list[str] = Factory(list)
+    sysctls: list[str] = Factory(list)
 
 
 # --- create ------------------------------------------------------------------
@@ -125,6 +137,124 @@ def check_network(opts: RunOptions) -> None:
             raise CocinError(f"invalid IPv4 address: {opts.ip}") from None
 
 
+def _path_in_container(path: str, what: str) -> str:
+    if not path.startswith("/") or ".." in path.split("/"):
+        raise CocinError(f"invalid {what} {path!r}: the container path must be absolute, without '..'")
+    return os.path.normpath(path)
+
+
+def parse_tmpfs(spec: str) -> list[str]:
+    """``--tmpfs PATH[:OPTIONS]`` -> ``[path, options]`` (the options are mount(8)'s)."""
+    path, _, options = spec.partition(":")
+    path = _path_in_container(path, "--tmpfs")
+    if path == "/":
+        raise CocinError(f"invalid --tmpfs {spec!r}: a tmpfs cannot replace the root")
+    return [path, options]
+
+
+def _device_mode(text: str) -> bool:
+    """Docker's validDeviceMode: a non-empty mix of r, w, m, each once."""
+    return 0 < len(text) <= 3 and all(c in "rwm" for c in text) and len(set(text)) == len(text)
+
+
+def parse_device(spec: str) -> list[str]:
+    """``--device HOST[:CONTAINER][:rwm]`` -> ``[host, container, perms]``, as docker/cli
+    parses it; the host path must be a device node (checked now, not at start)."""
+    import stat
+
+    parts = spec.split(":")
+    if len(parts) > 3:
+        raise CocinError(f"invalid device specification: {spec}")
+    host, ctr, perms = parts[0], "", "rwm"
+    if len(parts) == 3:
+        ctr, perms = parts[1], parts[2]
+    elif len(parts) == 2:
+        if _device_mode(parts[1]):
+            perms = parts[1]
+        else:
+            ctr = parts[1]
+    ctr = ctr or host
+    if not _device_mode(perms):
+        raise CocinError(f"invalid device mode: {perms}")
+    for path in (host, ctr):
+        if not path.startswith("/"):
+            raise CocinError(f"bad format for path: {path}")
+    ctr = _path_in_container(ctr, "--device")
+    try:
+        mode = os.stat(host).st_mode
+    except OSError as e:
+        raise CocinError(f"error gathering device information while adding custom device "
+                         f"{host!r}: {e.strerror.lower()}") from None
+    if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+        raise CocinError(f"error gathering device information while adding custom device "
+                         f"{host!r}: not a device node")
+    return [os.path.normpath(host), ctr, perms]
+
+
+def _seccomp_profile(path: str, caps: list[str]) -> str:
+    """Read a ``--security-opt seccomp=PROFILE.json`` now (as docker/cli does) and check it."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CocinError(f"opening seccomp profile ({path}) failed: {getattr(e, 'strerror', e)}") from None
+    try:
+        from . import seccomp
+    except ImportError:
+        seccomp = None
+    try:
+        if seccomp is not None and hasattr(seccomp, "program"):
+            seccomp.program(text, caps)
+        else:
+            import json
+            json.loads(text)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CocinError(f"decoding seccomp profile failed: {e}") from None
+    return text
+
+
+def security_config(opts: RunOptions) -> tuple[dict, str | None]:
+    """Check and normalize the confinement flags: the config keys, and the text of a
+    custom seccomp profile (to store with the container)."""
+    from . import confine
+
+    try:
+        sec = confine.parse_security_opts(opts.security_opt)
+        cfg = {
+            "privileged": bool(opts.privileged),
+            "cap_add": confine.normalize_caps(opts.cap_add),
+            "cap_drop": confine.normalize_caps(opts.cap_drop),
+            "security_opt": list(opts.security_opt),
+            "no_new_privileges": sec["no_new_privileges"],
+            "systempaths_unconfined": sec["systempaths_unconfined"],
+            "user": opts.user or None,
+            "group_add": list(opts.group_add),
+            "read_only": bool(opts.read_only),
+            "ulimits": confine.parse_ulimits(opts.ulimits),
+            "sysctls": [confine.parse_sysctl(s, opts.network == "host") for s in opts.sysctls],
+        }
+        if opts.user:
+            confine.parse_user(opts.user)
+        for group in opts.group_add:
+            if not group or ":" in group or (group.isdigit() and int(group) >= 2**32 - 1):
+                raise ValueError(f"invalid --group-add {group!r}")
+    except ValueError as e:
+        raise CocinError(str(e)) from None
+    cfg["tmpfs"] = [parse_tmpfs(t) for t in opts.tmpfs]
+    cfg["devices"] = [parse_device(d) for d in opts.devices]
+    seen = [c for _h, c, _ro in opts.volumes] + [p for p, _o in cfg["tmpfs"]]
+    for path in seen:
+        if seen.count(path) > 1:
+            raise CocinError(f"Duplicate mount point: {path}")
+    text = None
+    if sec["seccomp"] in ("default", "unconfined"):
+        cfg["seccomp"] = sec["seccomp"]
+    else:
+        cfg["seccomp"] = "custom"
+        text = _seccomp_profile(sec["seccomp"], confine.capabilities(cfg))
+    return cfg, text
+
+
 def create(opts: RunOptions) -> Container:
     """Check the request, then make the container's directories and record.
 
@@ -145,13 +275,16 @@ def create(opts: RunOptions) -> Container:
     if restart["name"] != "no" and opts.rm:
         raise CocinError("conflicting options: --restart and --rm")
     check_network(opts)
+    security, seccomp_text = security_config(opts)
     if opts.name is not None and state.name_taken(opts.name):
         raise CocinError(f"the container name {opts.name!r} is already in use")
     img = images.get(opts.image)
 
     cid = os.urandom(32).hex()
     hostname = opts.hostname or cid[:12]
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    if not opts.user:
+        env["HOME"] = "/root"  # else the user's, from the image's /etc/passwd, at start
     if opts.tty:
         env["TERM"] = "xterm"
     for item in opts.env:
@@ -174,6 +307,7 @@ def create(opts: RunOptions) -> Container:
         "ip": opts.ip,
         "restart": restart,
         "init": opts.init,
+        **security,
     }
     d = state.container_dir(cid)
     os.makedirs(state.containers_dir(), exist_ok=True)
@@ -183,6 +317,8 @@ def create(opts: RunOptions) -> Container:
             os.mkdir(os.path.join(d, sub), 0o755)
         etc = {"hostname": hostname + "\n", "hosts": resources.hosts_text(hostname),
                "resolv.conf": _resolv_conf(opts.dns)}
+        if seccomp_text is not None:
+            etc["seccomp.json"] = seccomp_text
         for fname, text in etc.items():
             with open(os.path.join(d, fname), "w") as f:
                 f.write(text)

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from cocin import flags
 from cocin.flags import FlagError, HelpRequested, flags_of, help_text, parse
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,6 +19,8 @@ DEFAULTS = {
     "network": "bridge", "publish": [], "ip": None, "dns": [], "restart": "no", "init": False,
     "memory": None, "memory_swap": None, "cpus": None, "cpu_shares": None,
     "cpuset_cpus": None, "cpuset_mems": None, "pids_limit": None,
+    "ulimit": [], "user": None, "group_add": [], "privileged": False, "cap_add": [], "cap_drop": [],
+    "security_opt": [], "read_only": False, "tmpfs": [], "device": [], "sysctl": [],
     "image": "busybox", "container": "", "command": [],
 }
 
@@ -74,6 +77,19 @@ def test_lists_are_not_shared_between_results():
     (["-p", "8080:80"], {"publish": ["8080:80"]}),
     (["--dns", "1.1.1.1"], {"dns": ["1.1.1.1"]}),
     (["--name", "a", "--name", "b"], {"name": "b"}),  # not a list: the last one wins
+    (["--privileged"], {"privileged": True}),
+    (["--cap-add", "NET_ADMIN", "--cap-add=sys_time"], {"cap_add": ["NET_ADMIN", "sys_time"]}),
+    (["--cap-drop", "ALL"], {"cap_drop": ["ALL"]}),
+    (["--security-opt", "no-new-privileges", "--security-opt", "seccomp=unconfined"],
+     {"security_opt": ["no-new-privileges", "seccomp=unconfined"]}),
+    (["--read-only"], {"read_only": True}),
+    (["--tmpfs", "/run:size=1m"], {"tmpfs": ["/run:size=1m"]}),
+    (["-u", "1000:1000"], {"user": "1000:1000"}),
+    (["-unobody"], {"user": "nobody"}),
+    (["--user=nobody", "--group-add", "10"], {"user": "nobody", "group_add": ["10"]}),
+    (["--device", "/dev/fuse"], {"device": ["/dev/fuse"]}),
+    (["--ulimit", "nofile=1024:2048"], {"ulimit": ["nofile=1024:2048"]}),
+    (["--sysctl", "net.ipv4.ip_forward=1"], {"sysctl": ["net.ipv4.ip_forward=1"]}),
 ])
 def test_flag(argv, expected):
     args = parse("run", [*argv, "busybox"])
@@ -230,9 +246,20 @@ def test_help_text_is_aligned_and_sectioned():
     lines = help_text("run").splitlines()
     columns = {line.index(flag.help) for flag in flags_of("run") for line in lines if line.endswith(flag.help)}
     assert len(columns) == 1, "every help string starts in the same column"
-    limits = lines[lines.index("Resource limits (cgroups):") + 1:]
+    start, end = lines.index("Resource limits (cgroups):"), lines.index(flags.SECURITY + ":")
+    limits = lines[start + 1:end - 1]
     assert [line.split()[0] for line in limits] == [
-        "-m,", "--memory-swap", "--cpus", "-c,", "--cpuset-cpus", "--cpuset-mems", "--pids-limit"]
+        "-m,", "--memory-swap", "--cpus", "-c,", "--cpuset-cpus", "--cpuset-mems", "--pids-limit", "--ulimit"]
+    security = [line.split()[0] for line in lines[end + 1:]]
+    assert security == ["-u,", "--group-add", "--privileged", "--cap-add", "--cap-drop", "--security-opt",
+                        "--read-only", "--tmpfs", "--device", "--sysctl"]
+
+
+def test_exec_takes_user_and_privileged_but_not_the_container_flags():
+    args = parse("exec", ["-u", "1000", "--privileged", "web", "id"])
+    assert (args.user, args.privileged) == ("1000", True)
+    for flag in ("--cap-add", "--security-opt", "--read-only", "--device", "--ulimit"):
+        assert error_of("exec", [flag, "x", "web", "id"]) == f"unknown flag: {flag}"
 
 
 def test_help_text_of_create():
