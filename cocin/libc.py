@@ -231,3 +231,57 @@ def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int =
 def bpf_prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
     attr = _BpfProgAttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type)
     _bpf(BPF_PROG_DETACH, attr, "bpf(BPF_PROG_DETACH)")
+
+
+# --- confinement (issue 13: capabilities, no_new_privs; cocin/confine.py) -----------
+
+# <linux/prctl.h>
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# <linux/capability.h>: 64-bit capability sets, as two 32-bit halves.
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    # struct __user_cap_header_struct
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    # struct __user_cap_data_struct (two of them: bits 0-31, then 32-63)
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def capbset_read(cap: int) -> bool:
+    """Is capability ``cap`` in the calling thread's bounding set? (False if unknown.)"""
+    res = _libc.prctl(ctypes.c_int(PR_CAPBSET_READ), ctypes.c_ulong(cap), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0), ctypes.c_ulong(0))
+    return res > 0
+
+
+def capget() -> tuple[int, int, int]:
+    """The calling thread's (effective, permitted, inheritable) sets as 64-bit masks."""
+    head = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(head), data), "capget")
+    return tuple(data[0].__getattribute__(f) | data[1].__getattribute__(f) << 32
+                 for f in ("effective", "permitted", "inheritable"))
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the calling thread's effective, permitted and inheritable sets (64-bit masks)."""
+    head = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in (0, 1):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(head), data), "capset")
