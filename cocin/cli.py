@@ -382,6 +382,12 @@ def cmd_network(a: argparse.Namespace) -> int:
         for name in a.names:
             network.remove_network(name)
             print(name)
+    elif a.net_verb == "prune":
+        nets, orphans = network.prune_networks()
+        if nets:
+            print("Deleted Networks:\n" + "\n".join(nets))
+        if orphans:
+            print("Deleted leftovers of removed state roots:\n" + "\n".join(orphans))
     elif a.net_verb == "connect":
         rec = state.find(a.container)
         runtime.connect(rec, a.name, a.ip)
@@ -389,7 +395,7 @@ def cmd_network(a: argparse.Namespace) -> int:
         rec = state.find(a.container)
         runtime.disconnect(rec, a.name)
     else:
-        raise CocinError("usage: cocin network create|ls|inspect|rm|connect|disconnect")
+        raise CocinError("usage: cocin network create|ls|inspect|rm|prune|connect|disconnect")
     return 0
 
 
@@ -668,6 +674,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     q.add_argument("names", nargs="+", metavar="NETWORK")
     q = nsub.add_parser("rm", help="remove networks no container uses")
     q.add_argument("names", nargs="+", metavar="NETWORK")
+    q = nsub.add_parser("prune", help="remove unused networks, and the chains and bridges "
+                                      "of deleted state roots")
+    q.add_argument("-f", "--force", action="store_true", help="do not prompt (cocin never does)")
     q = nsub.add_parser("connect", help="connect a running container (on --network none) to a network")
     q.add_argument("--ip", help="a fixed IPv4 address")
     q.add_argument("name", metavar="NETWORK")

@@ -127,6 +127,8 @@ def check_network(opts: RunOptions) -> None:
 
     if opts.network != "bridge":
         network.inspect_network(opts.network)  # raises "network X not found"
+    else:
+        network.check_default_network()  # its bridge may be another root's: say so now
     for spec in opts.publish:
         network.parse_publish(spec)
     if opts.ip:

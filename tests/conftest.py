@@ -58,6 +58,34 @@ def pytest_terminal_summary(terminalreporter):
     # the header is hidden by -q: say it again at the end
     if TARGET == "vagrant" and _GUEST:
         terminalreporter.write_line(f"cocin target: vagrant VM; guest: {_GUEST[0]}")
+    order = getattr(terminalreporter.config, "_cocin_order", None)
+    if order:
+        terminalreporter.write_line(f"cocin test order: {order} (--cocin-order={order} repeats it)")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--cocin-order", default="", metavar="reverse|random[:SEED]",
+                     help="run the tests in reverse or in a random order (SEED repeats one): "
+                          "no test may depend on another having run before it")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``--cocin-order``: the collected tests reversed or shuffled (with a seed
+    printed at the end, so a failing order can be run again)."""
+    order = config.getoption("--cocin-order")
+    if not order:
+        return
+    kind, _, seed = order.partition(":")
+    if kind == "reverse" and not seed:
+        items.reverse()
+    elif kind == "random":
+        import random
+        seed = seed or str(random.SystemRandom().randrange(1, 1_000_000))
+        random.Random(seed).shuffle(items)
+        order = f"random:{seed}"
+    else:
+        raise pytest.UsageError(f"--cocin-order: expected reverse or random[:SEED], not {order!r}")
+    config._cocin_order = order
 
 
 class Cocin:
@@ -181,7 +209,7 @@ def cocin_session(host, request):
     try:
         # The busybox image is built once here, so single tests do not pay for it.
         c.ok("run", "--rm", "busybox", "true")
-        before = _snapshot(host)
+        before = _snapshot(host, env["COCIN_CGROUP_PARENT"])
         yield c
         for cid in c.containers():
             c("rm", "-f", cid)
@@ -256,17 +284,19 @@ def target_tmp(host):
     host.run(f"rm -rf {shlex.quote(d.path)}")
 
 
-def _snapshot(host) -> set[str]:
-    """PIDs (with start times) of live processes outside our own PID namespace.
+def _snapshot(host, cgroup_parent: str) -> set[str]:
+    """PIDs (with start times) of live processes in this session's cgroups.
 
+    Every container of the session runs in ``$COCIN_CGROUP_PARENT/<id>``, so a
+    process still there is one of ours; containers of other cocin users (a
+    second test session, a user's own) are elsewhere and do not count.
     Zombies are left out: a container whose monitor was killed (a test does
     that on purpose) is reparented to the host's PID 1, whose job reaping is.
     """
     out = host.run(
-        "me=$(readlink /proc/self/ns/pid); for p in /proc/[0-9]*; do "
-        "ns=$(readlink $p/ns/pid 2>/dev/null) || continue; [ \"$ns\" = \"$me\" ] && continue; "
-        "set -- $(sed 's/.*) //' $p/stat 2>/dev/null); [ \"$1\" = Z ] && continue; "
-        "echo ${p#/proc/}:${20}; done").stdout
+        f"for p in /proc/[0-9]*; do grep -qF :/{shlex.quote(cgroup_parent)}/ $p/cgroup 2>/dev/null "
+        "|| continue; set -- $(sed 's/.*) //' $p/stat 2>/dev/null); [ \"$1\" = Z ] && continue; "
+        "[ -n \"$1\" ] && echo ${p#/proc/}:${20}; done").stdout
     return set(out.split())
 
 
@@ -285,9 +315,9 @@ def _assert_no_leftovers(host, c: Cocin, before: set[str]) -> None:
     procs = [p for p in procs if host.run(f"test -e {p}").rc == 0]
     if procs:
         problems.append(f"cocin processes: {procs}")
-    ns_procs = _snapshot(host) - before
+    ns_procs = _snapshot(host, c.env["COCIN_CGROUP_PARENT"]) - before
     if ns_procs:
-        problems.append(f"processes in other PID namespaces: {sorted(ns_procs)}")
+        problems.append(f"processes in the session's cgroups: {sorted(ns_procs)}")
     # A dead container's veth pair is deleted by the kernel a little later.
     deadline = time.monotonic() + 5
     while True:

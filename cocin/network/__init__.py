@@ -59,11 +59,27 @@ def default_network() -> dict[str, Any]:
     """The network called "bridge", created on first use.
 
     Its bridge link is ``$COCIN_DEFAULT_BRIDGE`` (default ``cocin0``) and its
-    subnet ``$COCIN_DEFAULT_SUBNET`` (default 172.29.0.0/16); creation fails
-    with a clear message when a host route already covers that subnet.
+    subnet ``$COCIN_DEFAULT_SUBNET`` (default 172.29.0.0/16); a state root
+    other than /var/lib/cocin gets a bridge and a /24 of its own, derived from
+    its path (``bridge.default_bridge_and_subnet``). Creation fails with a
+    clear message when a host route already covers that subnet.
     """
     from cocin.network import bridge
     return bridge.default_network()
+
+
+def check_default_network() -> None:
+    """Refuse early (before a container is made) when the default network
+    cannot be created here, e.g. its bridge name is another root's."""
+    from cocin.network import bridge
+    bridge.check_default_network()
+
+
+def prune_networks() -> tuple[list[str], list[str]]:
+    """Remove unused networks of this state root, and the chains, nft table
+    and default bridge left by state roots whose directory was deleted."""
+    from cocin.network import bridge
+    return bridge.prune_networks()
 
 
 def create_network(name: str, subnet: str, gateway: str | None = None) -> dict[str, Any]:

@@ -59,6 +59,10 @@ RESERVED_NAMES = ("none", "host")
 DEFAULT_NAME = "bridge"
 DEFAULT_BRIDGE = "cocin0"
 DEFAULT_SUBNET = "172.29.0.0/16"
+DEFAULT_ROOT = "/var/lib/cocin"
+# Another state root's default network gets a /24 of this range, chosen by a
+# hash of its directory (see default_bridge_and_subnet).
+DERIVED_POOL = "172.30.0.0/16"
 CONTAINER_IFNAME = "eth0"
 
 
@@ -248,8 +252,10 @@ def _create_locked(name: str, subnet: str, gateway: str | None, bridge: str | No
     if any(other["bridge"] == bridge for other in others):
         raise NetworkError(f"bridge {bridge} is already used by another network")
     if netlink.link_exists(bridge):
-        raise NetworkError(f"a network interface named {bridge} already exists on this host "
-                           f"(left over? remove it with: ip link delete {bridge})")
+        raise NetworkError(f"a network interface named {bridge} already exists on this host: "
+                           f"{_whose_link(bridge)}"
+                           + ("; set COCIN_DEFAULT_BRIDGE to use another name"
+                              if name == DEFAULT_NAME else ""))
     clash = _host_route_clash(net, {o["bridge"] for o in others})
     if clash:
         hint = " (set COCIN_DEFAULT_SUBNET)" if name == DEFAULT_NAME else ""
@@ -266,6 +272,70 @@ def _create_locked(name: str, subnet: str, gateway: str | None, bridge: str | No
     store.remove(_runtime_path(name))   # a leftover of a crash, if any
     store.write_json(_record_path(name), record)
     return _with_runtime(record)
+
+
+def _whose_link(link: str) -> str:
+    """Who an existing interface belongs to, as far as cocin can tell."""
+    from cocin.network import firewall
+    for directory in sorted(set(firewall.registered_roots().values())):
+        if os.path.abspath(directory) == os.path.abspath(state_dir()):
+            continue
+        try:
+            entries = os.listdir(directory)
+        except OSError:
+            entries = []
+        for entry in entries:
+            if entry.endswith(".json") and not entry.startswith("."):
+                try:
+                    other = store.read_json(os.path.join(directory, entry)) or {}
+                except (OSError, ValueError):
+                    continue
+                if other.get("bridge") == link:
+                    return (f"it is the bridge of network {other.get('name')!r} of another cocin "
+                            f"state root ({os.path.dirname(directory)})")
+    owner = firewall.owner_of(link)
+    if owner and not os.path.isdir(owner):
+        return (f"it was made for the cocin state root {os.path.dirname(owner)}, which no longer "
+                f"exists (remove what it left with: cocin network prune)")
+    if link.startswith("cocin"):
+        return ("it looks like a bridge of another cocin state root, or a leftover of one "
+                "(cocin network prune removes those of deleted state roots)")
+    return "it is not cocin's"
+
+
+def default_bridge_and_subnet(others: list[dict[str, Any]] = ()) -> tuple[str, str]:
+    """The bridge and subnet of this root's default network.
+
+    ``$COCIN_DEFAULT_BRIDGE`` and ``$COCIN_DEFAULT_SUBNET`` win. The normal
+    root (/var/lib/cocin) uses cocin0 and 172.29.0.0/16. Any other root, as
+    a second Docker daemon would, gets its own: the bridge ``cocin-xxxxxx``
+    (the hash that also names its chains, so ``ip link`` and ``iptables -S``
+    match by eye; at most 15 characters, IFNAMSIZ) and a /24 of 172.30.0.0/16
+    picked by the same hash, moving on while one clashes with a host route
+    or another network of this root (``others``).
+    Asked only when the default network is first made, never per container.
+    """
+    bridge = os.environ.get("COCIN_DEFAULT_BRIDGE") or ""
+    subnet = os.environ.get("COCIN_DEFAULT_SUBNET") or ""
+    root = os.path.abspath(os.environ.get("COCIN_ROOT") or DEFAULT_ROOT)
+    if root == DEFAULT_ROOT:
+        return bridge or DEFAULT_BRIDGE, subnet or DEFAULT_SUBNET
+    from cocin.network import firewall
+    suffix = firewall.root_suffix()
+    bridge = bridge or "cocin" + suffix
+    if not subnet:
+        import ipaddress
+        pool = list(ipaddress.IPv4Network(DERIVED_POOL).subnets(new_prefix=24))
+        start = int(suffix[1:], 16) % len(pool)
+        ours = {bridge} | {o["bridge"] for o in others}
+        taken = [ipaddress.IPv4Network(o["subnet"]) for o in others]
+        subnet = str(pool[start])
+        for i in range(len(pool)):
+            candidate = pool[(start + i) % len(pool)]
+            if not any(t.overlaps(candidate) for t in taken) and not _host_route_clash(candidate, ours):
+                subnet = str(candidate)
+                break
+    return bridge, subnet
 
 
 def create_network(name: str, subnet: str, gateway: str | None = None) -> dict[str, Any]:
@@ -292,10 +362,40 @@ def _network_locked(nets: list[dict[str, Any]], name: str) -> dict[str, Any]:
         return net
     if name != DEFAULT_NAME:
         raise NetworkError(f"network {name} not found")
-    net = _create_locked(DEFAULT_NAME, os.environ.get("COCIN_DEFAULT_SUBNET") or DEFAULT_SUBNET,
-                         None, os.environ.get("COCIN_DEFAULT_BRIDGE") or DEFAULT_BRIDGE, nets)
+    bridge, subnet = default_bridge_and_subnet(nets)
+    net = _create_locked(DEFAULT_NAME, subnet, None, bridge, nets)
     nets.append(net)
     return net
+
+
+def check_default_network() -> None:
+    """Before a container is made for the default network: make sure that
+    network can exist (created on first use, or the one-line reason why
+    not), so that no container is left behind half-made. Costs one
+    ``stat`` once the network exists."""
+    if not os.path.exists(_record_path(DEFAULT_NAME)):
+        default_network()
+
+
+def prune_networks() -> tuple[list[str], list[str]]:
+    """``network prune``: remove this root's networks no container uses (not
+    the default one, as Docker keeps ``bridge``), and what state roots whose
+    directory was deleted left on the host (``firewall.prune_orphans``).
+    Returns (networks removed, other things removed)."""
+    from cocin.network import firewall
+    removed = []
+    with _locked():
+        nets = _all()
+        _prune_locked(nets)
+        for net in [n for n in nets if n["name"] != DEFAULT_NAME and not n["containers"]]:
+            _dismantle(net)
+            store.remove(_record_path(net["name"]))
+            store.remove(_runtime_path(net["name"]))
+            nets.remove(net)
+            removed.append(net["name"])
+        orphans = firewall.prune_orphans()
+        _reconcile_locked(nets)   # also drops the sysctl holds of deleted roots
+    return removed, orphans
 
 
 def remove_network(name: str) -> None:

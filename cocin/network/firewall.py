@@ -75,13 +75,24 @@ def chain_names() -> dict[str, tuple[str, str]]:
     names with a short hash, ``COCIN-1a2b3c``..., so that rebuilding its
     chains never wipes the rules of containers it does not know about.
     """
-    base = "COCIN" + _suffix()
+    return names_for(_suffix())
+
+
+def names_for(suffix: str) -> dict[str, tuple[str, str]]:
+    """The chains of the state root whose ``root_suffix`` is ``suffix``."""
+    base = "COCIN" + suffix
     return {"dnat": ("nat", base), "postrouting": ("nat", f"{base}-POSTROUTING"),
             "forward": ("filter", f"{base}-FORWARD")}
 
 
-def nft_table() -> str:
-    return "cocin" + _suffix().replace("-", "_")
+def nft_table(suffix: str | None = None) -> str:
+    return "cocin" + (_suffix() if suffix is None else suffix).replace("-", "_")
+
+
+def root_suffix() -> str:
+    """"" for the normal root, else "-" and 6 hex digits of a hash of its
+    state directory: what names this root's chains (and its default bridge)."""
+    return _suffix()
 
 
 _suffixes: dict[str, str] = {}
@@ -99,10 +110,10 @@ def _suffix() -> str:
     return _suffixes[directory]
 
 
-def jumps() -> list[tuple[str, str, list[str], str]]:
+def jumps(chains: dict[str, tuple[str, str]] | None = None) -> list[tuple[str, str, list[str], str]]:
     """The one rule per host chain that sends packets into ours:
     ``(table, host chain, match, our chain)``."""
-    chains = chain_names()
+    chains = chains or chain_names()
     local = ["-m", "addrtype", "--dst-type", "LOCAL"]
     return [
         ("nat", "PREROUTING", local, chains["dnat"][1]),
@@ -356,10 +367,11 @@ def _jump_spec(match: list[str], chain: str) -> str:
     return " ".join([*match, "-j", chain])
 
 
-def parse_iptables_save(text: str) -> Present:
-    """Read ``iptables-save`` output: which of this root's chains exist,
-    every rule jumping into them from a host chain, the FORWARD policy."""
-    ours = {chain: table for table, chain in chain_names().values()}
+def parse_iptables_save(text: str, chains: dict[str, tuple[str, str]] | None = None) -> Present:
+    """Read ``iptables-save`` output: which of this root's chains (or of
+    ``chains``) exist, every rule jumping into them from a host chain, the
+    FORWARD policy."""
+    ours = {chain: table for table, chain in (chains or chain_names()).values()}
     present: Present = {"chains": [], "jumps": [], "forward_drops": False}
     table = ""
     for line in text.splitlines():
@@ -399,12 +411,14 @@ def _snapshot() -> Present:
     return present
 
 
-def iptables_transaction(rules: list[Rule], present: Present) -> str:
+def iptables_transaction(rules: list[Rule], present: Present,
+                         chains: dict[str, tuple[str, str]] | None = None) -> str:
     """The one ``iptables-restore --noflush`` input taking the host from
     ``present`` to exactly ``rules``: wanted chains declared (created, or
     emptied) and filled, the jumps into them added where missing, and
-    unwanted jumps and chains deleted. Empty when there is nothing to do."""
-    chains = chain_names()
+    unwanted jumps and chains deleted. Empty when there is nothing to do.
+    (``chains``: another root's, to remove them: ``rules`` is then empty.)"""
+    chains = chains or chain_names()
     wanted = {chains[r.chain] for r in rules}
     if rules:
         wanted |= {chains["dnat"], chains["postrouting"]}
@@ -421,7 +435,7 @@ def iptables_transaction(rules: list[Rule], present: Present) -> str:
         table, chain = chains[rule.chain]
         per_table[table]["rules"].append(
             " ".join([f"-A {chain}"] + [_quote(a) for a in iptables_args(rule)]))
-    for table, host_chain, match, chain in jumps():
+    for table, host_chain, match, chain in jumps(chains):
         found = [spec for t, h, spec in present["jumps"]
                  if t == table and h == host_chain and spec.split()[-1] == chain]
         if (table, chain) not in wanted:
@@ -626,6 +640,10 @@ def apply(rules: list[Rule]) -> None:
         store.remove(_state_path())
     new: dict[str, Any] = {"boot": boot_id(), "backend": chosen, "wanted": _wanted(),
                            "applied": key, "checked": time.time()}
+    if rules:
+        register_root()   # before the chains exist: whose they are (see prune_orphans)
+    else:
+        store.remove(_registry_path(_suffix()))   # the chains go: nothing left to tell
     try:
         if chosen == "iptables":
             present, looked = _apply_iptables(rules, (fresh or {}).get("present"))
@@ -654,3 +672,89 @@ def _has_leftovers(tool: str) -> bool:
         return _run(["nft", "list", "table", "ip", nft_table()], check=False)[0] == 0
     present = _snapshot()
     return bool(present["chains"] or present["jumps"])
+
+
+# ----------------------------------------------------- state roots, orphans --
+#
+# A chain named COCIN-1a2b3c says only a hash of its state directory. So that
+# the chains of a directory removed by hand can be recognised, every root
+# writes its directory into ``/run/cocin/roots/<hash>`` (``default`` for the
+# normal root) before it makes chains; ``/run`` is emptied at boot, exactly
+# when the chains vanish too. A registered directory that no longer exists
+# has left orphans behind: ``prune_orphans`` removes its chains, jumps, nft
+# table and default bridge. Chains of a root that is not registered (made
+# by an older cocin) and chains that are not cocin's are never touched.
+
+def _registry_path(suffix: str) -> str:
+    return os.path.join(RUN_DIR, "roots", suffix.lstrip("-") or "default")
+
+
+def register_root() -> None:
+    """Record which state directory this root's chains belong to (once)."""
+    path = _registry_path(_suffix())
+    if not os.path.exists(path):
+        try:
+            store.write_json(path, {"state_dir": os.path.abspath(state_dir())}, durable=False)
+        except OSError:
+            pass   # only costs the ability to prune them later
+
+
+def registered_roots() -> dict[str, str]:
+    """``{suffix: state directory}`` of every root that made chains this boot."""
+    try:
+        names = os.listdir(os.path.join(RUN_DIR, "roots"))
+    except FileNotFoundError:
+        return {}
+    roots = {}
+    for name in names:
+        if name.startswith("."):
+            continue
+        entry = _read_cache(os.path.join(RUN_DIR, "roots", name))
+        if isinstance(entry, dict) and isinstance(entry.get("state_dir"), str):
+            roots["" if name == "default" else "-" + name] = entry["state_dir"]
+    return roots
+
+
+def owner_of(chain_or_bridge: str) -> str | None:
+    """The state directory a chain ``COCIN-xxxxxx...`` or a default bridge
+    ``cocin-xxxxxx`` was made for, if it is registered."""
+    name = chain_or_bridge.upper()
+    if not name.startswith("COCIN"):
+        return None
+    rest = name[len("COCIN"):]
+    suffix = rest[:7].lower() if len(rest) >= 7 and rest[0] == "-" else ""
+    if suffix and any(c not in "0123456789abcdef" for c in suffix[1:]):
+        suffix = ""
+    return registered_roots().get(suffix)
+
+
+def prune_orphans() -> list[str]:
+    """Remove what state roots whose directory is gone left on the host:
+    their chains and the jumps into them, their nft table, their default
+    bridge. Returns what was removed, described."""
+    removed: list[str] = []
+    for suffix, directory in sorted(registered_roots().items()):
+        if os.path.isdir(directory):
+            continue   # a live root: its chains are its own business
+        root = os.path.dirname(directory)
+        chains = names_for(suffix)
+        if _works("iptables"):
+            present = parse_iptables_save(_run(["iptables-save"], check=False)[1], chains)
+            text = iptables_transaction([], present, chains)
+            if text:
+                _run(["iptables-restore", "-w", "--noflush"], stdin=text)
+                removed += [f"chain {c} (of {root})" for _t, c in present["chains"]]
+        if _works("nft") and _run(["nft", "list", "table", "ip", nft_table(suffix)],
+                                  check=False)[0] == 0:
+            _run(["nft", "delete", "table", "ip", nft_table(suffix)])
+            removed.append(f"nft table ip {nft_table(suffix)} (of {root})")
+        if suffix:
+            from cocin.network import netlink
+            bridge = "cocin" + suffix
+            try:
+                netlink.delete_link(bridge)
+                removed.append(f"bridge {bridge} (of {root})")
+            except OSError:
+                pass   # not there
+        store.remove(_registry_path(suffix))
+    return removed
