@@ -2,10 +2,21 @@
  * nsenter_stub.c - the tiny helper behind `cocin exec`.
  *
  * Usage:
- *     nsenter_stub PID CWD [--] ARGV0 [ARGS...]
+ *     nsenter_stub [OPTIONS] PID CWD [--] ARGV0 [ARGS...]
  *
  * It runs ARGV0 (with ARGS) inside the namespaces of the running process
- * PID -- normally the container's init -- much like `docker exec`.
+ * PID -- normally the container's init -- much like `docker exec`, and
+ * confines it the way the container itself is confined.  OPTIONS (each one
+ * optional; without them the command keeps the caller's identity and
+ * privileges):
+ *     --start-time T   PID must still be the process that started at T
+ *                      (field 22 of /proc/PID/stat): a reused PID is refused
+ *     --uid U --gid G  the user and group to run as
+ *     --groups G1,G2   the supplementary groups ("" for none)
+ *     --caps HEXMASK   the capabilities to keep (as CapEff prints them)
+ *     --nnp            set no_new_privs: execve never grants privileges
+ *     --seccomp FILE   install this seccomp filter (a raw struct sock_filter
+ *                      array, as cocin compiles it; a path on the host)
  *
  * Why C and not Python?  setns(CLONE_NEWPID) only affects *children*
  * created afterwards, and setns(CLONE_NEWNS) refuses to work in a
@@ -14,22 +25,39 @@
  * not care which libc (if any) lives inside the container.
  *
  * What it does, step by step:
- *   1. Validate arguments.  Usage errors -> one line on stderr, exit 125.
+ *   1. Validate arguments, read the seccomp filter (a host file: once we
+ *      are in the container's mount namespace it is out of sight).  Usage
+ *      errors -> one line on stderr, exit 125.
  *   2. Open /proc/PID/ns/{ipc,uts,net,pid,cgroup,mnt} and /proc/PID/root
  *      -- ALL fds first, because once we join the mount namespace the
  *      /proc we see is the container's and "PID" would mean nothing.
  *      A namespace we already share with PID is skipped (setns into your
  *      own namespace can fail; util-linux nsenter skips them the same way).
+ *      Then check PID's start time through the same /proc/PID directory
+ *      fd: the fds are the container's, not those of a process that got
+ *      its PID number after it died.
  *   3. setns() into each one, the mount namespace last, then chroot into
  *      the target's root directory (/proc/PID/root, opened in step 2) so a
  *      chroot()ed container works as well as a pivot_root()ed one.
  *   4. fork(): only the child really lives in the PID namespace.
- *      Child : chdir(CWD), look ARGV0 up in $PATH, execve().
+ *      Child : chdir(CWD), confine itself (step 5), look ARGV0 up in $PATH,
+ *              execve().
  *      Parent: forward signals to the child, wait, exit with its status.
+ *   5. The confinement, in runc's order (finalizeNamespace):
+ *        no_new_privs; the seccomp filter now if no_new_privs is off
+ *        (installing one then needs CAP_SYS_ADMIN, which we still hold);
+ *        drop from the bounding set every capability not kept;
+ *        PR_SET_KEEPCAPS (so that the uid change keeps the permitted set);
+ *        setgroups, setgid, setuid; capset (root: effective = permitted =
+ *        the mask; any other user: nothing, the mask stays in its bounding
+ *        set only); clear the ambient set; the seccomp filter last if
+ *        no_new_privs is on (as late as possible: fewer calls to allow).
  *
  * Things the stub deliberately does NOT do:
  *   - environment: our own environ is passed to execve unchanged (the
  *     Python caller builds the container environment and hands it to us);
+ *   - users by name: the caller looks the user up in the container's
+ *     /etc/passwd and /etc/group and passes numbers;
  *   - cgroups: the caller joins the container's cgroup before exec'ing
  *     us, and cgroup membership is inherited by our child;
  *   - terminals: fds 0,1,2 are simply inherited (the caller sets up a pty
@@ -37,7 +65,8 @@
  *   - shells: the command is an argv vector, never a shell string.
  *
  * Exit codes (the same convention as `docker exec` / `docker run`):
- *   125  cocin's own failure (bad usage, no such PID, setns/chdir failed)
+ *   125  cocin's own failure (bad usage, no such PID, setns/chdir failed,
+ *        the confinement could not be applied)
  *   126  command found but could not be executed (EACCES, ENOEXEC,
  *        missing "#!" interpreter, ...)
  *   127  command not found
@@ -49,14 +78,21 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,6 +102,20 @@
 #define EXIT_NOTFOUND  127  /* command not found          */
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define USAGE "usage: nsenter_stub [--start-time T] [--uid U --gid G --groups G1,G2 " \
+              "--caps HEXMASK --nnp --seccomp FILE] PID CWD [--] ARGV0 [ARGS...]"
+
+/* What the options ask for (step 1 fills it, steps 2 and 5 apply it). */
+static struct options {
+    unsigned long long start_time;  /* --start-time, 0: not checked        */
+    int set_uid, set_gid, set_groups, set_caps, nnp;
+    uid_t uid;
+    gid_t gid;
+    gid_t *groups;                  /* --groups, parsed                    */
+    size_t n_groups;
+    uint64_t caps;                  /* --caps: bit N = capability N        */
+    struct sock_fprog filter;       /* --seccomp, read; len 0: none        */
+} opt;
 
 extern char **environ;
 
@@ -136,6 +186,40 @@ static void open_ns(int procfd, const char *pid, struct ns *ns)
     ns->fd = fd;
 }
 
+/*
+ * The start time of the process behind procfd (an fd on /proc/PID): field 22
+ * of its "stat", counted after the last ')' since the command name (field 2)
+ * may itself contain spaces and parentheses.  0 for a zombie or an error.
+ */
+static unsigned long long start_time(int procfd)
+{
+    char buf[1024], *p;
+    unsigned long long value = 0;
+    ssize_t n;
+    int fd, field;
+
+    fd = openat(procfd, "stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+        return 0;
+    /* p + 2 is field 3 (the state); skip to field 22 */
+    for (p += 2, field = 3; field < 22 && p != NULL; field++) {
+        p = strchr(p, ' ');
+        if (p != NULL)
+            p++;
+    }
+    if (p != NULL)
+        value = strtoull(p, NULL, 10);
+    return value;
+}
+
 static void enter_namespaces(const char *pid)
 {
     char path[64];
@@ -161,6 +245,15 @@ static void enter_namespaces(const char *pid)
     rootfd = openat(procfd, "root", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0)
         die(EXIT_COCIN, "cannot open /proc/%s/root: %s", pid, strerror(errno));
+
+    /*
+     * Is PID still the container's process?  procfd stays bound to the
+     * process it was opened for (if that one dies, openat() through it
+     * fails), so a matching start time read through it now proves that
+     * the fds above are the container's, not a newcomer's with its PID.
+     */
+    if (opt.start_time != 0 && start_time(procfd) != opt.start_time)
+        die(EXIT_COCIN, "process %s has exited: it is not the container's any more", pid);
     close(procfd);
 
     /* 3. ... then join them, mnt last (it is last in the table). */
@@ -185,6 +278,211 @@ static void enter_namespaces(const char *pid)
     if (fchdir(rootfd) < 0 || chroot(".") < 0)
         die(EXIT_COCIN, "cannot enter root directory of %s: %s", pid, strerror(errno));
     close(rootfd);
+}
+
+/* ------------------------------------------------------------------ */
+/* Step 1: options                                                      */
+/* ------------------------------------------------------------------ */
+
+/* A decimal number below `limit`, or die naming the option. */
+static unsigned long long number(const char *name, const char *s, unsigned long long limit)
+{
+    unsigned long long v = 0, digit;
+    const char *p = s;
+
+    for (; *p; p++) {
+        digit = (unsigned long long)(*p - '0');
+        if (*p < '0' || *p > '9' || v > (limit - 1 - digit) / 10)
+            break;
+        v = v * 10 + digit;     /* v < limit, always */
+    }
+    if (*s == '\0' || *p != '\0')
+        die(EXIT_COCIN, "invalid %s \"%s\": not a number below %llu", name, s, limit);
+    return v;
+}
+
+/* "5,27,100" -> opt.groups; "" -> no supplementary groups. */
+static void parse_groups(const char *s)
+{
+    char item[16];
+    const char *p = s;
+    size_t n = 1, len;
+
+    for (; *p; p++)
+        n += (*p == ',');
+    if (*s == '\0')
+        n = 0;
+    if (n > 65536)          /* NGROUPS_MAX */
+        die(EXIT_COCIN, "invalid --groups: more than 65536 groups");
+    opt.groups = calloc(n ? n : 1, sizeof(gid_t));
+    if (opt.groups == NULL)
+        die(EXIT_COCIN, "out of memory");
+    for (p = s; opt.n_groups < n; p += len + 1) {
+        len = strcspn(p, ",");
+        if (len >= sizeof(item))
+            die(EXIT_COCIN, "invalid --groups \"%s\"", s);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        opt.groups[opt.n_groups++] = (gid_t)number("group", item, UINT32_MAX);
+    }
+}
+
+/* "a80425fb" (or "0xa80425fb") -> opt.caps */
+static void parse_caps(const char *s)
+{
+    char *end;
+
+    errno = 0;
+    opt.caps = strtoull(s, &end, 16);
+    if (*s == '\0' || *s == '-' || *end != '\0' || errno != 0)
+        die(EXIT_COCIN, "invalid --caps \"%s\": not a hexadecimal mask", s);
+}
+
+/*
+ * Read the seccomp filter FILE now, while "/" is still the host's: a raw
+ * array of struct sock_filter (8 bytes each).  O_NOFOLLOW: the file is
+ * cocin's own, never a symlink.
+ */
+static void read_filter(const char *path)
+{
+    struct stat st;
+    size_t size, done = 0;
+    ssize_t n;
+    char *buf;
+    int fd;
+
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0)
+        die(EXIT_COCIN, "cannot open seccomp filter %s: %s", path, strerror(errno));
+    size = (size_t)st.st_size;
+    if (!S_ISREG(st.st_mode) || size == 0 || size % sizeof(struct sock_filter) != 0 ||
+        size > BPF_MAXINSNS * sizeof(struct sock_filter))
+        die(EXIT_COCIN, "invalid seccomp filter %s: not an array of at most %d BPF instructions",
+            path, BPF_MAXINSNS);
+    buf = malloc(size);
+    if (buf == NULL)
+        die(EXIT_COCIN, "out of memory");
+    while (done < size) {
+        n = read(fd, buf + done, size - done);
+        if (n <= 0)
+            die(EXIT_COCIN, "cannot read seccomp filter %s: %s", path, n ? strerror(errno) : "short file");
+        done += (size_t)n;
+    }
+    close(fd);
+    opt.filter.len = (unsigned short)(size / sizeof(struct sock_filter));
+    opt.filter.filter = (struct sock_filter *)buf;
+}
+
+/*
+ * Parse the OPTIONS (everything before PID starting with "--" that is not
+ * "--" itself); returns the index of PID in argv.
+ */
+static int parse_options(int argc, char **argv)
+{
+    const char *value;
+    int i = 1;
+
+    for (; i < argc && strncmp(argv[i], "--", 2) == 0 && argv[i][2] != '\0'; i++) {
+        const char *name = argv[i];
+
+        if (strcmp(name, "--nnp") == 0) {
+            opt.nnp = 1;
+            continue;
+        }
+        if (i + 1 >= argc)
+            die(EXIT_COCIN, "option %s needs a value; " USAGE, name);
+        value = argv[++i];
+        if (strcmp(name, "--start-time") == 0) {
+            opt.start_time = number("start time", value, ULLONG_MAX);
+        } else if (strcmp(name, "--uid") == 0) {
+            opt.uid = (uid_t)number("uid", value, UINT32_MAX);
+            opt.set_uid = 1;
+        } else if (strcmp(name, "--gid") == 0) {
+            opt.gid = (gid_t)number("gid", value, UINT32_MAX);
+            opt.set_gid = 1;
+        } else if (strcmp(name, "--groups") == 0) {
+            parse_groups(value);
+            opt.set_groups = 1;
+        } else if (strcmp(name, "--caps") == 0) {
+            parse_caps(value);
+            opt.set_caps = 1;
+        } else if (strcmp(name, "--seccomp") == 0) {
+            read_filter(value);
+        } else {
+            die(EXIT_COCIN, "unknown option %s; " USAGE, name);
+        }
+    }
+    return i;
+}
+
+/* ------------------------------------------------------------------ */
+/* Step 5, child side: confine ourselves as the container is            */
+/* ------------------------------------------------------------------ */
+
+static void install_filter(void)
+{
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &opt.filter) < 0)
+        die(EXIT_COCIN, "cannot install the seccomp filter: %s", strerror(errno));
+}
+
+/* Keep only the capabilities of opt.caps in the bounding set. */
+static void drop_bounding_set(void)
+{
+    int cap;
+
+    /* PR_CAPBSET_READ fails (EINVAL) past the kernel's last capability */
+    for (cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++) {
+        if (cap < 64 && (opt.caps >> cap) & 1)
+            continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+            die(EXIT_COCIN, "cannot drop capability %d from the bounding set: %s", cap, strerror(errno));
+    }
+}
+
+/* effective = permitted = mask for root, nothing for any other user. */
+static void set_capabilities(void)
+{
+    struct __user_cap_header_struct head = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    uint64_t keep = 0, permitted;
+    int i;
+
+    if (syscall(SYS_capget, &head, data) < 0)
+        die(EXIT_COCIN, "capget: %s", strerror(errno));
+    permitted = data[0].permitted | (uint64_t)data[1].permitted << 32;
+    if (geteuid() == 0)
+        keep = opt.caps & permitted;    /* what we do not hold cannot be given */
+    for (i = 0; i < 2; i++) {
+        data[i].effective = data[i].permitted = (uint32_t)(keep >> (32 * i));
+        data[i].inheritable = 0;
+    }
+    if (syscall(SYS_capset, &head, data) < 0)
+        die(EXIT_COCIN, "capset: %s", strerror(errno));
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+        die(EXIT_COCIN, "cannot clear the ambient capabilities: %s", strerror(errno));
+}
+
+static void confine(void)
+{
+    if (opt.nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        die(EXIT_COCIN, "cannot set no_new_privs: %s", strerror(errno));
+    if (opt.filter.len && !opt.nnp)
+        install_filter();               /* still holding CAP_SYS_ADMIN */
+    if (opt.set_caps) {
+        drop_bounding_set();
+        if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+            die(EXIT_COCIN, "PR_SET_KEEPCAPS: %s", strerror(errno));
+    }
+    if (opt.set_groups && setgroups(opt.n_groups, opt.groups) < 0)
+        die(EXIT_COCIN, "setgroups: %s", strerror(errno));
+    if (opt.set_gid && setgid(opt.gid) < 0)
+        die(EXIT_COCIN, "setgid %u: %s", (unsigned)opt.gid, strerror(errno));
+    if (opt.set_uid && setuid(opt.uid) < 0)
+        die(EXIT_COCIN, "setuid %u: %s", (unsigned)opt.uid, strerror(errno));
+    if (opt.set_caps)
+        set_capabilities();
+    if (opt.filter.len && opt.nnp)
+        install_filter();               /* last: fewer calls need allowing */
 }
 
 /* ------------------------------------------------------------------ */
@@ -316,19 +614,27 @@ int main(int argc, char **argv)
     char **cmd;
     sigset_t fwd_set, old_set;
     struct sigaction sa;
-    int status;
+    int status, first;
     size_t i;
 
-    /* 1. arguments: PID CWD [--] ARGV0 [ARGS...] */
-    if (argc < 4)
-        die(EXIT_COCIN, "usage: nsenter_stub PID CWD [--] ARGV0 [ARGS...]");
-    pid = argv[1];
-    cwd = argv[2];
-    cmd = argv + 3;
+    /*
+     * Not dumpable until execve (which resets it): no process of the
+     * container may ptrace us or open our /proc files while we still hold
+     * the host's privileges and fds.
+     */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+    /* 1. arguments: [OPTIONS] PID CWD [--] ARGV0 [ARGS...] */
+    first = parse_options(argc, argv);
+    if (argc - first < 3)
+        die(EXIT_COCIN, USAGE);
+    pid = argv[first];
+    cwd = argv[first + 1];
+    cmd = argv + first + 2;
     if (strcmp(cmd[0], "--") == 0)
         cmd++;
     if (cmd[0] == NULL)
-        die(EXIT_COCIN, "usage: nsenter_stub PID CWD [--] ARGV0 [ARGS...] (no command given)");
+        die(EXIT_COCIN, USAGE " (no command given)");
     if (!valid_pid(pid))
         die(EXIT_COCIN, "invalid PID \"%s\": not a positive number", pid);
     if (cwd[0] == '\0')
@@ -365,6 +671,7 @@ int main(int argc, char **argv)
         sigprocmask(SIG_SETMASK, &old_set, NULL);
         if (chdir(cwd) < 0)
             die(EXIT_COCIN, "exec: cannot chdir to %s: %s", cwd, strerror(errno));
+        confine();
         run_command(cmd);           /* never returns */
     }
 

@@ -49,10 +49,11 @@ def _wait_for_child(parent_pid, timeout=5.0):
 
 @pytest.fixture
 def target():
-    """A `sleep` in fresh pid/mnt/uts namespaces with hostname 'inner'."""
+    """A `sleep` in fresh pid/mnt/uts namespaces with hostname 'inner' and
+    its own empty /tmp (so the host's /tmp is out of sight once joined)."""
     proc = subprocess.Popen(
         ["unshare", "--fork", "--pid", "--mount-proc", "--uts",
-         "sh", "-c", "hostname inner && exec sleep 30"],
+         "sh", "-c", "mount -t tmpfs none /tmp && hostname inner && exec sleep 30"],
     )
     inner = None
     try:
@@ -177,3 +178,136 @@ def test_command_runs_inside_pid_namespace(target):
     finally:
         bg.send_signal(signal.SIGTERM)  # forwarded to the sleep
         assert bg.wait(timeout=10) == 128 + signal.SIGTERM
+
+
+# --- the confinement options (issue 13: exec confined as the container) ------------------
+
+DEFAULT_CAPS = "00000000a80425fb"  # Docker's 14 (moby's oci/caps/defaults.go)
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_ERRNO = 0x00050000
+SYS_UNAME = {"x86_64": 63, "aarch64": 160}
+
+
+def bpf(*insns):
+    """struct sock_filter instructions (code, jt, jf, k) as raw bytes."""
+    return b"".join(struct.pack("=HBBI", *i) for i in insns)
+
+
+def deny_uname_filter():
+    """Load the syscall number; uname -> EPERM, anything else allowed."""
+    nr = SYS_UNAME[os.uname().machine]
+    return bpf((0x20, 0, 0, 0),                               # ld  [0] (seccomp_data.nr)
+               (0x15, 0, 1, nr),                              # jeq nr, next, skip
+               (0x06, 0, 0, SECCOMP_RET_ERRNO | 1),           # ret ERRNO(EPERM)
+               (0x06, 0, 0, SECCOMP_RET_ALLOW))               # ret ALLOW
+
+
+def status(text):
+    """/proc/PID/status lines as a dict."""
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def start_time(pid):
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
+@needs_stub
+@pytest.mark.parametrize("args, message", [
+    (["--bogus", "1", "1", "/", "true"], "unknown option --bogus"),
+    (["--uid"], "option --uid needs a value"),
+    (["--uid", "x", "1", "/", "true"], 'invalid uid "x"'),
+    (["--uid", "4294967295", "1", "/", "true"], 'invalid uid "4294967295"'),
+    (["--gid", "-1", "1", "/", "true"], 'invalid gid "-1"'),
+    (["--groups", "1,,2", "1", "/", "true"], 'invalid group ""'),
+    (["--groups", "1,x", "1", "/", "true"], 'invalid group "x"'),
+    (["--caps", "zz", "1", "/", "true"], 'invalid --caps "zz"'),
+    (["--caps", "-1", "1", "/", "true"], 'invalid --caps "-1"'),
+    (["--start-time", "1e5", "1", "/", "true"], 'invalid start time "1e5"'),
+    (["--nnp", "1", "/"], "usage: nsenter_stub"),
+    (["--seccomp", "/cocin-no-such-filter", "1", "/", "true"], "cannot open seccomp filter"),
+])
+def test_option_errors_exit_125(args, message):
+    r = run_stub(*args)
+    assert r.returncode == 125
+    assert r.stderr.startswith("cocin: error: ") and message in r.stderr
+    assert len(r.stderr.splitlines()) == 1
+
+
+@needs_stub
+def test_seccomp_file_must_be_a_filter_and_no_symlink(tmp_path):
+    odd = tmp_path / "odd"
+    odd.write_bytes(b"1234567")  # not a multiple of 8 bytes
+    link = tmp_path / "link"
+    good = tmp_path / "good"
+    good.write_bytes(bpf((0x06, 0, 0, SECCOMP_RET_ALLOW)))
+    link.symlink_to(good)
+    for path, message in ((odd, "invalid seccomp filter"), (tmp_path / "empty", "invalid seccomp filter"),
+                          (link, "cannot open seccomp filter")):
+        if path.name == "empty":
+            path.write_bytes(b"")
+        r = run_stub("--seccomp", path, "1", "/", "true")
+        assert r.returncode == 125 and message in r.stderr, r.stderr
+
+
+@needs_stub
+@needs_root
+def test_without_options_nothing_is_dropped(target):
+    r = run_stub(target, "/", "cat", "/proc/self/status")
+    st = status(r.stdout)
+    assert st["CapEff"] == Path("/proc/self/status").read_text().split("CapEff:\t")[1].split()[0]
+    assert st["Uid"].split()[0] == "0" and st["NoNewPrivs"] == "0"
+
+
+@needs_stub
+@needs_root
+def test_root_keeps_the_mask_in_bounding_permitted_effective(target):
+    r = run_stub("--uid", "0", "--gid", "0", "--groups", "10,27", "--caps", DEFAULT_CAPS.lstrip("0"),
+                 target, "/", "cat", "/proc/self/status")
+    assert r.returncode == 0, r.stderr
+    st = status(r.stdout)
+    assert (st["CapBnd"], st["CapPrm"], st["CapEff"]) == (DEFAULT_CAPS,) * 3
+    assert (st["CapInh"], st["CapAmb"]) == ("0" * 16,) * 2
+    assert st["Groups"].split() == ["10", "27"]
+    assert st["NoNewPrivs"] == "0" and st["Seccomp"] == "0"
+
+
+@needs_stub
+@needs_root
+def test_other_user_has_the_mask_in_bounding_only(target):
+    r = run_stub("--uid", "1000", "--gid", "1001", "--groups", "", "--caps", DEFAULT_CAPS, "--nnp",
+                 target, "/", "cat", "/proc/self/status")
+    assert r.returncode == 0, r.stderr
+    st = status(r.stdout)
+    assert st["Uid"].split() == ["1000"] * 4 and st["Gid"].split() == ["1001"] * 4
+    assert st["Groups"].split() == []
+    assert st["CapBnd"] == DEFAULT_CAPS
+    assert st["CapPrm"] == st["CapEff"] == st["CapInh"] == st["CapAmb"] == "0" * 16
+    assert st["NoNewPrivs"] == "1"
+
+
+@needs_stub
+@needs_root
+@pytest.mark.skipif(os.uname().machine not in SYS_UNAME, reason="uname's syscall number not listed here")
+@pytest.mark.parametrize("nnp", [[], ["--nnp"]])
+def test_seccomp_filter_read_on_the_host_and_installed(target, tmp_path, nnp):
+    # The target's /tmp is its own tmpfs: tmp_path is visible only to the host,
+    # so the filter must be read before the stub joins the mount namespace.
+    filt = tmp_path / "seccomp.bpf"
+    filt.write_bytes(deny_uname_filter())
+    r = run_stub("--seccomp", filt, *nnp, "--caps", DEFAULT_CAPS, target, "/",
+                 "sh", "-c", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; uname -n")
+    st = status(r.stdout)
+    assert st["Seccomp"] == "2" and st["NoNewPrivs"] == ("1" if nnp else "0")
+    assert r.returncode != 0 and "inner" not in r.stdout  # uname(2) refused by the filter
+    assert run_stub(target, "/", "uname", "-n").stdout.strip() == "inner"
+
+
+@needs_stub
+@needs_root
+def test_start_time_pins_the_process(target):
+    r = run_stub("--start-time", start_time(target), target, "/", "hostname")
+    assert (r.returncode, r.stdout.strip()) == (0, "inner"), r.stderr
+    wrong = int(start_time(target)) + 1  # what a reused PID would show
+    r = run_stub("--start-time", wrong, target, "/", "hostname")
+    assert r.returncode == 125 and r.stdout == ""
+    assert r.stderr.strip() == f"cocin: error: process {target} has exited: it is not the container's any more"
