@@ -38,5 +38,23 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check .
+
+# COCIN_TEST_IP_FORWARD=0|1|flip: run with the host's ip_forward set so (flip:
+# the opposite of its value now), and put the machine's value back afterwards.
+# The tests must pass whichever value the host starts with.
+want=${COCIN_TEST_IP_FORWARD:-}
+if [ -n "$want" ]; then
+    was=$("$PY" scripts/ip_forward.py get)
+    case "$want" in
+        flip) [ "$was" = 1 ] && want=0 || want=1 ;;
+        0|1) ;;
+        *) echo "scripts/test.sh: COCIN_TEST_IP_FORWARD must be 0, 1 or flip" >&2; exit 2 ;;
+    esac
+    trap '"$PY" scripts/ip_forward.py set "$was"' EXIT
+    "$PY" scripts/ip_forward.py set "$want"
+    echo "== pytest with net.ipv4.ip_forward=$want (the machine's $was comes back afterwards)"
+    .venv/bin/python -m pytest "$@"
+    exit
+fi
 echo "== pytest"
 exec .venv/bin/python -m pytest "$@"

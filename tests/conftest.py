@@ -211,15 +211,24 @@ def cocin_session(host, request):
         c.ok("run", "--rm", "busybox", "true")
         before = _snapshot(host, env["COCIN_CGROUP_PARENT"])
         yield c
-        for cid in c.containers():
-            c("rm", "-f", cid)
-        for net in c("network", "ls", "-q").stdout.split():
-            c("network", "rm", net)  # the default network too: its bridge and rules
+        _remove_all(c)
         host.run(remove_cgroup_parent)
         _assert_no_leftovers(host, c, before)
-    finally:  # also when the session could not even start
+    finally:  # also when the session could not even start (its bridge and chains too)
+        _remove_all(c)
+        host.run(f"ip link delete {shlex.quote(env['COCIN_DEFAULT_BRIDGE'])} 2>/dev/null")
         host.run(remove_cgroup_parent)
         host.run(f"rm -rf {shlex.quote(root)}")
+
+
+def _remove_all(c: Cocin) -> None:
+    """Every container and network of the session's root (idempotent)."""
+    if c.sh(f"test -d {shlex.quote(c.root)}").rc != 0:
+        return
+    for cid in c("ps", "-aq", "--no-trunc").stdout.split():
+        c("rm", "-f", cid)
+    for net in c("network", "ls", "-q").stdout.split():
+        c("network", "rm", net)  # the default network too: its bridge and rules
 
 
 @pytest.fixture
