@@ -317,16 +317,11 @@ def apply_rlimits(ulimits: list) -> None:
     Lowering is always allowed; raising a hard limit needs CAP_SYS_RESOURCE,
     so this runs before the capabilities are dropped.
     """
-    if not ulimits:
-        return
-    import resource  # a C module: cheap, and only when asked for
-
     for name, soft, hard in ulimits:
         try:
-            resource.setrlimit(RLIMITS[name], (soft, hard))
-        except (OSError, ValueError) as e:
-            raise OSError(getattr(e, "errno", None) or 1,
-                          f"setrlimit {name}={soft}:{hard}: {getattr(e, 'strerror', None) or e}") from None
+            libc.setrlimit(RLIMITS[name], soft, hard)
+        except OSError as e:
+            raise OSError(f"setrlimit {name}={soft}:{hard}: {os.strerror(e.errno)}") from None
 
 
 def drop_privileges(caps: list[str], ident: Identity, no_new_privs: bool, program: bytes | None) -> None:

@@ -67,6 +67,7 @@ def container(rec: Container) -> dict[str, Any]:
             "CpusetCpus": limits.get("cpuset_cpus") or "",
             "CpusetMems": limits.get("cpuset_mems") or "",
             "PidsLimit": limits.get("pids_limit"),
+            **_security(cfg),
         },
         "Mounts": [{"Type": "bind", "Source": h, "Destination": c, "RW": not ro}
                    for h, c, ro in cfg.get("volumes", [])],
@@ -78,6 +79,7 @@ def container(rec: Container) -> dict[str, Any]:
             "Cmd": rec.argv,
             "Image": rec.image,
             "WorkingDir": cfg.get("workdir", "/"),
+            "User": cfg.get("user") or "",
         },
         "NetworkSettings": {
             "IPAddress": ep.get("ip") or "",
@@ -88,6 +90,24 @@ def container(rec: Container) -> dict[str, Any]:
                                          "MacAddress": ep.get("mac")}} if ep.get("network") else {},
         },
         "LogPath": f"{rec.dir}/container.log",
+    }
+
+
+def _security(cfg: dict) -> dict[str, Any]:
+    """The confinement part of HostConfig, in Docker's shapes (null when empty, as Docker)."""
+    return {
+        "Privileged": bool(cfg.get("privileged")),
+        "CapAdd": cfg.get("cap_add") or None,
+        "CapDrop": cfg.get("cap_drop") or None,
+        "SecurityOpt": cfg.get("security_opt") or None,
+        "ReadonlyRootfs": bool(cfg.get("read_only")),
+        "Tmpfs": {path: opts for path, opts in cfg.get("tmpfs") or []} or None,
+        "Devices": [{"PathOnHost": h, "PathInContainer": c, "CgroupPermissions": p}
+                    for h, c, p in cfg.get("devices") or []],
+        "Ulimits": [{"Name": n, "Hard": hard, "Soft": soft} for n, soft, hard in cfg.get("ulimits") or []]
+        or None,
+        "Sysctls": {k: v for k, v in cfg.get("sysctls") or []} or None,
+        "GroupAdd": cfg.get("group_add") or None,
     }
 
 

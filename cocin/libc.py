@@ -285,3 +285,21 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _check(_libc.capset(ctypes.byref(head), data), "capset")
+
+
+class _Rlimit(ctypes.Structure):
+    # struct rlimit: rlim_cur, rlim_max (RLIM_INFINITY is all ones)
+    _fields_ = [("rlim_cur", ctypes.c_ulong), ("rlim_max", ctypes.c_ulong)]
+
+
+RLIM_INFINITY = ctypes.c_ulong(-1).value
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """Set a resource limit of the calling process (-1: ``RLIM_INFINITY``).
+
+    Through ctypes rather than the ``resource`` module: the container's child
+    calls it after ``pivot_root``, when the host's lib-dynload is out of reach.
+    """
+    lim = _Rlimit(RLIM_INFINITY if soft == -1 else soft, RLIM_INFINITY if hard == -1 else hard)
+    _check(_libc.setrlimit(ctypes.c_int(resource), ctypes.byref(lim)), "setrlimit")

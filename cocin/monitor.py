@@ -12,7 +12,10 @@ socket pair whose container end is close-on-exec:
     "ready"  ───────────────────────────────►   network for its PID
     filesystem (rootfs.setup), hostname,
     stdio or pty ("pty" + fd) ─────────────►
+    the user looked up, ulimits
                               ◄─────────────   "go"
+    confined (confine.drop_privileges:
+    capabilities, user, seccomp)
     execve(command)   ──── socket closes ───►   EOF: the command runs;
                                                 record "running"; wait; record exit;
                                                 tear down; maybe restart (policy)
@@ -31,7 +34,7 @@ import os
 import sys
 import time
 
-from . import libc, resources, state
+from . import confine, libc, resources, state
 from .process import FORWARDED_SIGNALS, close_fds_except, exec_error, execvpe, forward_signals
 from .record import Record
 from .state import CocinError, Container, NotFound
@@ -129,10 +132,12 @@ def _init(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
             os._exit(128 - code if code < 0 else code)
 
 
-def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup) -> None:
+def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup,
+           program: bytes | None) -> None:
     """The container process, from fork to execve. Never returns.
 
-    ``log_fd`` is None when attached to the caller's terminal, else the log.
+    ``log_fd`` is None when attached to the caller's terminal, else the log;
+    ``program`` the seccomp filter to install last (None: unconfined).
     """
     from . import rootfs
 
@@ -146,6 +151,8 @@ def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup) -> N
         cgroup.join_self(missing_ok=False)  # still single-threaded: the fast way in (v1)
         stage = "namespaces"
         flags = libc.CLONE_NEWNS | libc.CLONE_NEWUTS | libc.CLONE_NEWIPC
+        if _private_cgroupns():
+            flags |= libc.CLONE_NEWCGROUP  # after joining: the container's cgroup becomes its "/"
         if cfg.get("network_mode") != "host":
             flags |= libc.CLONE_NEWNET
         libc.unshare(flags)
@@ -184,16 +191,24 @@ def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup) -> N
         workdir = cfg.get("workdir") or "/"
         os.makedirs(workdir, exist_ok=True)
         os.chdir(workdir)
+        stage = ""  # runc's words need no prefix: "unable to find user x: ..."
+        ident = confine.resolve_user(cfg.get("user"), cfg.get("group_add") or [])
+        stage = "ulimit"
+        confine.apply_rlimits(cfg.get("ulimits") or [])
+        env = dict(e.split("=", 1) for e in cfg["env"])
+        env.setdefault("HOME", ident.home)
         if sock.recv(3) != b"go\n":
             os._exit(125)  # the monitor went away: never run the command
-        env = dict(e.split("=", 1) for e in cfg["env"])
+        stage = "confinement"
+        confine.drop_privileges(confine.capabilities(cfg), ident, bool(cfg.get("no_new_privileges")),
+                                program)
         stage = "exec"
-        if cfg.get("init"):
+        if cfg.get("init"):  # both init and the command confined
             _init(rec.argv, env, sock)
         _exec(rec.argv, env, sock)
     except BaseException as e:  # report any failure as one line, then die
         try:
-            _send(sock, f"error {code} {stage}: {e}")
+            _send(sock, f"error {code} {stage + ': ' if stage else ''}{e}")
         finally:
             os._exit(code)
     os._exit(code)
@@ -222,7 +237,75 @@ def _recv_line(sock: socket.socket) -> tuple[str, list[int]]:
     return buf[:-1].decode(), fds
 
 
-def _fork_container(rec: Container, log_fd: int | None, cgroup) -> tuple[int, socket.socket]:
+def _private_cgroupns() -> bool:
+    """A private cgroup namespace, as Docker gives on a pure cgroup v2 host (its
+    default "private" cgroupns mode); on v1/hybrid hosts Docker uses the host's."""
+    from . import cgroups  # loaded already: the monitor made the cgroup with it
+
+    return cgroups.layout() == "v2"
+
+
+SECCOMP_BPF = "seccomp.bpf"  # the compiled filter, for exec
+
+
+def _seccomp_module():
+    """cocin.seccomp, or None while the compiler (or its libc binding) is not in the tree."""
+    if not hasattr(libc, "seccomp_set_mode_filter"):
+        return None
+    try:
+        from . import seccomp
+    except ImportError:
+        return None
+    return seccomp
+
+
+def seccomp_program(rec: Container) -> bytes | None:
+    """The container's seccomp filter (None: unconfined), also written for ``exec``.
+
+    ``--privileged`` and ``seccomp=unconfined`` get none; ``default`` is Docker's
+    profile; ``custom`` the profile stored at create. ``cocin.seccomp`` caches
+    the compiled program, so this costs a file read on the start path.
+    """
+    cfg = rec.config
+    mode = cfg.get("seccomp") or "default"
+    path = os.path.join(rec.dir, SECCOMP_BPF)
+    program = None
+    if not cfg.get("privileged") and mode != "unconfined":
+        seccomp = _seccomp_module()
+        if seccomp is not None:
+            text = None
+            if mode == "custom":
+                with open(os.path.join(rec.dir, "seccomp.json")) as f:
+                    text = f.read()
+            program = seccomp.program(text, confine.capabilities(cfg))
+    _store_program(path, program)
+    return program
+
+
+def _store_program(path: str, program: bytes | None) -> None:
+    """Write ``program`` to ``path`` atomically, only when missing or changed; no
+    program: no file."""
+    try:
+        with open(path, "rb") as f:
+            if f.read() == program:
+                return
+    except FileNotFoundError:
+        if program is None:
+            return
+    if program is None:
+        os.unlink(path)
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, program)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def _fork_container(rec: Container, log_fd: int | None, cgroup,
+                    program: bytes | None) -> tuple[int, socket.socket]:
     """Fork the container process as PID 1 of a new PID namespace.
 
     ``unshare(CLONE_NEWPID)`` moves only this process's *future children*
@@ -236,7 +319,7 @@ def _fork_container(rec: Container, log_fd: int | None, cgroup) -> tuple[int, so
         pid = os.fork()
         if pid == 0:
             ours.close()
-            _child(rec, theirs, log_fd, cgroup)
+            _child(rec, theirs, log_fd, cgroup, program)
         libc.setns(own_pidns, libc.CLONE_NEWPID, "/proc/self/ns/pid")
     finally:
         os.close(own_pidns)
@@ -285,8 +368,9 @@ def launch(rec: Container, log_fd: int | None) -> Launched:
     """
     pid, sock, endpoint = 0, None, {}
     try:
+        program = seccomp_program(rec)
         cgroup = resources.make_cgroup(rec)  # the child joins it before anything else
-        pid, sock = _fork_container(rec, log_fd, cgroup)
+        pid, sock = _fork_container(rec, log_fd, cgroup, program)
         msg, _ = _recv_line(sock)
         if msg != "ready":
             raise _failure(msg)
