@@ -105,8 +105,8 @@ def staging() -> str:
     Until then it is named ``.tmp-*``, which a crash may leave behind but no
     image ever points at.
     """
-    os.makedirs(os.path.join(state.root(), "layers"), exist_ok=True)
-    os.makedirs(images_dir(), exist_ok=True)
+    os.makedirs(os.path.join(state.root(), "layers"), 0o700, exist_ok=True)
+    os.makedirs(images_dir(), 0o700, exist_ok=True)
     tmp = layer_dir(f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
     os.mkdir(tmp, 0o755)
     return tmp
@@ -302,23 +302,27 @@ def _write_tar(tree: str, out: str, pax: dict[str, str] | None = None) -> None:
 
     ``tarfile`` keeps modes, owners, symlinks, device nodes and (by inode)
     hard links. Extra metadata rides in a pax global header, which ``tar``
-    and ``docker import`` simply skip.
+    and ``docker import`` simply skip. A file ``out`` appears complete or not
+    at all, mode 0600 as Docker makes it (``state.AtomicFile``).
     """
+    if out == "-":
+        _tar_tree(tree, sys.stdout.buffer, pax)
+        return
+    try:
+        atomic = state.AtomicFile(out)
+    except OSError as e:
+        raise CocinError(f"cannot write {out}: {e.strerror}") from None
+    with atomic as f:
+        _tar_tree(tree, f, pax)
+
+
+def _tar_tree(tree: str, fileobj, pax: dict[str, str] | None) -> None:
     import tarfile
 
-    tmp = out + f".tmp-{os.getpid()}" if out != "-" else None
-    fileobj = sys.stdout.buffer if tmp is None else None
-    try:
-        with tarfile.open(tmp, "w", fileobj=fileobj, format=tarfile.PAX_FORMAT,
-                          pax_headers=pax or {}) as tf:
-            for entry in sorted(os.listdir(tree)):
-                tf.add(os.path.join(tree, entry), arcname=entry, recursive=True)
-        if tmp is not None:
-            os.replace(tmp, out)
-    except BaseException:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with tarfile.open(mode="w", fileobj=fileobj, format=tarfile.PAX_FORMAT,
+                      pax_headers=pax or {}) as tf:
+        for entry in sorted(os.listdir(tree)):
+            tf.add(os.path.join(tree, entry), arcname=entry, recursive=True)
 
 
 def export(rec: state.Container, out: str) -> None:

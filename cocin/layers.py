@@ -1,4 +1,4 @@
-"""Flattening a container's overlay into one plain directory tree.
+"""Flattening a container's overlay into one plain directory tree, by directory fds.
 
 A container's filesystem is the image layer (read-only, ``lower``) with the
 container's changes (``upper``) on top. overlayfs records changes in the
@@ -14,12 +14,31 @@ upper directory in two special ways:
 rules, so the result is what a process inside the container sees: deleted
 files are gone and no whiteout ever appears as a file. Copies keep modes,
 owners, times, symlinks, hard links and device nodes.
+
+**The host never follows a path the container controls.** The upper
+directory lies on the host, and a running container changes it while we
+copy: a path like ``upper/a/b`` that the host resolves by name is a path the
+container steers. Swap ``a`` for a symlink to a host directory at the right
+moment and a copy by path reads, deletes or overwrites the host's files.
+So no path of more than one name is ever resolved here:
+
+* a directory is opened relative to its parent's descriptor (``openat(2)``)
+  with ``O_DIRECTORY|O_NOFOLLOW``: a symlink there is an error, never a detour;
+* any other entry is first *pinned* with ``O_PATH|O_NOFOLLOW``, a descriptor
+  of the entry itself (a symlink stays a symlink), and ``fstat`` of that
+  descriptor decides what it is. A regular file's bytes are then read by
+  reopening that very inode through ``/proc/self/fd/N`` (as runc does), so a
+  swap after the check cannot turn the read into an open of a device or FIFO;
+* the new tree is written the same way, relative to its own directory fds.
+
+``tarball`` uses the same helpers (``open_beneath``, ``remove_at``) to
+extract an image into a layer.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
 import stat
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -28,96 +47,306 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 # ran on, not the image): an empty placeholder of theirs in upper is skipped.
 MOUNT_TARGETS = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
 
+O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+O_PIN = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+# --- walking by descriptor ------------------------------------------------------------
+
+def open_dir(path: str, dir_fd: int | None = None) -> int:
+    """A descriptor of the directory ``path`` (relative to ``dir_fd``); a symlink
+    as the last name fails with ``ELOOP``/``ENOTDIR`` instead of being followed."""
+    return os.open(path, O_DIR, dir_fd=dir_fd)
+
+
+def open_beneath(root_fd: int, rel: str, create: bool = False) -> int:
+    """Open the directory ``rel`` under ``root_fd`` one name at a time.
+
+    Each step is an ``openat`` of one name with ``O_NOFOLLOW``, so the walk
+    stays below ``root_fd`` whatever symlinks the tree holds: one on the way
+    raises ``OSError`` (``ELOOP`` or ``ENOTDIR``, its ``filename`` the path up
+    to it). With ``create``, missing directories are made (mode 0755).
+    """
+    fd = os.open(".", O_DIR, dir_fd=root_fd)
+    done = []
+    try:
+        for part in rel.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                raise OSError(errno.EINVAL, "'..' in a path inside a layer", rel)
+            done.append(part)
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                nfd = os.open(part, O_DIR, dir_fd=fd)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, "/".join(done)) from None
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def reopen(pin: int, flags: int) -> int:
+    """Open the inode ``pin`` (an ``O_PATH`` descriptor) for real, with ``flags``.
+
+    ``/proc/self/fd/N`` is a "magic link" to the file itself, not to a name:
+    whatever happened to the name meanwhile, this opens what ``fstat(pin)`` saw.
+    """
+    return os.open(f"/proc/self/fd/{pin}", flags | os.O_CLOEXEC)
+
+
+def remove_at(dir_fd: int, name: str) -> None:
+    """``rm -rf name`` relative to ``dir_fd``, following no symlink (nothing there: no-op)."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    # fwalk opens each directory relative to its parent's fd and never
+    # descends through a symlink (it compares lstat and fstat).
+    for _path, dirs, files, fd in os.fwalk(name, topdown=False, dir_fd=dir_fd):
+        for n in files:
+            os.unlink(n, dir_fd=fd)
+        for n in dirs:  # a symlink to a directory is listed here too
+            try:
+                os.rmdir(n, dir_fd=fd)
+            except NotADirectoryError:
+                os.unlink(n, dir_fd=fd)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
+# --- overlay markers ----------------------------------------------------------------
 
 def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def is_opaque(path: str) -> bool:
+def is_opaque(dir_fd: int) -> bool:
     try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        return os.getxattr(dir_fd, OPAQUE_XATTR) == b"y"
     except OSError:
         return False
 
 
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
+# --- copying --------------------------------------------------------------------------
+
+def set_attrs_fd(fd: int, st: os.stat_result) -> None:
+    """Owner, then mode (a chown clears set-user-ID bits), then times."""
+    os.fchown(fd, st.st_uid, st.st_gid)
+    os.fchmod(fd, stat.S_IMODE(st.st_mode))
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _copy_attrs(src_st: os.stat_result, dst: str) -> None:
-    os.lchown(dst, src_st.st_uid, src_st.st_gid)
-    if not stat.S_ISLNK(src_st.st_mode):
-        os.chmod(dst, stat.S_IMODE(src_st.st_mode))
-    os.utime(dst, ns=(src_st.st_atime_ns, src_st.st_mtime_ns), follow_symlinks=False)
+def _set_attrs_at(dir_fd: int, name: str, st: os.stat_result) -> None:
+    """The same for an entry we just made in our own new tree (no fd to write
+    through: a symlink or a device node). A symlink's mode does not exist."""
+    os.chown(name, st.st_uid, st.st_gid, dir_fd=dir_fd, follow_symlinks=False)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dir_fd)
+    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
 
 
-def copy_entry(src: str, dst: str, st: os.stat_result, links: dict) -> None:
-    """Copy one non-directory entry faithfully; ``links`` maps inodes already
-    copied to their new path, so hard links stay hard links."""
+def copy_data(src: int, dst: int) -> None:
+    """All bytes of ``src`` into ``dst`` (``sendfile(2)``: no copy through Python)."""
+    offset = 0
+    while True:
+        try:
+            n = os.sendfile(dst, src, offset, 1 << 30)
+        except OSError as e:
+            if offset or e.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
+            break  # a file system without sendfile: plain reads below
+        if n == 0:
+            return
+        offset += n
+    while True:
+        chunk = os.read(src, 1 << 20)
+        if not chunk:
+            return
+        os.write(dst, chunk)
+
+
+def _copy_file(pin: int, st: os.stat_result, dfd: int, name: str) -> int:
+    """Copy the regular file pinned by ``pin`` to ``name`` in ``dfd``; the new inode."""
+    src = reopen(pin, os.O_RDONLY)
+    try:
+        dst = os.open(name, O_NEW, 0o600, dir_fd=dfd)
+        try:
+            copy_data(src, dst)
+            set_attrs_fd(dst, st)
+            return os.fstat(dst).st_ino
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _link(target: tuple[str, int], root_fd: int, dfd: int, name: str) -> bool:
+    """Hard-link ``name`` to the copy already made at ``target`` (path in the new
+    tree, its inode); False if that copy is no longer there to link to."""
+    rel, ino = target
+    parent, _, base = rel.rpartition("/")
+    try:
+        pfd = open_beneath(root_fd, parent)
+    except OSError:
+        return False
+    try:
+        if os.stat(base, dir_fd=pfd, follow_symlinks=False).st_ino != ino:
+            return False
+        os.link(base, name, src_dir_fd=pfd, dst_dir_fd=dfd, follow_symlinks=False)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pfd)
+
+
+def _copy_nondir(pin: int, st: os.stat_result, dfd: int, name: str, rel: str,
+                 links: dict, root_fd: int) -> None:
+    """Copy one non-directory entry faithfully; ``links`` maps source inodes
+    already copied to their copy, so hard links stay hard links."""
     key = (st.st_dev, st.st_ino)
-    if st.st_nlink > 1 and key in links:
-        os.link(links[key], dst)
+    if st.st_nlink > 1 and key in links and _link(links[key], root_fd, dfd, name):
         return
     mode = st.st_mode
-    if stat.S_ISLNK(mode):
-        os.symlink(os.readlink(src), dst)
-    elif stat.S_ISREG(mode):
-        shutil.copyfile(src, dst, follow_symlinks=False)
-    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
-        os.mknod(dst, mode, st.st_rdev)
+    if stat.S_ISREG(mode):
+        ino = _copy_file(pin, st, dfd, name)
     else:
-        return  # sockets are not content
-    _copy_attrs(st, dst)
+        if stat.S_ISLNK(mode):
+            os.symlink(os.readlink("", dir_fd=pin), name, dir_fd=dfd)  # readlinkat(pin, "")
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+            os.mknod(name, mode, st.st_rdev, dir_fd=dfd)
+        else:
+            return  # sockets are not content
+        _set_attrs_at(dfd, name, st)
+        ino = os.stat(name, dir_fd=dfd, follow_symlinks=False).st_ino
     if st.st_nlink > 1:
-        links[key] = dst
+        links[key] = (rel, ino)
 
 
-def copy_tree(src: str, dst: str, overlay_upper: bool = False, links: dict | None = None) -> None:
-    """Copy ``src`` into the existing directory ``dst``; with ``overlay_upper``
-    apply whiteouts and opaque directories instead of copying them."""
+def _enter_dir(pin: int, dfd: int, name: str, overlay_upper: bool) -> tuple[int, int]:
+    """Open the source directory pinned by ``pin`` and its copy ``name`` in ``dfd``
+    (made if missing; whatever else stood there is removed)."""
+    src = reopen(pin, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if overlay_upper and is_opaque(src):
+            remove_at(dfd, name)
+        try:
+            if not stat.S_ISDIR(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                os.unlink(name, dir_fd=dfd)  # a file or a symlink: replaced
+        except FileNotFoundError:
+            pass
+        try:
+            os.mkdir(name, 0o700, dir_fd=dfd)  # its own mode once it is filled
+        except FileExistsError:
+            pass
+        return src, open_dir(name, dfd)
+    except BaseException:
+        os.close(src)
+        raise
+
+
+def _copy_entry(sfd: int, dfd: int, name: str, rel: str, overlay_upper: bool,
+                links: dict, root_fd: int):
+    """Copy the entry ``name`` of ``sfd`` into ``dfd``. For a directory, return
+    (source fd, copy fd, stat) for the caller to descend into."""
+    try:
+        pin = os.open(name, O_PIN, dir_fd=sfd)
+    except FileNotFoundError:
+        return None  # removed meanwhile: a running container's files change
+    try:
+        st = os.fstat(pin)
+        if stat.S_ISDIR(st.st_mode):
+            return (*_enter_dir(pin, dfd, name, overlay_upper), st)
+        if overlay_upper:
+            if is_whiteout(st):
+                remove_at(dfd, name)
+                return None
+            if rel in MOUNT_TARGETS and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                return None
+        remove_at(dfd, name)
+        _copy_nondir(pin, st, dfd, name, rel, links, root_fd)
+        return None
+    finally:
+        os.close(pin)
+
+
+def copy_tree(src_fd: int, dst_fd: int, overlay_upper: bool = False, links: dict | None = None) -> None:
+    """Copy the directory ``src_fd`` into the directory ``dst_fd``; with
+    ``overlay_upper`` apply whiteouts and opaque directories instead of copying them.
+
+    Depth first with a stack of open directory pairs (no recursion: a deep
+    tree must not hit Python's recursion limit). A directory's own attributes
+    are set when it is left, after its contents: a read-only directory must
+    be filled first, and filling it changes its times.
+    """
     links = {} if links is None else links
-    dirs = []
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel = os.path.relpath(dirpath, src)
-        target_dir = dst if rel == "." else os.path.join(dst, rel)
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            s = os.path.join(dirpath, name)
-            d = os.path.join(target_dir, name)
-            st = os.lstat(s)
-            relpath = os.path.normpath(os.path.join(rel, name))
-            if overlay_upper:
-                if is_whiteout(st):
-                    _remove(d)
-                    continue
-                if relpath in MOUNT_TARGETS and stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                    continue
-            _remove(d)
-            copy_entry(s, d, st, links)
-        for name in list(dirnames):
-            s = os.path.join(dirpath, name)
-            if os.path.islink(s):
+    stack = [(src_fd, dst_fd, "", iter(sorted(os.listdir(src_fd))), None)]
+    try:
+        while stack:
+            sfd, dfd, prefix, names, st = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                if st is not None:  # not the top, which the caller owns
+                    try:
+                        set_attrs_fd(dfd, st)
+                    finally:
+                        os.close(sfd)
+                        os.close(dfd)
                 continue
-            d = os.path.join(target_dir, name)
-            st = os.lstat(s)
-            if overlay_upper and is_opaque(s):
-                _remove(d)
-            if os.path.lexists(d) and not os.path.isdir(d) or os.path.islink(d):
-                os.unlink(d)
-            if not os.path.isdir(d):
-                os.mkdir(d)
-            dirs.append((st, d))
-        # os.walk follows no symlinks, so dirnames that are links were copied above.
-        dirnames[:] = [n for n in dirnames if not os.path.islink(os.path.join(dirpath, n))]
-    for st, d in reversed(dirs):  # attributes last: a read-only dir must be filled first
-        _copy_attrs(st, d)
+            sub = _copy_entry(sfd, dfd, name, prefix + name, overlay_upper, links, dst_fd)
+            if sub is not None:
+                s, d, sub_st = sub
+                try:
+                    names_below = iter(sorted(os.listdir(s)))
+                except BaseException:
+                    os.close(s)
+                    os.close(d)
+                    raise
+                stack.append((s, d, prefix + name + "/", names_below, sub_st))
+    finally:
+        for sfd, dfd, _prefix, _names, st in stack:
+            if st is not None:
+                os.close(sfd)
+                os.close(dfd)
+
+
+def _more_fds() -> None:
+    """Two descriptors stay open per level of depth: raise the soft limit on
+    open files to the hard one, so a deep tree copies instead of failing."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def flatten(lower: str, upper: str, dst: str) -> None:
-    """Write the merged view of ``lower`` + ``upper`` into the new directory ``dst``."""
-    links: dict = {}
-    copy_tree(lower, dst, links=links)
-    copy_tree(upper, dst, overlay_upper=True, links={})
-    _copy_attrs(os.lstat(lower), dst)
+    """Write the merged view of ``lower`` + ``upper`` into the new directory ``dst``.
+
+    The three paths are cocin's own (in the state root); only what lies
+    below them is the image's or the container's.
+    """
+    _more_fds()
+    fds = []
+    try:
+        for path in (lower, upper, dst):
+            fds.append(open_dir(path))
+        lower_fd, upper_fd, dst_fd = fds
+        copy_tree(lower_fd, dst_fd)
+        copy_tree(upper_fd, dst_fd, overlay_upper=True)
+        set_attrs_fd(dst_fd, os.fstat(lower_fd))
+    finally:
+        for fd in fds:
+            os.close(fd)

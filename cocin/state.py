@@ -45,9 +45,74 @@ class NotFound(CocinError):
     pass
 
 
+_PRIVATE: set[str] = set()  # roots this process has checked
+
+
 def root() -> str:
-    """The state root: ``$COCIN_ROOT`` (tests use their own) or /var/lib/cocin."""
-    return os.environ.get("COCIN_ROOT") or "/var/lib/cocin"
+    """The state root: ``$COCIN_ROOT`` (tests use their own) or /var/lib/cocin.
+
+    The first use in a process makes sure it is private (``make_private``).
+    """
+    path = os.environ.get("COCIN_ROOT") or "/var/lib/cocin"
+    if path not in _PRIVATE:
+        _PRIVATE.add(path)
+        make_private(path)
+    return path
+
+
+def make_private(path: str) -> None:
+    """Make the state root ``path`` (mode 0700, owned by root) if missing, and
+    tighten one that other users can enter.
+
+    Everything below it must stay out of other users' reach: an image layer
+    holds whatever its image or a committed container put there (a set-user-ID
+    root shell, a device node), and a host user who can walk to
+    ``layers/<id>/bin/sh`` can run it. One closed door at the top shuts them
+    all: nothing below can be reached, whatever its own mode, so a layer keeps
+    the modes its image needs. It costs one ``stat`` per command; a root made
+    by an older cocin (0755) is fixed once, with the records and logs in it.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        try:
+            os.makedirs(path, 0o700)  # the mode applies to the root itself
+            return
+        except FileExistsError:  # made meanwhile by another cocin
+            st = os.stat(path)
+    if st.st_mode & 0o077:
+        _tighten(path)
+
+
+def _tighten(path: str) -> None:
+    """Close an existing state root: the root and its subdirectories 0700, the
+    files cocin writes (records, names, image files, logs) unreadable to others."""
+    os.chmod(path, 0o700)  # first: from here on no other user gets in
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            os.chmod(entry.path, 0o700)
+        elif entry.is_file(follow_symlinks=False):
+            os.chmod(entry.path, 0o600)
+    for sub in ("names", "images", "networks"):
+        _chmod_files(os.path.join(path, sub), 0o600)
+    try:
+        ids = os.listdir(os.path.join(path, "containers"))
+    except OSError:
+        return
+    for cid in ids:
+        d = os.path.join(path, "containers", cid)
+        for name, mode in (("config.json", 0o600), ("container.log", 0o640)):
+            _chmod_files(d, mode, only=name)
+
+
+def _chmod_files(d: str, mode: int, only: str | None = None) -> None:
+    try:
+        entries = list(os.scandir(d))
+    except OSError:
+        return
+    for entry in entries:
+        if (only is None or entry.name == only) and entry.is_file(follow_symlinks=False):
+            _try(os.chmod, entry.path, mode)
 
 
 def containers_dir() -> str:
@@ -127,20 +192,70 @@ def _try(fn, *args, **kw) -> None:
 
 # --- atomic files and the lock ------------------------------------------------
 
-def atomic_write(path: str, data: str) -> None:
-    """Write ``data`` to ``path`` so that readers see all of it or none.
+_O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
-    The bytes go to a temporary file in the same directory (same filesystem)
-    which is then renamed over ``path``: a process killed at any moment
-    leaves the old record or the new one. There is no fsync (it costs
-    milliseconds per write on the start path): ext4 and xfs flush a file's
-    data before a rename that replaces another file commits, so even a
-    power cut leaves one of the two versions.
+
+class AtomicFile:
+    """A new file that replaces ``path`` in one step, or never appears.
+
+    ``with AtomicFile(path) as f: f.write(...)``: the bytes go to a temporary
+    file in the same directory (same filesystem), renamed over ``path`` when
+    the block ends without an exception (deleted if it raises). ``rename(2)``
+    is atomic, so a reader sees the old file or the new one, never half of one.
+
+    The temporary name is random and made with ``O_CREAT|O_EXCL|O_NOFOLLOW``:
+    a name derived from the PID can be guessed, and whoever can write to the
+    directory could plant a symlink there to make root write through it into
+    any file. ``O_EXCL`` fails on any existing name, a symlink included, and
+    the final ``rename`` replaces a symlink at ``path`` instead of following it.
+
+    One fsync policy: ``durable=True`` (output the user asked for, such as
+    ``save -o``) flushes the data to disk before the rename, so a power cut
+    never leaves a complete-looking empty file. Records pass ``durable=False``:
+    an fsync costs milliseconds on the start path, ext4 and xfs flush a file
+    replaced by rename before the rename commits, and every reader treats an
+    empty or torn record as missing.
     """
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(data)
-    os.replace(tmp, path)
+
+    def __init__(self, path: str, mode: int = 0o600, durable: bool = True):
+        self.path = path
+        self.durable = durable
+        directory, base = os.path.split(path)
+        self.tmp = os.path.join(directory, f".{base[:64]}.tmp-{os.urandom(6).hex()}")
+        self.file = os.fdopen(os.open(self.tmp, _O_NEWFILE, mode), "wb")
+
+    def __enter__(self):
+        return self.file
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def commit(self) -> None:
+        try:
+            self.file.flush()
+            if self.durable:
+                os.fsync(self.file.fileno())
+            self.file.close()
+            os.rename(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        _try(os.unlink, self.tmp)
+
+
+def atomic_write(path: str, data: str) -> None:
+    """Replace the record ``path`` with ``data`` (an ``AtomicFile``, mode 0600, no fsync)."""
+    with AtomicFile(path, durable=False) as f:
+        f.write(data.encode())
 
 
 class locked:
@@ -153,7 +268,7 @@ class locked:
     """
 
     def __enter__(self) -> None:
-        os.makedirs(containers_dir(), exist_ok=True)
+        os.makedirs(containers_dir(), 0o700, exist_ok=True)
         self.fd = os.open(os.path.join(root(), "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -178,7 +293,7 @@ class ContainerLock:
 
     def __init__(self, cid: str):
         d = os.path.join(root(), "locks")
-        os.makedirs(d, exist_ok=True)
+        os.makedirs(d, 0o700, exist_ok=True)
         self.path = os.path.join(d, cid)
         self.fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         _HELD_LOCKS.add(self.fd)
@@ -264,7 +379,7 @@ def load_all() -> list[Container]:
 
 # --- names -------------------------------------------------------------------------
 
-# A name is also a file name in names/: at most 255 bytes, with atomic_write's suffix.
+# A name is also a file name in names/: at most 255 bytes, with AtomicFile's temporary name.
 NAME_MAX = 200
 
 
@@ -308,7 +423,7 @@ def _index_names() -> None:
     if os.path.isdir(_names_dir()):
         return
     tmp = f"{_names_dir()}.tmp.{os.getpid()}"
-    os.makedirs(tmp, exist_ok=True)
+    os.makedirs(tmp, 0o700, exist_ok=True)
     try:
         for rec in load_all():
             if valid_name(rec.name) and len(rec.name) <= NAME_MAX:  # others: found by scanning
