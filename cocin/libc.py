@@ -303,3 +303,43 @@ def setrlimit(resource: int, soft: int, hard: int) -> None:
     """
     lim = _Rlimit(RLIM_INFINITY if soft == -1 else soft, RLIM_INFINITY if hard == -1 else hard)
     _check(_libc.setrlimit(ctypes.c_int(resource), ctypes.byref(lim)), "setrlimit")
+
+
+# --- seccomp (issue 13: the system call filter; cocin/seccomp.py) ------------------
+
+# <linux/seccomp.h>
+SECCOMP_SET_MODE_FILTER = 1
+# <linux/prctl.h>
+PR_GET_SECCOMP = 21
+
+
+class _SockFprog(ctypes.Structure):
+    # struct sock_fprog <linux/filter.h>: the number of instructions and a pointer to them
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_mode_filter(program: bytes) -> None:
+    """Attach a classic BPF seccomp filter (raw ``struct sock_filter`` array) to the
+    calling thread, for good: it is inherited by children and kept across execve.
+
+    The kernel accepts it only from a thread with no_new_privs set or with
+    CAP_SYS_ADMIN. libc has no wrapper, so it goes through syscall(2).
+    """
+    SYS_seccomp = 277 if os.uname().machine in ("aarch64", "arm64") else 317  # x86_64
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    _check(_libc.syscall(ctypes.c_long(SYS_seccomp), ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+                         ctypes.c_uint(0), ctypes.byref(prog)), "seccomp")
+
+
+def set_no_new_privs() -> None:
+    """prctl(PR_SET_NO_NEW_PRIVS, 1): execve can no longer grant privileges (setuid
+    bits and file capabilities are ignored) for this process and its children."""
+    _check(_libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+# --- exec (issue 13: exec confined as the container; cocin/nsexec.py) -----------------
+
+# <linux/prctl.h>: 0 = no core dumps, no ptrace attach, /proc/PID files root-owned.
+PR_SET_DUMPABLE = 4
