@@ -21,6 +21,9 @@ Two ideas run through the module:
   read-only), only a few device nodes in ``/dev``. These mounts hold because
   the container's command runs without ``CAP_SYS_ADMIN``: it may not unmount
   or remount them.
+
+The knobs a container may add (--tmpfs, --device, --privileged's /dev,
+--sysctl) live in rootfs_knobs.py, imported only when used.
 """
 
 from __future__ import annotations
@@ -54,32 +57,6 @@ MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/pro
                 "/sys/firmware", "/sys/devices/virtual/powercap")
 # ... and read-only: the kernel knobs under them act on the whole host.
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-
-# Names in the host's /dev that --privileged does not copy (runc's list).
-HOST_DEV_SKIP = ("pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev", "console")
-
-# mount(8) option -> (clears the flag?, MS_* flag): the options of --tmpfs that
-# are flags; the others (size, mode, uid, gid, nr_inodes...) go to tmpfs as data.
-MOUNT_FLAGS = {
-    "ro": (False, MS_RDONLY), "rw": (True, MS_RDONLY),
-    "nosuid": (False, MS_NOSUID), "suid": (True, MS_NOSUID),
-    "nodev": (False, MS_NODEV), "dev": (True, MS_NODEV),
-    "noexec": (False, MS_NOEXEC), "exec": (True, MS_NOEXEC),
-    "sync": (False, libc.MS_SYNCHRONOUS), "async": (True, libc.MS_SYNCHRONOUS),
-    "dirsync": (False, libc.MS_DIRSYNC),
-    "mand": (False, libc.MS_MANDLOCK), "nomand": (True, libc.MS_MANDLOCK),
-    "atime": (True, libc.MS_NOATIME), "noatime": (False, libc.MS_NOATIME),
-    "diratime": (True, libc.MS_NODIRATIME), "nodiratime": (False, libc.MS_NODIRATIME),
-    "relatime": (False, libc.MS_RELATIME), "norelatime": (True, libc.MS_RELATIME),
-    "strictatime": (False, MS_STRICTATIME), "nostrictatime": (True, MS_STRICTATIME),
-    "lazytime": (False, libc.MS_LAZYTIME), "nolazytime": (True, libc.MS_LAZYTIME),
-    "iversion": (False, libc.MS_I_VERSION), "noiversion": (True, libc.MS_I_VERSION),
-    "nosymfollow": (False, libc.MS_NOSYMFOLLOW), "symfollow": (True, libc.MS_NOSYMFOLLOW),
-    "defaults": (False, 0),
-}
-# Propagation options Docker accepts in --tmpfs: every container mount is private here.
-PROPAGATION = ("private", "rprivate", "slave", "rslave", "shared", "rshared")
-TMPFS_DEFAULTS = "noexec,nosuid,nodev"  # moby: what every --tmpfs starts from
 
 # statvfs(3) f_flag bits -> the mount flags a read-only remount must keep:
 # the kernel refuses to clear a flag the mount was "locked" with, and a bind
@@ -361,93 +338,6 @@ def mount_dev(root_fd: int, root: str) -> int:
     return dev
 
 
-def copy_host_devices(dev: int, host_dir: str = "/dev", rel: str = "") -> None:
-    """``--privileged``: every device node of the host's /dev, made again in the container's.
-
-    Made with the host's numbers, mode and owner (as Docker does); names the
-    container already has are kept. Links are not followed.
-    """
-    with os.scandir(os.path.join(host_dir, rel) if rel else host_dir) as it:
-        entries = list(it)
-    for entry in entries:
-        if entry.name in HOST_DEV_SKIP:
-            continue
-        name = f"{rel}/{entry.name}" if rel else entry.name
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue  # gone meanwhile
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                os.mkdir(name, 0o755, dir_fd=dev)
-            except FileExistsError:
-                pass
-            copy_host_devices(dev, host_dir, name)
-        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-            try:
-                os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dev)
-            except FileExistsError:
-                continue
-            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dev, follow_symlinks=False)
-            os.chown(name, st.st_uid, st.st_gid, dir_fd=dev, follow_symlinks=False)
-
-
-def make_devices(root_fd: int, root: str, entries: list) -> None:
-    """``--device HOST:CTR:PERMS``: the host's node made again at CTR (default: HOST).
-
-    The node is made with the host's numbers, mode and owner; what the
-    container may do with it is the device cgroup's decision (PERMS). A
-    name that exists already is kept, as runc does.
-    """
-    from .devices import host_device
-
-    for host, ctr, _perms in entries:
-        kind, major, minor, mode, uid, gid = host_device(host)
-        ctr = ctr or host
-        parent, name = open_parent(root_fd, root, ctr)
-        try:
-            kind_bit = stat.S_IFCHR if kind == "c" else stat.S_IFBLK
-            try:
-                os.mknod(name, mode | kind_bit, os.makedev(major, minor), dir_fd=parent)
-            except FileExistsError:
-                continue
-            os.chmod(name, mode, dir_fd=parent, follow_symlinks=False)
-            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
-        finally:
-            os.close(parent)
-
-
-# --- --tmpfs ------------------------------------------------------------------------
-
-def tmpfs_options(options: str) -> tuple[int, str]:
-    """``--tmpfs`` options -> ``(MS_* flags, data string)`` for mount(2).
-
-    Docker starts from ``noexec,nosuid,nodev`` and applies the user's
-    options in order, so ``exec`` undoes ``noexec``; a later ``size=`` wins.
-    Flag names become MS_* bits; the rest (``size``, ``mode``, ``uid``...)
-    is tmpfs's own business and goes to it as data.
-    """
-    flags, data = 0, {}
-    for opt in f"{TMPFS_DEFAULTS},{options}".split(","):
-        opt = opt.strip()
-        if not opt or opt in PROPAGATION:
-            continue
-        if opt in MOUNT_FLAGS:
-            clear, bit = MOUNT_FLAGS[opt]
-            flags = flags & ~bit if clear else flags | bit
-        else:
-            key, _, _ = opt.partition("=")
-            data.pop(key, None)
-            data[key] = opt
-    return flags, ",".join(data.values())
-
-
-def mount_tmpfs(root_fd: int, root: str, path: str, options: str) -> None:
-    flags, data = tmpfs_options(options or "")
-    parent, _ = mount_in(root_fd, root, path, "tmpfs", "tmpfs", flags, data or None)
-    os.close(parent)
-
-
 # --- after pivot_root: inside the container's own view -------------------------------
 
 def pivot_into(root: str) -> None:
@@ -462,38 +352,6 @@ def pivot_into(root: str) -> None:
     libc.pivot_root(".", ".")
     libc.umount2(".", MNT_DETACH)
     os.chdir("/")
-
-
-def sysctl_path(key: str) -> str:
-    """``net.ipv4.ip_forward`` -> ``/proc/sys/net/ipv4/ip_forward``."""
-    parts = key.replace("/", ".").split(".")
-    if any(p in ("", ".", "..") for p in parts):
-        raise CocinError(f"invalid sysctl {key!r}")
-    return "/proc/sys/" + "/".join(parts)
-
-
-def write_sysctls(sysctls: list, host_network: bool = False) -> None:
-    """``--sysctl KEY=VALUE``: written in the container's own /proc/sys.
-
-    The kernel keeps the namespaced keys (``net.*``, ``kernel.shm*``,
-    ``kernel.msg*``, ``kernel.sem``, ``fs.mqueue.*``...) per namespace: the
-    writer's network or IPC namespace, which is the container's. A key the
-    kernel lacks is an error, not a silent no-op.
-    """
-    for key, value in sysctls:
-        if host_network and key.startswith("net."):
-            raise CocinError(f"sysctl {key!r} is not allowed in the host's network namespace")
-        path = sysctl_path(key)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise CocinError(f"sysctl {key!r} is not supported by this kernel (no {path})") from None
-        try:
-            os.write(fd, str(value).encode())
-        except OSError as e:
-            raise CocinError(f"sysctl {key}={value}: the kernel refused it: {e.strerror}") from None
-        finally:
-            os.close(fd)
 
 
 def make_readonly_paths(paths: tuple = READONLY_PATHS) -> None:
@@ -545,6 +403,9 @@ def setup(cfg: dict, container_dir: str) -> None:
     """
     merged = os.path.join(container_dir, "rootfs")
     privileged = bool(cfg.get("privileged"))
+    knobs = None
+    if privileged or cfg.get("tmpfs") or cfg.get("devices") or cfg.get("sysctls"):
+        from . import rootfs_knobs as knobs  # now: the host's files are gone after pivot_root
     make_mounts_private()
     mount_overlay(cfg["lower"], os.path.join(container_dir, "upper"),
                   os.path.join(container_dir, "work"), merged)
@@ -562,10 +423,11 @@ def setup(cfg: dict, container_dir: str) -> None:
         dev = mount_dev(root_fd, merged)
         try:
             if privileged:
-                copy_host_devices(dev)
+                knobs.copy_host_devices(dev)
         finally:
             os.close(dev)
-        make_devices(root_fd, merged, cfg.get("devices") or [])
+        if cfg.get("devices"):
+            knobs.make_devices(root_fd, merged, cfg["devices"])
         mount_sys(root_fd, merged, privileged)
         # User mounts, parents before children (as Docker sorts them).
         mounts = [(ctr, "volume", (host, ro)) for host, ctr, ro in cfg.get("volumes", [])]
@@ -574,7 +436,7 @@ def setup(cfg: dict, container_dir: str) -> None:
             if kind == "volume":
                 bind_in(root_fd, merged, arg[0], ctr, arg[1])
             else:
-                mount_tmpfs(root_fd, merged, ctr, arg)
+                knobs.mount_tmpfs(root_fd, merged, ctr, arg)
         workdir = cfg.get("workdir") or "/"
         if cfg.get("read_only"):  # the working directory cannot be made later
             os.close(open_dir_in(root_fd, merged, workdir))
@@ -582,7 +444,8 @@ def setup(cfg: dict, container_dir: str) -> None:
         os.close(root_fd)
     pivot_into(merged)
     # runc's order: sysctls, then /proc/sys read-only, then the masks.
-    write_sysctls(cfg.get("sysctls") or [], cfg.get("network_mode") == "host")
+    if cfg.get("sysctls"):
+        knobs.write_sysctls(cfg["sysctls"], cfg.get("network_mode") == "host")
     if not (privileged or cfg.get("systempaths_unconfined")):
         make_readonly_paths()
         mask_paths()

@@ -186,10 +186,10 @@ def enable_controllers(path: str, needed: dict[str, str]) -> None:
 
 def attach_devices(path: str, rules: tuple) -> None:
     """Attach the device filter program of ``rules`` to the cgroup at ``path``."""
-    from cocin import devices
+    from cocin import devicefilter
 
     try:
-        devices.attach(path, rules)
+        devicefilter.attach(path, rules)
     except OSError as e:
         raise CgroupError(f"cannot attach the device filter to {path}: {e.strerror}") from None
 

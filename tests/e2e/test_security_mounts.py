@@ -12,9 +12,8 @@ device nodes the container makes in its own /tmp and only opens, reads of
 files the test wrote into its own temp dir. Nothing writes to /proc/sys,
 sysrq, a device or a host file outside the test's temp dirs.
 
-Tests marked "needs the capability drop" hold only once the container runs
-without CAP_SYS_ADMIN (confinement-core's part of issue 13): with it, root
-in the container may remount anything in its own namespace.
+The remount and mount attempts fail because the container runs without
+CAP_SYS_ADMIN (cocin/confine.py): the mounts made here only hold with it.
 """
 
 from __future__ import annotations
@@ -22,10 +21,6 @@ from __future__ import annotations
 import shlex
 
 import pytest
-
-# Remove once confinement-core's capability drop is in: these fail (rightly) until then.
-NEEDS_CAP_DROP = pytest.mark.xfail(reason="needs the capability drop (no CAP_SYS_ADMIN in the container)",
-                                   strict=False)
 
 PROBE_C = r"""
 /* access_w PATH...: may this process open PATH for writing? access(2) reports
@@ -108,9 +103,8 @@ def test_readonly_paths_and_sys(cocin, probe):
     assert table["/sys"].startswith("ro,")
 
 
-@NEEDS_CAP_DROP
 def test_sys_cannot_be_remounted_or_mounted_again(cocin):
-    """needs the capability drop (CAP_SYS_ADMIN): mounts inside the container's own namespace."""
+    """Without CAP_SYS_ADMIN: no remount of /sys, no second sysfs (tried in the container's namespace)."""
     r = cocin("run", "--rm", "busybox", "sh", "-c",
               "mount -o remount,rw /sys; echo remount=$?; mkdir /s; mount -t sysfs sysfs /s; echo mount=$?; "
               "awk '$5 == \"/sys\" || $5 == \"/s\" {print $5, $6}' /proc/self/mountinfo")
@@ -166,9 +160,8 @@ def test_ro_volume_keeps_its_source_flags(cocin, target_tmp):
         cocin.sh(f"umount {src}")
 
 
-@NEEDS_CAP_DROP
 def test_ro_volume_cannot_be_remounted_rw(cocin, target_tmp):
-    """needs the capability drop (CAP_SYS_ADMIN): the remount is refused, the host file unchanged."""
+    """Without CAP_SYS_ADMIN the remount is refused; the host file stays unchanged."""
     f = target_tmp.write("vol/f", "original\n")
     r = cocin("run", "--rm", "-v", f"{target_tmp / 'vol'}:/data:ro", "busybox", "sh", "-c",
               "mount -o remount,rw /data; mount -o remount,bind,rw /data; echo changed > /data/f; "

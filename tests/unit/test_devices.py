@@ -1,4 +1,5 @@
-"""Unit tests of cocin/devices.py: Docker's device rules, their v1 text and the v2 eBPF program.
+"""Unit tests of cocin/devices.py and devicefilter.py: Docker's device rules, their v1 text,
+the v2 eBPF program.
 
 The program is checked two ways: run instruction by instruction by a small
 interpreter of the few opcodes it uses (pure logic, against a plain reading
@@ -16,16 +17,15 @@ import uuid
 
 import pytest
 
-from cocin import devices
-from cocin.devices import (
-    ALLOW_ALL,
+from cocin import devicefilter, devices
+from cocin.devicefilter import (
     BPF_DEVCG_ACC_MKNOD,
     BPF_DEVCG_ACC_READ,
     BPF_DEVCG_ACC_WRITE,
     BPF_DEVCG_DEV_BLOCK,
     BPF_DEVCG_DEV_CHAR,
-    DEFAULT_RULES,
 )
+from cocin.devices import ALLOW_ALL, DEFAULT_RULES
 
 
 def test_default_rules_are_runcs_allowed_devices():
@@ -107,7 +107,7 @@ ACCESS = {"r": BPF_DEVCG_ACC_READ, "w": BPF_DEVCG_ACC_WRITE, "m": BPF_DEVCG_ACC_
 @pytest.mark.parametrize("rules", [DEFAULT_RULES, DEFAULT_RULES + (("b", 7, 0, "rw"), ("c", 10, 237, "r")),
                                    (("c", 4, None, "w"),), ()])
 def test_program_allows_exactly_the_rules(rules):
-    code = devices.program(rules)
+    code = devicefilter.program(rules)
     cases = 0
     for kind in "cb":
         for major, minor in [(1, 3), (1, 11), (1, 7), (5, 0), (5, 1), (5, 2), (136, 0), (136, 7),
@@ -123,14 +123,14 @@ def test_program_allows_exactly_the_rules(rules):
 
 
 def test_program_shape():
-    code = devices.program(DEFAULT_RULES)
-    assert code[:6] == list(devices.PROLOGUE)
+    code = devicefilter.program(DEFAULT_RULES)
+    assert code[:6] == list(devicefilter.PROLOGUE)
     assert code[-2:] == [(0xB4, 0, 0, 0, 0), (0x95, 0, 0, 0, 0)]  # nothing matched: deny
-    raw = devices.encode(code)
+    raw = devicefilter.encode(code)
     assert len(raw) == 8 * len(code)
     assert raw[:8] == bytes([0x61, 0x12, 0, 0, 0, 0, 0, 0])  # r2 = *(u32 *)(r1 + 0)
     with pytest.raises(ValueError):
-        devices.program(ALLOW_ALL)
+        devicefilter.program(ALLOW_ALL)
 
 
 # --- the program in the kernel (root) -----------------------------------------------
@@ -209,6 +209,6 @@ def test_kernel_enforces_the_program(cgroup2_dir, tmp_path):
     paths = ["/dev/null", "/dev/zero", str(kmsg), str(loop)]
     before = _probe_in(cgroup2_dir, paths)
     assert before[str(kmsg)] == 0  # nothing attached yet: the node opens
-    devices.attach(cgroup2_dir, DEFAULT_RULES)
+    devicefilter.attach(cgroup2_dir, DEFAULT_RULES)
     after = _probe_in(cgroup2_dir, paths)
     assert after == {"/dev/null": 0, "/dev/zero": 0, str(kmsg): errno.EPERM, str(loop): errno.EPERM}

@@ -22,9 +22,8 @@ from cocin.rootfs import (
     open_dir_in,
     open_parent,
     open_target,
-    sysctl_path,
-    tmpfs_options,
 )
+from cocin.rootfs_knobs import sysctl_path, tmpfs_options
 from cocin.state import CocinError
 
 
