@@ -15,6 +15,29 @@ Two ways do that here:
   Python process may join a mount namespace too. Same behaviour.
 
 ``-t`` always takes the Python way, which must stay around to relay the pty.
+
+**Confined as the container.** Joining namespaces gives no protection by
+itself: the exec'd process must also get the container's capabilities,
+seccomp filter, no_new_privs and user (``confine``), or ``exec`` would be a
+way out of a confined container. Both ways apply them, in runc's order, in
+the forked child right before ``execve``: the stub from its options
+(``confine.stub_args``), the Python way through ``confine.drop_privileges``.
+``exec -u`` overrides the user; ``exec --privileged`` gives every capability
+and no seccomp filter. (Docker's ``exec --privileged`` keeps the container's
+filter, moby issue 21984, so that ``--privileged`` does not give what it
+says; cocin drops it, as ``run --privileged`` does.)
+
+The user is looked up in the *container's* ``/etc/passwd`` and
+``/etc/group``, inside its mount namespace, where its symlinks lead only to
+its own files: the Python way after joining it, the stub way in a short-lived
+forked helper that joins only the mount namespace.
+
+**Pinned.** A PID number is reused once its process is gone, so "the
+container's PID" may by now be someone else. Right before joining, exec
+takes a pidfd of the PID (``pidfd_open``), which names one process for good,
+and checks that the process behind it started when the record says; the
+namespaces are then joined through that pidfd (``setns(pidfd, ...)``, Linux
+5.8). The stub does the same check with ``--start-time``.
 """
 
 from __future__ import annotations
@@ -24,13 +47,14 @@ import errno
 import os
 import sys
 
-from . import libc, state
+from . import confine, libc, state
 from .process import exec_error, execvpe, forward_signals
 from .record import Record
 from .state import CocinError, Container
 
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nsenter_stub")
 NAMESPACES = ("ipc", "uts", "net", "pid", "cgroup", "mnt")  # mnt last: /proc is ours until then
+SECCOMP_BPF = "seccomp.bpf"  # the container's compiled filter, written at start (monitor.py)
 
 
 class ExecOptions(Record):
@@ -40,6 +64,49 @@ class ExecOptions(Record):
     interactive: bool = False
     tty: bool = False
     detach: bool = False
+    user: str | None = None  # -u: instead of the container's user
+    privileged: bool = False  # --privileged: every capability, no seccomp filter
+
+
+class Confinement(Record):
+    """What the exec'd process is confined to (see the module's docstring)."""
+
+    caps: list[str]
+    no_new_privs: bool
+    program_path: str | None  # the seccomp filter on the host, None: unconfined
+    user: str | None
+    group_add: list[str]
+
+
+def confinement(rec: Container, opts: ExecOptions) -> Confinement:
+    """The container's confinement, changed by ``exec -u`` and ``exec --privileged``."""
+    cfg = rec.config
+    path: str | None = os.path.join(rec.dir, SECCOMP_BPF)
+    if opts.privileged:
+        caps, path = confine.known_caps(), None
+    else:
+        caps = confine.capabilities(cfg)
+        if not os.path.lexists(path):
+            path = None  # the container runs unconfined too
+    return Confinement(caps=caps, no_new_privs=bool(cfg.get("no_new_privileges")), program_path=path,
+                       user=opts.user or cfg.get("user"), group_add=list(cfg.get("group_add") or []))
+
+
+def read_program(path: str | None) -> bytes | None:
+    """The seccomp filter, read now: once in the container's mount namespace
+    the host's files are out of sight. cocin's own file, never a symlink."""
+    if path is None:
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def stub_available() -> bool:
@@ -73,11 +140,40 @@ def join_cgroups(rec: Container) -> None:
     cgroups.open_existing(rec.id).join_self()
 
 
-def join_namespaces(pid: int) -> None:
-    """``setns`` into every namespace of ``pid`` that differs from ours."""
+def pin(rec: Container) -> int:
+    """A pidfd of the container's process, checked to be that very process.
+
+    The pidfd names the process behind the PID *now*, for good; if that one
+    did not start when the record says, the container's process is gone and
+    its PID is someone else's.
+    """
+    try:
+        pidfd = os.pidfd_open(rec.pid)
+    except ProcessLookupError:
+        raise CocinError(f"container {rec.name} is not running") from None
+    if state.proc_start_time(rec.pid) != rec.pid_start:
+        os.close(pidfd)
+        raise CocinError(f"container {rec.name} is not running")
+    return pidfd
+
+
+def join_namespaces(pidfd: int, pid: int, names: tuple[str, ...] = NAMESPACES) -> None:
+    """``setns`` into the namespaces ``names`` of the process behind ``pidfd``."""
+    flags = 0
+    for ns in names:
+        flags |= libc.NSTYPE_BY_NAME[ns]
+    try:
+        libc.setns(pidfd, flags, f"/proc/{pid}")  # all at once (Linux 5.8)
+        return
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+    # An older kernel: the /proc/PID/ns files, one by one (those we share are
+    # skipped: setns into one's own can fail). Signal 0 through the pidfd then
+    # proves its process still lives, so the PID was not reused: the files are its.
     fds = []
     try:
-        for ns in NAMESPACES:
+        for ns in names:
             path = f"/proc/{pid}/ns/{ns}"
             try:
                 theirs, ours = os.stat(path), os.stat(f"/proc/self/ns/{ns}")
@@ -85,6 +181,7 @@ def join_namespaces(pid: int) -> None:
                 continue
             if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
                 fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), ns, path))
+        signal.pidfd_send_signal(pidfd, 0)
         for fd, ns, path in fds:
             libc.setns(fd, libc.NSTYPE_BY_NAME[ns], path)
     finally:
@@ -92,11 +189,63 @@ def join_namespaces(pid: int) -> None:
             os.close(fd)
 
 
-def _exec_in_child(argv: list[str], env: dict[str, str], workdir: str) -> None:
+def resolve_user(pidfd: int, pid: int, conf: Confinement) -> confine.Identity:
+    """The user, looked up in the container's own /etc/passwd and /etc/group.
+
+    For the stub way: this process must stay on the host to exec the stub, so
+    a forked helper joins the container's mount namespace (there its symlinks
+    lead only to its own files), looks the user up and sends the answer back.
+    """
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(r)
+            join_namespaces(pidfd, pid, ("mnt",))
+            ident = confine.resolve_user(conf.user, conf.group_add)
+            reply = "\0".join(["ok", str(ident.uid), str(ident.gid), ",".join(map(str, ident.groups)),
+                               ident.home])
+        except BaseException as e:  # noqa: BLE001 (any failure becomes the answer)
+            reply = f"error\0{e}"
+        data = reply.encode(errors="surrogateescape")
+        while data:
+            data = data[os.write(w, data):]
+        os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    _wait(child)
+    fields = b"".join(chunks).decode(errors="surrogateescape").split("\0")
+    if fields[0] != "ok" or len(fields) != 5:
+        raise CocinError(fields[1] if len(fields) == 2 else "exec: cannot look the user up")
+    groups = [int(g) for g in fields[3].split(",") if g]
+    return confine.Identity(uid=int(fields[1]), gid=int(fields[2]), groups=groups, home=fields[4])
+
+
+def set_home(env: dict[str, str], ident: confine.Identity, opts: ExecOptions) -> None:
+    """``HOME``: the container's, or the home of ``exec -u``'s user (unless ``-e HOME``)."""
+    if opts.user and not any(e.partition("=")[0] == "HOME" for e in opts.env):
+        env["HOME"] = ident.home
+    else:
+        env.setdefault("HOME", ident.home)
+
+
+def _exec_in_child(argv: list[str], env: dict[str, str], workdir: str, conf: Confinement,
+                   ident: confine.Identity, program: bytes | None) -> None:
     try:
         os.chdir(workdir)
     except OSError as e:
         sys.stderr.write(f"cocin: error: exec: cannot chdir to {workdir}: {e.strerror}\n")
+        os._exit(125)
+    try:
+        confine.drop_privileges(conf.caps, ident, conf.no_new_privs, program)
+    except OSError as e:
+        sys.stderr.write(f"cocin: error: exec: {e.strerror or e}\n")
         os._exit(125)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
@@ -123,29 +272,53 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
         raise CocinError(f"container {rec.name} is not running")
     if not opts.argv:
         raise CocinError("exec needs a command to run")
+    if opts.user:
+        try:
+            confine.parse_user(opts.user)
+        except ValueError as e:
+            raise CocinError(str(e)) from None
+    conf = confinement(rec, opts)
     env = container_env(rec, opts.env, opts.tty)
     workdir = opts.workdir or rec.config.get("workdir") or "/"
     debug = os.environ.get("COCIN_DEBUG")
     join_cgroups(rec)
+    # Not dumpable (execve resets it): while the child still holds our
+    # privileges in the container's PID namespace, no process there may
+    # ptrace it or open its /proc files.
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
+    pidfd = pin(rec)
     if stub_available() and not opts.tty and not opts.detach:
         if debug:
             sys.stderr.write("cocin: exec via the static stub\n")
+        ident = resolve_user(pidfd, rec.pid, conf)
+        set_home(env, ident, opts)
+        args = confine.stub_args(conf.caps, ident, conf.no_new_privs, conf.program_path)
         sys.stdout.flush()
-        os.execve(STUB, [STUB, str(rec.pid), workdir, "--", *opts.argv], env)
+        os.execve(STUB, [STUB, *args, "--start-time", str(rec.pid_start), str(rec.pid), workdir, "--",
+                         *opts.argv], env)
     if debug:
         sys.stderr.write("cocin: exec via Python setns\n")
     # After joining the mount namespace, the host's files (cocin's own modules
-    # included) are out of sight: import everything we need now.
+    # and the seccomp filter included) are out of sight: read and import
+    # everything we need now.
+    program = read_program(conf.program_path)
     if opts.tty:
         import fcntl
 
         from . import tty
     try:
-        join_namespaces(rec.pid)
+        join_namespaces(pidfd, rec.pid)
     except OSError as e:
-        if e.errno == errno.ENOENT or not state.is_running(rec):
+        if e.errno in (errno.ENOENT, errno.ESRCH) or not state.is_running(rec):
             raise CocinError(f"container {rec.name} is not running") from None
         raise
+    finally:
+        os.close(pidfd)
+    try:
+        ident = confine.resolve_user(conf.user, conf.group_add)  # the container's files now
+    except LookupError as e:
+        raise CocinError(str(e)) from None
+    set_home(env, ident, opts)
     master = None
     if opts.tty:
         master, slave = os.openpty()  # a pty of the container's own /dev/pts
@@ -169,7 +342,7 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
                 os.dup2(null, fd)
             if os.fork():
                 os._exit(0)
-        _exec_in_child(opts.argv, env, workdir)
+        _exec_in_child(opts.argv, env, workdir, conf, ident, program)
     if opts.detach:
         _wait(pid)
         return 0

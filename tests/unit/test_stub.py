@@ -311,3 +311,48 @@ def test_start_time_pins_the_process(target):
     r = run_stub("--start-time", wrong, target, "/", "hostname")
     assert r.returncode == 125 and r.stdout == ""
     assert r.stderr.strip() == f"cocin: error: process {target} has exited: it is not the container's any more"
+
+
+# --- exec pins the container's process (issue 13, finding 7) ---------------------------
+
+# The seam: exec's first check (``state.is_running``, from the record) passed
+# while the container's process was alive; by the time exec joins, that
+# process is gone and its PID belongs to a newcomer (here: the target, whose
+# start time is not the record's). Replacing the early check models that
+# moment; pinning right before setns must still refuse. (Reusing a PID for
+# real would need ns_last_pid or cycling through pid_max.)
+PIN_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from cocin import nsexec, state
+from cocin.state import CocinError, Container
+
+state.reconcile = lambda rec: rec
+state.is_running = lambda rec: True
+nsexec.join_cgroups = lambda rec: None
+rec = Container(id="0" * 64, name="pinned", image="none", argv=[], created=0.0, state="running",
+                pid=int(sys.argv[2]), pid_start=int(sys.argv[3]))
+try:
+    sys.exit(nsexec.exec_in(rec, nsexec.ExecOptions(argv=["hostname"], env=[])))
+except CocinError as e:
+    sys.stderr.write(f"cocin: error: {e}\\n")
+    sys.exit(125)
+"""
+
+
+@needs_root
+@pytest.mark.parametrize("stub", ["1", "0"])
+def test_exec_refuses_a_pid_that_is_not_the_records_process(target, tmp_path, stub):
+    if stub == "1" and not STUB.exists():
+        pytest.skip(f"{STUB} is not built (run scripts/build_stub.sh)")
+    env = {**os.environ, "COCIN_ROOT": str(tmp_path), "COCIN_EXEC_STUB": stub}
+
+    def exec_with(start):
+        return subprocess.run(["/usr/bin/python3", "-c", PIN_SCRIPT, str(ROOT), str(target), str(start)],
+                              capture_output=True, text=True, timeout=20, env=env)
+
+    r = exec_with(start_time(target))  # the record's process: joined
+    assert (r.returncode, r.stdout.strip()) == (0, "inner"), r.stderr
+    r = exec_with(int(start_time(target)) + 1)  # someone else's now: refused, nothing run
+    assert (r.returncode, r.stdout) == (125, ""), r.stderr
+    assert r.stderr.strip() == "cocin: error: container pinned is not running"
