@@ -426,8 +426,6 @@ def setup(cfg: dict, container_dir: str) -> None:
                 knobs.copy_host_devices(dev)
         finally:
             os.close(dev)
-        if cfg.get("devices"):
-            knobs.make_devices(root_fd, merged, cfg["devices"])
         mount_sys(root_fd, merged, privileged)
         # User mounts, parents before children (as Docker sorts them).
         mounts = [(ctr, "volume", (host, ro)) for host, ctr, ro in cfg.get("volumes", [])]
@@ -437,9 +435,10 @@ def setup(cfg: dict, container_dir: str) -> None:
                 bind_in(root_fd, merged, arg[0], ctr, arg[1])
             else:
                 knobs.mount_tmpfs(root_fd, merged, ctr, arg)
-        workdir = cfg.get("workdir") or "/"
+        if cfg.get("devices"):  # after the mounts, as runc: a node under a volume stays visible
+            knobs.make_devices(root_fd, merged, cfg["devices"])
         if cfg.get("read_only"):  # the working directory cannot be made later
-            os.close(open_dir_in(root_fd, merged, workdir))
+            os.close(open_dir_in(root_fd, merged, cfg.get("workdir") or "/"))
     finally:
         os.close(root_fd)
     pivot_into(merged)

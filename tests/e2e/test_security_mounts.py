@@ -131,14 +131,19 @@ def test_dev_holds_only_the_default_nodes_and_mqueue(cocin):
                                   "stderr", "stdin", "stdout", "tty", "urandom", "zero"])
 
 
-def test_exec_joins_the_devices_cgroup(cocin):
+@pytest.mark.parametrize("stub", ["1", "0"], ids=["stub", "python"])
+def test_exec_joins_the_devices_cgroup(cocin, stub):
+    """Both exec paths (static stub, Python setns) join the devices cgroup too."""
+    if stub == "1" and cocin.sh(f"test -x {cocin.repo}/cocin/nsenter_stub").rc != 0:
+        pytest.skip("the exec stub is not built (scripts/build_stub.sh)")
     cocin.ok("run", "-d", "--name", "devx", "busybox", "sleep", "300")
     try:
         cid = cocin.full_id("devx")
         main = cocin.sh(f"cat /proc/{cocin.record('devx')['pid']}/cgroup").stdout
         out = cocin.ok("exec", "devx", "sh", "-c",
-                       "cat /proc/self/cgroup; mknod /tmp/k c 1 11; head -c1 /tmp/k; echo kmsg=$?").stdout
-        if "devices" in main:  # v1: the container's own devices cgroup, joined by exec too
+                       "cat /proc/self/cgroup; mknod /tmp/k c 1 11; head -c1 /tmp/k; echo kmsg=$?",
+                       env={"COCIN_EXEC_STUB": stub}).stdout
+        if ":devices:" in main:  # v1: the container's own devices cgroup, joined by exec too
             line = next(ln for ln in out.splitlines() if ":devices:" in ln)
             assert line.endswith(f"/{cid}"), line
         assert "kmsg=1" in out.split()
