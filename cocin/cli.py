@@ -303,7 +303,7 @@ def cmd_exec(a: argparse.Namespace) -> int:
         raise CocinError("the input device is not a TTY")
     opts = nsexec.ExecOptions(argv=a.command, env=parse_env(a.env, a.env_file),
                               workdir=a.workdir, interactive=a.interactive, tty=a.tty,
-                              detach=a.detach)
+                              detach=a.detach, user=a.user, privileged=a.privileged)
     return nsexec.exec_in(rec, opts)
 
 
