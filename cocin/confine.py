@@ -256,8 +256,8 @@ class Identity(Record):
 def _entries(path: str) -> list[list[str]]:
     """The colon-separated lines of /etc/passwd or /etc/group (missing file: none)."""
     try:
-        with open(path, errors="replace") as f:
-            text = f.read()
+        with open(path, "rb") as f:  # bytes: text mode would look up the locale's codec
+            text = f.read().decode("utf-8", "replace")
     except OSError:
         return []
     return [line.split(":") for line in text.splitlines()
