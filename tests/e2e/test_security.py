@@ -147,6 +147,16 @@ def test_init_and_command_are_both_confined(cocin):
     assert out == ["CapBnd:", DOCKER_CAPS, "CapBnd:", DOCKER_CAPS, "cocin-init"]
 
 
+def test_cgroup_namespace_as_docker(cocin):
+    """Docker's default cgroupns mode: private on a pure cgroup v2 host (the
+    container sees its own cgroup as "/"), the host's on v1 and hybrid hosts."""
+    out = cocin.ok("run", "--rm", "--network", "none", "busybox", "cat", "/proc/self/cgroup").stdout
+    if cocin.sh("stat -fc %T /sys/fs/cgroup").stdout.strip() == "cgroup2fs":
+        assert out.split() == ["0::/"]
+    else:
+        assert f"pids:/{cocin.env['COCIN_CGROUP_PARENT']}/" in out
+
+
 # --- the user --------------------------------------------------------------------------
 
 def test_numeric_user_keeps_the_capabilities_in_the_bounding_set_only(cocin):
