@@ -11,6 +11,7 @@ from ``docker export``-style tarballs (``import``), from a container
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 
@@ -89,14 +90,9 @@ def list_images() -> list[Image]:
 
 def tree_size(path: str) -> int:
     """Bytes of the files under ``path`` (as ``du --apparent-size`` counts)."""
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, f)).st_size
-            except OSError:
-                pass
-    return total
+    from .layers import entries
+
+    return sum(st.st_size for _name, st in entries(path) if not stat.S_ISDIR(st.st_mode))
 
 
 def staging() -> str:

@@ -41,6 +41,8 @@ import errno
 import os
 import stat
 
+from . import state
+
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
 # Files cocin bind-mounts over a container's own (they describe the host it
@@ -106,23 +108,38 @@ def reopen(pin: int, flags: int) -> int:
 def remove_at(dir_fd: int, name: str) -> None:
     """``rm -rf name`` relative to ``dir_fd``, following no symlink (nothing there: no-op)."""
     try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=dir_fd)
-        return
-    # fwalk opens each directory relative to its parent's fd and never
-    # descends through a symlink (it compares lstat and fstat).
-    for _path, dirs, files, fd in os.fwalk(name, topdown=False, dir_fd=dir_fd):
-        for n in files:
-            os.unlink(n, dir_fd=fd)
-        for n in dirs:  # a symlink to a directory is listed here too
-            try:
-                os.rmdir(n, dir_fd=fd)
-            except NotADirectoryError:
-                os.unlink(n, dir_fd=fd)
-    os.rmdir(name, dir_fd=dir_fd)
+    except IsADirectoryError:
+        state.remove_tree(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
+def entries(top: str):
+    """Every entry below the directory ``top``, depth first, as ``(name, lstat)``.
+
+    A stack of open directories (one descriptor per level), never recursion
+    and never a symlink followed: for trees of any depth, such as a layer a
+    container committed.
+    """
+    stack = [(open_dir(top), None)]
+    try:
+        while stack:
+            fd, names = stack[-1]
+            if names is None:
+                names = iter(os.listdir(fd))
+                stack[-1] = (fd, names)
+            for name in names:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                yield name, st
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((open_dir(name, fd), None))
+                    break
+            else:
+                os.close(stack.pop()[0])
+    finally:
+        for fd, _names in stack:
+            os.close(fd)
 
 
 # --- overlay markers ----------------------------------------------------------------

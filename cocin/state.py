@@ -161,26 +161,57 @@ class Container(Record):
         return cls(**{k: v for k, v in d.items() if k in cls._fields})
 
 
-def remove_tree(top: str) -> None:
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(top: str, dir_fd: int | None = None) -> None:
     """``rm -rf top``: delete a directory tree, never following symbolic links.
 
-    ``os.fwalk`` walks bottom-up with a descriptor for each directory, and
-    names are removed relative to it (``unlinkat``/``AT_REMOVEDIR``), so a
-    symlink inside the tree is removed, never followed. Errors are ignored,
-    as with ``shutil.rmtree(ignore_errors=True)``, whose import (it pulls in
-    compression modules) would cost ``run --rm`` ~3 ms.
+    Each directory is opened relative to its parent's descriptor with
+    ``O_NOFOLLOW`` and its names are removed relative to it
+    (``unlinkat``/``AT_REMOVEDIR``), so a symlink inside the tree is removed,
+    never followed. Depth first with a stack of open directories, not
+    recursion: a container can make a tree deeper than Python's recursion
+    limit (``os.fwalk`` and ``shutil.rmtree`` are recursive). Errors are
+    ignored, as with ``shutil.rmtree(ignore_errors=True)``, whose import (it
+    pulls in compression modules) would cost ``run --rm`` ~3 ms.
     """
-    for _path, dirs, files, dirfd in os.fwalk(top, topdown=False):
-        for name in files:
-            _try(os.unlink, name, dir_fd=dirfd)
-        for name in dirs:  # a symlink to a directory is listed here too
+    try:
+        fd = os.open(top, _O_DIR, dir_fd=dir_fd)
+        names = iter(os.listdir(fd))
+    except NotADirectoryError:  # a file, or a symlink (O_NOFOLLOW)
+        _try(os.unlink, top, dir_fd=dir_fd)
+        return
+    except OSError:
+        return
+    stack = [(fd, names, top)]
+    while stack:
+        fd, names, _name = stack[-1]
+        for name in names:
             try:
-                os.rmdir(name, dir_fd=dirfd)
-            except NotADirectoryError:
-                _try(os.unlink, name, dir_fd=dirfd)
-            except OSError:
+                os.unlink(name, dir_fd=fd)
+                continue
+            except IsADirectoryError:
                 pass
-    _try(os.rmdir, top)
+            except OSError:
+                continue
+            try:
+                sub = os.open(name, _O_DIR, dir_fd=fd)
+            except OSError:
+                continue
+            try:
+                below = iter(os.listdir(sub))
+            except OSError:
+                os.close(sub)
+                continue
+            stack.append((sub, below, name))
+            break
+        else:  # all names done: the directory itself goes
+            stack.pop()
+            os.close(fd)
+            if stack:
+                _try(os.rmdir, _name, dir_fd=stack[-1][0])
+    _try(os.rmdir, top, dir_fd=dir_fd)
 
 
 def _try(fn, *args, **kw) -> None:

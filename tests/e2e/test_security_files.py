@@ -201,6 +201,30 @@ def test_export_and_commit_do_not_follow_a_racing_symlink(cocin, target_tmp, pro
         cocin("rmi", "-f", "raced")
 
 
+def test_a_tree_deeper_than_the_recursion_limit_is_committed_and_removed(cocin):
+    """A container can make its files as deep as it likes: ``commit`` and
+    ``rm`` walk them with a stack of directory fds, not Python recursion (the
+    old ``rm`` died with a RecursionError traceback and left the directory)."""
+    cocin.ok("run", "--name", "deep", "--network", "none", "busybox", "sh", "-c",
+             "i=0; while [ $i -lt 1100 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done")
+    try:
+        cid = cocin.full_id("deep")
+        cocin.ok("commit", "deep", "deepimg")
+        r = cocin.ok("run", "--rm", "--network", "none", "deepimg", "sh", "-c",
+                     "n=0; while cd d 2>/dev/null; do n=$((n+1)); done; echo $n")
+        assert r.stdout == "1100\n"
+        r = cocin("rm", "deep")
+        assert r.rc == 0 and r.stderr == "", r.stderr[-500:]
+        left = cocin.sh(f"ls -A {cocin.root}/containers").stdout
+        assert cid not in left
+        r = cocin("rmi", "deepimg")
+        assert r.rc == 0 and r.stderr == "", r.stderr[-500:]
+    finally:
+        cocin("rm", "-f", "deep")
+        cocin("rmi", "-f", "deepimg")
+        cocin.sh(f"rm -rf {cocin.root}/containers/.rm-* {cocin.root}/layers/.tmp-*")
+
+
 # --- finding 4: the state root ----------------------------------------------------------------
 
 def _as_nobody(cocin, test_args: str) -> int:
