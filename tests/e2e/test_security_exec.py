@@ -1,0 +1,147 @@
+"""End-to-end: ``exec`` is confined as the container (issue 13).
+
+A process ``exec`` starts must get the container's capabilities, seccomp
+filter, no_new_privs and user, whichever way it joins: the static stub (the
+default), Python's setns (``COCIN_EXEC_STUB=0``) and ``exec -it`` (always
+Python, with a pty). ``exec -u`` overrides the user, ``exec --privileged``
+gives every capability and no filter. Every check reads the exec'd process's
+own ``/proc/self/status`` or runs a harmless probe inside the container.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOCKER_CAPS = "00000000a80425fb"  # Docker's 14 default capabilities
+NONE = "0" * 16
+PATHS = ["stub", "python", "tty"]
+
+
+def _has_seccomp() -> bool:
+    from cocin import libc
+    return os.path.exists(os.path.join(REPO, "cocin", "seccomp.py")) and hasattr(libc, "seccomp_set_mode_filter")
+
+
+needs_seccomp = pytest.mark.skipif(not _has_seccomp(), reason="cocin/seccomp.py (the seccomp compiler) or "
+                                   "libc.seccomp_set_mode_filter is not in this tree yet")
+
+
+@pytest.fixture(params=PATHS)
+def path(request, cocin):
+    """The three ways into a container; the stub one needs scripts/build_stub.sh."""
+    if request.param == "stub" and cocin.sh(f"test -x {cocin.repo}/cocin/nsenter_stub").rc != 0:
+        pytest.skip("the exec stub is not built (scripts/build_stub.sh)")
+    return request.param
+
+
+def run_in(cocin, path: str, ctr: str, flags: tuple, script: str) -> str:
+    """Run the shell ``script`` through ``cocin exec FLAGS CTR`` on ``path``; its output."""
+    if path == "tty":
+        inner = cocin.cmdline("exec", "-it", *flags, ctr, "sh", tty=True)
+        r = cocin.in_tty(inner, f"{script}; exit 0\n")
+        assert r.rc == 0, (r.stdout, r.stderr)
+        return r.stdout.replace("\r", "")
+    env = {"COCIN_EXEC_STUB": "1" if path == "stub" else "0", "COCIN_DEBUG": "1"}
+    r = cocin("exec", *flags, ctr, "sh", "-c", script, env=env)
+    assert r.rc == 0, r.stderr
+    assert ("via the static stub" if path == "stub" else "via Python setns") in r.stderr
+    return r.stdout
+
+
+def exec_status(cocin, path: str, ctr: str, *flags: str) -> dict[str, str]:
+    """/proc/self/status of a process exec'd into ``ctr`` (by a shell that exec'd ``cat``,
+    or, with a pty, started it: same sets, as root's execve keeps the bounding set)."""
+    out = run_in(cocin, path, ctr, flags, "cat /proc/self/status")
+    return {k: v.strip() for k, v in (line.split(":\t", 1) for line in out.splitlines() if ":\t" in line)}
+
+
+def container_status(cocin, ctr: str) -> dict[str, str]:
+    """/proc/PID/status of the container's own process, read on the host."""
+    pid = cocin.record(ctr)["pid"]
+    out = cocin.sh(f"cat /proc/{pid}/status").stdout
+    return {k: v.strip() for k, v in (line.split(":\t", 1) for line in out.splitlines() if ":\t" in line)}
+
+
+def caps(fields: dict[str, str]) -> dict[str, str]:
+    return {k: fields[k] for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+
+
+def start(cocin, name: str, *flags: str) -> str:
+    cocin.ok("run", "-d", "--name", name, "--network", "none", *flags, "busybox", "sleep", "300")
+    return name
+
+
+def test_exec_gets_the_containers_capabilities_filter_and_no_new_privs(cocin, path):
+    ctr = start(cocin, "sec-default")
+    fields = exec_status(cocin, path, ctr)
+    assert caps(fields) == {"CapInh": NONE, "CapPrm": DOCKER_CAPS, "CapEff": DOCKER_CAPS,
+                            "CapBnd": DOCKER_CAPS, "CapAmb": NONE}
+    own = container_status(cocin, ctr)
+    assert caps(fields) == caps(own)
+    assert fields["Seccomp"] == own["Seccomp"] and fields["NoNewPrivs"] == own["NoNewPrivs"] == "0"
+    assert fields["Uid"].split() == ["0"] * 4
+
+
+@needs_seccomp
+def test_exec_is_under_the_containers_seccomp_filter(cocin, path):
+    ctr = start(cocin, "sec-filter")
+    assert exec_status(cocin, path, ctr)["Seccomp"] == "2"
+    # unshare(2) needs CAP_SYS_ADMIN under Docker's profile: refused although a
+    # user namespace needs no capability at all (so only the filter stops it)
+    out = run_in(cocin, path, ctr, (), "unshare -U true 2>/dev/null; echo unshare=$?")
+    assert "unshare=0" not in out and "unshare=1" in out
+
+
+def test_exec_runs_as_the_containers_user(cocin, path):
+    ctr = start(cocin, "sec-user", "-u", "1000:1001")
+    fields = exec_status(cocin, path, ctr)
+    assert fields["Uid"].split() == ["1000"] * 4 and fields["Gid"].split() == ["1001"] * 4
+    assert (fields["CapPrm"], fields["CapEff"], fields["CapBnd"]) == (NONE, NONE, DOCKER_CAPS)
+    fields = exec_status(cocin, path, ctr, "-u", "0")  # exec -u overrides, both ways
+    assert fields["Uid"].split() == ["0"] * 4 and fields["CapEff"] == DOCKER_CAPS
+
+
+def test_exec_user_overrides_and_home_follows(cocin, path):
+    ctr = start(cocin, "sec-override")
+    fields = exec_status(cocin, path, ctr, "-u", "1000")
+    assert fields["Uid"].split() == ["1000"] * 4 and fields["Gid"].split() == ["0"] * 4
+    assert (fields["CapEff"], fields["CapBnd"]) == (NONE, DOCKER_CAPS)
+    out = run_in(cocin, path, ctr, ("-u", "nobody"), 'echo "id=$(id -u):$(id -g) home=$HOME"')
+    assert "id=65534:65534 home=/nonexistent" in out.splitlines()  # from the image's /etc/passwd
+    out = run_in(cocin, path, ctr, ("-u", "nobody", "-e", "HOME=/x"), 'echo "home=$HOME"')
+    assert "home=/x" in out.splitlines()
+
+
+def test_exec_privileged_gets_every_capability_and_no_filter(cocin, path):
+    ctr = start(cocin, "sec-priv")
+    own = cocin.sh("grep CapBnd /proc/self/status").stdout.split()[1]  # cocin's own ceiling
+    plain = exec_status(cocin, path, ctr)  # the flag makes the difference
+    assert (plain["CapEff"], plain["Seccomp"]) == (DOCKER_CAPS, "2" if _has_seccomp() else "0")
+    fields = exec_status(cocin, path, ctr, "--privileged")
+    assert fields["CapEff"] == fields["CapPrm"] == fields["CapBnd"] == own != DOCKER_CAPS
+    assert fields["Seccomp"] == "0"
+
+
+def test_exec_into_a_cap_drop_all_container_has_none(cocin, path):
+    ctr = start(cocin, "sec-dropall", "--cap-drop", "ALL")
+    assert caps(exec_status(cocin, path, ctr)) == dict.fromkeys(
+        ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), NONE)
+
+
+def test_exec_keeps_no_new_privileges(cocin, path):
+    ctr = start(cocin, "sec-nnp", "--security-opt", "no-new-privileges")
+    assert exec_status(cocin, path, ctr)["NoNewPrivs"] == "1"
+
+
+@pytest.mark.parametrize("stub", ["1", "0"])
+def test_exec_unknown_or_bad_user_is_one_line(cocin, stub):
+    ctr = start(cocin, "sec-baduser")
+    env = {"COCIN_EXEC_STUB": stub}
+    r = cocin("exec", "-u", "nosuchuser", ctr, "true", env=env)
+    assert (r.rc, r.stdout) == (125, "")
+    assert r.stderr == "cocin: error: unable to find user nosuchuser: no matching entries in passwd file\n"
+    r = cocin("exec", "-u", "a:b:c", ctr, "true", env=env)
+    assert r.rc == 125 and len(r.stderr.splitlines()) == 1 and "invalid user" in r.stderr
