@@ -140,7 +140,7 @@ def test_architecture_check(prog):
     # x32: the x86_64 arch with bit 30 in the number
     assert run(prog, 0x40000000 | X["getpid"]) == RET_KILL_PROCESS
     assert run(prog, 0x40000000 | 1) == RET_KILL_PROCESS
-    assert run(prog, 0xFFFFFFFF) == RET_KILL_PROCESS
+    assert run(prog, 0xFFFFFFFF) == EPERM  # -1, a tracer's "skip this call": the default, as libseccomp
 
 
 def test_i386_is_filtered_with_its_own_numbers(prog):
@@ -193,6 +193,80 @@ def test_aarch64_program():
     assert run(prog, a["clone"], arch=AUDIT_ARCH_AARCH64, args=[CLONE_NEWUSER]) == EPERM
     assert run(prog, a["read"], arch=AUDIT_ARCH_X86_64) == RET_KILL_PROCESS
     assert run(prog, 3, arch=AUDIT_ARCH_ARM) == RET_KILL_PROCESS  # no 32-bit ARM table: refused
+
+
+def _libseccomp():
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return None
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                           ctypes.c_void_p]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    return lib
+
+
+class _ScmpArgCmp(ctypes.Structure):
+    # struct scmp_arg_cmp <seccomp.h>
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64)]
+
+
+_SCMP_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4, "SCMP_CMP_GE": 5,
+             "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+
+
+def _libseccomp_program(lib, caps) -> bytes:
+    """The same rules (Docker's selection) given to libseccomp, runc's compiler."""
+    profile = json.loads(DEFAULT_TEXT)
+    ctx = lib.seccomp_init(EPERM)
+    try:
+        assert lib.seccomp_attr_set(ctx, 2, RET_KILL_PROCESS) == 0  # SCMP_FLTATR_ACT_BADARCH
+        assert lib.seccomp_arch_add(ctx, AUDIT_ARCH_I386) == 0  # SCMP_ARCH_X86
+        for names, conds, action in seccomp_compile.select(profile, set(caps), "amd64", (6, 1)):
+            arr = (_ScmpArgCmp * 6)(*[_ScmpArgCmp(a["index"], _SCMP_OPS[a["op"]], a.get("value", 0),
+                                                  a.get("valueTwo", 0)) for a in conds])
+            for name in names:
+                nr = lib.seccomp_syscall_resolve_name(name.encode())
+                if nr != -1:  # __NR_SCMP_ERROR: unknown name
+                    assert lib.seccomp_rule_add_array(ctx, action, nr, len(conds), arr) == 0, name
+        r, w = os.pipe()
+        try:
+            assert lib.seccomp_export_bpf(ctx, w) == 0
+        finally:
+            os.close(w)
+        with os.fdopen(r, "rb") as f:
+            return f.read()
+    finally:
+        lib.seccomp_release(ctx)
+
+
+@pytest.mark.skipif(_libseccomp() is None, reason="libseccomp.so.2 is not installed (the reference compiler)")
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="libseccomp compiles for this machine only")
+@pytest.mark.parametrize("caps", [DOCKER_CAPS, DOCKER_CAPS + ["SYS_ADMIN"], []], ids=["docker", "admin", "none"])
+def test_same_verdicts_as_libseccomp(caps):
+    """Every number of both ABIs (and x32, -1), with argument values around
+    the profile's rules, gets libseccomp's verdict plus runc's -ENOSYS stub."""
+    theirs, ours = _libseccomp_program(_libseccomp(), caps), default(caps)
+    values = [0, 8, 17, 40, 0x20000, 0x20008, 0xFFFFFFFF, 0x0400000, 0x10000011, 0x3D0F00, 0x1_0000_0000,
+              0x1_0000_0028, 0xFFFF_FFFF_FFFF_FFFF]
+    ruled = {"clone", "personality", "socket"}
+    for arch, table in ((AUDIT_ARCH_X86_64, X), (AUDIT_ARCH_I386, syscalls.I386)):
+        with_args = {table[n] for n in ruled if n in table}
+        last = max(table[n] for r in seccomp_compile.select(json.loads(DEFAULT_TEXT), set(caps), "amd64", (6, 1))
+                   for n in r[0] if n in table)
+        for nr in list(range(520)) + [0x40000001, 0x40000027, 0xFFFFFFFF]:
+            for a0 in values if nr in with_args else [0]:
+                want = run(theirs, nr, arch, [a0])
+                if last < nr and (arch == AUDIT_ARCH_I386 or nr < 0x40000000):
+                    want = ENOSYS  # runc prepends this to libseccomp's program
+                assert run(ours, nr, arch, [a0]) == want, (hex(arch), nr, hex(a0))
 
 
 # --- custom profiles ---------------------------------------------------------------
