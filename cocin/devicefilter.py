@@ -18,6 +18,7 @@ immediate). Only on a v2 host is this module imported.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from .devices import ALLOW_ALL, Rule
@@ -100,7 +101,11 @@ def program(rules: tuple[Rule, ...]) -> list[tuple]:
 
 
 def encode(code: list[tuple]) -> bytes:
-    """The instructions as the kernel reads them (``struct bpf_insn``, 8 bytes each)."""
+    """The instructions as the kernel reads them (``struct bpf_insn``, 8 bytes each).
+
+    Little-endian, as on x86_64 and aarch64: there the 4-bit ``dst_reg`` is
+    the low half of the second byte.
+    """
     import struct
 
     return b"".join(struct.pack("<BBhi", op, dst | (src << 4), off, imm)
@@ -122,8 +127,15 @@ def attach(cgroup_dir: str, rules: tuple[Rule, ...]) -> None:
 
     # The license tells the kernel whether GPL-only helpers may be called;
     # this program calls no helper at all. "GPL" as crun.
-    prog = libc.bpf_prog_load(libc.BPF_PROG_TYPE_CGROUP_DEVICE, encode(program(rules)),
-                              "GPL", "cocin_devices", log_size=1 << 16)
+    code = encode(program(rules))
+    try:
+        prog = libc.bpf_prog_load(libc.BPF_PROG_TYPE_CGROUP_DEVICE, code, "GPL", "cocin_devices")
+    except OSError as e:
+        if e.errno != errno.EACCES and e.errno != errno.EINVAL:
+            raise
+        # refused by the verifier: load again with its log, for the message
+        prog = libc.bpf_prog_load(libc.BPF_PROG_TYPE_CGROUP_DEVICE, code, "GPL", "cocin_devices",
+                                  log_size=1 << 16)
     try:
         target = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
