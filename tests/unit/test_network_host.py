@@ -300,6 +300,53 @@ def test_each_state_root_owns_its_own_chains(tmp_path, monkeypatch):
     assert firewall.nft_table().startswith("cocin_")
 
 
+def test_each_state_root_gets_its_own_default_bridge_and_subnet(tmp_path, monkeypatch):
+    from cocin.network import bridge
+    monkeypatch.delenv("COCIN_DEFAULT_BRIDGE", raising=False)
+    monkeypatch.delenv("COCIN_DEFAULT_SUBNET", raising=False)
+    monkeypatch.setattr(bridge, "_host_route_clash", lambda subnet, ours: None)
+    monkeypatch.setenv("COCIN_ROOT", "/var/lib/cocin")
+    assert bridge.default_bridge_and_subnet() == ("cocin0", "172.29.0.0/16")
+    derived = {}
+    for name in ("a", "b"):
+        monkeypatch.setenv("COCIN_ROOT", str(tmp_path / name))
+        br, subnet = bridge.default_bridge_and_subnet()
+        # Named like the root's chains (COCIN-xxxxxx), at most IFNAMSIZ - 1 characters.
+        assert br == "cocin" + firewall.root_suffix() and len(br) == 12 <= 15
+        assert ipaddress.IPv4Network(subnet).subnet_of(ipaddress.IPv4Network("172.30.0.0/16"))
+        assert ipaddress.IPv4Network(subnet).prefixlen == 24
+        assert bridge.default_bridge_and_subnet() == (br, subnet)   # deterministic
+        derived[name] = (br, subnet)
+    assert derived["a"][0] != derived["b"][0]
+    # The environment wins; a subnet the host (or another network) uses is passed over.
+    monkeypatch.setenv("COCIN_DEFAULT_BRIDGE", "mybr0")
+    assert bridge.default_bridge_and_subnet()[0] == "mybr0"
+    taken = ipaddress.IPv4Network(derived["b"][1])
+    monkeypatch.setattr(bridge, "_host_route_clash",
+                        lambda subnet, ours: "a host route" if subnet == taken else None)
+    moved = ipaddress.IPv4Network(bridge.default_bridge_and_subnet()[1])
+    assert moved != taken and not moved.overlaps(taken)
+    other = {"name": "x", "bridge": "br-x", "subnet": str(moved)}
+    assert not ipaddress.IPv4Network(bridge.default_bridge_and_subnet([other])[1]).overlaps(moved)
+
+
+def test_chains_and_bridges_are_traced_to_their_state_root(tmp_path, monkeypatch):
+    monkeypatch.setattr(firewall, "RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("COCIN_ROOT", str(tmp_path / "root"))
+    suffix = firewall.root_suffix()
+    assert firewall.registered_roots() == {}
+    firewall.register_root()
+    state = os.path.abspath(network.state_dir())
+    assert firewall.registered_roots() == {suffix: state}
+    assert firewall.owner_of(f"COCIN{suffix}-POSTROUTING") == state
+    assert firewall.owner_of(f"cocin{suffix}") == state
+    assert firewall.owner_of("COCIN-zzzzzz") is None and firewall.owner_of("eth0") is None
+    monkeypatch.setenv("COCIN_ROOT", "/var/lib/cocin")
+    firewall.register_root()
+    assert firewall.registered_roots()[""] == "/var/lib/cocin/networks"
+    assert firewall.names_for(suffix)["forward"] == ("filter", f"COCIN{suffix}-FORWARD")
+
+
 def test_importing_cocin_network_is_cheap():
     # cocin.state (imported by every command anyway) brings json; nothing more may come.
     code = ("import sys, cocin.state; before = set(sys.modules); import cocin.network; "
