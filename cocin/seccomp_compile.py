@@ -40,7 +40,9 @@ The program this module emits, per allowed architecture:
    high half is the constant 0.
 4. Numbers above the largest one the profile names get ``ENOSYS`` rather than
    the default ``EPERM``, as runc's "-ENOSYS stub" does: a C library probing a
-   system call newer than the profile then falls back to the older one.
+   system call newer than the profile then falls back to the older one. Number
+   -1 (``0xffffffff``, a tracer skipping a call) gets the default action on
+   x86_64, as with libseccomp.
 
 Docker's profile format: ``defaultAction`` (+ ``defaultErrnoRet``),
 ``architectures`` or ``archMap``, and ``syscalls``: rules of ``names``,
@@ -377,11 +379,15 @@ def search(intervals: list) -> list:
 def abi_block(rules: list, table: dict, bits: int, default: int, x32_check: bool, enosys: bool) -> list:
     """The code for one ABI, entered with anything in A: load nr, search, act."""
     per_nr: dict[int, list] = {}
+    last = -1  # the largest number the profile names (runc counts the no-op rules too)
     for names, conds, action in rules:
         for name in names:
             nr = table.get(name)
             if nr is None:
                 continue  # unknown to this architecture: skipped, as libseccomp does
+            last = max(last, nr)
+            if action == default:
+                continue  # a no-op: runc drops these rules
             entry = per_nr.setdefault(nr, [])
             if any(not c for c, _ in entry):
                 continue  # an unconditional rule is already there: it wins
@@ -389,7 +395,6 @@ def abi_block(rules: list, table: dict, bits: int, default: int, x32_check: bool
                 entry[:] = [([], action)]  # and replaces the conditional ones
             else:
                 entry.append((conds, action))
-    last = max(per_nr, default=-1)
     bodies = {nr: tuple(body(rs, default, bits)) for nr, rs in per_nr.items()}
     default_body = (ret(default),)
     intervals: list = []
@@ -412,14 +417,11 @@ def abi_block(rules: list, table: dict, bits: int, default: int, x32_check: bool
 
 def select(profile: dict, caps: set[str], goarch: str, kernel: tuple[int, int]) -> list:
     """The profile's rules that apply here: [(names, conditions, SECCOMP_RET_*)]."""
-    default = _action(profile["defaultAction"], profile.get("defaultErrnoRet"), "defaultAction")
     out = []
     for rule in profile.get("syscalls") or []:
         if not applies(rule, caps, goarch, kernel):
             continue
         action = _action(rule["action"], rule.get("errnoRet"), "rule")
-        if action == default:
-            continue  # a no-op (runc drops these too)
         names = rule.get("names") or ([rule["name"]] if rule.get("name") else [])
         out.append((names, list(rule.get("args") or []), action))
     return out

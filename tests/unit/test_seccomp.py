@@ -232,6 +232,8 @@ def _libseccomp_program(lib, caps) -> bytes:
         for names, conds, action in seccomp_compile.select(profile, set(caps), "amd64", (6, 1)):
             arr = (_ScmpArgCmp * 6)(*[_ScmpArgCmp(a["index"], _SCMP_OPS[a["op"]], a.get("value", 0),
                                                   a.get("valueTwo", 0)) for a in conds])
+            if action == EPERM:
+                continue  # the default: runc drops such rules before libseccomp sees them
             for name in names:
                 nr = lib.seccomp_syscall_resolve_name(name.encode())
                 if nr != -1:  # __NR_SCMP_ERROR: unknown name
@@ -321,6 +323,15 @@ def test_actions_and_precedence():
     assert run(prog, X["close"]) == RET_ALLOW and run(prog, X["dup"]) == RET_ALLOW
     assert run(prog, X["chdir"]) == 0  # SCMP_ACT_KILL is kill-thread
     assert run(prog, X["keyctl"]) == ENOSYS  # above the last number the profile names (gettid)
+
+
+def test_enosys_starts_above_every_name_the_profile_uses():
+    """runc's stub counts the rules it drops as no-ops (action = default) too."""
+    prog = custom([{"names": ["getpid"], "action": "SCMP_ACT_ALLOW"},
+                   {"names": ["futex_waitv"], "action": "SCMP_ACT_ERRNO"}])  # EPERM: the default
+    assert run(prog, X["getpid"]) == RET_ALLOW
+    assert run(prog, X["futex_waitv"]) == EPERM and run(prog, X["futex_waitv"] - 5) == EPERM
+    assert run(prog, X["futex_waitv"] + 1) == ENOSYS
 
 
 def test_allow_by_default_has_no_enosys_stub():
