@@ -151,6 +151,10 @@ def pin(rec: Container) -> int:
         pidfd = os.pidfd_open(rec.pid)
     except ProcessLookupError:
         raise CocinError(f"container {rec.name} is not running") from None
+    except OSError as e:
+        if e.errno == errno.ENOSYS:
+            raise CocinError("exec needs Linux 5.3 or newer (pidfd_open)") from None
+        raise
     if state.proc_start_time(rec.pid) != rec.pid_start:
         os.close(pidfd)
         raise CocinError(f"container {rec.name} is not running")
