@@ -248,17 +248,6 @@ def _private_cgroupns() -> bool:
 SECCOMP_BPF = "seccomp.bpf"  # the compiled filter, for exec
 
 
-def _seccomp_module():
-    """cocin.seccomp, or None while the compiler (or its libc binding) is not in the tree."""
-    if not hasattr(libc, "seccomp_set_mode_filter"):
-        return None
-    try:
-        from . import seccomp
-    except ImportError:
-        return None
-    return seccomp
-
-
 def seccomp_program(rec: Container) -> bytes | None:
     """The container's seccomp filter (None: unconfined), also written for ``exec``.
 
@@ -271,13 +260,13 @@ def seccomp_program(rec: Container) -> bytes | None:
     path = os.path.join(rec.dir, SECCOMP_BPF)
     program = None
     if not cfg.get("privileged") and mode != "unconfined":
-        seccomp = _seccomp_module()
-        if seccomp is not None:
-            text = None
-            if mode == "custom":
-                with open(os.path.join(rec.dir, "seccomp.json")) as f:
-                    text = f.read()
-            program = seccomp.program(text, confine.capabilities(cfg))
+        from . import seccomp
+
+        text = None
+        if mode == "custom":
+            with open(os.path.join(rec.dir, "seccomp.json")) as f:
+                text = f.read()
+        program = seccomp.program(text, confine.capabilities(cfg))
     _store_program(path, program)
     return program
 

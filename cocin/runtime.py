@@ -200,14 +200,13 @@ def _seccomp_profile(path: str, caps: list[str]) -> str:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise CocinError(f"opening seccomp profile ({path}) failed: {getattr(e, 'strerror', e)}") from None
-    seccomp = monitor._seccomp_module()
+    from . import seccomp
+
     try:
-        if seccomp is not None:
-            seccomp.program(text, caps)  # compiled (and cached) now: refused now if it cannot be
-        else:
-            import json
-            json.loads(text)
-    except (ValueError, KeyError, TypeError, CocinError) as e:
+        seccomp.program(text, caps)  # compiled (and cached) now: refused now if it cannot be
+    except seccomp.ProfileError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:
         raise CocinError(f"decoding seccomp profile failed: {e}") from None
     return text
 
