@@ -193,6 +193,19 @@ def join_namespaces(pidfd: int, pid: int, names: tuple[str, ...] = NAMESPACES) -
             os.close(fd)
 
 
+def lookup_user(conf: Confinement) -> confine.Identity:
+    """``confine.resolve_user`` in the container's files, with no more power
+    than the exec'd process will have: our effective capabilities are
+    lowered to its set while reading (a container's /etc/passwd may be a
+    symlink to, say, /proc/kallsyms, which shows more to CAP_SYSLOG)."""
+    effective, permitted, inheritable = libc.capget()
+    libc.capset(effective & confine.cap_mask(conf.caps), permitted, inheritable)
+    try:
+        return confine.resolve_user(conf.user, conf.group_add)
+    finally:
+        libc.capset(effective, permitted, inheritable)
+
+
 def resolve_user(pidfd: int, pid: int, conf: Confinement) -> confine.Identity:
     """The user, looked up in the container's own /etc/passwd and /etc/group.
 
@@ -206,7 +219,7 @@ def resolve_user(pidfd: int, pid: int, conf: Confinement) -> confine.Identity:
         try:
             os.close(r)
             join_namespaces(pidfd, pid, ("mnt",))
-            ident = confine.resolve_user(conf.user, conf.group_add)
+            ident = lookup_user(conf)
             reply = "\0".join(["ok", str(ident.uid), str(ident.gid), ",".join(map(str, ident.groups)),
                                ident.home])
         except BaseException as e:  # noqa: BLE001 (any failure becomes the answer)
@@ -319,7 +332,7 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
     finally:
         os.close(pidfd)
     try:
-        ident = confine.resolve_user(conf.user, conf.group_add)  # the container's files now
+        ident = lookup_user(conf)  # the container's files now
     except LookupError as e:
         raise CocinError(str(e)) from None
     set_home(env, ident, opts)

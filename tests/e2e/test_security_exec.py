@@ -96,9 +96,10 @@ def test_exec_is_under_the_containers_seccomp_filter(cocin, path):
 
 
 def test_exec_runs_as_the_containers_user(cocin, path):
-    ctr = start(cocin, "sec-user", "-u", "1000:1001")
+    ctr = start(cocin, "sec-user", "-u", "1000:1001", "--group-add", "777")
     fields = exec_status(cocin, path, ctr)
     assert fields["Uid"].split() == ["1000"] * 4 and fields["Gid"].split() == ["1001"] * 4
+    assert fields["Groups"].split() == ["777"]
     assert (fields["CapPrm"], fields["CapEff"], fields["CapBnd"]) == (NONE, NONE, DOCKER_CAPS)
     fields = exec_status(cocin, path, ctr, "-u", "0")  # exec -u overrides, both ways
     assert fields["Uid"].split() == ["0"] * 4 and fields["CapEff"] == DOCKER_CAPS
