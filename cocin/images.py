@@ -92,7 +92,7 @@ def tree_size(path: str) -> int:
     """Bytes of the files under ``path`` (as ``du --apparent-size`` counts)."""
     from .layers import entries
 
-    return sum(st.st_size for _name, st in entries(path) if not stat.S_ISDIR(st.st_mode))
+    return sum(st.st_size for _fd, _name, _rel, st in entries(path) if not stat.S_ISDIR(st.st_mode))
 
 
 def staging() -> str:
@@ -313,12 +313,25 @@ def _write_tar(tree: str, out: str, pax: dict[str, str] | None = None) -> None:
 
 
 def _tar_tree(tree: str, fileobj, pax: dict[str, str] | None) -> None:
+    """Write the tarball: every entry of ``tree`` in ``tar``'s order, each
+    reached as ``/proc/self/fd/DIR/NAME`` (``layers.entries``): a short path
+    at any depth, where ``tarfile.add`` would recurse once per level."""
     import tarfile
+
+    from .layers import entries
 
     with tarfile.open(mode="w", fileobj=fileobj, format=tarfile.PAX_FORMAT,
                       pax_headers=pax or {}) as tf:
-        for entry in sorted(os.listdir(tree)):
-            tf.add(os.path.join(tree, entry), arcname=entry, recursive=True)
+        for fd, name, rel, _st in entries(tree):
+            path = f"/proc/self/fd/{fd}/{name}"
+            info = tf.gettarinfo(path, arcname=rel)
+            if info is None:  # a socket: not content
+                continue
+            if info.isreg():
+                with open(path, "rb") as f:
+                    tf.addfile(info, f)
+            else:
+                tf.addfile(info)
 
 
 def export(rec: state.Container, out: str) -> None:

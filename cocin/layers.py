@@ -116,29 +116,31 @@ def remove_at(dir_fd: int, name: str) -> None:
 
 
 def entries(top: str):
-    """Every entry below the directory ``top``, depth first, as ``(name, lstat)``.
+    """Every entry below the directory ``top``, depth first in name order, as
+    ``(dir_fd, name, relative path, lstat)`` (``dir_fd`` holds ``name``).
 
     A stack of open directories (one descriptor per level), never recursion
     and never a symlink followed: for trees of any depth, such as a layer a
-    container committed.
+    container committed. Pre-order, as ``tar`` lists a tree: a directory,
+    then what it holds.
     """
-    stack = [(open_dir(top), None)]
+    stack = [(open_dir(top), None, "")]
     try:
         while stack:
-            fd, names = stack[-1]
+            fd, names, prefix = stack[-1]
             if names is None:
-                names = iter(os.listdir(fd))
-                stack[-1] = (fd, names)
+                names = iter(sorted(os.listdir(fd)))
+                stack[-1] = (fd, names, prefix)
             for name in names:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                yield name, st
+                yield fd, name, prefix + name, st
                 if stat.S_ISDIR(st.st_mode):
-                    stack.append((open_dir(name, fd), None))
+                    stack.append((open_dir(name, fd), None, prefix + name + "/"))
                     break
             else:
                 os.close(stack.pop()[0])
     finally:
-        for fd, _names in stack:
+        for fd, _names, _prefix in stack:
             os.close(fd)
 
 

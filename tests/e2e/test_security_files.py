@@ -201,10 +201,11 @@ def test_export_and_commit_do_not_follow_a_racing_symlink(cocin, target_tmp, pro
         cocin("rmi", "-f", "raced")
 
 
-def test_a_tree_deeper_than_the_recursion_limit_is_committed_and_removed(cocin):
-    """A container can make its files as deep as it likes: ``commit`` and
-    ``rm`` walk them with a stack of directory fds, not Python recursion (the
-    old ``rm`` died with a RecursionError traceback and left the directory)."""
+def test_a_tree_deeper_than_the_recursion_limit_is_committed_exported_and_removed(cocin, target_tmp):
+    """A container can make its files as deep as it likes: ``commit``,
+    ``export`` and ``rm`` walk them with a stack of directory fds, not Python
+    recursion (the old ones died with a RecursionError traceback; ``rm`` left
+    the directory behind)."""
     cocin.ok("run", "--name", "deep", "--network", "none", "busybox", "sh", "-c",
              "i=0; while [ $i -lt 1100 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done")
     try:
@@ -213,6 +214,8 @@ def test_a_tree_deeper_than_the_recursion_limit_is_committed_and_removed(cocin):
         r = cocin.ok("run", "--rm", "--network", "none", "deepimg", "sh", "-c",
                      "n=0; while cd d 2>/dev/null; do n=$((n+1)); done; echo $n")
         assert r.stdout == "1100\n"
+        cocin.ok("export", "deep", "-o", target_tmp / "deep.tar")
+        assert cocin.sh(f"tar -tf {target_tmp / 'deep.tar'} | grep -c '^d/'").stdout == "1100\n"
         r = cocin("rm", "deep")
         assert r.rc == 0 and r.stderr == "", r.stderr[-500:]
         left = cocin.sh(f"ls -A {cocin.root}/containers").stdout
