@@ -2,7 +2,9 @@
 itself would: under cocin's host-wide sysctl lock (/run/cocin), never behind the
 back of a cocin state root that holds it for its containers.
 
-    python3 scripts/ip_forward.py get          prints 0 or 1
+    python3 scripts/ip_forward.py get          prints the host's own value, 0 or 1
+                                               (while a state root holds it: the
+                                               value cocin will restore)
     python3 scripts/ip_forward.py set VALUE    sets it; if a live state root holds
                                                it, records VALUE as the value to
                                                restore when that root lets go
@@ -22,13 +24,27 @@ from cocin.network import store, sysctl  # noqa: E402
 KEY = "net.ipv4.ip_forward"
 
 
+def _state() -> tuple[dict, list[str]]:
+    """cocin's bookkeeping, and the live state roots holding ip_forward."""
+    state = store.read_json(os.path.join(sysctl.RUN_DIR, "network-sysctl.json"), {}) or {}
+    holders = [root for root, values in state.get("holders", {}).items()
+               if KEY in values and os.path.isdir(root)]
+    return state, holders
+
+
+def get_value() -> str | None:
+    with store.locked(os.path.join(sysctl.RUN_DIR, "network-sysctl.lock")):
+        state, holders = _state()
+        if holders and KEY in state.get("saved", {}):
+            return state["saved"][KEY]
+        return sysctl.read(KEY)
+
+
 def set_value(value: str) -> str:
     """Set it (or what is restored later); return a word on what happened."""
     path = os.path.join(sysctl.RUN_DIR, "network-sysctl.json")
     with store.locked(os.path.join(sysctl.RUN_DIR, "network-sysctl.lock")):
-        state = store.read_json(path, {}) or {}
-        holders = [root for root, values in state.get("holders", {}).items()
-                   if KEY in values and os.path.isdir(root)]
+        state, holders = _state()
         if holders and KEY in state.get("saved", {}):
             state["saved"][KEY] = value
             store.write_json(path, state, durable=False)
@@ -39,7 +55,7 @@ def set_value(value: str) -> str:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["get"] and len(argv) == 1:
-        print(sysctl.read(KEY))
+        print(get_value())
         return 0
     if argv[:1] == ["set"] and len(argv) == 2 and argv[1] in ("0", "1"):
         print(f"ip_forward={argv[1]}: {set_value(argv[1])}", file=sys.stderr)

@@ -569,6 +569,15 @@ def _sysctl_holders(key: str) -> list[str]:
                   if root != me and key in values and os.path.isdir(root))
 
 
+def _host_value(key: str) -> str | None:
+    """The host's own value of ``key``: while another state root holds it,
+    the one cocin saved before changing it, not the held one."""
+    state = store.read_json(os.path.join(sysctl.RUN_DIR, "network-sysctl.json"), {}) or {}
+    if _sysctl_holders(key) and key in state.get("saved", {}):
+        return state["saved"][key]
+    return sysctl.read(key)
+
+
 def _set_host_switch(key: str, value: str) -> None:
     """Write a host switch, unless another state root holds it: then its
     recorded "value before cocin" becomes ``value`` (it restores that when
@@ -609,7 +618,7 @@ def host(tmp_path, monkeypatch, request):
             pytest.skip(f"{key} is held at 1 by another cocin state root ({', '.join(holders)}) "
                         f"with containers attached; setting it to {request.param} would disturb them")
     keys = [*HOST_SWITCHES, "net.ipv4.conf.all.route_localnet", "net.ipv4.conf.lo.route_localnet"]
-    before = {key: sysctl.read(key) for key in keys}
+    before = {key: _host_value(key) for key in keys}
     nat_before = _nat_table_exists()
     handle = Host()
     handle.start = request.param
@@ -651,7 +660,7 @@ def host(tmp_path, monkeypatch, request):
             if not any(line.strip() and not line.strip().startswith(
                     ("table", "chain", "type", "}")) for line in listing.splitlines()):
                 subprocess.run(["nft", "delete", "table", "ip", "nat"], capture_output=True)
-        after = {key: sysctl.read(key) for key in keys}
+        after = {key: _host_value(key) for key in keys}
         assert after == before, "sysctls were not restored"
         assert not changed, f"cocin left host switches changed (the test started with {handle.start})"
 
