@@ -29,8 +29,8 @@ says; cocin drops it, as ``run --privileged`` does.)
 
 The user is looked up in the *container's* ``/etc/passwd`` and
 ``/etc/group``, inside its mount namespace, where its symlinks lead only to
-its own files: the Python way after joining it, the stub way in a short-lived
-forked helper that joins only the mount namespace.
+its own files: the Python way after joining it, the stub way by stepping
+into that mount namespace and back (``setns`` to our own saved one).
 
 **Pinned.** A PID number is reused once its process is gone, so "the
 container's PID" may by now be someone else. Right before joining, exec
@@ -206,42 +206,21 @@ def lookup_user(conf: Confinement) -> confine.Identity:
         libc.capset(effective, permitted, inheritable)
 
 
-def resolve_user(pidfd: int, pid: int, conf: Confinement) -> confine.Identity:
-    """The user, looked up in the container's own /etc/passwd and /etc/group.
-
-    For the stub way: this process must stay on the host to exec the stub, so
-    a forked helper joins the container's mount namespace (there its symlinks
-    lead only to its own files), looks the user up and sends the answer back.
+def visit_user(pidfd: int, pid: int, conf: Confinement) -> confine.Identity:
+    """For the stub way: step into the container's mount namespace only to
+    look the user up (there its symlinks lead only to its own files), then
+    back into ours, where the stub is. Our working directory is then our
+    mount namespace's root: nothing needs it, the stub goes by its full path.
     """
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:
+    ours = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        join_namespaces(pidfd, pid, ("mnt",))
         try:
-            os.close(r)
-            join_namespaces(pidfd, pid, ("mnt",))
-            ident = lookup_user(conf)
-            reply = "\0".join(["ok", str(ident.uid), str(ident.gid), ",".join(map(str, ident.groups)),
-                               ident.home])
-        except BaseException as e:  # noqa: BLE001 (any failure becomes the answer)
-            reply = f"error\0{e}"
-        data = reply.encode(errors="surrogateescape")
-        while data:
-            data = data[os.write(w, data):]
-        os._exit(0)
-    os.close(w)
-    chunks = []
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    _wait(child)
-    fields = b"".join(chunks).decode(errors="surrogateescape").split("\0")
-    if fields[0] != "ok" or len(fields) != 5:
-        raise CocinError(fields[1] if len(fields) == 2 else "exec: cannot look the user up")
-    groups = [int(g) for g in fields[3].split(",") if g]
-    return confine.Identity(uid=int(fields[1]), gid=int(fields[2]), groups=groups, home=fields[4])
+            return lookup_user(conf)
+        finally:
+            libc.setns(ours, libc.CLONE_NEWNS, "/proc/self/ns/mnt")
+    finally:
+        os.close(ours)
 
 
 def set_home(env: dict[str, str], ident: confine.Identity, opts: ExecOptions) -> None:
@@ -307,7 +286,10 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
     if stub_available() and not opts.tty and not opts.detach:
         if debug:
             sys.stderr.write("cocin: exec via the static stub\n")
-        ident = resolve_user(pidfd, rec.pid, conf)
+        try:
+            ident = visit_user(pidfd, rec.pid, conf)
+        except LookupError as e:
+            raise CocinError(str(e)) from None
         set_home(env, ident, opts)
         args = confine.stub_args(conf.caps, ident, conf.no_new_privs, conf.program_path)
         sys.stdout.flush()
