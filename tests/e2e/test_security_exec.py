@@ -146,3 +146,17 @@ def test_exec_unknown_or_bad_user_is_one_line(cocin, stub):
     assert r.stderr == "cocin: error: unable to find user nosuchuser: no matching entries in passwd file\n"
     r = cocin("exec", "-u", "a:b:c", ctr, "true", env=env)
     assert r.rc == 125 and len(r.stderr.splitlines()) == 1 and "invalid user" in r.stderr
+
+
+@pytest.mark.parametrize("stub", ["1", "0"])
+def test_exec_user_is_looked_up_in_the_containers_files_only(cocin, target_tmp, stub):
+    """The container's /etc/passwd is an absolute symlink to a path that exists
+    both inside and on the host: the lookup must read the container's file."""
+    inside = target_tmp / "passwd"
+    target_tmp.write("passwd", "probe:x:2222:2222::/host:/bin/sh\n")  # must never be read
+    ctr = start(cocin, "sec-symlink")
+    cocin.ok("exec", ctr, "sh", "-c", f"mkdir -p {target_tmp.path} && "
+             f"echo 'probe:x:1111:1111::/in:/bin/sh' > {inside} && ln -sf {inside} /etc/passwd")
+    out = cocin.ok("exec", "-u", "probe", ctr, "sh", "-c", 'echo "$(id -u):$(id -g):$HOME"',
+                   env={"COCIN_EXEC_STUB": stub}).stdout
+    assert out == "1111:1111:/in\n"
