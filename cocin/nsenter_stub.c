@@ -290,11 +290,11 @@ static unsigned long long number(const char *name, const char *s, unsigned long 
     unsigned long long v = 0, digit;
     const char *p = s;
 
-    for (; *p; p++) {
+    for (; *p >= '0' && *p <= '9'; p++) {
         digit = (unsigned long long)(*p - '0');
-        if (*p < '0' || *p > '9' || v > (limit - 1 - digit) / 10)
-            break;
-        v = v * 10 + digit;     /* v < limit, always */
+        if (v > (limit - 1 - digit) / 10)
+            break;              /* v * 10 + digit would reach limit */
+        v = v * 10 + digit;
     }
     if (*s == '\0' || *p != '\0')
         die(EXIT_COCIN, "invalid %s \"%s\": not a number below %llu", name, s, limit);
