@@ -124,6 +124,7 @@ def entries(top: str):
     container committed. Pre-order, as ``tar`` lists a tree: a directory,
     then what it holds.
     """
+    state.raise_fd_limit()
     stack = [(open_dir(top), None, "")]
     try:
         while stack:
@@ -341,23 +342,13 @@ def copy_tree(src_fd: int, dst_fd: int, overlay_upper: bool = False, links: dict
                 os.close(dfd)
 
 
-def _more_fds() -> None:
-    """Two descriptors stay open per level of depth: raise the soft limit on
-    open files to the hard one, so a deep tree copies instead of failing."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def flatten(lower: str, upper: str, dst: str) -> None:
     """Write the merged view of ``lower`` + ``upper`` into the new directory ``dst``.
 
     The three paths are cocin's own (in the state root); only what lies
     below them is the image's or the container's.
     """
-    _more_fds()
+    state.raise_fd_limit()
     fds = []
     try:
         for path in (lower, upper, dst):

@@ -196,13 +196,8 @@ def remove_tree(top: str, dir_fd: int | None = None) -> None:
             except OSError:
                 continue
             try:
-                sub = os.open(name, _O_DIR, dir_fd=fd)
+                sub, below = _open_dir_at(name, fd)
             except OSError:
-                continue
-            try:
-                below = iter(os.listdir(sub))
-            except OSError:
-                os.close(sub)
                 continue
             stack.append((sub, below, name))
             break
@@ -212,6 +207,40 @@ def remove_tree(top: str, dir_fd: int | None = None) -> None:
             if stack:
                 _try(os.rmdir, _name, dir_fd=stack[-1][0])
     _try(os.rmdir, top, dir_fd=dir_fd)
+
+
+def _open_dir_at(name: str, dir_fd: int, retry: bool = True):
+    """The directory ``name`` (``openat`` with ``O_DIRECTORY|O_NOFOLLOW``) and
+    an iterator over its names. Out of descriptors (one is open per level
+    of a deep tree): the limit is raised once and it is tried again."""
+    try:
+        fd = os.open(name, _O_DIR, dir_fd=dir_fd)
+        try:
+            return fd, iter(os.listdir(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+    except OSError as e:
+        import errno  # not at the top: on every command's path, this is not
+
+        if not retry or e.errno != errno.EMFILE or not raise_fd_limit():
+            raise
+    return _open_dir_at(name, dir_fd, retry=False)
+
+
+def raise_fd_limit() -> bool:
+    """Raise the soft limit on open files to the hard one; False if it already was.
+
+    Walks by directory descriptor keep one open per level of depth, and a
+    container can make a tree deeper than the usual soft limit (1024).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return False
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return True
 
 
 def _try(fn, *args, **kw) -> None:

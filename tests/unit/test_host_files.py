@@ -13,6 +13,7 @@ import io
 import os
 import stat
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -20,6 +21,7 @@ import pytest
 from cocin import layers, state, tarball
 from cocin.state import CocinError
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (owners, device nodes, trusted.* xattrs)")
 
 
@@ -241,6 +243,37 @@ def test_a_tree_deeper_than_the_recursion_limit_is_copied_and_removed(overlay):
         state.remove_tree(str(upper))
         assert not os.path.lexists(dst) and not os.path.lexists(upper)
     finally:  # what pytest's own clean-up (recursive) could not remove
+        for d in (upper, dst):
+            if os.path.lexists(d):
+                subprocess.run(["rm", "-rf", str(d)], check=False)
+
+
+def test_deep_trees_with_a_low_limit_on_open_files(overlay):
+    """One descriptor stays open per level: with the usual soft limit (1024,
+    here 256) the walks raise it to the hard limit instead of failing. Run in
+    a child process, which may change its own limits."""
+    lower, upper, dst = overlay
+    _deep(upper, 1500)
+    code = (
+        "import resource, sys\n"
+        f"sys.path.insert(0, {REPO!r})\n"
+        "from cocin import layers, state\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "if hard < 4000: sys.exit(77)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        f"layers.flatten({str(lower)!r}, {str(upper)!r}, {str(dst)!r})\n"
+        f"assert sum(1 for _ in layers.entries({str(dst)!r})) == 1500\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        f"state.remove_tree({str(upper)!r})\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        f"state.remove_tree({str(dst)!r})\n")
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if r.returncode == 77:
+            pytest.skip("the hard limit on open files is below 4000")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert not os.path.lexists(upper) and not os.path.lexists(dst)
+    finally:
         for d in (upper, dst):
             if os.path.lexists(d):
                 subprocess.run(["rm", "-rf", str(d)], check=False)
