@@ -16,13 +16,10 @@ Every test here fails on the code before the fix.
 
 from __future__ import annotations
 
-import os
 import shlex
 import uuid
 
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def one_error_line(r) -> str:
@@ -153,18 +150,19 @@ def test_tarball_directory_member_over_symlink_leaves_host_dir_alone(cocin, targ
 # --- finding 1: export/commit racing a symlink swap ----------------------------------------
 
 @pytest.fixture
-def probe_swap(cocin, target_tmp):
-    """tests/e2e/probe_swap.c, built static into the test's directory."""
+def rename_exchange(cocin, target_tmp):
+    """tests/probes/rename_exchange.c, built static into the test's directory."""
     if cocin.sh("command -v gcc").rc != 0:
         pytest.skip("gcc is needed to build the renameat2 probe (apt-get install gcc)")
-    out = target_tmp / "probe/probe_swap"
-    r = cocin.sh(f"mkdir -p {target_tmp / 'probe'} && gcc -static -O2 -o {out} {HERE}/probe_swap.c")
+    out = target_tmp / "probe/rename_exchange"
+    src = f"{cocin.repo}/tests/probes/rename_exchange.c"
+    r = cocin.sh(f"mkdir -p {target_tmp / 'probe'} && gcc -static -O2 -o {out} {src}")
     if r.rc != 0:
         pytest.skip(f"cannot build a static probe (libc6-dev?): {r.stderr.strip()[-200:]}")
     return target_tmp / "probe"
 
 
-def test_export_and_commit_do_not_follow_a_racing_symlink(cocin, target_tmp, probe_swap):
+def test_export_and_commit_do_not_follow_a_racing_symlink(cocin, target_tmp, rename_exchange):
     """A container swaps ``/race/d`` (a directory holding its own set-user-ID
     ``victim``) with ``/race/s`` (a symlink to a host directory) a million times
     a second. The old copy, working by host path in the container's upper
@@ -176,8 +174,8 @@ def test_export_and_commit_do_not_follow_a_racing_symlink(cocin, target_tmp, pro
     ls = f"ls -lAi --time-style=+%s {d} && stat -c '%a %u %Y' {d}"
     before, listing = _stat(cocin, victim), cocin.sh(ls).stdout
     script = ("mkdir -p /race/d && echo from-container > /race/d/victim && chmod 4755 /race/d/victim && "
-              f"ln -s {d} /race/s && exec /probe/probe_swap /race/d /race/s")
-    cocin.ok("run", "-d", "--name", "racer", "--network", "none", "-v", f"{probe_swap}:/probe",
+              f"ln -s {d} /race/s && exec /probe/rename_exchange /race/d /race/s")
+    cocin.ok("run", "-d", "--name", "racer", "--network", "none", "-v", f"{rename_exchange}:/probe",
              "busybox", "sh", "-c", script)
     out = target_tmp / "out.tar"
     try:

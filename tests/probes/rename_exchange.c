@@ -1,4 +1,4 @@
-/* probe_swap: exchange two names in a loop, atomically, as fast as possible.
+/* rename_exchange: exchange two names in a loop, atomically, as fast as possible.
  *
  * Used by tests/e2e/test_security_files.py inside a container: it swaps a
  * directory and a symlink pointing to a host directory, so that host code
@@ -8,8 +8,8 @@
  *
  * It runs at the lowest priority (nice 19), not to starve the machine.
  *
- * Usage: probe_swap A B   (runs until killed; exit 1 if the swap fails)
- * Built static by the test: gcc -static -O2 -o probe_swap probe_swap.c
+ * Usage: rename_exchange A B   (runs until killed; exit 1 if the swap fails)
+ * Built static by the test: gcc -static -O2 -o rename_exchange rename_exchange.c
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
