@@ -277,7 +277,8 @@ def _create_locked(name: str, subnet: str, gateway: str | None, bridge: str | No
 def _whose_link(link: str) -> str:
     """Who an existing interface belongs to, as far as cocin can tell."""
     from cocin.network import firewall
-    for directory in sorted(set(firewall.registered_roots().values())):
+    roots = set(firewall.registered_roots().values()) | {os.path.join(DEFAULT_ROOT, "networks")}
+    for directory in sorted(roots):
         if os.path.abspath(directory) == os.path.abspath(state_dir()):
             continue
         try:
