@@ -39,6 +39,7 @@ on the start-up path of every container.
 from __future__ import annotations
 
 import os
+import stat
 
 from . import libc
 from .record import Factory, Record
@@ -255,11 +256,14 @@ class Identity(Record):
 
 def _entries(path: str) -> list[list[str]]:
     """The colon-separated lines of /etc/passwd or /etc/group (missing file: none)."""
-    try:
-        with open(path, "rb") as f:  # bytes: text mode would look up the locale's codec
-            text = f.read().decode("utf-8", "replace")
+    try:  # O_NONBLOCK: a FIFO planted at /etc/passwd must not hang run or exec
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return []
+    with open(fd, "rb") as f:  # bytes: text mode would look up the locale's codec
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        text = f.read().decode("utf-8", "replace")
     return [line.split(":") for line in text.splitlines()
             if line.strip() and not line.startswith("#")]
 

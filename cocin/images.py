@@ -302,7 +302,19 @@ def _write_tar(tree: str, out: str, pax: dict[str, str] | None = None) -> None:
     at all, mode 0600 as Docker makes it (``state.AtomicFile``).
     """
     if out == "-":
-        _tar_tree(tree, sys.stdout.buffer, pax)
+        _tar_tree(tree, sys.stdout.buffer, pax, stream=True)
+        return
+    try:
+        special = not stat.S_ISREG(os.lstat(out).st_mode) and not stat.S_ISLNK(os.lstat(out).st_mode)
+    except FileNotFoundError:
+        special = False
+    if special:  # /dev/null, a FIFO: written to, never renamed over (that would replace a device)
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise CocinError(f"cannot write {out}: {e.strerror}") from None
+        with os.fdopen(fd, "wb") as f:
+            _tar_tree(tree, f, pax, stream=True)
         return
     try:
         atomic = state.AtomicFile(out)
@@ -312,15 +324,16 @@ def _write_tar(tree: str, out: str, pax: dict[str, str] | None = None) -> None:
         _tar_tree(tree, f, pax)
 
 
-def _tar_tree(tree: str, fileobj, pax: dict[str, str] | None) -> None:
+def _tar_tree(tree: str, fileobj, pax: dict[str, str] | None, stream: bool = False) -> None:
     """Write the tarball: every entry of ``tree`` in ``tar``'s order, each
     reached as ``/proc/self/fd/DIR/NAME`` (``layers.entries``): a short path
-    at any depth, where ``tarfile.add`` would recurse once per level."""
+    at any depth, where ``tarfile.add`` would recurse once per level.
+    ``stream``: a pipe or device, which cannot seek (tarfile's ``w|`` mode)."""
     import tarfile
 
     from .layers import entries
 
-    with tarfile.open(mode="w", fileobj=fileobj, format=tarfile.PAX_FORMAT,
+    with tarfile.open(mode="w|" if stream else "w", fileobj=fileobj, format=tarfile.PAX_FORMAT,
                       pax_headers=pax or {}) as tf:
         for fd, name, rel, _st in entries(tree):
             path = f"/proc/self/fd/{fd}/{name}"

@@ -308,3 +308,21 @@ def test_output_is_not_written_through_a_planted_symlink(cocin, target_tmp, verb
         assert sorted(x for x in left if ".tmp" in x and not x.startswith("out.tar.tmp-")) == []
     finally:
         cocin("rm", "-f", "exp5")
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_output_to_a_device_or_fifo_is_written_not_replaced(cocin, target_tmp, kind):
+    """``save -o /dev/null`` must write to the device, not rename a regular file
+    over it (which would replace the host's /dev/null). The test makes its own
+    null device node (c 1 3) and FIFO in its temp dir; the host's are never used."""
+    out = target_tmp / "out"
+    make = f"mknod {out} c 1 3" if kind == "device" else f"mkfifo {out}"
+    assert cocin.sh(make).rc == 0
+    reader = "" if kind == "device" else f"(tar -tf {out} > {target_tmp / 'list'}) & "
+    cmd = cocin.cmdline("save", "busybox", "-o", out)
+    r = cocin.sh(f"{reader}{cmd}; rc=$?; wait; exit $rc")
+    assert r.rc == 0, r.stderr
+    kind_now = cocin.sh(f"stat -c %F {out}").stdout.strip()
+    assert kind_now == ("character special file" if kind == "device" else "fifo")
+    if kind == "fifo":
+        assert "bin/busybox" in target_tmp.read("list").split()
