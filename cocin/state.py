@@ -48,12 +48,15 @@ class NotFound(CocinError):
 _PRIVATE: set[str] = set()  # roots this process has checked
 
 
+DEFAULT_ROOT = "/var/lib/cocin"
+
+
 def root() -> str:
     """The state root: ``$COCIN_ROOT`` (tests use their own) or /var/lib/cocin.
 
     The first use in a process makes sure it is private (``make_private``).
     """
-    path = os.environ.get("COCIN_ROOT") or "/var/lib/cocin"
+    path = os.environ.get("COCIN_ROOT") or DEFAULT_ROOT
     if path not in _PRIVATE:
         _PRIVATE.add(path)
         make_private(path)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 
+from cocin import state
 from cocin.state import CocinError
 
 # Only for annotations (never evaluated here, thanks to the __future__
@@ -52,7 +53,7 @@ class NetworkError(CocinError):
 
 def state_dir() -> str:
     """Where network records live: ``$COCIN_ROOT/networks``."""
-    return os.path.join(os.environ.get("COCIN_ROOT") or "/var/lib/cocin", "networks")
+    return os.path.join(state.root(), "networks")
 
 
 def default_network() -> dict[str, Any]:

@@ -43,6 +43,7 @@ import errno
 import os
 import time
 
+from cocin import state
 from cocin.network import NetworkError, ipam, ipv4, netlink, state_dir, store
 
 # Only for annotations (never evaluated here, thanks to the __future__
@@ -59,7 +60,6 @@ RESERVED_NAMES = ("none", "host")
 DEFAULT_NAME = "bridge"
 DEFAULT_BRIDGE = "cocin0"
 DEFAULT_SUBNET = "172.29.0.0/16"
-DEFAULT_ROOT = "/var/lib/cocin"
 # Another state root's default network gets a /24 of this range, chosen by a
 # hash of its directory (see default_bridge_and_subnet).
 DERIVED_POOL = "172.30.0.0/16"
@@ -277,7 +277,7 @@ def _create_locked(name: str, subnet: str, gateway: str | None, bridge: str | No
 def _whose_link(link: str) -> str:
     """Who an existing interface belongs to, as far as cocin can tell."""
     from cocin.network import firewall
-    roots = set(firewall.registered_roots().values()) | {os.path.join(DEFAULT_ROOT, "networks")}
+    roots = set(firewall.registered_roots().values()) | {os.path.join(state.DEFAULT_ROOT, "networks")}
     for directory in sorted(roots):
         if os.path.abspath(directory) == os.path.abspath(state_dir()):
             continue
@@ -318,8 +318,8 @@ def default_bridge_and_subnet(others: list[dict[str, Any]] = ()) -> tuple[str, s
     """
     bridge = os.environ.get("COCIN_DEFAULT_BRIDGE") or ""
     subnet = os.environ.get("COCIN_DEFAULT_SUBNET") or ""
-    root = os.path.abspath(os.environ.get("COCIN_ROOT") or DEFAULT_ROOT)
-    if root == DEFAULT_ROOT:
+    root = os.path.abspath(state.root())
+    if root == state.DEFAULT_ROOT:
         return bridge or DEFAULT_BRIDGE, subnet or DEFAULT_SUBNET
     from cocin.network import firewall
     suffix = firewall.root_suffix()

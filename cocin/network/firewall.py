@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     #  "forward_drops": bool}. A jump's spec is what follows "-A HOSTCHAIN".
     Present = dict[str, Any]
 
-DEFAULT_STATE_DIR = "/var/lib/cocin/networks"
+DEFAULT_STATE_DIR = "/var/lib/cocin/networks"  # state.DEFAULT_ROOT + /networks (not imported: firewall stays a leaf)
 RUN_DIR = "/run/cocin"
 REVALIDATE_SECONDS = 60.0
 
