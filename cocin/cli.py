@@ -554,8 +554,10 @@ def cmd_images(a: argparse.Namespace) -> int:
         return 0
     rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
     for i in imgs:
-        rows.append([i.name, "latest", i.id[:12], f"{human_duration(now - i.created)} ago",
-                     _human_size(i.size)])
+        for tag in i.tags or ["<none>:<none>"]:
+            repo, _, version = tag.rpartition(":")
+            rows.append([repo, version, i.id[:12], f"{human_duration(now - i.created)} ago",
+                         _human_size(i.size)])
     print(table(rows))
     return 0
 

@@ -1,11 +1,36 @@
-"""Images: a read-only directory tree per image, plus a little metadata.
+"""Images: a stack of layers, stored once, described by a config, named by tags.
 
-An image is a name, ``<root>/images/<name>.json``, pointing at a layer,
-``<root>/layers/<id>/``: the tree that becomes the lower, read-only layer of
-every container's overlay. As in Docker, ``rmi -f`` removes the name while a
-container still uses the layer; the layer goes with its last user. Images come
-from ``docker export``-style tarballs (``import``), from a container
-(``commit``), or, for ``busybox``, from the host's own busybox binary.
+As in Docker (and the OCI image spec), an image is
+
+* a list of **layers**, each the set of changes one step made to the files
+  (a directory in overlay's own format: deleted files are whiteouts, see
+  ``layers``). A layer is known by its ``diff_id``, the sha256 of its
+  uncompressed tarball, and stored once under its **chain ID**, which names
+  it *together with everything below it*: ``chain(L0) = diff_id(L0)``,
+  ``chain(Ln) = sha256(chain(Ln-1) + " " + diff_id(Ln))``. Two images built
+  on the same base share the base's directories on disk;
+* a **config** (JSON): the layers' diff_ids (``rootfs.diff_ids``), how to
+  run it (``config``: Env, Cmd, Entrypoint, WorkingDir, User, ...), its
+  ``history`` and ``created`` time. The image **ID** is the sha256 of these
+  very bytes, so it names the content: the same config is the same image;
+* **tags**, names such as ``busybox:latest`` pointing at an ID.
+
+A container's root filesystem is an overlay mount with the image's layer
+directories as ``lowerdir``s (top first) and the container's own writable
+``upper`` directory: nothing is copied at ``run``. ``commit`` makes one new
+layer from the container's ``upper`` directory and a new config on top of
+its image's. On disk, below the state root::
+
+    layers/sha256/<chain>/diff       the layer's files (overlay format)
+    layers/sha256/<chain>/diff_id    its diff_id; parent: the chain ID below it
+    l/<short>                        -> ../layers/sha256/<chain>/diff
+    imagedb/<id>                     the config, byte for byte (its sha256 is <id>)
+    imagedb/<id>.meta                what ``run`` needs at once: the lowerdir list
+    repositories.json                {"busybox:latest": "sha256:<id>", ...}
+
+The ``l/`` links keep the overlay mount options short: the kernel takes
+them in one page (4096 bytes), which 64-digit paths fill after a few dozen
+layers (Docker's overlay2 driver does the same).
 """
 
 from __future__ import annotations
@@ -16,41 +41,77 @@ import sys
 import time
 
 from . import fastjson, state
-from .record import Record
 from .state import CocinError, NotFound
 
 _LOWER_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
+LINK_LEN = 26  # characters of a chain ID in its l/ name (Docker's l/ names are 26 long)
+DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
 
-class Image(Record):
-    name: str
-    id: str
-    created: float
-    size: int
-    source: str
+class Image:
+    """One image: its ID, config, tags and (from its .meta file) its layers."""
+
+    def __init__(self, id: str, config: dict, meta: dict, tags: list[str]):
+        self.id, self.config, self.meta, self.tags = id, config, meta, tags
 
     @property
-    def rootfs(self) -> str:
-        return layer_dir(self.id)
+    def name(self) -> str:
+        """The first tag's repository (``<none>`` for an untagged image)."""
+        return self.tags[0].rpartition(":")[0] if self.tags else "<none>"
+
+    @property
+    def lower(self) -> str:
+        """overlay's ``lowerdir`` value: the layers' links, top first."""
+        links = os.path.join(state.root(), "l")
+        return ":".join(os.path.join(links, n) for n in self.meta["links"])
+
+    @property
+    def size(self) -> int:
+        return self.meta.get("size", 0)
+
+    @property
+    def created(self) -> float:
+        return self.meta.get("created", 0.0)
+
+    @property
+    def source(self) -> str:
+        hist = self.config.get("history") or [{}]
+        return hist[-1].get("created_by", "")
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list(self.config.get("rootfs", {}).get("diff_ids", []))
 
 
-def images_dir() -> str:
+# --- paths ---------------------------------------------------------------------------
+
+def images_dir() -> str:  # the flat store before layers (upgraded on first use)
     return os.path.join(state.root(), "images")
 
 
-def image_file(name: str) -> str:
-    return os.path.join(images_dir(), name + ".json")
+def imagedb() -> str:
+    return os.path.join(state.root(), "imagedb")
 
 
-def layer_dir(image_id: str) -> str:
-    return os.path.join(state.root(), "layers", image_id)
+def layers_dir() -> str:
+    return os.path.join(state.root(), "layers", "sha256")
 
 
-def _read(path: str) -> Image:
-    with open(path) as f:
-        return Image(**fastjson.loads(f.read()))
+def make_layers_dir() -> None:
+    for d in (os.path.dirname(layers_dir()), layers_dir()):
+        os.makedirs(d, 0o700, exist_ok=True)  # each level its own mode (makedirs gives only the last)
 
+
+def layer_path(chain: str) -> str:
+    return os.path.join(layers_dir(), chain.partition(":")[2])
+
+
+def repos_file() -> str:
+    return os.path.join(state.root(), "repositories.json")
+
+
+# --- names -------------------------------------------------------------------------------
 
 def normalize(ref: str) -> str:
     """``busybox:latest`` and ``busybox`` are the same image; check the name."""
@@ -60,32 +121,96 @@ def normalize(ref: str) -> str:
     return name
 
 
-def get(ref: str) -> Image:
-    """Look an image up; ``busybox`` is built from the host on first use."""
-    name = normalize(ref)
+def _tag(name: str) -> str:
+    return name + ":latest"
+
+
+def _read_repos() -> dict[str, str]:
     try:
-        return _read(image_file(name))
+        with open(repos_file(), "rb") as f:
+            return fastjson.loads(f.read())
     except FileNotFoundError:
-        pass
+        return {}
+
+
+def repositories() -> dict[str, str]:
+    """Tag -> ``sha256:<id>``; an old flat store (``images/NAME.json``) is
+    upgraded on first use (``image_upgrade``). Not under the lock."""
+    if not os.path.exists(repos_file()) and os.path.isdir(images_dir()):
+        from . import image_upgrade
+
+        image_upgrade.upgrade()
+    return _read_repos()
+
+
+def _write_repos(repos: dict[str, str]) -> None:
+    state.atomic_write(repos_file(), fastjson.dumps(dict(sorted(repos.items()))))
+
+
+def load_image(image_id: str, tags: list[str] | None = None) -> Image:
+    """The image ``image_id`` (hex digits), from imagedb."""
+    path = os.path.join(imagedb(), image_id)
+    try:
+        with open(path, "rb") as f:
+            config = fastjson.loads(f.read())
+        with open(path + ".meta", "rb") as f:
+            meta = fastjson.loads(f.read())
+    except FileNotFoundError:
+        raise NotFound(f"No such image: {image_id[:12]}") from None
+    if tags is None:
+        tags = sorted(t for t, i in _read_repos().items() if i == "sha256:" + image_id)
+    return Image(image_id, config, meta, tags)
+
+
+def get(ref: str) -> Image:
+    """Look an image up by name; ``busybox`` is built from the host on first use."""
+    name = normalize(ref)
+    image_id = repositories().get(_tag(name))
+    if image_id is not None:
+        return load_image(image_id.partition(":")[2], [_tag(name)])
     if name == "busybox":
         return build_busybox()
     raise NotFound(f"No such image: {ref}")
 
 
-def list_images() -> list[Image]:
-    out = []
+def find(ref: str) -> Image:
+    """An image by name, never built (``inspect``)."""
+    image_id = repositories().get(_tag(normalize(ref)))
+    if image_id is None:
+        raise NotFound(f"No such image: {ref}")
+    return load_image(image_id.partition(":")[2])
+
+
+def inspect(img: Image) -> dict:
+    """``docker image inspect``'s view of an image."""
+    cfg = img.config
+    return {"Id": "sha256:" + img.id, "RepoTags": list(img.tags), "RepoDigests": [],
+            "Parent": "", "Comment": img.source, "Created": cfg.get("created", ""),
+            "Author": cfg.get("author", ""), "Config": cfg.get("config") or {},
+            "Architecture": cfg.get("architecture", ""), "Os": cfg.get("os", ""),
+            "Size": img.size, "RootFS": {"Type": "layers", "Layers": img.diff_ids},
+            "Metadata": {"LastTagTime": ""}}
+
+
+def all_ids() -> list[str]:
     try:
-        names = sorted(os.listdir(images_dir()))
+        return sorted(n for n in os.listdir(imagedb()) if len(n) == 64)
     except FileNotFoundError:
         return []
-    for name in names:
-        if not name.endswith(".json"):
-            continue
+
+
+def list_images() -> list[Image]:
+    """Every image, tagged ones once per tag (``<none>`` for the untagged), by name."""
+    repos = repositories()
+    out = []
+    for image_id in all_ids():
+        tags = sorted(t for t, i in repos.items() if i == "sha256:" + image_id)
         try:
-            out.append(_read(os.path.join(images_dir(), name)))
-        except (FileNotFoundError, ValueError, TypeError):
+            img = load_image(image_id, tags)
+        except (NotFound, ValueError):
             continue
-    return out
+        out.append(img)
+    return sorted(out, key=lambda i: (i.name == "<none>", i.name))
 
 
 def tree_size(path: str) -> int:
@@ -95,73 +220,275 @@ def tree_size(path: str) -> int:
     return sum(st.st_size for _fd, _name, _rel, st in entries(path) if not stat.S_ISDIR(st.st_mode))
 
 
-def staging() -> str:
-    """A fresh layer directory, published under its ID when complete.
+# --- layers ----------------------------------------------------------------------------
 
-    Until then it is named ``.tmp-*``, which a crash may leave behind but no
-    image ever points at.
+def chain_id(parent: str | None, diff_id: str) -> str:
+    import hashlib
+
+    if not parent:
+        return diff_id
+    return "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+
+
+def staging() -> str:
+    """A fresh layer directory (with its ``diff/``), published when complete.
+
+    Until then it is named ``layers/sha256/.tmp-*``, which a crash may leave
+    behind but nothing ever points at.
     """
-    os.makedirs(os.path.join(state.root(), "layers"), 0o700, exist_ok=True)
-    os.makedirs(images_dir(), 0o700, exist_ok=True)
-    tmp = layer_dir(f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
-    os.mkdir(tmp, 0o755)
+    make_layers_dir()
+    tmp = os.path.join(layers_dir(), f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(tmp, 0o700)
+    os.mkdir(os.path.join(tmp, "diff"), 0o755)
     return tmp
 
 
-def publish(tmp: str, name: str, source: str, replace: bool = False) -> Image:
-    """Give a staged layer its ID and point the image name at it."""
-    img = Image(name=name, id=os.urandom(32).hex(), created=time.time(),
-                size=tree_size(tmp), source=source)
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def prepare_layer(tmp: str, parent: str | None) -> tuple[str, str]:
+    """Hash the staged layer ``tmp`` and write its metadata files; returns
+    (chain ID on top of ``parent``, diff_id)."""
+    from . import layers
+
+    diff = os.path.join(tmp, "diff")
+    did = layers.diff_id(diff)
+    chain = chain_id(parent, did)
+    _write(os.path.join(tmp, "diff_id"), did)
+    _write(os.path.join(tmp, "size"), str(tree_size(diff)))
+    if parent:
+        _write(os.path.join(tmp, "parent"), parent)
+    return chain, did
+
+
+def install_layer(tmp: str, chain: str) -> None:
+    """Give a prepared layer its place (under the lock). A layer already
+    stored (same content on the same base) is shared: the staged copy goes."""
+    hexid = chain.partition(":")[2]
+    links = os.path.join(state.root(), "l")
+    os.makedirs(links, 0o700, exist_ok=True)
+    if os.path.isdir(layer_path(chain)):
+        state.remove_tree(tmp)
+    else:
+        os.rename(tmp, layer_path(chain))
+    link = os.path.join(links, hexid[:LINK_LEN])
+    if not os.path.islink(link):
+        os.symlink(os.path.join("..", "layers", "sha256", hexid, "diff"), link)
+
+
+def add_layer(tmp: str, parent: str | None) -> tuple[str, str]:
+    """Store the staged layer ``tmp`` on top of the chain ``parent``; returns
+    (chain ID, diff_id). Nothing stays of ``tmp`` on failure."""
+    try:
+        chain, did = prepare_layer(tmp, parent)
+        with state.locked():
+            install_layer(tmp, chain)
+    except BaseException:
+        state.remove_tree(tmp)
+        raise
+    return chain, did
+
+
+def _chains(diff_ids: list[str]) -> list[str]:
+    out: list[str] = []
+    for did in diff_ids:
+        out.append(chain_id(out[-1] if out else None, did))
+    return out
+
+
+def layer_size(chain: str) -> int:
+    try:
+        with open(os.path.join(layer_path(chain), "size")) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+# --- configs and publishing ----------------------------------------------------------
+
+def rfc3339(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def parse_time(text: str) -> float:
+    """An RFC 3339 time (``2024-01-02T03:04:05.123Z``, or with an offset) as seconds."""
+    import calendar
+
+    try:
+        base, frac, off = text[:19], 0.0, 0
+        rest = text[19:]
+        if rest.startswith("."):
+            digits = rest[1:].rstrip("Z").split("+")[0].split("-")[0]
+            frac = float("0." + digits) if digits else 0.0
+            rest = rest[1 + len(digits):]
+        if rest[:1] in "+-" and rest:
+            sign = 1 if rest[0] == "+" else -1
+            off = sign * (int(rest[1:3]) * 3600 + int(rest[4:6]) * 60)
+        return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + frac - off
+    except (ValueError, IndexError):
+        return 0.0
+
+
+def new_config(base: dict | None, diff_id: str, created: float, created_by: str,
+               changes: dict | None = None, comment: str = "", author: str = "") -> dict:
+    """The config of an image made of ``base`` plus one layer ``diff_id``."""
+    base = base or {}
+    run_cfg = dict(base.get("config") or {"Env": list(DEFAULT_ENV)})
+    run_cfg.update(changes or {})
+    history = list(base.get("history") or [])
+    step = {"created": rfc3339(created), "created_by": created_by}
+    if comment:
+        step["comment"] = comment
+    if author:
+        step["author"] = author
+    history.append(step)
+    cfg = {
+        "architecture": base.get("architecture") or host_arch(),
+        "config": run_cfg,
+        "created": rfc3339(created),
+        "history": history,
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": list((base.get("rootfs") or {}).get("diff_ids", [])) + [diff_id]},
+    }
+    if author:
+        cfg["author"] = author
+    return cfg
+
+
+def host_arch() -> str:
+    m = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm",
+            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(m, m)
+
+
+def _compact(obj: object) -> str:
+    """A config as stored (and hashed into the image ID): compact JSON, as Docker writes it."""
+    import json
+
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def store_config(raw: bytes) -> str:
+    """Write a config (its layers already stored) into imagedb; returns the image ID."""
+    import hashlib
+
+    image_id = hashlib.sha256(raw).hexdigest()
+    cfg = fastjson.loads(raw)
+    chains = _chains(cfg["rootfs"]["diff_ids"])
+    for chain in chains:
+        if not os.path.isdir(layer_path(chain)):
+            raise CocinError(f"image {image_id[:12]}: layer {chain} is missing")
+    meta = {"links": [c.partition(":")[2][:LINK_LEN] for c in reversed(chains)], "chains": chains,
+            "size": sum(layer_size(c) for c in chains), "created": parse_time(cfg.get("created", ""))}
+    os.makedirs(imagedb(), 0o700, exist_ok=True)
+    path = os.path.join(imagedb(), image_id)
+    if not os.path.exists(path):
+        with state.AtomicFile(path, durable=False) as f:
+            f.write(raw)
+    state.atomic_write(path + ".meta", fastjson.dumps(meta))
+    return image_id
+
+
+def publish(raw: bytes, name: str | None, replace: bool = False) -> Image:
+    """Store the config ``raw`` and point the tag ``name`` at it."""
+    repositories()  # an old store is upgraded first (it takes the lock)
     with state.locked():
+        image_id = store_config(raw)
+        repos = _read_repos()
         old = None
-        if os.path.exists(image_file(name)):
-            if not replace:
-                state.remove_tree(tmp)
-                raise CocinError(f"image {name} already exists")
-            old = _read(image_file(name))
-        os.rename(tmp, img.rootfs)
-        state.atomic_write(image_file(name), fastjson.dumps(img.to_dict()))
+        if name is not None:
+            tag = _tag(name)
+            if tag in repos and repos[tag] != "sha256:" + image_id:
+                if not replace:
+                    raise CocinError(f"image {name} already exists")
+                old = repos[tag].partition(":")[2]
+            repos[tag] = "sha256:" + image_id
+            _write_repos(repos)
         if old is not None:
-            _drop_layer_if_unused(old.id)
-    return img
+            _drop_image_if_unused(old, repos)
+    return load_image(image_id)
 
 
-def _drop_layer_if_unused(image_id: str) -> None:
-    """Delete a layer no image name and no container refers to (under the lock)."""
-    if any(i.id == image_id for i in list_images()):
+def _used_image_ids(repos: dict[str, str]) -> set[str]:
+    ids = {v.partition(":")[2] for v in repos.values()}
+    ids.update(r.config.get("image_id") for r in state.load_all())
+    return ids
+
+
+def _drop_image_if_unused(image_id: str, repos: dict[str, str]) -> None:
+    """Delete an image no tag and no container refers to, and the layers no
+    other image has (under the lock)."""
+    used = _used_image_ids(repos)
+    if image_id in used:
         return
-    if any(r.config.get("image_id") == image_id for r in state.load_all()):
+    path = os.path.join(imagedb(), image_id)
+    try:
+        with open(path + ".meta", "rb") as f:
+            chains = fastjson.loads(f.read())["chains"]
+    except (OSError, ValueError, KeyError):
+        chains = []
+    for p in (path, path + ".meta"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+    keep: set[str] = set()
+    for other in all_ids():
+        try:
+            with open(os.path.join(imagedb(), other + ".meta"), "rb") as f:
+                keep.update(fastjson.loads(f.read())["chains"])
+        except (OSError, ValueError, KeyError):
+            continue
+    for chain in chains:
+        if chain not in keep:
+            _remove_layer(chain)
+
+
+def _remove_layer(chain: str) -> None:
+    hexid = chain.partition(":")[2]
+    try:
+        os.unlink(os.path.join(state.root(), "l", hexid[:LINK_LEN]))
+    except FileNotFoundError:
+        pass
+    trash = os.path.join(layers_dir(), f".rm-{hexid}")
+    try:
+        os.rename(layer_path(chain), trash)
+    except FileNotFoundError:
         return
-    state.remove_tree(layer_dir(image_id))
+    state.remove_tree(trash)
 
 
 def gc_layer(image_id: str, name: str = "") -> None:
-    """Called when a container is removed: its layer may now be unused.
+    """Called when a container is removed: its image may now be unused.
 
-    The common case is answered by one file: the container's image name still
-    points at the layer. (An ``rmi`` racing with us sees the container gone
-    and drops the layer itself.)
+    The common case is answered by one file: a tag still points at the image.
+    (An ``rmi`` racing with us sees the container gone and drops it itself.)
     """
+    if not image_id:
+        return
     try:
-        if name and _read(image_file(name)).id == image_id:
+        if "sha256:" + image_id in repositories().values():
             return
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError):
         pass
-    if image_id:
-        with state.locked():
-            _drop_layer_if_unused(image_id)
+    repositories()
+    with state.locked():
+        _drop_image_if_unused(image_id, _read_repos())
 
 
 def check_new_name(ref: str, replace: bool = False) -> str:
     name = normalize(ref)
-    if not replace and os.path.exists(image_file(name)):
+    if not replace and _tag(name) in repositories():
         raise CocinError(f"image {name} already exists (use --force to replace it)")
     return name
 
 
-def import_tarball(path: str, ref: str, replace: bool = False) -> Image:
-    """Make an image from a ``docker export``-style tarball (.tar, .tar.gz, ...)."""
+# --- import, busybox ------------------------------------------------------------------
 
+def import_tarball(path: str, ref: str, replace: bool = False) -> Image:
+    """Make a one-layer image from a ``docker export``-style tarball (.tar, .tar.gz, ...)."""
     name = check_new_name(ref, replace)
     if not os.path.isfile(path):
         raise CocinError(f"cannot import {path}: no such file")
@@ -169,16 +496,38 @@ def import_tarball(path: str, ref: str, replace: bool = False) -> Image:
 
 
 def _extract_and_publish(path: str, name: str, source: str, replace: bool) -> Image:
-    """A tarball's tree becomes a new layer under ``name``; nothing stays on failure."""
+    """A tarball's tree becomes a new one-layer image ``name``; nothing stays on failure."""
     from . import tarball
 
     tmp = staging()
     try:
-        tarball.extract(path, tmp)
+        tarball.extract(path, os.path.join(tmp, "diff"))
     except BaseException:
         state.remove_tree(tmp)
         raise
-    return publish(tmp, name, source, replace)
+    chain, did = add_layer(tmp, None)
+    now = time.time()
+    raw = _compact(new_config(None, did, now, source)).encode()
+    try:
+        return publish(raw, name, replace)
+    except BaseException:
+        with state.locked():
+            _drop_orphan_layers([chain])
+        raise
+
+
+def _drop_orphan_layers(chains: list[str]) -> None:
+    """Layers just added for an image that was then refused (under the lock)."""
+    keep: set[str] = set()
+    for other in all_ids():
+        try:
+            with open(os.path.join(imagedb(), other + ".meta"), "rb") as f:
+                keep.update(fastjson.loads(f.read())["chains"])
+        except (OSError, ValueError, KeyError):
+            continue
+    for chain in chains:
+        if chain not in keep:
+            _remove_layer(chain)
 
 
 def _is_static(path: str) -> bool:
@@ -203,15 +552,54 @@ def find_busybox() -> str | None:
     return None
 
 
-def build_busybox() -> Image:
-    """Build the ``busybox`` image from the host's busybox binary.
-
-    One binary plus a symlink per applet is a complete userland. A dynamic
-    busybox gets the libraries ``ldd`` lists copied next to it.
-    """
+def _busybox_tree(src: str, rootfs: str) -> None:
+    """One binary plus a symlink per applet is a complete userland. A dynamic
+    busybox gets the libraries ``ldd`` lists copied next to it."""
     import shutil
     import subprocess
 
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev",
+              "tmp", "root", "home", "var/log", "var/www", "run"):
+        os.makedirs(os.path.join(rootfs, d), exist_ok=True)
+    os.chmod(os.path.join(rootfs, "tmp"), 0o1777)
+    shutil.copy2(src, os.path.join(rootfs, "bin/busybox"))
+    os.chmod(os.path.join(rootfs, "bin/busybox"), 0o755)
+    applets = subprocess.run([src, "--list-full"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for applet in applets:
+        dst = os.path.join(rootfs, applet)
+        if applet != "bin/busybox" and not os.path.lexists(dst):
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.symlink("/bin/busybox", dst)
+    if not _is_static(src):
+        out = subprocess.run(["ldd", src], capture_output=True, text=True).stdout
+        for lib in (w for w in out.split() if w.startswith("/")):
+            dst = os.path.join(rootfs, lib.lstrip("/"))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy2(lib, dst)
+    files = {
+        "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        "etc/group": "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
+        "etc/nsswitch.conf": "hosts: files dns\n",
+        # Empty mount points for the container's own files, bound over
+        # them at start: made here once rather than copied up into
+        # every container's writable layer.
+        "etc/hostname": "", "etc/hosts": "", "etc/resolv.conf": "",
+    }
+    for rel, text in files.items():
+        with open(os.path.join(rootfs, rel), "w") as f:
+            f.write(text)
+    # Same times everywhere: the same busybox makes the same layer (diff_id).
+    mtime = int(os.stat(src).st_mtime)
+    from .layers import entries
+
+    for fd, name, _rel, _st in entries(rootfs):
+        os.utime(name, (mtime, mtime), dir_fd=fd, follow_symlinks=False)
+
+
+def build_busybox() -> Image:
+    """Build the one-layer ``busybox`` image from the host's busybox binary
+    (``CMD ["sh"]`` as Docker Hub's busybox)."""
     src = find_busybox()
     if src is None:
         raise CocinError("no busybox image and no busybox on this host: install one "
@@ -219,78 +607,61 @@ def build_busybox() -> Image:
                          "(cocin import rootfs.tar NAME)")
     tmp = staging()
     try:
-        rootfs = tmp
-        for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev",
-                  "tmp", "root", "home", "var/log", "var/www", "run"):
-            os.makedirs(os.path.join(rootfs, d), exist_ok=True)
-        os.chmod(os.path.join(rootfs, "tmp"), 0o1777)
-        shutil.copy2(src, os.path.join(rootfs, "bin/busybox"))
-        os.chmod(os.path.join(rootfs, "bin/busybox"), 0o755)
-        applets = subprocess.run([src, "--list-full"], capture_output=True, text=True,
-                                 check=True).stdout.split()
-        for applet in applets:
-            dst = os.path.join(rootfs, applet)
-            if applet != "bin/busybox" and not os.path.lexists(dst):
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                os.symlink("/bin/busybox", dst)
-        if not _is_static(src):
-            out = subprocess.run(["ldd", src], capture_output=True, text=True).stdout
-            for lib in (w for w in out.split() if w.startswith("/")):
-                dst = os.path.join(rootfs, lib.lstrip("/"))
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                shutil.copy2(lib, dst)
-        files = {
-            "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-            "etc/group": "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
-            "etc/nsswitch.conf": "hosts: files dns\n",
-            # Empty mount points for the container's own files, bound over
-            # them at start: made here once rather than copied up into
-            # every container's writable layer.
-            "etc/hostname": "", "etc/hosts": "", "etc/resolv.conf": "",
-        }
-        for rel, text in files.items():
-            with open(os.path.join(rootfs, rel), "w") as f:
-                f.write(text)
+        _busybox_tree(src, os.path.join(tmp, "diff"))
     except BaseException:
         state.remove_tree(tmp)
         raise
+    _chain, did = add_layer(tmp, None)
+    created = os.stat(src).st_mtime // 1
+    raw = _compact(new_config(None, did, created, f"host {src}", {"Cmd": ["sh"]})).encode()
     try:
-        return publish(tmp, "busybox", f"host {src}")
+        return publish(raw, "busybox")
     except CocinError:  # built concurrently by another cocin: use that one
-        return _read(image_file("busybox"))
+        return get("busybox")
 
 
 def remove(ref: str, force: bool = False) -> str:
-    """Remove an image name; its layer goes too unless a container uses it."""
+    """Remove an image name; the image goes too unless a container uses it."""
     name = normalize(ref)
+    repositories()
     with state.locked():
-        try:
-            img = _read(image_file(name))
-        except FileNotFoundError:
-            raise NotFound(f"No such image: {ref}") from None
-        used = [r for r in state.load_all() if r.config.get("image_id") == img.id]
+        repos = _read_repos()
+        image_id = repos.get(_tag(name), "").partition(":")[2]
+        if not image_id:
+            raise NotFound(f"No such image: {ref}")
+        used = [r for r in state.load_all() if r.config.get("image_id") == image_id]
         if used and not force:
             raise CocinError(f"unable to remove image {name}: container {used[0].short_id} "
                              "uses it (remove the container first, or use -f)")
-        os.unlink(image_file(name))
-        _drop_layer_if_unused(img.id)
+        del repos[_tag(name)]
+        _write_repos(repos)
+        _drop_image_if_unused(image_id, repos)
     return name
 
 
 # --- commit, export, save, load ------------------------------------------------
 
 def commit(rec: state.Container, ref: str, replace: bool = False) -> Image:
-    """A new image from a container's filesystem (running or stopped)."""
+    """A new image: the container's image plus one layer of its changes."""
     from . import layers
 
     name = check_new_name(ref, replace)
+    base = load_image(rec.config["image_id"], [])
     tmp = staging()
     try:
-        layers.flatten(rec.config["lower"], os.path.join(rec.dir, "upper"), tmp)
+        layers.copy_changes(os.path.join(rec.dir, "upper"), os.path.join(tmp, "diff"))
     except BaseException:
         state.remove_tree(tmp)
         raise
-    return publish(tmp, name, f"commit {rec.short_id}", replace)
+    chains = base.meta["chains"]
+    chain, did = add_layer(tmp, chains[-1] if chains else None)
+    raw = _compact(new_config(base.config, did, time.time(), f"commit {rec.short_id}")).encode()
+    try:
+        return publish(raw, name, replace)
+    except BaseException:
+        with state.locked():
+            _drop_orphan_layers([chain])
+        raise
 
 
 def _write_tar(tree: str, out: str, pax: dict[str, str] | None = None) -> None:
@@ -347,11 +718,18 @@ def _tar_tree(tree: str, fileobj, pax: dict[str, str] | None, stream: bool = Fal
                 tf.addfile(info)
 
 
+def _flat_scratch() -> str:
+    make_layers_dir()
+    scratch = os.path.join(layers_dir(), f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(scratch, 0o755)
+    return scratch
+
+
 def export(rec: state.Container, out: str) -> None:
     """``docker export``: the container's merged filesystem as a tarball."""
     from . import layers
 
-    scratch = staging()
+    scratch = _flat_scratch()
     try:
         layers.flatten(rec.config["lower"], os.path.join(rec.dir, "upper"), scratch)
         _write_tar(scratch, out)
@@ -363,15 +741,21 @@ PAX_KEY = "COCIN.image"
 
 
 def save(ref: str, out: str) -> None:
-    """An image as a tarball: its tree, plus its name in a pax header."""
+    """An image as a tarball: its merged tree, plus its name in a pax header."""
+    from . import layers
+
     img = get(ref)
-    _write_tar(img.rootfs, out, {PAX_KEY: fastjson.dumps({"name": img.name, "source": img.source})})
+    scratch = _flat_scratch()
+    try:
+        layers.flatten(img.lower, None, scratch)
+        _write_tar(scratch, out, {PAX_KEY: fastjson.dumps({"name": img.name, "source": img.source})})
+    finally:
+        state.remove_tree(scratch)
 
 
 def load(path: str, replace: bool = False) -> Image:
     """The reverse of ``save``: the image keeps the name it was saved with."""
     import tarfile
-
 
     try:
         with tarfile.open(path, "r:*") as tf:

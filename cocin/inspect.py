@@ -120,11 +120,10 @@ def describe(ref: str) -> dict[str, Any]:
     from . import images
 
     try:
-        img = images.get(ref) if ref != "busybox" else images._read(images.image_file("busybox"))
+        img = images.find(ref)
     except (NotFound, FileNotFoundError, state.CocinError):
         raise NotFound(ref) from None
-    return {"Id": "sha256:" + img.id, "RepoTags": [img.name + ":latest"],
-            "Created": _rfc3339(img.created), "Size": img.size, "Comment": img.source}
+    return images.inspect(img)
 
 
 _FIELD = re.compile(r"{{\s*(json\s+)?((?:\.[A-Za-z0-9_]+)*|\.)\s*}}")

@@ -290,7 +290,7 @@ def create(opts: RunOptions) -> Container:
         env[key] = value
     cfg = {
         "image_id": img.id,
-        "lower": img.rootfs,
+        "lower": img.lower,
         "env": [f"{k}={v}" for k, v in env.items()],
         "workdir": opts.workdir or "/",
         "hostname": hostname,

@@ -1,0 +1,171 @@
+"""End-to-end: the layer store. Layers stored once by chain ID and shared
+between images, containers mounting an image's layers as overlay lowerdirs,
+``commit`` adding one layer of the container's changes (whiteouts and opaque
+directories included), ``rmi`` removing only what no other image uses, and
+the upgrade of a state root made before layers."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+
+def _layers(cocin) -> set[str]:
+    return set(cocin.sh(f"ls {cocin.root}/layers/sha256").stdout.split())
+
+
+def _inspect(cocin, ref: str) -> dict:
+    return json.loads(cocin.ok("inspect", ref).stdout)[0]
+
+
+@pytest.fixture
+def cleanup(cocin):
+    """Images named by the test, removed after it (also when it fails)."""
+    names: list[str] = []
+    yield names
+    for name in reversed(names):
+        cocin("rmi", "-f", name)
+
+
+def test_commit_adds_one_shared_layer_and_rmi_removes_only_its_own(cocin, cleanup):
+    cleanup += ["layered1", "layered2"]
+    base = _inspect(cocin, "busybox")
+    before = _layers(cocin)
+    cocin.ok("run", "--name", "l1", "--network", "none", "busybox", "sh", "-c",
+             "echo one > /one; mkdir -p /opq/sub; echo old > /opq/sub/f")
+    cocin.ok("commit", "l1", "layered1")
+    cocin.ok("run", "--name", "l2", "--network", "none", "layered1", "sh", "-c",
+             "rm /one; rm -rf /opq; mkdir /opq; echo new > /opq/g; echo two > /two")
+    cocin.ok("commit", "l2", "layered2")
+    one, two = _inspect(cocin, "layered1"), _inspect(cocin, "layered2")
+    assert one["RootFS"]["Layers"][:1] == base["RootFS"]["Layers"]
+    assert two["RootFS"]["Layers"][:2] == one["RootFS"]["Layers"] and len(two["RootFS"]["Layers"]) == 3
+    added = _layers(cocin) - before
+    assert len(added) == 2, added  # one layer per commit; busybox's is shared, not copied
+    # The second commit's layer holds the changes only, in overlay's own format.
+    rec = cocin.record("l2")
+    top = rec["config"]["lower"].split(":")[0]  # layered1's top layer: the container's lower
+    cocin.ok("rm", "l1", "l2")
+    cocin.ok("run", "--name", "l3", "--network", "none", "layered2", "true")
+    lower = cocin.record("l3")["config"]["lower"].split(":")
+    assert len(lower) == 3 and lower[1] == top
+    opaque = "import os; print(os.getxattr('opq', 'trusted.overlay.opaque').decode())"
+    newest = cocin.sh(f"cd {shlex.quote(lower[0])}/ && find . | sort && stat -c '%F %t:%T' one && "
+                      f"{cocin.python} -c {shlex.quote(opaque)}")
+    assert newest.stdout.split("\n") == [".", "./one", "./opq", "./opq/g", "./two",
+                                         "character special file 0:0", "y", ""], newest.stdout
+    # Inside: the whiteout and the opaque directory act through three layers.
+    r = cocin.ok("run", "--rm", "--network", "none", "layered2", "sh", "-c",
+                 "ls /one 2>&1; ls /opq; cat /two; grep -c ' / overlay' /proc/mounts")
+    assert r.stdout.splitlines() == ["ls: /one: No such file or directory", "g", "two", "1"]
+    cocin.ok("rm", "l3")
+    cocin.ok("rmi", "layered2")
+    left = _layers(cocin) - before  # layered1's own layer only
+    assert [c[:26] for c in left] == [lower[1].rsplit("/", 1)[-1]], left
+    assert cocin.ok("run", "--rm", "--network", "none", "layered1", "cat", "/one").stdout == "one\n"
+    cocin.ok("rmi", "layered1")
+    assert _layers(cocin) == before
+    assert cocin.ok("run", "--rm", "--network", "none", "busybox", "true").rc == 0
+
+
+def test_rmi_force_keeps_the_layers_of_a_container_until_it_goes(cocin, cleanup):
+    cleanup.append("forced")
+    before = _layers(cocin)
+    cocin.ok("run", "--name", "f1", "--network", "none", "busybox", "sh", "-c", "echo f > /f")
+    cocin.ok("commit", "f1", "forced")
+    cocin.ok("rm", "f1")
+    cocin.ok("create", "--name", "f2", "--network", "none", "forced", "cat", "/f")
+    cocin.ok("rmi", "-f", "forced")
+    assert "forced" not in cocin.ok("images").stdout.split()
+    assert cocin.ok("start", "-a", "f2").stdout == "f\n"  # its layers are still there
+    cocin.ok("rm", "f2")
+    assert _layers(cocin) == before  # and went with their last user
+
+
+def test_a_deep_stack_of_layers_mounts(cocin, cleanup):
+    """45 layers: their 64-digit paths would not fit in the one page of mount
+    options the kernel takes; the short l/ names, relative to it, do."""
+    image = "busybox"
+    for i in range(45):
+        name = f"deep{i}"
+        cleanup.append(name)
+        cocin.ok("run", "--name", "deeper", "--network", "none", image, "sh", "-c", f"echo {i} > /level")
+        cocin.ok("commit", "deeper", name)
+        cocin.ok("rm", "deeper")
+        image = name
+    assert len(_inspect(cocin, image)["RootFS"]["Layers"]) == 46
+    r = cocin.ok("run", "--rm", "--network", "none", image, "sh", "-c", "cat /level; ls /bin/busybox")
+    assert r.stdout == "44\n/bin/busybox\n"
+
+
+def test_an_old_flat_store_is_upgraded_in_place(cocin, target_tmp):
+    """A state root from before layers: ``images/NAME.json`` pointing at a flat
+    tree ``layers/<id>/``, and a container made from it. The first command
+    turns the tree into a one-layer image (moved, not copied) and the
+    container's record follows."""
+    root = target_tmp / "oldroot"
+    env = {"COCIN_ROOT": root}
+    flat = "ab" * 32
+    cocin.ok("create", "--name", "proto", "--network", "none", "busybox", "cat", "/hello")
+    rec = cocin.record("proto")
+    busybox_tree = rec["config"]["lower"]
+    cocin.ok("rm", "proto")
+    script = (
+        f"mkdir -p {root}/images {root}/layers/{flat} && chmod 700 {root} && "
+        f"cp -a {busybox_tree}/. {root}/layers/{flat}/ && echo hello-old > {root}/layers/{flat}/hello && "
+        f"printf '%s' '{{\"name\": \"old\", \"id\": \"{flat}\", \"created\": 1000.0, \"size\": 1, "
+        f"\"source\": \"import old.tar\"}}' > {root}/images/old.json")
+    assert cocin.sh(script).rc == 0
+    inode = cocin.sh(f"stat -c %i {root}/layers/{flat}/bin/busybox").stdout
+    try:
+        cocin.ok("create", "--name", "keep", "--network", "none", "old", "cat", "/hello", env=env)
+        out = cocin.ok("images", env=env).stdout.splitlines()
+        assert out[1].split()[:2] == ["old", "latest"], out
+        assert cocin.sh(f"test -e {root}/images || test -e {root}/layers/{flat}").rc != 0
+        # moved, not copied: the same inode under its chain ID
+        assert cocin.sh(f"stat -c %i {root}/layers/sha256/*/diff/bin/busybox").stdout == inode
+        assert cocin.ok("start", "-a", "keep", env=env).stdout == "hello-old\n"
+        assert cocin.ok("run", "--rm", "--network", "none", "old", "cat", "/hello", env=env).stdout == \
+            "hello-old\n"
+        info = json.loads(cocin.ok("inspect", "old", env=env).stdout)[0]
+        assert len(info["RootFS"]["Layers"]) == 1 and info["Comment"] == "import old.tar"
+    finally:
+        cocin("rm", "-f", "keep", env=env)
+
+
+def test_an_old_store_with_a_container_is_upgraded(cocin, target_tmp):
+    """A container record of the old kind (image_id = the flat tree's id,
+    lower = its path) runs as it is until the first command that looks at the
+    images upgrades the store; it then has the new image ID and lowerdir."""
+    root = target_tmp / "oldroot2"
+    env = {"COCIN_ROOT": root}
+    cocin.ok("create", "--name", "proto2", "--network", "none", "busybox", "cat", "/hello", env=env)
+    cid = cocin.ok("inspect", "-f", "{{.Id}}", "proto2", env=env).stdout.strip()
+    flat = "cd" * 32
+    try:
+        script = "; ".join([
+            f"set -e; cd {root}",
+            f"mkdir -p images layers/{flat}",
+            f"cp -a l/*/. layers/{flat}/",
+            f"echo hello-rec > layers/{flat}/hello",
+            f"printf '%s' '{{\"name\": \"bb\", \"id\": \"{flat}\", \"created\": 1.0, \"size\": 1, "
+            f"\"source\": \"s\"}}' > images/bb.json",
+            "rm -rf imagedb l layers/sha256 repositories.json",
+            f"{cocin.python} -c \"import json,sys; p='containers/{cid}/config.json'; d=json.load(open(p)); "
+            f"d['config']['image_id']='{flat}'; d['config']['lower']='{root}/layers/{flat}'; "
+            "json.dump(d, open(p, 'w'))\""])
+        r = cocin.sh(script)
+        assert r.rc == 0, r.stderr
+        assert cocin.ok("start", "-a", "proto2", env=env).stdout == "hello-rec\n"  # not upgraded yet
+        assert "bb " in cocin.ok("images", env=env).stdout  # the first look at the images upgrades
+        assert cocin.ok("start", "-a", "proto2", env=env).stdout == "hello-rec\n"
+        rec = json.loads(cocin.sh(f"cat {root}/containers/{cid}/config.json").stdout)
+        assert rec["config"]["image_id"] != flat and rec["config"]["lower"].startswith(f"{root}/l/")
+        cocin.ok("rmi", "-f", "bb", env=env)
+        cocin.ok("rm", "proto2", env=env)
+        assert cocin.sh(f"ls -A {root}/layers/sha256 {root}/imagedb").stdout.split() == \
+            [f"{root}/imagedb:", f"{root}/layers/sha256:"]
+    finally:
+        cocin("rm", "-f", "proto2", env=env)
