@@ -130,6 +130,24 @@ def container_env(rec: Container, extra: list[str], tty: bool) -> dict[str, str]
     return env
 
 
+def no_inherited_fds() -> None:
+    """Close-on-exec on every descriptor above stderr that we were started with.
+
+    Whatever the caller of ``cocin exec`` left open (a shell's ``3<dir``, a CI
+    runner's sockets) would otherwise pass through execve into the
+    container, and a descriptor of a host directory is a way out of it:
+    ``openat(fd, "../..")`` walks the host's tree (runc's CVE-2024-21626 was
+    such a leaked descriptor). ``docker exec`` passes no descriptor either.
+    """
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
+
+
 def join_cgroups(rec: Container) -> None:
     """Put this process (and so what it execs) in the container's cgroups, so
     the container's limits apply to the exec'd command too."""
@@ -273,6 +291,7 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
             confine.parse_user(opts.user)
         except ValueError as e:
             raise CocinError(str(e)) from None
+    no_inherited_fds()
     conf = confinement(rec, opts)
     env = container_env(rec, opts.env, opts.tty)
     workdir = opts.workdir or rec.config.get("workdir") or "/"
