@@ -108,7 +108,14 @@ def _init(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
     stay zombies) and handle signals (the kernel drops signals PID 1 has no
     handler for, so ``docker stop`` would need SIGKILL). This init is Python
     already in memory: nothing has to exist inside the image.
+
+    That Python is the host's own interpreter, so init is made non-dumpable:
+    the container's other processes (same uid) may then neither ptrace it nor
+    open its /proc files, ``/proc/1/exe`` above all, which leads to the host's
+    python binary (a handle on it to write later is runc's CVE-2019-5736).
+    The command's execve makes the command dumpable again.
     """
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
     child = os.fork()
     if child == 0:
         _exec(argv, env, sock)

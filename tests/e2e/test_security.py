@@ -147,6 +147,15 @@ def test_init_and_command_are_both_confined(cocin):
     assert out == ["CapBnd:", DOCKER_CAPS, "CapBnd:", DOCKER_CAPS, "cocin-init"]
 
 
+def test_init_is_out_of_the_commands_reach(cocin):
+    """``--init``'s PID 1 is the host's python: the command (same uid) must not reach
+    its /proc files, whose ``exe`` is a handle on the host's binary (CVE-2019-5736)."""
+    script = ("readlink /proc/1/exe && echo exe-readable; test -w /proc/1/exe && echo exe-writable; "
+              "cat /proc/1/environ >/dev/null 2>&1 && echo environ-readable; readlink /proc/self/exe")
+    out = cocin.ok("run", "--rm", "--init", "--network", "none", "busybox", "sh", "-c", script).stdout
+    assert out.split() == ["/bin/busybox"], out
+
+
 def test_cgroup_namespace_as_docker(cocin):
     """Docker's default cgroupns mode: private on a pure cgroup v2 host (the
     container sees its own cgroup as "/"), the host's on v1 and hybrid hosts."""
