@@ -343,3 +343,7 @@ def set_no_new_privs() -> None:
 
 # <linux/prctl.h>: 0 = no core dumps, no ptrace attach, /proc/PID files root-owned.
 PR_SET_DUMPABLE = 4
+
+# <linux/memfd.h> (Linux 6.3): an executable memfd, said explicitly (vm.memfd_noexec);
+# older kernels refuse the bit with EINVAL, and every memfd is executable there.
+MFD_EXEC = 0x0010
