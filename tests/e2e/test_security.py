@@ -119,6 +119,17 @@ def test_keyctl_fails(cocin, escape, network):
 
 
 @needs_seccomp
+def test_io_uring_is_blocked_as_in_docker(cocin, escape):
+    """Docker's profile dropped io_uring in 25.0 (moby#46762): a ring does reads,
+    writes and opens in the kernel, where the seccomp filter does not see them."""
+    free = probe(cocin, escape, "io_uring", flags=("--network", "none", "--security-opt", "seccomp=unconfined"))
+    if free.rc != 0:
+        pytest.skip(f"io_uring is off on this host (kernel.io_uring_disabled?): {free.stdout.strip()}")
+    r = probe(cocin, escape, "io_uring")
+    assert r.rc == 1 and "blocked: io_uring_setup: Operation not permitted" in r.stdout, r.stdout + r.stderr
+
+
+@needs_seccomp
 @pytest.mark.parametrize("network", NETWORKS)
 def test_user_namespace_fails(cocin, escape, network):
     r = probe(cocin, escape, "userns", flags=("--network", network))
