@@ -29,6 +29,8 @@ class Image(Record):
     created: float
     size: int
     source: str
+    comment: str = ""   # commit -m, shown as Comment by inspect
+    author: str = ""    # commit -a
 
     @property
     def rootfs(self) -> str:
@@ -108,10 +110,10 @@ def staging() -> str:
     return tmp
 
 
-def publish(tmp: str, name: str, source: str, replace: bool = False) -> Image:
+def publish(tmp: str, name: str, source: str, replace: bool = False, **meta: str) -> Image:
     """Give a staged layer its ID and point the image name at it."""
     img = Image(name=name, id=os.urandom(32).hex(), created=time.time(),
-                size=tree_size(tmp), source=source)
+                size=tree_size(tmp), source=source, **meta)
     with state.locked():
         old = None
         if os.path.exists(image_file(name)):
@@ -279,7 +281,8 @@ def remove(ref: str, force: bool = False) -> str:
 
 # --- commit, export, save, load ------------------------------------------------
 
-def commit(rec: state.Container, ref: str, replace: bool = False) -> Image:
+def commit(rec: state.Container, ref: str, replace: bool = False, comment: str = "",
+           author: str = "") -> Image:
     """A new image from a container's filesystem (running or stopped)."""
     from . import layers
 
@@ -290,7 +293,7 @@ def commit(rec: state.Container, ref: str, replace: bool = False) -> Image:
     except BaseException:
         state.remove_tree(tmp)
         raise
-    return publish(tmp, name, f"commit {rec.short_id}", replace)
+    return publish(tmp, name, f"commit {rec.short_id}", replace, comment=comment, author=author)
 
 
 def _write_tar(tree: str, out: str, pax: dict[str, str] | None = None) -> None:
