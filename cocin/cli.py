@@ -177,12 +177,9 @@ def cmd_start(a: argparse.Namespace) -> int:
 
     if a.attach and len(a.containers) > 1:
         raise CocinError("you cannot start and attach multiple containers at once")
-    for ref in a.containers:
-        code = runtime.start(state.find(ref), attach=a.attach)
-        if a.attach:
-            return code or 0
-        print(ref)
-    return 0
+    if a.attach:
+        return runtime.start(state.find(a.containers[0]), attach=True) or 0
+    return _each(a.containers, lambda r: runtime.start(r))
 
 
 def _each(refs: list[str], fn) -> int:
@@ -249,14 +246,28 @@ def cmd_rename(a: argparse.Namespace) -> int:
 
 @command("top")
 def cmd_top(a: argparse.Namespace) -> int:
+    """Docker's way: run ``ps`` with the given options (default ``-ef``), keep the
+    header and the lines whose PID column is one of the container's processes."""
     import subprocess
 
-    from . import runtime
+    from . import gotemplate, runtime
 
-    pids = runtime.top_pids(state.find(a.container))
-    ps_args = a.ps_args or ["-f"]
-    r = subprocess.run(["ps", *ps_args, "-p", ",".join(map(str, pids))])
-    return 0 if r.returncode in (0, 1) else 125
+    pids = {str(p) for p in runtime.top_pids(state.find(a.container))}
+    r = subprocess.run(["ps", *(a.ps_args or ["-ef"])], capture_output=True, text=True)
+    if r.returncode != 0:
+        first = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[0]
+        raise CocinError(f"ps: {first}")
+    lines = r.stdout.splitlines()
+    titles = lines[0].split() if lines else []
+    if "PID" not in titles:
+        raise CocinError("Couldn't find PID field in ps output")
+    col, rows = titles.index("PID"), ["\t".join(titles)]
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > col and fields[col] in pids:  # the last column keeps its spaces
+            rows.append("\t".join(fields[:len(titles) - 1] + [" ".join(fields[len(titles) - 1:])]))
+    print(gotemplate.tabwrite("\n".join(rows), minwidth=20, padding=3))
+    return 0
 
 
 @command("container")
@@ -264,7 +275,9 @@ def cmd_container(a: argparse.Namespace) -> int:
     from . import runtime
 
     if a.container_verb != "prune":
-        raise CocinError("usage: cocin container prune")
+        raise CocinError("usage: cocin container prune [-f] (see 'cocin container --help')")
+    if not a.force and not _confirm("WARNING! This will remove all stopped containers."):
+        return 0
     removed, freed = runtime.prune()
     print("Deleted Containers:")
     for cid in removed:
@@ -273,12 +286,23 @@ def cmd_container(a: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm(warning: str) -> bool:
+    """Docker's prompt: the warning, then ``Are you sure you want to continue? [y/N]``."""
+    sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    answer = sys.stdin.readline().strip().lower()
+    if not answer:
+        sys.stdout.write("\n")
+    return answer in ("y", "yes")
+
+
 @command("inspect")
 def cmd_inspect(a: argparse.Namespace) -> int:
     import json
 
     from . import inspect
 
+    tmpl = inspect.template(a.format) if a.format and a.format != "json" else None
     out, code = [], 0
     for ref in a.objects:
         try:
@@ -286,9 +310,11 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         except state.NotFound:
             sys.stderr.write(f"Error: No such object: {ref}\n")
             code = 1
-    if a.format:
+    if tmpl is not None:
         for obj in out:
-            print(inspect.render(a.format, obj))
+            print(inspect.render(tmpl, obj))
+    elif a.format == "json":
+        print(json.dumps(out, separators=(",", ":")))
     else:
         print(json.dumps(out, indent=4))
     return code
@@ -311,9 +337,11 @@ def cmd_exec(a: argparse.Namespace) -> int:
 def cmd_ps(a: argparse.Namespace) -> int:
     now = time.time()
     recs = [state.reconcile(r) for r in state.load_all()]
-    if not a.all:
-        recs = [r for r in recs if r.state == "running"]
+    if not a.all:  # Docker hides only the stopped: restarting ones are listed
+        recs = [r for r in recs if r.state in ("running", "restarting")]
     recs.reverse()  # newest first, as Docker
+    if a.format and not a.quiet:
+        return _print_format(a.format, [_ps_fields(r, now, a.no_trunc) for r in recs], _PS_HEADERS)
     if a.quiet:
         for r in recs:
             print(r.short_id if not a.no_trunc else r.id)
@@ -325,6 +353,38 @@ def cmd_ps(a: argparse.Namespace) -> int:
                      f"{human_duration(now - r.created)} ago", status_text(r, now),
                      ", ".join(port_lines(r, arrow="->")) if r.state == "running" else "", r.name])
     print(table(rows))
+    return 0
+
+
+_PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+               "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS",
+               "Names": "NAMES", "Size": "SIZE", "Labels": "LABELS", "Mounts": "MOUNTS",
+               "Networks": "NETWORKS"}
+
+
+def _ps_fields(r: state.Container, now: float, no_trunc: bool) -> dict:
+    """The fields ``ps --format`` knows (Docker's container context)."""
+    ep = r.network or {}
+    return {"ID": r.id if no_trunc else r.short_id, "Image": r.image,
+            "Command": command_text(r.argv, 10**6 if no_trunc else 20),
+            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(r.created)),
+            "RunningFor": f"{human_duration(now - r.created)} ago", "State": r.state,
+            "Status": status_text(r, now), "Names": r.name, "Size": "0B", "Labels": "",
+            "Ports": ", ".join(port_lines(r, arrow="->")) if r.state == "running" else "",
+            "Mounts": ",".join(c for _h, c, _ro in r.config.get("volumes", [])),
+            "Networks": ep.get("network") or r.config.get("network_mode") or ""}
+
+
+def _print_format(fmt: str, rows: list[dict], headers: dict[str, str]) -> int:
+    """``--format``: a Go template per row, ``table`` for a header and columns."""
+    from . import gotemplate
+
+    if fmt == "table":
+        fmt = "table " + "\t".join("{{." + k + "}}" for k in headers)
+    try:
+        sys.stdout.write(gotemplate.render_rows(fmt, rows, headers))
+    except gotemplate.TemplateError as e:
+        raise CocinError(f"template parsing error: {e}") from None
     return 0
 
 
@@ -511,7 +571,8 @@ def _output(a: argparse.Namespace) -> str:
 def cmd_commit(a: argparse.Namespace) -> int:
     from . import images
 
-    img = images.commit(state.find(a.container), a.image, a.force)
+    img = images.commit(state.find(a.container), a.image, a.force, comment=a.message or "",
+                        author=a.author or "")
     print(f"sha256:{img.id}")
     return 0
 
@@ -548,6 +609,12 @@ def cmd_images(a: argparse.Namespace) -> int:
 
     now = time.time()
     imgs = images.list_images()
+    if a.format and not a.quiet:
+        return _print_format(a.format, [{
+            "Repository": tag.rpartition(":")[0], "Tag": tag.rpartition(":")[2], "ID": i.id[:12],
+            "Digest": "<none>", "CreatedSince": f"{human_duration(now - i.created)} ago",
+            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(i.created)),
+            "Size": _human_size(i.size)} for i in imgs for tag in i.tags or ["<none>:<none>"]], _IMAGE_HEADERS)
     if a.quiet:
         for i in imgs:
             print(i.id[:12])
@@ -560,6 +627,10 @@ def cmd_images(a: argparse.Namespace) -> int:
                          _human_size(i.size)])
     print(table(rows))
     return 0
+
+
+_IMAGE_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "Digest": "DIGEST",
+                  "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE"}
 
 
 def _human_size(n: float, base: int = 1000) -> str:
@@ -576,9 +647,14 @@ def _human_size(n: float, base: int = 1000) -> str:
 def cmd_rmi(a: argparse.Namespace) -> int:
     from . import images
 
-    for ref in a.images:
-        print(f"Untagged: {images.remove(ref, a.force)}")
-    return 0
+    code = 0
+    for ref in a.images:  # Docker tries every name, reports each failure, exits 1
+        try:
+            print(f"Untagged: {images.remove(ref, a.force)}")
+        except CocinError as e:
+            print(f"cocin: error: {e}", file=sys.stderr)
+            code = 1
+    return code
 
 
 # --- the parser -------------------------------------------------------------------
@@ -600,11 +676,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     import argparse
 
     class Parser(argparse.ArgumentParser):
-        """argparse, but a usage error is one ``cocin: error:`` line and exit 125."""
+        """argparse, but a usage error is one ``cocin: error:`` line and exit 125,
+        and ``--help`` is laid out as Docker's (Usage, what it does, Options)."""
 
         def error(self, message: str):
+            if message.startswith("the following arguments are required"):
+                message = _arity_error(self)
             sys.stderr.write(f"cocin: error: {message} (see '{self.prog} --help')\n")
             sys.exit(125)
+
+        def format_help(self) -> str:
+            if self.prog == "cocin":
+                return super().format_help()
+            return _docker_help(self)
 
     parser = Parser(prog="cocin", description="A small Docker-like container runtime.")
     subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
@@ -613,6 +697,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         def add_parser(self, name: str, **kw):
             if only is not None and name != only:
                 return _Skipped()
+            if kw.get("help") and "description" not in kw:
+                kw["description"] = kw["help"][0].upper() + kw["help"][1:]
             return subparsers.add_parser(name, **kw)
     sub = _Verbs()
 
@@ -640,17 +726,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-f", "--format", help="a Go-template-like format, e.g. '{{.State.Pid}}'")
     p.add_argument("objects", nargs="+", metavar="NAME")
 
-    p = sub.add_parser("top", help="the processes of a container (host view)")
+    p = sub.add_parser("top", help="display the running processes of a container",
+                       usage="cocin top CONTAINER [ps OPTIONS]")
     p.add_argument("container")
-    p.add_argument("ps_args", nargs=argparse.REMAINDER, help="ps options (default -f)")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, help="ps options (default -ef)")
 
     p = sub.add_parser("rename", help="rename a container")
     p.add_argument("container")
     p.add_argument("new_name")
 
     p = sub.add_parser("container", help="manage containers (prune)")
-    csub = p.add_subparsers(dest="container_verb", metavar="COMMAND")
-    csub.add_parser("prune", help="remove all stopped containers")
+    csub = _described(p.add_subparsers(dest="container_verb", metavar="COMMAND"))
+    q = csub.add_parser("prune", help="remove all stopped containers",
+                        usage="cocin container prune [OPTIONS]")
+    q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
 
     sub.add_parser("exec", help="run a command in a running container", add_help=False)
 
@@ -658,13 +747,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-a", "--all", action="store_true", help="show all containers")
     p.add_argument("-q", "--quiet", action="store_true", help="only display IDs")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
+    p.add_argument("--format", help="a Go template ('table' for a header), e.g. "
+                                    "'table {{.ID}}\\t{{.Names}}'")
 
     p = sub.add_parser("port", help="list a container's published ports")
     p.add_argument("container")
     p.add_argument("port", nargs="?", help="PORT[/PROTO] to look up")
 
     p = sub.add_parser("network", help="manage networks")
-    nsub = p.add_subparsers(dest="net_verb", metavar="COMMAND")
+    nsub = _described(p.add_subparsers(dest="net_verb", metavar="COMMAND"))
     q = nsub.add_parser("create", help="create a bridge network")
     q.add_argument("--subnet", required=True, help="IPv4 subnet in CIDR form, e.g. 10.77.0.0/24")
     q.add_argument("--gateway", help="the bridge's address (default: the first one)")
@@ -711,6 +802,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("name")
 
     p = sub.add_parser("commit", help="create a new image from a container's changes")
+    p.add_argument("-a", "--author", help='author (e.g. "John Hannibal Smith <hannibal@a-team.com>")')
+    p.add_argument("-m", "--message", help="commit message")
     p.add_argument("--force", action="store_true", help="replace an existing image of that name")
     p.add_argument("container")
     p.add_argument("image")
@@ -729,12 +822,89 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("images", help="list images")
     p.add_argument("-q", "--quiet", action="store_true", help="only show IDs")
+    p.add_argument("--format", help="a Go template ('table' for a header)")
 
     p = sub.add_parser("rmi", help="remove images")
     p.add_argument("-f", "--force", action="store_true",
                    help="remove the name even if a container uses the image")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     return parser
+
+
+def _described(subparsers):
+    """Nested verbs (``network create``) get their help line as description too."""
+    add = subparsers.add_parser
+
+    def add_parser(name: str, **kw):
+        if kw.get("help") and "description" not in kw:
+            kw["description"] = kw["help"][0].upper() + kw["help"][1:]
+        return add(name, **kw)
+    subparsers.add_parser = add_parser
+    return subparsers
+
+
+def _arity_error(parser: argparse.ArgumentParser) -> str:
+    """Docker's words for missing arguments: '"cocin top" requires at least 1 argument.'"""
+    least, exact = 0, True
+    for action in parser._actions:
+        if action.option_strings or action.dest == "help":
+            continue
+        nargs = action.nargs
+        if nargs is None or nargs == "+":
+            least += 1
+        if nargs not in (None,) and not isinstance(nargs, int):
+            exact = False
+        if isinstance(nargs, int):
+            least += nargs
+    if least == 0:
+        return "missing arguments"
+    plural = "s" if least != 1 else ""
+    return f'"{parser.prog}" requires {"exactly" if exact else "at least"} {least} argument{plural}'
+
+
+def _docker_help(parser: argparse.ArgumentParser) -> str:
+    """``cocin VERB --help`` as Docker prints it."""
+    usage = parser.usage
+    if not usage:
+        words = [parser.prog]
+        if any(a.option_strings and a.dest != "help" for a in parser._actions):
+            words.append("[OPTIONS]")
+        for a in parser._actions:
+            if a.option_strings or a.dest == "help":
+                continue
+            if isinstance(a, type(parser._subparsers._group_actions[0]) if parser._subparsers
+                          and parser._subparsers._group_actions else ()):
+                words.append("COMMAND")
+                continue
+            name = (a.metavar or a.dest).upper()
+            words.append({"+": f"{name} [{name}...]", "*": f"[{name}...]", "?": f"[{name}]"}
+                         .get(a.nargs, name))
+        usage = " ".join(words)
+    lines = [f"Usage:  {usage}", "", parser.description or "", ""]
+    sub = parser._subparsers._group_actions[0] if parser._subparsers else None
+    if sub is not None:
+        lines.append("Commands:")
+        for choice in sub._choices_actions:
+            lines.append(f"  {choice.dest:<12}{(choice.help or '')[:1].upper()}{(choice.help or '')[1:]}")
+        lines.append("")
+    opts = []
+    for a in parser._actions:
+        if not a.option_strings or a.dest == "help":
+            continue
+        short = [o for o in a.option_strings if not o.startswith("--")]
+        long = [o for o in a.option_strings if o.startswith("--")]
+        flag = (short[0] + ", " if short else "    ") + (long[0] if long else "")
+        if a.nargs != 0:
+            flag += " " + ("int" if a.type is int else "float" if a.type is float else "string")
+        opts.append((flag, (a.help or "")[:1].upper() + (a.help or "")[1:]))
+    if opts:
+        width = max(len(f) for f, _ in opts) + 3
+        lines.append("Options:")
+        lines += [f"  {f:<{width}}{h}".rstrip() for f, h in opts]
+        lines.append("")
+    if sub is not None:
+        lines.append(f"Run '{parser.prog} COMMAND --help' for more information on a command.")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def _container_flags(verb: str, argv: list[str]):
@@ -768,6 +938,8 @@ def _dispatch(argv: list[str]) -> int:
         args = _container_flags(verb, argv[1:])
     else:
         parser = build_parser(verb)
+        if verb == "top" and "--help" in argv:  # not a ps option: cocin's own help
+            argv = ["top", "--help"]
         args = parser.parse_args(argv)
         if not args.verb:
             parser.print_help()

@@ -75,6 +75,14 @@ class Image:
         return self.meta.get("created", 0.0)
 
     @property
+    def comment(self) -> str:
+        return self.config.get("comment", "")
+
+    @property
+    def author(self) -> str:
+        return self.config.get("author", "")
+
+    @property
     def source(self) -> str:
         hist = self.config.get("history") or [{}]
         return hist[-1].get("created_by", "")
@@ -185,8 +193,8 @@ def inspect(img: Image) -> dict:
     """``docker image inspect``'s view of an image."""
     cfg = img.config
     return {"Id": "sha256:" + img.id, "RepoTags": list(img.tags), "RepoDigests": [],
-            "Parent": "", "Comment": img.source, "Created": cfg.get("created", ""),
-            "Author": cfg.get("author", ""), "Config": cfg.get("config") or {},
+            "Parent": "", "Comment": img.comment or img.source, "Created": cfg.get("created", ""),
+            "Author": img.author, "Config": cfg.get("config") or {},
             "Architecture": cfg.get("architecture", ""), "Os": cfg.get("os", ""),
             "Size": img.size, "RootFS": {"Type": "layers", "Layers": img.diff_ids},
             "Metadata": {"LastTagTime": ""}}
@@ -354,6 +362,8 @@ def new_config(base: dict | None, diff_id: str, created: float, created_by: str,
     }
     if author:
         cfg["author"] = author
+    if comment:
+        cfg["comment"] = comment
     return cfg
 
 
@@ -641,8 +651,10 @@ def remove(ref: str, force: bool = False) -> str:
 
 # --- commit, export, save, load ------------------------------------------------
 
-def commit(rec: state.Container, ref: str, replace: bool = False) -> Image:
-    """A new image: the container's image plus one layer of its changes."""
+def commit(rec: state.Container, ref: str, replace: bool = False, comment: str = "",
+           author: str = "") -> Image:
+    """A new image: the container's image plus one layer of its changes
+    (``-m`` a comment, ``-a`` an author: in the config and its history step)."""
     from . import layers
 
     name = check_new_name(ref, replace)
@@ -655,7 +667,8 @@ def commit(rec: state.Container, ref: str, replace: bool = False) -> Image:
         raise
     chains = base.meta["chains"]
     chain, did = add_layer(tmp, chains[-1] if chains else None)
-    raw = _compact(new_config(base.config, did, time.time(), f"commit {rec.short_id}")).encode()
+    raw = _compact(new_config(base.config, did, time.time(), f"commit {rec.short_id}",
+                              comment=comment, author=author)).encode()
     try:
         return publish(raw, name, replace)
     except BaseException:

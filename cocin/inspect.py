@@ -1,14 +1,11 @@
 """``inspect``: a container or image as Docker-shaped JSON, and ``-f`` templates.
 
-Only a small subset of Go templates is understood: ``{{.A.B}}`` field paths
-and ``{{json .A}}``, mixed with literal text, which covers the usual
-``-f '{{.State.Pid}}'`` and ``-f '{{.NetworkSettings.IPAddress}}'``.
+``-f`` runs a Go template (cocin/gotemplate.py) on the same JSON-shaped value,
+as Docker does: ``-f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}'``.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
 
 from . import state
@@ -126,30 +123,24 @@ def describe(ref: str) -> dict[str, Any]:
     return images.inspect(img)
 
 
-_FIELD = re.compile(r"{{\s*(json\s+)?((?:\.[A-Za-z0-9_]+)*|\.)\s*}}")
+def template(fmt: str):
+    """``-f``: a Go template (cocin/gotemplate.py), parsed once before any lookup.
+    A bad one is an error in Docker's words, never printed back."""
+    from . import gotemplate
+
+    try:
+        return gotemplate.Template(fmt)
+    except gotemplate.TemplateError as e:
+        raise state.CocinError(f"template parsing error: {e}") from None
 
 
-def _lookup(obj: Any, path: str) -> Any:
-    for part in [p for p in path.split(".") if p]:
-        if not isinstance(obj, dict) or part not in obj:
-            return None
-        obj = obj[part]
-    return obj
+def render(tmpl, obj: dict[str, Any]) -> str:
+    """One object through a parsed template (Docker's inspect: the decoded JSON)."""
+    from . import gotemplate
 
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "<no value>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return str(value)
-
-
-def render(fmt: str, obj: dict[str, Any]) -> str:
-    """Fill ``{{.A.B}}`` / ``{{json .A}}`` fields of ``fmt`` from ``obj``."""
-    def field(m: re.Match) -> str:
-        value = _lookup(obj, m.group(2))
-        return json.dumps(value) if m.group(1) else _text(value)
-    return _FIELD.sub(field, fmt)
+    if isinstance(tmpl, str):
+        tmpl = template(tmpl)
+    try:
+        return tmpl.execute(obj)
+    except gotemplate.TemplateError as e:
+        raise state.CocinError(f"template parsing error: {e}") from None

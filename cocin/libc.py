@@ -343,3 +343,25 @@ def set_no_new_privs() -> None:
 
 # <linux/prctl.h>: 0 = no core dumps, no ptrace attach, /proc/PID files root-owned.
 PR_SET_DUMPABLE = 4
+
+# <linux/memfd.h> (Linux 6.3): an executable memfd, said explicitly (vm.memfd_noexec);
+# older kernels refuse the bit with EINVAL, and every memfd is executable there.
+MFD_EXEC = 0x0010
+
+
+# --- the --init process's command line (issue 17: everyday CLI) -------------------
+
+def set_cmdline(text: bytes) -> None:
+    """Overwrite this process's argv area with ``text`` (what /proc/PID/cmdline and
+    ps show), as setproctitle(3) does: the kernel reads the area between the
+    mm's arg_start and arg_end (fields 48 and 49 of /proc/self/stat). Shorter text
+    is padded with NULs, longer is cut; the area itself is never moved or grown.
+    """
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rpartition(b")")[2].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
+    size = end - start
+    if size <= 0:
+        return
+    data = text[:size - 1].ljust(size, b"\0")
+    ctypes.memmove(start, data, size)

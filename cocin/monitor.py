@@ -108,12 +108,22 @@ def _init(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
     stay zombies) and handle signals (the kernel drops signals PID 1 has no
     handler for, so ``docker stop`` would need SIGKILL). This init is Python
     already in memory: nothing has to exist inside the image.
+
+    That Python is the host's own interpreter, so init is made non-dumpable:
+    the container's other processes (same uid) may then neither ptrace it nor
+    open its /proc files, ``/proc/1/exe`` above all, which leads to the host's
+    python binary (a handle on it to write later is runc's CVE-2019-5736).
+    The command's execve makes the command dumpable again.
     """
+    libc.prctl(libc.PR_SET_DUMPABLE, 0)
     child = os.fork()
     if child == 0:
         _exec(argv, env, sock)
     sock.close()
     libc.set_process_name("cocin-init")
+    # ps in the container: "cocin-init -- CMD ARGS" (as Docker's "/sbin/docker-init -- CMD"),
+    # not the host's "/usr/bin/python3 /path/cocin.py run ..." this Python was started as.
+    libc.set_cmdline(b"\0".join(a.encode() for a in ["cocin-init", "--", *argv]) + b"\0")
 
     def forward(signum, _frame):
         try:
@@ -176,8 +186,10 @@ def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup,
             _send(sock, "pty", [master])
             os.close(master)
         else:
-            if detached:
-                os.setsid()
+            # A session of its own, as runc gives: the caller's terminal (our
+            # stdio when attached) must not be the container's controlling
+            # terminal, or ioctl(TIOCSTI) would type commands into the host's shell.
+            os.setsid()
             if detached or not cfg.get("interactive"):
                 null = os.open("/dev/null", os.O_RDONLY)
                 os.dup2(null, 0)
@@ -502,8 +514,12 @@ def supervise(rec: Container, log_fd: int | None, on_started=None) -> int:
             launched = launch(rec, log_fd)
         except CocinError as e:
             code = getattr(e, "exit_code", 125)
+            # Docker: a container that never started (a port already taken, no such
+            # command) keeps its state, "created" for a new one; a relaunch that fails exits.
+            never_ran = first and rec.state in ("created", "exited")
             try:
-                state.update(rec.id, state="exited", exit_code=code, finished=time.time())
+                state.update(rec.id, state=rec.state if never_ran else "exited", exit_code=code,
+                             finished=rec.finished if never_ran else time.time())
             except NotFound:
                 pass
             if first:

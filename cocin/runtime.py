@@ -279,7 +279,8 @@ def create(opts: RunOptions) -> Container:
     img = images.get(opts.image)
 
     cid = os.urandom(32).hex()
-    hostname = opts.hostname or cid[:12]
+    # --network host: the host's name (Docker), in the container's own UTS namespace
+    hostname = opts.hostname or (os.uname().nodename if opts.network == "host" else cid[:12])
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
     if not opts.user:
         env["HOME"] = "/root"  # else the user's, from the image's /etc/passwd, at start

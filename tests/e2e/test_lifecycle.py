@@ -98,7 +98,7 @@ def test_rename_and_prune(cocin):
     r = cocin("rename", "new", "../bad")
     assert r.rc == 125
     cocin.ok("run", "-d", "--name", "keep", "busybox", "sleep", "300")
-    out = cocin.ok("container", "prune").stdout
+    out = cocin.ok("container", "prune", "-f").stdout
     assert "Deleted Containers:" in out and "Total reclaimed space" in out
     assert not ps_line(cocin, "new") and ps_line(cocin, "keep")
 

@@ -119,6 +119,17 @@ def test_keyctl_fails(cocin, escape, network):
 
 
 @needs_seccomp
+def test_io_uring_is_blocked_as_in_docker(cocin, escape):
+    """Docker's profile dropped io_uring in 25.0 (moby#46762): a ring does reads,
+    writes and opens in the kernel, where the seccomp filter does not see them."""
+    free = probe(cocin, escape, "io_uring", flags=("--network", "none", "--security-opt", "seccomp=unconfined"))
+    if free.rc != 0:
+        pytest.skip(f"io_uring is off on this host (kernel.io_uring_disabled?): {free.stdout.strip()}")
+    r = probe(cocin, escape, "io_uring")
+    assert r.rc == 1 and "blocked: io_uring_setup: Operation not permitted" in r.stdout, r.stdout + r.stderr
+
+
+@needs_seccomp
 @pytest.mark.parametrize("network", NETWORKS)
 def test_user_namespace_fails(cocin, escape, network):
     r = probe(cocin, escape, "userns", flags=("--network", network))
@@ -145,6 +156,15 @@ def test_init_and_command_are_both_confined(cocin):
     out = cocin.ok("run", "--rm", "--init", "--network", "none", "busybox", "sh", "-c",
                    "grep -h CapBnd /proc/1/status /proc/self/status; cat /proc/1/comm").stdout.split()
     assert out == ["CapBnd:", DOCKER_CAPS, "CapBnd:", DOCKER_CAPS, "cocin-init"]
+
+
+def test_init_is_out_of_the_commands_reach(cocin):
+    """``--init``'s PID 1 is the host's python: the command (same uid) must not reach
+    its /proc files, whose ``exe`` is a handle on the host's binary (CVE-2019-5736)."""
+    script = ("readlink /proc/1/exe && echo exe-readable; test -w /proc/1/exe && echo exe-writable; "
+              "cat /proc/1/environ >/dev/null 2>&1 && echo environ-readable; readlink /proc/self/exe")
+    out = cocin.ok("run", "--rm", "--init", "--network", "none", "busybox", "sh", "-c", script).stdout
+    assert out.split() == ["/bin/busybox"], out
 
 
 def test_cgroup_namespace_as_docker(cocin):

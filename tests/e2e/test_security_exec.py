@@ -160,3 +160,40 @@ def test_exec_user_is_looked_up_in_the_containers_files_only(cocin, target_tmp, 
     out = cocin.ok("exec", "-u", "probe", ctr, "sh", "-c", 'echo "$(id -u):$(id -g):$HOME"',
                    env={"COCIN_EXEC_STUB": stub}).stdout
     assert out == "1111:1111:/in\n"
+
+
+def test_exec_passes_on_no_descriptor_of_its_caller(cocin, target_tmp, path):
+    """A descriptor the caller of ``exec`` holds (7, on a host directory the test
+    made) must not reach the exec'd process: through it ``openat`` walks the host's
+    tree, and any process of the container may use it via /proc/PID/fd (runc's
+    CVE-2024-21626 was such a leak). Fails when fd 7 is still open inside."""
+    target_tmp.write("secret", "on the host\n")
+    ctr = start(cocin, "sec-fds")
+    script = "echo fds: $(ls /proc/self/fd); cat /proc/self/fd/7/secret 2>/dev/null; echo end"
+    if path == "tty":
+        inner = cocin.cmdline("exec", "-it", ctr, "sh", tty=True) + f" 7<{target_tmp.path}"
+        r = cocin.in_tty(inner, f"{script}; exit 0\n")
+    else:
+        env = {"COCIN_EXEC_STUB": "1" if path == "stub" else "0"}
+        r = cocin.sh(cocin.cmdline("exec", ctr, "sh", "-c", script, env=env) + f" 7<{target_tmp.path}")
+    assert r.rc == 0, r.stderr
+    assert "end" in r.stdout and "on the host" not in r.stdout
+    listed = [line.split() for line in r.stdout.replace("\r", "").splitlines() if line.startswith("fds: 0 1")]
+    assert listed and "7" not in listed[-1], r.stdout
+
+
+def test_exec_stub_runs_from_a_sealed_copy_not_the_hosts_file(cocin):
+    """The stub's child ends up in the container, where ``/proc/PID/exe`` names its
+    binary: an image's ``#!/proc/self/exe`` makes the kernel run the stub again in
+    there, and a process of the container that opens its exe in time could write the
+    host's ``nsenter_stub`` later (runc's CVE-2019-5736). The stub must run from a
+    sealed memfd. Read on the host: the exe of the stub waiting for ``sleep 3131``."""
+    if cocin.sh(f"test -x {cocin.repo}/cocin/nsenter_stub").rc != 0:
+        pytest.skip("the exec stub is not built (scripts/build_stub.sh)")
+    ctr = start(cocin, "sec-memfd")
+    cmd = cocin.cmdline("exec", ctr, "sleep", "3131", env={"COCIN_EXEC_STUB": "1"})
+    r = cocin.sh(f"({cmd} >/dev/null 2>&1 &); i=0; while [ $i -lt 300 ]; do "
+                 "p=$(pgrep -f -x 'sleep 3131'); [ -n \"$p\" ] && break; sleep 0.1; i=$((i+1)); done; "
+                 "readlink /proc/$(ps -o ppid= -p $p | tr -d ' ')/exe; kill $p")
+    assert r.rc == 0, r.stderr
+    assert r.stdout.startswith("/memfd:cocin-stub"), r.stdout

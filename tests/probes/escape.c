@@ -15,6 +15,8 @@
  *   userns           unshare(CLONE_NEWUSER): a user namespace gives back every capability
  *   mount FSTYPE DIR mount a FSTYPE (tmpfs, sysfs, cgroup, proc) on DIR
  *   mknod PATH       make a block device node (loop0's numbers) at PATH
+ *   io_uring         io_uring_setup(2): a ring runs reads, writes, opens... in the kernel,
+ *                    past the seccomp filter (blocked by Docker's profile since 25.0)
  *
  * Built static (gcc -static) by the test session, bound into containers read-only.
  */
@@ -72,8 +74,16 @@ int main(int argc, char **argv)
         return verdict(unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)");
     if (!strcmp(cmd, "mount") && argc == 4)
         return verdict(mount("none", argv[3], argv[2], 0, NULL), "mount");
+    if (!strcmp(cmd, "io_uring") && argc == 2) {
+        long params[15] = {0};      /* struct io_uring_params: 120 bytes, zeroed */
+        long fd = syscall(425 /* __NR_io_uring_setup, x86_64 and aarch64 */, 1L, params);
+
+        if (fd >= 0)
+            close((int)fd);
+        return verdict((int)fd, "io_uring_setup");
+    }
     if (!strcmp(cmd, "mknod") && argc == 3)
         return verdict(mknod(argv[2], S_IFBLK | 0600, makedev(7, 0)), "mknod");
-    fprintf(stderr, "usage: escape shocker PATH | keyctl | userns | mount FSTYPE DIR | mknod PATH\n");
+    fprintf(stderr, "usage: escape shocker PATH | keyctl | userns | mount FSTYPE DIR | mknod PATH | io_uring\n");
     return 2;
 }
