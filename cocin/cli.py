@@ -146,7 +146,8 @@ def _run_options(a: argparse.Namespace):
         network=a.network, publish=a.publish, ip=a.ip, dns=a.dns, restart=a.restart,
         init=a.init, privileged=a.privileged, cap_add=a.cap_add, cap_drop=a.cap_drop,
         security_opt=a.security_opt, read_only=a.read_only, tmpfs=a.tmpfs, user=a.user,
-        group_add=a.group_add, devices=a.device, ulimits=a.ulimit, sysctls=a.sysctl)
+        group_add=a.group_add, devices=a.device, ulimits=a.ulimit, sysctls=a.sysctl,
+        entrypoint=a.entrypoint)
 
 
 @command("run")
@@ -571,7 +572,7 @@ def _output(a: argparse.Namespace) -> str:
 def cmd_commit(a: argparse.Namespace) -> int:
     from . import images
 
-    img = images.commit(state.find(a.container), a.image, a.force, comment=a.message or "",
+    img = images.commit(state.find(a.container), a.image, a.force, changes=a.change, comment=a.message or "",
                         author=a.author or "")
     print(f"sha256:{img.id}")
     return 0
@@ -625,6 +626,27 @@ def cmd_images(a: argparse.Namespace) -> int:
             repo, _, version = tag.rpartition(":")
             rows.append([repo, version, i.id[:12], f"{human_duration(now - i.created)} ago",
                          _human_size(i.size)])
+    print(table(rows))
+    return 0
+
+
+@command("history")
+def cmd_history(a: argparse.Namespace) -> int:
+    from . import images
+
+    now = time.time()
+    steps = images.history(images.find(a.image))
+    if a.quiet:
+        for s in steps:
+            print(("sha256:" + s["id"] if a.no_trunc else s["id"][:12]) if s["id"] else "<missing>")
+        return 0
+    rows = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
+    for s in steps:
+        by = s["created_by"]
+        if not a.no_trunc and len(by) > 45:
+            by = by[:44] + "…"
+        ident = ("sha256:" + s["id"] if a.no_trunc else s["id"][:12]) if s["id"] else "<missing>"
+        rows.append([ident, f"{human_duration(now - s['created'])} ago", by, _human_size(s["size"]), s["comment"]])
     print(table(rows))
     return 0
 
@@ -803,6 +825,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("commit", help="create a new image from a container's changes")
     p.add_argument("-a", "--author", help='author (e.g. "John Hannibal Smith <hannibal@a-team.com>")')
+    p.add_argument("-c", "--change", action="append", default=[],
+                   help="apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, ...)")
     p.add_argument("-m", "--message", help="commit message")
     p.add_argument("--force", action="store_true", help="replace an existing image of that name")
     p.add_argument("container")
@@ -823,6 +847,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("images", help="list images")
     p.add_argument("-q", "--quiet", action="store_true", help="only show IDs")
     p.add_argument("--format", help="a Go template ('table' for a header)")
+
+    p = sub.add_parser("history", help="show the history of an image")
+    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+    p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
+    p.add_argument("image")
 
     p = sub.add_parser("rmi", help="remove images")
     p.add_argument("-f", "--force", action="store_true",

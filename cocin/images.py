@@ -652,13 +652,19 @@ def remove(ref: str, force: bool = False) -> str:
 # --- commit, export, save, load ------------------------------------------------
 
 def commit(rec: state.Container, ref: str, replace: bool = False, comment: str = "",
-           author: str = "") -> Image:
-    """A new image: the container's image plus one layer of its changes
-    (``-m`` a comment, ``-a`` an author: in the config and its history step)."""
+           author: str = "", changes: list[str] | None = None) -> Image:
+    """A new image: the container's image plus one layer of its changes.
+
+    As ``docker commit``: the new image runs as the container did (its
+    Entrypoint, Cmd, Env, WorkingDir, User), with ``-c`` Dockerfile
+    instructions applied on top; ``-m`` a comment, ``-a`` an author (in the
+    config and its history step).
+    """
     from . import layers
 
     name = check_new_name(ref, replace)
     base = load_image(rec.config["image_id"], [])
+    run_cfg = apply_changes(rec.config.get("image_config") or base.config.get("config") or {}, changes or [])
     tmp = staging()
     try:
         layers.copy_changes(os.path.join(rec.dir, "upper"), os.path.join(tmp, "diff"))
@@ -667,7 +673,7 @@ def commit(rec: state.Container, ref: str, replace: bool = False, comment: str =
         raise
     chains = base.meta["chains"]
     chain, did = add_layer(tmp, chains[-1] if chains else None)
-    raw = _compact(new_config(base.config, did, time.time(), f"commit {rec.short_id}",
+    raw = _compact(new_config(base.config, did, time.time(), " ".join(rec.argv), run_cfg,
                               comment=comment, author=author)).encode()
     try:
         return publish(raw, name, replace)
@@ -675,6 +681,96 @@ def commit(rec: state.Container, ref: str, replace: bool = False, comment: str =
         with state.locked():
             _drop_orphan_layers([chain])
         raise
+
+
+CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME",
+           "WORKDIR")
+
+
+def _json_or_shell(value: str, shell: bool = True) -> list[str]:
+    """``["a", "b"]`` (exec form) as it is; other text: ``/bin/sh -c TEXT`` (or words)."""
+    import json
+
+    if value.startswith("["):
+        try:
+            words = json.loads(value)
+        except ValueError:
+            words = None
+        if isinstance(words, list) and all(isinstance(w, str) for w in words):
+            return words
+    if shell:
+        return ["/bin/sh", "-c", value]
+    return value.split()
+
+
+def _pairs(value: str, what: str) -> list[tuple[str, str]]:
+    """``K=V K2="v 2"`` or the old form ``K some value``."""
+    import shlex
+
+    try:
+        words = shlex.split(value)
+    except ValueError as e:
+        raise CocinError(f"{what}: {e}") from None
+    if words and "=" not in words[0]:
+        return [(words[0], value.split(None, 1)[1] if len(words) > 1 else "")]
+    out = []
+    for w in words:
+        key, eq, val = w.partition("=")
+        if not eq or not key:
+            raise CocinError(f"{what} names can not be blank: {w!r}")
+        out.append((key, val))
+    return out
+
+
+def apply_changes(base: dict, changes: list[str]) -> dict:
+    """A run config (``Cmd``, ``Env``...) with ``commit -c`` / ``import -c``
+    Dockerfile instructions applied."""
+    cfg = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+           for k, v in base.items()}
+    for change in changes:
+        inst, _, value = change.strip().partition(" ")
+        inst, value = inst.upper(), value.strip()
+        if inst not in CHANGES:
+            raise CocinError(f"{inst.lower() if inst else repr(change)} is not a valid change command")
+        if inst == "CMD":
+            cfg["Cmd"] = _json_or_shell(value)
+        elif inst == "ENTRYPOINT":
+            cfg["Entrypoint"] = _json_or_shell(value)
+            cfg.setdefault("Cmd", None)
+        elif inst == "ENV":
+            env = dict(e.partition("=")[::2] for e in cfg.get("Env") or [])
+            env.update(_pairs(value, "ENV"))
+            cfg["Env"] = [f"{k}={v}" for k, v in env.items()]
+        elif inst == "EXPOSE":
+            ports = cfg.get("ExposedPorts") or {}
+            for p in value.split():
+                ports[p if "/" in p else p + "/tcp"] = {}
+            cfg["ExposedPorts"] = ports
+        elif inst == "LABEL":
+            cfg["Labels"] = {**(cfg.get("Labels") or {}), **dict(_pairs(value, "LABEL"))}
+        elif inst == "VOLUME":
+            cfg["Volumes"] = {**(cfg.get("Volumes") or {}), **{v: {} for v in _json_or_shell(value, False)}}
+        elif inst == "ONBUILD":
+            cfg["OnBuild"] = (cfg.get("OnBuild") or []) + [value]
+        else:
+            cfg[{"STOPSIGNAL": "StopSignal", "USER": "User", "WORKDIR": "WorkingDir"}[inst]] = value
+    return cfg
+
+
+def history(img: Image) -> list[dict]:
+    """``docker history``: the image's steps, newest first, with their layers' sizes."""
+    chains = list(img.meta.get("chains", []))
+    out = []
+    for step in img.config.get("history") or []:
+        size = 0
+        if not step.get("empty_layer") and chains:
+            size = layer_size(chains.pop(0))
+        out.append({"created": parse_time(step.get("created", "")), "created_by": step.get("created_by", ""),
+                    "size": size, "comment": step.get("comment", "")})
+    out.reverse()
+    for i, step in enumerate(out):
+        step["id"] = img.id if i == 0 else ""
+    return out
 
 
 def _write_tar(tree: str, out: str, pax: dict[str, str] | None = None) -> None:

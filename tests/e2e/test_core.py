@@ -190,7 +190,7 @@ def test_bad_input_leaves_nothing(cocin):
         (("logs", "no-such-container"), "No such container"),
         (("run", "--bogus-flag", "busybox"), "unknown flag: --bogus-flag"),
         (("create", "-d", "busybox", "true"), "unknown shorthand flag"),
-        (("run", "--rm", "busybox"), "no command"),
+        (("run", "--rm", "--entrypoint", "", "busybox"), "no command"),
     ]
     for args, text in cases:
         r = cocin(*args)

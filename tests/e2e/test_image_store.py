@@ -169,3 +169,78 @@ def test_an_old_store_with_a_container_is_upgraded(cocin, target_tmp):
             [f"{root}/imagedb:", f"{root}/layers/sha256:"]
     finally:
         cocin("rm", "-f", "proto2", env=env)
+
+
+# --- the image config: run honours it, commit carries it ---------------------------------
+
+CONFIG_CHANGES = ['ENTRYPOINT ["/bin/sh", "-c"]',
+                  'CMD ["echo \\"hello from $GREETING as $(id -u):$(id -g) in $(pwd)\\""]',
+                  "ENV GREETING=cocin-test-image", "WORKDIR /app", "USER 1000:1000", "EXPOSE 8080",
+                  "LABEL org.example=yes", "STOPSIGNAL SIGINT"]
+
+
+@pytest.fixture
+def config_image(cocin):
+    """busybox plus /app (owned by 1000), with the config of ../shared/registry's test image."""
+    cocin.ok("run", "--name", "cfgsrc", "--network", "none", "busybox", "sh", "-c",
+             "mkdir -p /app && chown 1000:1000 /app")
+    args = [a for c in CONFIG_CHANGES for a in ("-c", c)]
+    try:
+        cocin.ok("commit", *args, "-m", "with a config", "cfgsrc", "cfgimg")
+        yield "cfgimg"
+    finally:
+        cocin("rm", "-f", "cfgsrc")
+        cocin("rmi", "-f", "cfgimg")
+
+
+def test_run_honours_the_image_config(cocin, config_image):
+    run = ("run", "--rm", "--network", "none")
+    assert cocin.ok(*run, config_image).stdout == "hello from cocin-test-image as 1000:1000 in /app\n"
+    # A command replaces Cmd, not Entrypoint; -u, -w, -e override the image's.
+    assert cocin.ok(*run, config_image, "id -u; pwd").stdout == "1000\n/app\n"
+    assert cocin.ok(*run, "-u", "0", "-w", "/tmp", "-e", "GREETING=flag", config_image,
+                    'echo "$GREETING $(id -u) $(pwd) $HOME"').stdout == "flag 0 /tmp /root\n"
+    # --entrypoint replaces Entrypoint and drops the image's Cmd.
+    assert cocin.ok(*run, "--entrypoint", "echo", config_image, "a", "b").stdout == "a b\n"
+    r = cocin(*run, "--entrypoint", "", config_image)
+    assert r.rc == 125 and r.stderr == "cocin: error: no command specified\n"
+    # busybox's own config: CMD ["sh"], so no command runs a shell reading stdin.
+    assert cocin.ok(*run, "-i", "busybox", stdin="echo from-stdin-sh\n").stdout == "from-stdin-sh\n"
+    cocin.ok("create", "--name", "cfgc", "--network", "none", config_image)
+    rec = cocin.record("cfgc")
+    assert rec["argv"] == ["/bin/sh", "-c", 'echo "hello from $GREETING as $(id -u):$(id -g) in $(pwd)"']
+    assert rec["config"]["user"] == "1000:1000" and rec["config"]["workdir"] == "/app"
+    assert cocin.ok("start", "-a", "cfgc").stdout == "hello from cocin-test-image as 1000:1000 in /app\n"
+
+
+def test_inspect_and_history_show_the_config(cocin, config_image):
+    info = _inspect(cocin, config_image)
+    cfg = info["Config"]
+    assert cfg["Entrypoint"] == ["/bin/sh", "-c"] and cfg["WorkingDir"] == "/app" and cfg["User"] == "1000:1000"
+    assert "GREETING=cocin-test-image" in cfg["Env"] and cfg["ExposedPorts"] == {"8080/tcp": {}}
+    assert cfg["Labels"] == {"org.example": "yes"} and cfg["StopSignal"] == "SIGINT"
+    assert info["Comment"] == "with a config" and info["RepoTags"] == ["cfgimg:latest"]
+    lines = cocin.ok("history", config_image).stdout.splitlines()
+    assert lines[0].split() == ["IMAGE", "CREATED", "CREATED", "BY", "SIZE", "COMMENT"]
+    assert lines[1].startswith(info["Id"][7:19]) and "sh -c mkdir -p /app" in lines[1]
+    assert lines[1].endswith("with a config")
+    assert lines[2].startswith("<missing>") and "host /" in lines[2] and len(lines) == 3
+    assert cocin.ok("history", "-q", "--no-trunc", config_image).stdout == f"{info['Id']}\n<missing>\n"
+
+
+def test_commit_carries_the_containers_config(cocin, config_image, cleanup):
+    cleanup.append("carried")
+    cocin.ok("run", "--name", "carry", "--network", "none", "-e", "EXTRA=1", "-w", "/tmp", config_image,
+             "echo $EXTRA > /tmp/x; cat /tmp/x")
+    cocin.ok("commit", "-c", 'CMD ["cat /tmp/x; echo $EXTRA"]', "carry", "carried")
+    cfg = _inspect(cocin, "carried")["Config"]
+    assert cfg["Cmd"] == ["cat /tmp/x; echo $EXTRA"]  # the image's Entrypoint is sh -c
+    assert cfg["Entrypoint"] == ["/bin/sh", "-c"] and cfg["WorkingDir"] == "/tmp" and cfg["User"] == "1000:1000"
+    assert "EXTRA=1" in cfg["Env"] and "GREETING=cocin-test-image" in cfg["Env"]
+    assert not any(e.startswith(("HOSTNAME=", "HOME=")) for e in cfg["Env"])  # set at run time, not image config
+    r = cocin.ok("run", "--rm", "--network", "none", "carried")
+    assert r.stdout == "1\n1\n"
+    before = _layers(cocin)
+    r = cocin("commit", "-c", "RUN make", "carry", "refused")
+    assert r.rc == 125 and r.stderr == "cocin: error: run is not a valid change command\n"
+    assert _layers(cocin) == before and "refused" not in cocin.ok("images").stdout

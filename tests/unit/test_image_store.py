@@ -180,3 +180,38 @@ def test_store_config_refuses_missing_layers(tmp_path, monkeypatch):
                                     ("1970-01-01T01:01:00+01:00", 60.0), ("garbage", 0.0)])
 def test_parse_time(text, t):
     assert images.parse_time(text) == t
+
+
+def test_commit_changes_as_dockerfile_instructions():
+    base = {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"]}
+    cfg = images.apply_changes(base, [
+        'CMD ["echo", "hi"]', "ENTRYPOINT /bin/run it", "ENV A=2 B=\"x y\"", "env C some value",
+        "WORKDIR /app", "USER 1000:1000", "EXPOSE 80 53/udp", "LABEL k=v", "STOPSIGNAL SIGINT",
+        "VOLUME /data /logs"])
+    assert cfg == {"Env": ["PATH=/bin", "A=2", "B=x y", "C=some value"], "Cmd": ["echo", "hi"],
+                   "Entrypoint": ["/bin/sh", "-c", "/bin/run it"], "WorkingDir": "/app", "User": "1000:1000",
+                   "ExposedPorts": {"80/tcp": {}, "53/udp": {}}, "Labels": {"k": "v"}, "StopSignal": "SIGINT",
+                   "Volumes": {"/data": {}, "/logs": {}}}
+    assert base == {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"]}  # not changed in place
+    assert images.apply_changes({}, ["CMD echo $HOME"])["Cmd"] == ["/bin/sh", "-c", "echo $HOME"]
+
+
+@pytest.mark.parametrize("change,text", [("RUN make", "run is not a valid change command"),
+                                         ("ENV =x", "blank"), ("", "not a valid change command")])
+def test_bad_commit_changes(change, text):
+    with pytest.raises(images.CocinError, match=text):
+        images.apply_changes({}, [change])
+
+
+def test_history_maps_layers_to_steps_newest_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("COCIN_ROOT", str(tmp_path))
+    chains = ["sha256:" + "e" * 64, "sha256:" + "f" * 64]
+    for c, size in zip(chains, ("10", "20")):
+        os.makedirs(tmp_path / "layers" / "sha256" / c[7:])
+        (tmp_path / "layers" / "sha256" / c[7:] / "size").write_text(size)
+    cfg = {"history": [{"created": "1970-01-01T00:00:01Z", "created_by": "base"},
+                       {"created": "1970-01-01T00:00:02Z", "created_by": "ENV x", "empty_layer": True},
+                       {"created": "1970-01-01T00:00:03Z", "created_by": "top", "comment": "c"}]}
+    img = images.Image("1" * 64, cfg, {"chains": chains}, [])
+    assert [(s["id"][:1], s["created_by"], s["size"], s["created"]) for s in images.history(img)] == \
+        [("1", "top", 20, 3.0), ("", "ENV x", 0, 2.0), ("", "base", 10, 1.0)]
