@@ -307,7 +307,7 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     out, code = [], 0
     for ref in a.objects:
         try:
-            out.append(inspect.describe(ref))
+            out.append(inspect.describe(ref, a.type))
         except state.NotFound:
             sys.stderr.write(f"Error: No such object: {ref}\n")
             code = 1
@@ -609,24 +609,35 @@ def cmd_images(a: argparse.Namespace) -> int:
     from . import images
 
     now = time.time()
-    imgs = images.list_images()
-    if a.format and not a.quiet:
-        return _print_format(a.format, [{
-            "Repository": tag.rpartition(":")[0], "Tag": tag.rpartition(":")[2], "ID": i.id[:12],
-            "Digest": "<none>", "CreatedSince": f"{human_duration(now - i.created)} ago",
-            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(i.created)),
-            "Size": _human_size(i.size)} for i in imgs for tag in i.tags or ["<none>:<none>"]], _IMAGE_HEADERS)
+    rows = images.image_rows(a.reference, a.all)
+    ident = (lambda i: "sha256:" + i) if a.no_trunc else (lambda i: i[:12])
     if a.quiet:
-        for i in imgs:
-            print(i.id[:12])
+        seen: list[str] = []
+        for r in rows:
+            if r["id"] not in seen:
+                seen.append(r["id"])
+                print(ident(r["id"]))
         return 0
-    rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
-    for i in imgs:
-        for tag in i.tags or ["<none>:<none>"]:
-            repo, _, version = tag.rpartition(":")
-            rows.append([repo, version, i.id[:12], f"{human_duration(now - i.created)} ago",
-                         _human_size(i.size)])
-    print(table(rows))
+    if a.format:
+        return _print_format(a.format, [{
+            "Repository": r["repository"], "Tag": r["tag"], "ID": ident(r["id"]), "Digest": r["digest"],
+            "CreatedSince": f"{human_duration(now - r['created'])} ago",
+            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(r["created"])),
+            "Size": _human_size(r["size"])} for r in rows], _IMAGE_HEADERS)
+    head = ["REPOSITORY", "TAG"] + (["DIGEST"] if a.digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
+    out = [head]
+    for r in rows:
+        out.append([r["repository"], r["tag"]] + ([r["digest"]] if a.digests else [])
+                   + [ident(r["id"]), f"{human_duration(now - r['created'])} ago", _human_size(r["size"])])
+    print(table(out))
+    return 0
+
+
+@command("tag")
+def cmd_tag(a: argparse.Namespace) -> int:
+    from . import images
+
+    images.tag(a.source, a.target)
     return 0
 
 
@@ -672,7 +683,8 @@ def cmd_rmi(a: argparse.Namespace) -> int:
     code = 0
     for ref in a.images:  # Docker tries every name, reports each failure, exits 1
         try:
-            print(f"Untagged: {images.remove(ref, a.force)}")
+            for line in images.remove(ref, a.force):
+                print(line)
         except CocinError as e:
             print(f"cocin: error: {e}", file=sys.stderr)
             code = 1
@@ -746,6 +758,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="details of containers or images, as JSON")
     p.add_argument("-f", "--format", help="a Go-template-like format, e.g. '{{.State.Pid}}'")
+    p.add_argument("--type", choices=["container", "image"], help="only objects of this type")
     p.add_argument("objects", nargs="+", metavar="NAME")
 
     p = sub.add_parser("top", help="display the running processes of a container",
@@ -845,8 +858,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing image of that name")
 
     p = sub.add_parser("images", help="list images")
+    p.add_argument("-a", "--all", action="store_true", help="show all images (untagged ones too)")
+    p.add_argument("--digests", action="store_true", help="show digests")
+    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="only show IDs")
+    p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
     p.add_argument("--format", help="a Go template ('table' for a header)")
+
+    p = sub.add_parser("tag", help="create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
+    p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
 
     p = sub.add_parser("history", help="show the history of an image")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
@@ -961,7 +982,15 @@ def _stdout_closed() -> bool:
     return any(events & select.POLLERR for _fd, events in poller.poll(0))
 
 
+# ``cocin image VERB``: the image verbs under Docker's management command.
+IMAGE_VERBS = {"ls": ["images"], "list": ["images"], "rm": ["rmi"], "remove": ["rmi"], "tag": ["tag"],
+               "history": ["history"], "inspect": ["inspect", "--type", "image"], "import": ["import"],
+               "save": ["save"], "load": ["load"]}
+
+
 def _dispatch(argv: list[str]) -> int:
+    if argv[:1] == ["image"] and len(argv) > 1 and argv[1] in IMAGE_VERBS:
+        argv = IMAGE_VERBS[argv[1]] + argv[2:]
     verb = argv[0] if argv and argv[0] in COMMANDS else None
     if verb in ("run", "create", "exec"):
         args = _container_flags(verb, argv[1:])

@@ -40,10 +40,9 @@ import stat
 import sys
 import time
 
-from . import fastjson, state
+from . import fastjson, reference, state
 from .state import CocinError, NotFound
 
-_LOWER_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
 LINK_LEN = 26  # characters of a chain ID in its l/ name (Docker's l/ names are 26 long)
 DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
@@ -121,16 +120,18 @@ def repos_file() -> str:
 
 # --- names -------------------------------------------------------------------------------
 
+def tag_key(ref: str) -> str:
+    """The key of a tag in repositories.json: the familiar reference, ``busybox:latest``."""
+    return reference.parse(ref).key()
+
+
 def normalize(ref: str) -> str:
-    """``busybox:latest`` and ``busybox`` are the same image; check the name."""
-    name = ref[:-7] if ref.endswith(":latest") else ref
-    if not state.valid_name(name, _LOWER_ALNUM) or ".." in name:
-        raise CocinError(f"invalid image name {ref!r}: use lowercase letters, digits, '_', '.', '-'")
-    return name
-
-
-def _tag(name: str) -> str:
-    return name + ":latest"
+    """How a container's record names its image: familiar, ``:latest`` left out
+    (``docker.io/library/busybox:latest`` is ``busybox``); a bad reference is refused."""
+    if reference.is_id_prefix(ref) and len(ref) >= 12:
+        return ref
+    key = tag_key(ref)
+    return key[:-7] if key.endswith(":latest") else key
 
 
 def _read_repos() -> dict[str, str]:
@@ -170,23 +171,47 @@ def load_image(image_id: str, tags: list[str] | None = None) -> Image:
     return Image(image_id, config, meta, tags)
 
 
+def resolve(ref: str, repos: dict[str, str] | None = None) -> tuple[str, str | None]:
+    """(image ID, tag key or None) of ``ref``: a full ID (``sha256:`` optional),
+    a reference whose tag exists, else a unique prefix of an ID, as Docker
+    looks an image up."""
+    repos = repositories() if repos is None else repos
+    hexpart = ref[7:] if ref.startswith("sha256:") else ref
+    if len(hexpart) == 64 and reference.is_id_prefix(hexpart):
+        if os.path.exists(os.path.join(imagedb(), hexpart)):
+            return hexpart, None
+        raise NotFound(f"No such image: {ref}")
+    try:
+        key = tag_key(ref)
+    except CocinError:
+        if not reference.is_id_prefix(ref):
+            raise
+        key = None
+    if key is not None and key in repos:
+        return repos[key].partition(":")[2], key
+    if reference.is_id_prefix(ref):
+        found = [i for i in all_ids() if i.startswith(hexpart)]
+        if len(found) == 1:
+            return found[0], None
+        if len(found) > 1:
+            raise CocinError(f"image ID prefix {ref} is ambiguous: give more of the ID")
+    raise NotFound(f"No such image: {key or ref}")
+
+
 def get(ref: str) -> Image:
-    """Look an image up by name; ``busybox`` is built from the host on first use."""
-    name = normalize(ref)
-    image_id = repositories().get(_tag(name))
-    if image_id is not None:
-        return load_image(image_id.partition(":")[2], [_tag(name)])
-    if name == "busybox":
-        return build_busybox()
-    raise NotFound(f"No such image: {ref}")
+    """Look an image up; ``busybox`` is built from the host on first use."""
+    try:
+        image_id, key = resolve(ref)
+    except NotFound:
+        if tag_key(ref) == "busybox:latest":
+            return build_busybox()
+        raise
+    return load_image(image_id, [key] if key else None)
 
 
 def find(ref: str) -> Image:
-    """An image by name, never built (``inspect``)."""
-    image_id = repositories().get(_tag(normalize(ref)))
-    if image_id is None:
-        raise NotFound(f"No such image: {ref}")
-    return load_image(image_id.partition(":")[2])
+    """An image by reference or ID, never built (``inspect``, ``history``)."""
+    return load_image(resolve(ref)[0])
 
 
 def inspect(img: Image) -> dict:
@@ -219,6 +244,43 @@ def list_images() -> list[Image]:
             continue
         out.append(img)
     return sorted(out, key=lambda i: (i.name == "<none>", i.name))
+
+
+def image_rows(filter_ref: str | None = None, show_all: bool = False) -> list[dict]:
+    """``docker images``: one row per tag (and per digest of an untagged
+    name), newest first; an untagged image (one a container still holds) as
+    ``<none>``, with ``-a`` only. ``filter_ref``: ``REPOSITORY[:TAG]``,
+    shell wildcards allowed."""
+    import fnmatch
+
+    want_repo = want_tag = None
+    if filter_ref:
+        repo, colon, want = filter_ref.rpartition(":")
+        if colon and "/" not in want:
+            want_repo, want_tag = repo, want
+        else:
+            want_repo = filter_ref
+        if not any(c in want_repo for c in "*?["):
+            want_repo = reference.parse(want_repo, None).familiar_name
+    rows = []
+    for img in list_images():
+        names = [t.rpartition(":") for t in img.tags if "@" not in t]
+        digests = {t.partition("@")[0]: t.partition("@")[2] for t in img.tags if "@" in t}
+        entries = [(repo, tag, digests.get(repo, "<none>")) for repo, _c, tag in names]
+        entries += [(repo, "<none>", d) for repo, d in digests.items() if repo not in {n[0] for n in names}]
+        if not entries:
+            if filter_ref or not show_all:  # kept only for a container: Docker would have deleted it
+                continue
+            entries = [("<none>", "<none>", "<none>")]
+        for repo, tag, digest in entries:
+            if want_repo and not fnmatch.fnmatchcase(repo, want_repo):
+                continue
+            if want_tag and not fnmatch.fnmatchcase(tag, want_tag):
+                continue
+            rows.append({"repository": repo, "tag": tag, "digest": digest, "id": img.id,
+                         "created": img.created, "size": img.size})
+    rows.sort(key=lambda r: (-r["created"], r["repository"], r["tag"]))
+    return rows
 
 
 def tree_size(path: str) -> int:
@@ -401,18 +463,17 @@ def store_config(raw: bytes) -> str:
     return image_id
 
 
-def publish(raw: bytes, name: str | None, replace: bool = False) -> Image:
-    """Store the config ``raw`` and point the tag ``name`` at it."""
+def publish(raw: bytes, tag: str | None, replace: bool = False) -> Image:
+    """Store the config ``raw`` and point ``tag`` (a ``tag_key``) at it."""
     repositories()  # an old store is upgraded first (it takes the lock)
     with state.locked():
         image_id = store_config(raw)
         repos = _read_repos()
         old = None
-        if name is not None:
-            tag = _tag(name)
+        if tag is not None:
             if tag in repos and repos[tag] != "sha256:" + image_id:
                 if not replace:
-                    raise CocinError(f"image {name} already exists")
+                    raise CocinError(f"image {tag} already exists")
                 old = repos[tag].partition(":")[2]
             repos[tag] = "sha256:" + image_id
             _write_repos(repos)
@@ -427,12 +488,12 @@ def _used_image_ids(repos: dict[str, str]) -> set[str]:
     return ids
 
 
-def _drop_image_if_unused(image_id: str, repos: dict[str, str]) -> None:
+def _drop_image_if_unused(image_id: str, repos: dict[str, str]) -> list[str]:
     """Delete an image no tag and no container refers to, and the layers no
-    other image has (under the lock)."""
+    other image has (under the lock); what was deleted (IDs, chain IDs)."""
     used = _used_image_ids(repos)
     if image_id in used:
-        return
+        return []
     path = os.path.join(imagedb(), image_id)
     try:
         with open(path + ".meta", "rb") as f:
@@ -451,9 +512,12 @@ def _drop_image_if_unused(image_id: str, repos: dict[str, str]) -> None:
                 keep.update(fastjson.loads(f.read())["chains"])
         except (OSError, ValueError, KeyError):
             continue
-    for chain in chains:
+    gone = ["sha256:" + image_id]
+    for chain in reversed(chains):
         if chain not in keep:
             _remove_layer(chain)
+            gone.append(chain)
+    return gone
 
 
 def _remove_layer(chain: str) -> None:
@@ -489,10 +553,14 @@ def gc_layer(image_id: str, name: str = "") -> None:
 
 
 def check_new_name(ref: str, replace: bool = False) -> str:
-    name = normalize(ref)
-    if not replace and _tag(name) in repositories():
-        raise CocinError(f"image {name} already exists (use --force to replace it)")
-    return name
+    """The tag key a new image gets (``import``, ``commit``, ``tag``), checked."""
+    ref_ = reference.parse(ref)
+    if ref_.digest:
+        raise CocinError("refusing to create a tag with a digest reference")
+    key = ref_.key()
+    if not replace and key in repositories():
+        raise CocinError(f"image {key} already exists (use --force to replace it)")
+    return key
 
 
 # --- import, busybox ------------------------------------------------------------------
@@ -625,28 +693,70 @@ def build_busybox() -> Image:
     created = os.stat(src).st_mtime // 1
     raw = _compact(new_config(None, did, created, f"host {src}", {"Cmd": ["sh"]})).encode()
     try:
-        return publish(raw, "busybox")
+        return publish(raw, "busybox:latest")
     except CocinError:  # built concurrently by another cocin: use that one
         return get("busybox")
 
 
-def remove(ref: str, force: bool = False) -> str:
-    """Remove an image name; the image goes too unless a container uses it."""
-    name = normalize(ref)
+def _users(image_id: str) -> list[state.Container]:
+    return [r for r in state.load_all() if r.config.get("image_id") == image_id]
+
+
+def tag(source: str, target: str) -> str:
+    """``docker tag``: one more name for an image (a tag of that name moves)."""
+    image_id, _key = resolve(source)
+    key = check_new_name(target, replace=True)
+    with state.locked():
+        repos = _read_repos()
+        old = repos.get(key, "").partition(":")[2]
+        repos[key] = "sha256:" + image_id
+        _write_repos(repos)
+        if old and old != image_id:
+            _drop_image_if_unused(old, repos)
+    return key
+
+
+def remove(ref: str, force: bool = False) -> list[str]:
+    """``docker rmi``, with its rules; returns its report (``Untagged:``/``Deleted:`` lines).
+
+    By name: the tag goes; the image goes with its last tag unless a container
+    uses it (then the last tag stays, unless ``-f``). By ID (or a unique
+    prefix): every tag and the image go, refused without ``-f`` when more than
+    one name or a stopped container refers to it, and always while a running
+    container uses it. An image a container still uses stays on disk, untagged,
+    until that container is removed.
+    """
     repositories()
     with state.locked():
         repos = _read_repos()
-        image_id = repos.get(_tag(name), "").partition(":")[2]
-        if not image_id:
-            raise NotFound(f"No such image: {ref}")
-        used = [r for r in state.load_all() if r.config.get("image_id") == image_id]
-        if used and not force:
-            raise CocinError(f"unable to remove image {name}: container {used[0].short_id} "
-                             "uses it (remove the container first, or use -f)")
-        del repos[_tag(name)]
+        image_id, key = resolve(ref, repos)
+        tags = sorted(t for t, i in repos.items() if i == "sha256:" + image_id)
+        users = _users(image_id)
+        running = [r for r in users if state.is_running(r)]  # (reconcile takes the lock we hold)
+        short = image_id[:12]
+        if key is not None:  # by name
+            if len(tags) == 1 and users and not force:
+                raise CocinError(f'conflict: unable to remove repository reference "{ref}" (must force) - '
+                                 f"container {users[0].short_id} is using its referenced image {short}")
+            drop = [key]
+        else:
+            if running:
+                raise CocinError(f"conflict: unable to delete {short} (cannot be forced) - image is being "
+                                 f"used by running container {running[0].short_id}")
+            if len(tags) > 1 and not force:
+                raise CocinError(f"conflict: unable to delete {short} (must be forced) - image is "
+                                 "referenced in multiple repositories")
+            if users and not force:
+                raise CocinError(f"conflict: unable to delete {short} (must be forced) - image is being "
+                                 f"used by stopped container {users[0].short_id}")
+            drop = tags
+        for t in drop:
+            del repos[t]
         _write_repos(repos)
-        _drop_image_if_unused(image_id, repos)
-    return name
+        out = [f"Untagged: {t}" for t in drop]
+        if not any(i == "sha256:" + image_id for i in repos.values()) and not users:
+            out += [f"Deleted: {d}" for d in _drop_image_if_unused(image_id, repos)]
+    return out
 
 
 # --- commit, export, save, load ------------------------------------------------
@@ -857,7 +967,8 @@ def save(ref: str, out: str) -> None:
     scratch = _flat_scratch()
     try:
         layers.flatten(img.lower, None, scratch)
-        _write_tar(scratch, out, {PAX_KEY: fastjson.dumps({"name": img.name, "source": img.source})})
+        _write_tar(scratch, out, {PAX_KEY: fastjson.dumps({"name": img.tags[0] if img.tags else img.name,
+                                                           "source": img.source})})
     finally:
         state.remove_tree(scratch)
 

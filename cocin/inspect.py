@@ -108,12 +108,14 @@ def _security(cfg: dict) -> dict[str, Any]:
     }
 
 
-def describe(ref: str) -> dict[str, Any]:
-    """A container (by name or ID), else an image, else NotFound."""
-    try:
-        return container(state.reconcile(state.find(ref)))
-    except NotFound:
-        pass
+def describe(ref: str, kind: str | None = None) -> dict[str, Any]:
+    """A container (by name or ID), else an image, else NotFound (``kind``: only that type)."""
+    if kind != "image":
+        try:
+            return container(state.reconcile(state.find(ref)))
+        except NotFound:
+            if kind == "container":
+                raise
     from . import images
 
     try:

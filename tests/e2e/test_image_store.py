@@ -244,3 +244,72 @@ def test_commit_carries_the_containers_config(cocin, config_image, cleanup):
     r = cocin("commit", "-c", "RUN make", "carry", "refused")
     assert r.rc == 125 and r.stderr == "cocin: error: run is not a valid change command\n"
     assert _layers(cocin) == before and "refused" not in cocin.ok("images").stdout
+
+
+# --- references, tag, rmi, images, image inspect ---------------------------------------------
+
+def test_references_and_ids_name_images(cocin, cleanup):
+    cleanup += ["127.0.0.1:5999/team/box:v1", "user/app:1.0", "bb17"]
+    bid = _inspect(cocin, "busybox")["Id"]
+    for ref in ("busybox", "busybox:latest", "library/busybox", "docker.io/library/busybox:latest", bid,
+                bid[7:], bid[7:19], bid[7:13]):
+        assert _inspect(cocin, ref)["Id"] == bid, ref
+        assert cocin.ok("run", "--rm", "--network", "none", ref, "true").rc == 0
+    cocin.ok("tag", "busybox", "127.0.0.1:5999/team/box:v1")
+    cocin.ok("image", "tag", bid[7:19], "docker.io/user/app:1.0")
+    cocin.ok("tag", "busybox", "bb17")
+    info = json.loads(cocin.ok("image", "inspect", "user/app:1.0").stdout)[0]
+    assert info["Id"] == bid and info["RootFS"]["Type"] == "layers"
+    assert info["RepoTags"] == ["127.0.0.1:5999/team/box:v1", "bb17:latest", "busybox:latest", "user/app:1.0"]
+    assert info["Config"]["Cmd"] == ["sh"] and info["RepoDigests"] == []
+    rows = [ln.split() for ln in cocin.ok("images").stdout.splitlines()]
+    assert rows[0] == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    assert ["127.0.0.1:5999/team/box", "v1", bid[7:19]] in [r[:3] for r in rows]
+    assert ["user/app", "1.0", bid[7:19]] in [r[:3] for r in rows]
+    assert [r[:2] for r in rows[1:] if r[0].startswith("b")] == [["bb17", "latest"], ["busybox", "latest"]]
+    filtered = cocin.ok("images", "127.0.0.1:5999/team/*").stdout.splitlines()
+    assert len(filtered) == 2 and filtered[1].split()[:2] == ["127.0.0.1:5999/team/box", "v1"]
+    assert cocin.ok("images", "user/app:1.*", "-q").stdout == bid[7:19] + "\n"
+    assert cocin.ok("image", "ls", "--no-trunc", "-q", "bb17").stdout == bid + "\n"
+    r = cocin("run", "--rm", "Busybox", "true")
+    assert r.rc == 125 and r.stderr == \
+        "cocin: error: invalid reference format: repository name (Busybox) must be lowercase\n"
+    r = cocin("tag", "busybox", f"x@sha256:{'a' * 64}")
+    assert r.rc == 125 and "digest" in r.stderr
+    # By name: a tag at a time; by ID: refused while several names point at it.
+    assert cocin.ok("rmi", "bb17").stdout == "Untagged: bb17:latest\n"
+    r = cocin("rmi", bid[7:19])
+    assert r.rc == 1 and r.stderr == (f"cocin: error: conflict: unable to delete {bid[7:19]} (must be forced) - "
+                                      "image is referenced in multiple repositories\n")
+    assert cocin.ok("image", "rm", "127.0.0.1:5999/team/box:v1", "docker.io/user/app:1.0").stdout == \
+        "Untagged: 127.0.0.1:5999/team/box:v1\nUntagged: user/app:1.0\n"
+    assert _inspect(cocin, "busybox")["RepoTags"] == ["busybox:latest"]
+    r = cocin("rmi", "nosuch:tag")
+    assert r.rc == 1 and r.stderr == "cocin: error: No such image: nosuch:tag\n"
+
+
+def test_rmi_rules_with_containers(cocin, cleanup):
+    cleanup += ["rules1", "rules2"]
+    cocin.ok("run", "--name", "rsrc", "--network", "none", "busybox", "sh", "-c", "echo r > /r")
+    cocin.ok("commit", "rsrc", "rules1")
+    cocin.ok("tag", "rules1", "rules2")
+    img = _inspect(cocin, "rules1")["Id"][7:]
+    cocin.ok("run", "-d", "--name", "rrun", "--network", "none", "rules1", "sleep", "300")
+    # One of two names goes even while a container runs it.
+    assert cocin.ok("rmi", "rules2").stdout == "Untagged: rules2:latest\n"
+    r = cocin("rmi", "rules1")
+    assert r.rc == 1 and "(must force) - container" in r.stderr and f"referenced image {img[:12]}" in r.stderr
+    r = cocin("rmi", "-f", img[:12])
+    assert r.rc == 1 and "(cannot be forced) - image is being used by running container" in r.stderr
+    cocin.ok("stop", "-t", "0", "rrun")
+    r = cocin("rmi", img[:12])
+    assert r.rc == 1 and "(must be forced) - image is being used by stopped container" in r.stderr
+    # -f by name: untagged; the image stays (untagged, images -a) for its container.
+    assert cocin.ok("rmi", "-f", "rules1").stdout == "Untagged: rules1:latest\n"
+    assert img[:12] not in cocin.ok("images").stdout
+    assert [ln.split()[:3] for ln in cocin.ok("images", "-a").stdout.splitlines() if img[:12] in ln] == \
+        [["<none>", "<none>", img[:12]]]
+    cocin.ok("start", "rrun")  # its layers are all there
+    cocin.ok("rm", "-f", "rrun")
+    assert img[:12] not in cocin.ok("images", "-a").stdout
+    assert cocin.sh(f"test -e {cocin.root}/imagedb/{img}").rc != 0
