@@ -40,8 +40,9 @@
  *      the target's root directory (/proc/PID/root, opened in step 2) so a
  *      chroot()ed container works as well as a pivot_root()ed one.
  *   4. fork(): only the child really lives in the PID namespace.
- *      Child : chdir(CWD), confine itself (step 5), look ARGV0 up in $PATH,
- *              execve().
+ *      Child : setsid() (never the caller's terminal as controlling
+ *              terminal), chdir(CWD), confine itself (step 5), look ARGV0
+ *              up in $PATH, execve().
  *      Parent: forward signals to the child, wait, exit with its status.
  *   5. The confinement, in runc's order (finalizeNamespace):
  *        no_new_privs; the seccomp filter now if no_new_privs is off
@@ -669,6 +670,10 @@ int main(int argc, char **argv)
         /* child: restore the original mask (execve keeps the mask, and
          * resets our handlers to the default by itself) */
         sigprocmask(SIG_SETMASK, &old_set, NULL);
+        /* a session of its own: the caller's terminal must not become the
+         * command's controlling terminal (TIOCSTI would type into the host's shell) */
+        if (setsid() < 0)
+            die(EXIT_COCIN, "setsid: %s", strerror(errno));
         if (chdir(cwd) < 0)
             die(EXIT_COCIN, "exec: cannot chdir to %s: %s", cwd, strerror(errno));
         confine();

@@ -379,8 +379,10 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
         master, slave = os.openpty()  # a pty of the container's own /dev/pts
     pid = os.fork()
     if pid == 0:
+        # A session of its own: the caller's terminal must not be the exec'd
+        # process's controlling terminal (ioctl(TIOCSTI) types into the host's shell).
+        os.setsid()
         if master is not None:
-            os.setsid()
             fcntl.ioctl(slave, libc.TIOCSCTTY, 0)
             for fd in (0, 1, 2):
                 os.dup2(slave, fd)
@@ -391,7 +393,6 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
             os.dup2(null, 0)
             os.close(null)
         if opts.detach:
-            os.setsid()
             null = os.open("/dev/null", os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)

@@ -11,6 +11,7 @@ own ``/proc/self/status`` or runs a harmless probe inside the container.
 from __future__ import annotations
 
 import os
+import shlex
 
 import pytest
 
@@ -197,3 +198,17 @@ def test_exec_stub_runs_from_a_sealed_copy_not_the_hosts_file(cocin):
                  "readlink /proc/$(ps -o ppid= -p $p | tr -d ' ')/exe; kill $p")
     assert r.rc == 0, r.stderr
     assert r.stdout.startswith("/memfd:cocin-stub"), r.stdout
+
+
+@pytest.mark.parametrize("stub", ["1", "0"])
+def test_exec_does_not_get_the_callers_terminal_as_controlling_terminal(cocin, stub):
+    """``exec`` without -t hands its stdio (the caller's terminal) to the command; as
+    its controlling terminal too, ioctl(TIOCSTI) could type into the host's shell,
+    and any process of the container may ptrace the exec'd one. tty_nr (field 7 of
+    /proc/self/stat) must be 0. Run under script(1)."""
+    ctr = start(cocin, "sec-ctty")
+    inner = cocin.cmdline("exec", ctr, "cut", "-d", " ", "-f7", "/proc/self/stat", tty=True,
+                          env={"COCIN_EXEC_STUB": stub})
+    r = cocin.sh(f"script -qec {shlex.quote(inner)} /dev/null </dev/null")
+    assert r.rc == 0, r.stdout + r.stderr
+    assert r.stdout.replace("\r", "").split() == ["0"], r.stdout
