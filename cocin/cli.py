@@ -184,7 +184,8 @@ def cmd_start(a: argparse.Namespace) -> int:
 
 def _each(refs: list[str], fn) -> int:
     """Docker's way with several containers: print each one done, report each
-    failure on its own line and go on; exit 125 if any failed."""
+    failure on its own line and go on; exit 125 if any failed (cocin's code for its
+    own failures; Docker exits 1)."""
     code = 0
     for ref in refs:
         try:
@@ -669,12 +670,12 @@ def cmd_rmi(a: argparse.Namespace) -> int:
     from . import images
 
     code = 0
-    for ref in a.images:  # Docker tries every name, reports each failure, exits 1
+    for ref in a.images:  # as Docker: every name tried, each failure reported
         try:
             print(f"Untagged: {images.remove(ref, a.force)}")
         except CocinError as e:
             print(f"cocin: error: {e}", file=sys.stderr)
-            code = 1
+            code = 125
     return code
 
 

@@ -160,7 +160,7 @@ def test_many_arguments_every_one_tried(cocin):
     cocin.ok("run", "--name", "src", "busybox", "true")
     cocin.ok("commit", "src", "myweb17")
     r = cocin("rmi", "nosuch17", "myweb17")
-    assert r.rc == 1 and "nosuch17" in one_error_line(r)
+    assert r.rc == 125 and "nosuch17" in one_error_line(r)
     assert r.stdout == "Untagged: myweb17\n"
     assert "myweb17" not in cocin.ok("images").stdout
     cocin.ok("create", "--name", "later", "busybox", "sleep", "300")
