@@ -348,9 +348,14 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
             raise CocinError(str(e)) from None
         set_home(env, ident, opts)
         args = confine.stub_args(conf.caps, ident, conf.no_new_privs, conf.program_path)
+        # The command's environment travels as options, the stub's own is empty: the
+        # container writes its PID 1's environ, and a C library reads its environment
+        # (GLIBC_TUNABLES...) at start-up, while the stub is still root on the host.
+        for key, value in env.items():
+            args += ["--env", f"{key}={value}"]
         sys.stdout.flush()
         os.execve(sealed_stub(), [STUB, *args, "--start-time", str(rec.pid_start), str(rec.pid), workdir, "--",
-                         *opts.argv], env)
+                         *opts.argv], {})
     if debug:
         sys.stderr.write("cocin: exec via Python setns\n")
     # After joining the mount namespace, the host's files (cocin's own modules
