@@ -147,7 +147,14 @@ def sealed_stub() -> int:
 
 
 def stub_available() -> bool:
-    return os.environ.get("COCIN_EXEC_STUB", "1") != "0" and os.access(STUB, os.X_OK)
+    """The stub is built, and not older than its source (a stale one may not know
+    the options this cocin passes: then the Python way, until it is rebuilt)."""
+    if os.environ.get("COCIN_EXEC_STUB", "1") == "0" or not os.access(STUB, os.X_OK):
+        return False
+    try:
+        return os.stat(STUB).st_mtime_ns >= os.stat(STUB + ".c").st_mtime_ns
+    except FileNotFoundError:
+        return True  # installed without its source
 
 
 def container_env(rec: Container, extra: list[str], tty: bool) -> dict[str, str]:
