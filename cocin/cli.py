@@ -185,7 +185,8 @@ def cmd_start(a: argparse.Namespace) -> int:
 
 def _each(refs: list[str], fn) -> int:
     """Docker's way with several containers: print each one done, report each
-    failure on its own line and go on; exit 125 if any failed."""
+    failure on its own line and go on; exit 125 if any failed (cocin's code for its
+    own failures; Docker exits 1)."""
     code = 0
     for ref in refs:
         try:
@@ -428,17 +429,20 @@ def cmd_network(a: argparse.Namespace) -> int:
         if a.quiet:
             print("\n".join(n["name"] for n in nets))
             return 0
-        rows = [["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY"]]
-        rows += [[str(n.get("id", n["name"]))[:12], n["name"], "bridge", n["subnet"], n["gateway"]]
+        rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
+        rows += [[str(n.get("id", n["name"]))[:12], n["name"], n.get("driver", "bridge"), "local"]
                  for n in nets]
         print(table(rows))
     elif a.net_verb == "inspect":
-        out = []
-        for name in a.names:
-            net = network.inspect_network(name)
-            net = {**net, "PortBackend": network.port_backend()}
-            out.append(net)
-        print(json.dumps(out, indent=4))
+        out = [_network_json(network.inspect_network(name), network.port_backend())
+               for name in a.names]
+        if a.format:
+            from . import inspect
+            tmpl = inspect.template(a.format)
+            for net in out:
+                print(inspect.render(tmpl, net))
+        else:
+            print(json.dumps(out, indent=4))
     elif a.net_verb == "rm":
         for name in a.names:
             network.remove_network(name)
@@ -458,6 +462,26 @@ def cmd_network(a: argparse.Namespace) -> int:
     else:
         raise CocinError("usage: cocin network create|ls|inspect|rm|prune|connect|disconnect")
     return 0
+
+
+def _network_json(net: dict, port_backend: str) -> dict:
+    """``network inspect`` in Docker's shape; cocin's own record keys follow
+    (bridge, subnet, gateway, containers: what older scripts and tests read)."""
+    prefix = net["subnet"].partition("/")[2]
+    return {
+        "Name": net["name"], "Id": net.get("id", ""), "Created": net.get("created", ""),
+        "Scope": "local", "Driver": net.get("driver", "bridge"), "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": {},
+                 "Config": [{"Subnet": net["subnet"], "Gateway": net["gateway"]}]},
+        "Internal": False, "Attachable": False, "Ingress": False,
+        "Containers": {cid: {"Name": ep.get("name", ""), "MacAddress": ep.get("mac", ""),
+                             "IPv4Address": f"{ep.get('ip', '')}/{prefix}", "IPv6Address": ""}
+                       for cid, ep in (net.get("containers") or {}).items()},
+        "Options": {"com.docker.network.bridge.name": net.get("bridge", "")},
+        "Labels": {},
+        "PortBackend": port_backend,
+        **net,
+    }
 
 
 @command("logs")
@@ -681,13 +705,13 @@ def cmd_rmi(a: argparse.Namespace) -> int:
     from . import images
 
     code = 0
-    for ref in a.images:  # Docker tries every name, reports each failure, exits 1
+    for ref in a.images:  # as Docker: every name tried, each failure reported
         try:
             for line in images.remove(ref, a.force):
                 print(line)
         except CocinError as e:
             print(f"cocin: error: {e}", file=sys.stderr)
-            code = 1
+            code = 125
     return code
 
 
@@ -716,7 +740,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         def error(self, message: str):
             if message.startswith("the following arguments are required"):
                 message = _arity_error(self)
-            sys.stderr.write(f"cocin: error: {message} (see '{self.prog} --help')\n")
+            prog = f"cocin {only}" if self.prog == "cocin" and only else self.prog
+            sys.stderr.write(f"cocin: error: {message} (see '{prog} --help')\n")
             sys.exit(125)
 
         def format_help(self) -> str:
@@ -792,13 +817,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("network", help="manage networks")
     nsub = _described(p.add_subparsers(dest="net_verb", metavar="COMMAND"))
     q = nsub.add_parser("create", help="create a bridge network")
-    q.add_argument("--subnet", required=True, help="IPv4 subnet in CIDR form, e.g. 10.77.0.0/24")
+    q.add_argument("--subnet", help="IPv4 subnet in CIDR form, e.g. 10.77.0.0/24 (default: a free "
+                                    "one of 172.17-31.0.0/16, 192.168.N.0/20)")
     q.add_argument("--gateway", help="the bridge's address (default: the first one)")
     q.add_argument("-d", "--driver", default="bridge", choices=["bridge"], help="only bridge")
     q.add_argument("name")
     q = nsub.add_parser("ls", aliases=["list"], help="list networks")
     q.add_argument("-q", "--quiet", action="store_true", help="only names")
     q = nsub.add_parser("inspect", help="show networks as JSON")
+    q.add_argument("-f", "--format", help="a Go template, e.g. '{{range .IPAM.Config}}{{.Subnet}}{{end}}'")
     q.add_argument("names", nargs="+", metavar="NETWORK")
     q = nsub.add_parser("rm", help="remove networks no container uses")
     q.add_argument("names", nargs="+", metavar="NETWORK")

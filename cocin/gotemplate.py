@@ -523,6 +523,8 @@ def truth(v) -> bool:
 
 
 def _printf(fmt: str, *args) -> str:
+    if not isinstance(fmt, str):
+        _fail(f"wrong type for value; expected string; got {_type(fmt)}")
     out, i, n, ai = [], 0, len(fmt), 0
     while i < n:
         c = fmt[i]
@@ -540,6 +542,10 @@ def _printf(fmt: str, *args) -> str:
             break
         spec, verb = fmt[i + 1:j], fmt[j]
         i = j + 1
+        if any(int(n) > _MAX_PAD for n in spec.lstrip("+-# 0").split(".") if n.isdigit()):
+            out.append(f"%!{verb}(BADWIDTH)")
+            ai += 1
+            continue
         if verb == "%":
             out.append("%")
             continue
@@ -689,6 +695,8 @@ def _split_go(s: str, sep: str) -> list[str]:
 
 
 def _join(items, sep: str) -> str:
+    if not isinstance(sep, str):
+        _fail(f"wrong type for value; expected string; got {_type(sep)}")
     if not isinstance(items, (list, tuple)):
         _fail(f"wrong type for value; expected []string; got {_type(items)}")
     return sep.join(go_str(x, False) for x in items)
@@ -702,7 +710,12 @@ def _stringy(fn):
     return call
 
 
+_MAX_PAD = 1 << 16   # no field needs more; a typo must not fill the memory
+
+
 def _pad_space(s: str, prefix: int, suffix: int) -> str:
+    if not all(isinstance(n, int) and 0 <= n <= _MAX_PAD for n in (prefix, suffix)):
+        _fail(f"pad: expected two counts from 0 to {_MAX_PAD}")
     return s if s == "" else " " * prefix + s + " " * suffix
 
 
@@ -823,12 +836,14 @@ class _Exec:
             elif isinstance(v, (list, tuple)):
                 items = list(enumerate(v))
             elif isinstance(v, int) and not isinstance(v, bool):
-                items = [(i, i) for i in range(v)]
+                items = ((i, i) for i in range(v))  # Go 1.22: range over an integer
             elif v is None or v is _MISSING:
                 items = []
             else:
                 raise self.err(pos, _describe(cmds), f"range can't iterate over {go_str(v, False)}")
+            empty = True
             for k, item in items:
+                empty = False
                 if len(decl) == 1:
                     self.vars[-1] = [(decl[0], item)]
                 elif len(decl) == 2:
@@ -839,7 +854,7 @@ class _Exec:
                     break
                 except _Continue:
                     continue
-            if not items:
+            if empty:
                 self.scoped(node[3], dot)
         finally:
             self.vars.pop()
@@ -898,7 +913,9 @@ class _Exec:
         except _CallError as e:
             raise self.err(pos, name, f"error calling {name}: {e}") from None
         except TypeError:
-            raise self.err(pos, name, f"wrong number of args for {name}: got {len(args)}") from None
+            raise self.err(pos, name, f"wrong number or type of args for {name}: got {len(args)}") from None
+        except (AttributeError, ValueError, IndexError, KeyError, OverflowError):
+            raise self.err(pos, name, f"error calling {name}: wrong type for value") from None
 
     def arg(self, node: tuple, dot):
         kind = node[0]

@@ -123,7 +123,10 @@ def _init(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
     libc.set_process_name("cocin-init")
     # ps in the container: "cocin-init -- CMD ARGS" (as Docker's "/sbin/docker-init -- CMD"),
     # not the host's "/usr/bin/python3 /path/cocin.py run ..." this Python was started as.
-    libc.set_cmdline(b"\0".join(a.encode() for a in ["cocin-init", "--", *argv]) + b"\0")
+    try:
+        libc.set_cmdline(b"\0".join(a.encode() for a in ["cocin-init", "--", *argv]) + b"\0")
+    except (OSError, ValueError, IndexError):
+        pass  # cosmetic only: an unreadable /proc/self/stat leaves the old command line
 
     def forward(signum, _frame):
         try:

@@ -17,6 +17,7 @@
  *     --nnp            set no_new_privs: execve never grants privileges
  *     --seccomp FILE   install this seccomp filter (a raw struct sock_filter
  *                      array, as cocin compiles it; a path on the host)
+ *     --env K=V        (repeated) the command's environment, instead of ours
  *
  * Why C and not Python?  setns(CLONE_NEWPID) only affects *children*
  * created afterwards, and setns(CLONE_NEWNS) refuses to work in a
@@ -40,8 +41,9 @@
  *      the target's root directory (/proc/PID/root, opened in step 2) so a
  *      chroot()ed container works as well as a pivot_root()ed one.
  *   4. fork(): only the child really lives in the PID namespace.
- *      Child : chdir(CWD), confine itself (step 5), look ARGV0 up in $PATH,
- *              execve().
+ *      Child : setsid() (never the caller's terminal as controlling
+ *              terminal), chdir(CWD), confine itself (step 5), look ARGV0
+ *              up in $PATH, execve().
  *      Parent: forward signals to the child, wait, exit with its status.
  *   5. The confinement, in runc's order (finalizeNamespace):
  *        no_new_privs; the seccomp filter now if no_new_privs is off
@@ -54,8 +56,11 @@
  *        no_new_privs is on (as late as possible: fewer calls to allow).
  *
  * Things the stub deliberately does NOT do:
- *   - environment: our own environ is passed to execve unchanged (the
- *     Python caller builds the container environment and hands it to us);
+ *   - environment: the --env entries (or, without any, our own environ)
+ *     are passed to execve unchanged (the Python caller builds the
+ *     container environment and hands it to us as --env: the container
+ *     controls it, and our own environment is read by the C library at
+ *     start-up, GLIBC_TUNABLES for one, while we are still root on the host);
  *   - users by name: the caller looks the user up in the container's
  *     /etc/passwd and /etc/group and passes numbers;
  *   - cgroups: the caller joins the container's cgroup before exec'ing
@@ -103,7 +108,7 @@
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define USAGE "usage: nsenter_stub [--start-time T] [--uid U --gid G --groups G1,G2 " \
-              "--caps HEXMASK --nnp --seccomp FILE] PID CWD [--] ARGV0 [ARGS...]"
+              "--caps HEXMASK --nnp --seccomp FILE] [--env K=V ...] PID CWD [--] ARGV0 [ARGS...]"
 
 /* What the options ask for (step 1 fills it, steps 2 and 5 apply it). */
 static struct options {
@@ -115,6 +120,8 @@ static struct options {
     size_t n_groups;
     uint64_t caps;                  /* --caps: bit N = capability N        */
     struct sock_fprog filter;       /* --seccomp, read; len 0: none        */
+    char **env;                     /* --env entries, NULL-terminated      */
+    size_t n_env;
 } opt;
 
 extern char **environ;
@@ -130,6 +137,39 @@ static void die(int code, const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     exit(code);
+}
+
+/* The command's environment: the --env entries if any were given, else ours. */
+static char **command_env(void)
+{
+    return opt.env != NULL ? opt.env : environ;
+}
+
+/* getenv() in the command's environment. */
+static const char *command_getenv(const char *name)
+{
+    size_t len = strlen(name);
+    char **e;
+
+    for (e = command_env(); *e != NULL; e++)
+        if (strncmp(*e, name, len) == 0 && (*e)[len] == '=')
+            return *e + len + 1;
+    return NULL;
+}
+
+/* One more --env entry (argv strings live as long as we do). */
+static void add_env(char *entry)
+{
+    char **grown;
+
+    if (strchr(entry, '=') == NULL)
+        die(EXIT_COCIN, "invalid --env \"%s\": not NAME=VALUE", entry);
+    grown = realloc(opt.env, (opt.n_env + 2) * sizeof(char *));
+    if (grown == NULL)
+        die(EXIT_COCIN, "out of memory");
+    opt.env = grown;
+    opt.env[opt.n_env++] = entry;
+    opt.env[opt.n_env] = NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -408,6 +448,8 @@ static int parse_options(int argc, char **argv)
             opt.set_caps = 1;
         } else if (strcmp(name, "--seccomp") == 0) {
             read_filter(value);
+        } else if (strcmp(name, "--env") == 0) {
+            add_env(argv[i]);
         } else {
             die(EXIT_COCIN, "unknown option %s; " USAGE, name);
         }
@@ -523,11 +565,11 @@ static void run_command(char **argv)
     size_t namelen = strlen(name);
 
     if (strchr(name, '/') != NULL) {
-        execve(name, argv, environ);
+        execve(name, argv, command_env());
         exec_failed(name, errno);
     }
 
-    path = getenv("PATH");
+    path = command_getenv("PATH");
     if (path == NULL)
         path = DEFAULT_PATH;
 
@@ -543,7 +585,7 @@ static void run_command(char **argv)
                 full[dirlen] = '/';
                 memcpy(full + dirlen + 1, name, namelen + 1);
             }
-            execve(full, argv, environ);
+            execve(full, argv, command_env());
             if (errno == ENOENT && access(full, F_OK) == 0)
                 exec_failed(full, errno);   /* exists: bad "#!" line */
             switch (errno) {
@@ -669,6 +711,10 @@ int main(int argc, char **argv)
         /* child: restore the original mask (execve keeps the mask, and
          * resets our handlers to the default by itself) */
         sigprocmask(SIG_SETMASK, &old_set, NULL);
+        /* a session of its own: the caller's terminal must not become the
+         * command's controlling terminal (TIOCSTI would type into the host's shell) */
+        if (setsid() < 0)
+            die(EXIT_COCIN, "setsid: %s", strerror(errno));
         if (chdir(cwd) < 0)
             die(EXIT_COCIN, "exec: cannot chdir to %s: %s", cwd, strerror(errno));
         confine();

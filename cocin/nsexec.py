@@ -147,7 +147,14 @@ def sealed_stub() -> int:
 
 
 def stub_available() -> bool:
-    return os.environ.get("COCIN_EXEC_STUB", "1") != "0" and os.access(STUB, os.X_OK)
+    """The stub is built, and not older than its source (a stale one may not know
+    the options this cocin passes: then the Python way, until it is rebuilt)."""
+    if os.environ.get("COCIN_EXEC_STUB", "1") == "0" or not os.access(STUB, os.X_OK):
+        return False
+    try:
+        return os.stat(STUB).st_mtime_ns >= os.stat(STUB + ".c").st_mtime_ns
+    except FileNotFoundError:
+        return True  # installed without its source
 
 
 def container_env(rec: Container, extra: list[str], tty: bool) -> dict[str, str]:
@@ -348,9 +355,14 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
             raise CocinError(str(e)) from None
         set_home(env, ident, opts)
         args = confine.stub_args(conf.caps, ident, conf.no_new_privs, conf.program_path)
+        # The command's environment travels as options, the stub's own is empty: the
+        # container writes its PID 1's environ, and a C library reads its environment
+        # (GLIBC_TUNABLES...) at start-up, while the stub is still root on the host.
+        for key, value in env.items():
+            args += ["--env", f"{key}={value}"]
         sys.stdout.flush()
         os.execve(sealed_stub(), [STUB, *args, "--start-time", str(rec.pid_start), str(rec.pid), workdir, "--",
-                         *opts.argv], env)
+                         *opts.argv], {})
     if debug:
         sys.stderr.write("cocin: exec via Python setns\n")
     # After joining the mount namespace, the host's files (cocin's own modules
@@ -379,8 +391,10 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
         master, slave = os.openpty()  # a pty of the container's own /dev/pts
     pid = os.fork()
     if pid == 0:
+        # A session of its own: the caller's terminal must not be the exec'd
+        # process's controlling terminal (ioctl(TIOCSTI) types into the host's shell).
+        os.setsid()
         if master is not None:
-            os.setsid()
             fcntl.ioctl(slave, libc.TIOCSCTTY, 0)
             for fd in (0, 1, 2):
                 os.dup2(slave, fd)
@@ -391,7 +405,6 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
             os.dup2(null, 0)
             os.close(null)
         if opts.detach:
-            os.setsid()
             null = os.open("/dev/null", os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)

@@ -52,9 +52,11 @@ DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
            ("urandom", 1, 9), ("tty", 5, 0))
 
 # Docker's defaults (moby oci/defaults.go): masked, they read as empty.
-MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-                "/sys/firmware", "/sys/devices/virtual/powercap")
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+                "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap")
+# moby#49560: per-CPU thermal throttling counters are a side channel too; one per CPU.
+CPU_DIR, THERMAL = "/sys/devices/system/cpu", "thermal_throttle"
 # ... and read-only: the kernel knobs under them act on the whole host.
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
@@ -383,10 +385,20 @@ def make_readonly_paths(paths: tuple = READONLY_PATHS) -> None:
         libc.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
+def thermal_paths() -> list[str]:
+    """``/sys/devices/system/cpu/cpuN/thermal_throttle`` of every CPU that has one."""
+    try:
+        names = os.listdir(CPU_DIR)
+    except OSError:
+        return []
+    return [p for p in (f"{CPU_DIR}/{n}/{THERMAL}" for n in names if n[3:].isdigit() and n[:3] == "cpu")
+            if os.path.isdir(p)]
+
+
 def mask_paths(paths: tuple = MASKED_PATHS) -> None:
     """Hide kernel files: ``/dev/null`` bound over a file, an empty read-only tmpfs
     over a directory (binding a file onto a directory fails with ENOTDIR)."""
-    for path in paths:
+    for path in (*paths, *thermal_paths()):
         try:
             libc.mount("/dev/null", path, None, MS_BIND)
         except FileNotFoundError:

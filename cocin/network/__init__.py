@@ -83,9 +83,9 @@ def prune_networks() -> tuple[list[str], list[str]]:
     return bridge.prune_networks()
 
 
-def create_network(name: str, subnet: str, gateway: str | None = None) -> dict[str, Any]:
+def create_network(name: str, subnet: str | None, gateway: str | None = None) -> dict[str, Any]:
     """Record a new bridge network (its bridge appears with its first container
-    and stays until ``remove_network``)."""
+    and stays until ``remove_network``); no subnet: a free one of Docker's pools."""
     from cocin.network import bridge
     return bridge.create_network(name, subnet, gateway)
 

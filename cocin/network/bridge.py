@@ -339,14 +339,35 @@ def default_bridge_and_subnet(others: list[dict[str, Any]] = ()) -> tuple[str, s
     return bridge, subnet
 
 
-def create_network(name: str, subnet: str, gateway: str | None = None) -> dict[str, Any]:
-    """Record a new network. Its bridge appears with the first container."""
+def create_network(name: str, subnet: str | None, gateway: str | None = None) -> dict[str, Any]:
+    """Record a new network. Its bridge appears with the first container.
+    Without a subnet, the first free one of Docker's default pools."""
     _check_name(name)
     with _locked():
         nets = _all()
         if _find(nets, name):
             raise NetworkError(f"network {name} already exists")
+        if not subnet:
+            if gateway:
+                raise NetworkError("a --gateway needs a --subnet")
+            subnet = _free_subnet(nets)
         return _create_locked(name, subnet, gateway, None, nets)
+
+
+def _free_subnet(others: list[dict[str, Any]]) -> str:
+    """Docker's default address pools, in order: 172.17.0.0/16 ... 172.31.0.0/16,
+    then 192.168.0.0/20 ... 192.168.240.0/20; skip what a network of this root
+    or a host route or address (not cocin's own bridges) already covers."""
+    import ipaddress
+    pool = [ipaddress.IPv4Network(f"172.{i}.0.0/16") for i in range(17, 32)]
+    pool += list(ipaddress.IPv4Network("192.168.0.0/16").subnets(new_prefix=20))
+    taken = [ipaddress.IPv4Network(o["subnet"]) for o in others]
+    ours = {o["bridge"] for o in others}
+    for candidate in pool:
+        if not any(t.overlaps(candidate) for t in taken) and not _host_route_clash(candidate, ours):
+            return str(candidate)
+    raise NetworkError("could not find an available, non-overlapping IPv4 address pool among the "
+                       "defaults to assign to the network")
 
 
 def default_network() -> dict[str, Any]:

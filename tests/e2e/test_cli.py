@@ -160,8 +160,9 @@ def test_many_arguments_every_one_tried(cocin):
     cocin.ok("run", "--name", "src", "busybox", "true")
     cocin.ok("commit", "src", "myweb17")
     r = cocin("rmi", "nosuch17", "myweb17")
-    assert r.rc == 1 and "nosuch17" in one_error_line(r)
-    assert r.stdout.splitlines()[0] == "Untagged: myweb17:latest" and "\nDeleted: sha256:" in r.stdout
+    assert r.rc == 125 and "nosuch17" in one_error_line(r)
+    assert r.stdout.splitlines()[0] == "Untagged: myweb17:latest" and "
+Deleted: sha256:" in r.stdout
     assert "myweb17" not in cocin.ok("images").stdout
     cocin.ok("create", "--name", "later", "busybox", "sleep", "300")
     r = cocin("start", "nosuch17", "later")
@@ -201,3 +202,38 @@ def test_verbs_have_docker_style_help(cocin, verb, usage, desc):
     assert "Options:" in lines
     r = cocin(verb)
     assert r.rc == 125 and one_error_line(r).endswith(f"(see 'cocin {verb} --help')")
+    r = cocin(verb, "--no-such-flag", "x", "y")
+    assert r.rc == 125 and one_error_line(r).endswith(f"(see 'cocin {verb} --help')")
+
+
+def test_network_create_picks_a_free_subnet_and_is_docker_shaped(cocin):
+    import ipaddress
+    pool = [ipaddress.IPv4Network(f"172.{i}.0.0/16") for i in range(17, 32)]
+    pool += list(ipaddress.IPv4Network("192.168.0.0/16").subnets(new_prefix=20))
+    made = []
+    try:
+        for name in ("auto17a", "auto17b"):
+            cocin.ok("network", "create", name)
+            made.append(name)
+        nets = json.loads(cocin.ok("network", "inspect", "auto17a", "auto17b").stdout)
+        subnets = [ipaddress.IPv4Network(n["IPAM"]["Config"][0]["Subnet"]) for n in nets]
+        assert all(s in pool for s in subnets) and not subnets[0].overlaps(subnets[1]), subnets
+        cid = cocin.ok("run", "-d", "--name", "onauto", "--network", "auto17a", "busybox",
+                       "sleep", "300").stdout.strip()
+        (net,) = json.loads(cocin.ok("network", "inspect", "auto17a").stdout)
+        assert (net["Name"], net["Driver"], net["Scope"]) == ("auto17a", "bridge", "local")
+        assert len(net["Id"]) == 64 and net["Created"]
+        assert net["IPAM"]["Config"][0]["Gateway"] == str(next(subnets[0].hosts()))
+        ep = net["Containers"][cid]
+        assert ep["Name"] == "onauto" and ep["MacAddress"]
+        assert ipaddress.IPv4Interface(ep["IPv4Address"]).network == subnets[0]
+        assert cocin.ok("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+                        "auto17a").stdout == f"{subnets[0]}\n"
+        lines = cocin.ok("network", "ls").stdout.splitlines()
+        assert lines[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+        row = [ln.split() for ln in lines if " auto17a " in ln + " "][0]
+        assert row == [net["Id"][:12], "auto17a", "bridge", "local"]
+    finally:
+        cocin("rm", "-f", "onauto")
+        for name in made:
+            cocin("network", "rm", name)

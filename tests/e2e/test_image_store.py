@@ -279,13 +279,13 @@ def test_references_and_ids_name_images(cocin, cleanup):
     # By name: a tag at a time; by ID: refused while several names point at it.
     assert cocin.ok("rmi", "bb17").stdout == "Untagged: bb17:latest\n"
     r = cocin("rmi", bid[7:19])
-    assert r.rc == 1 and r.stderr == (f"cocin: error: conflict: unable to delete {bid[7:19]} (must be forced) - "
+    assert r.rc == 125 and r.stderr == (f"cocin: error: conflict: unable to delete {bid[7:19]} (must be forced) - "
                                       "image is referenced in multiple repositories\n")
     assert cocin.ok("image", "rm", "127.0.0.1:5999/team/box:v1", "docker.io/user/app:1.0").stdout == \
         "Untagged: 127.0.0.1:5999/team/box:v1\nUntagged: user/app:1.0\n"
     assert _inspect(cocin, "busybox")["RepoTags"] == ["busybox:latest"]
     r = cocin("rmi", "nosuch:tag")
-    assert r.rc == 1 and r.stderr == "cocin: error: No such image: nosuch:tag\n"
+    assert r.rc == 125 and r.stderr == "cocin: error: No such image: nosuch:tag\n"
 
 
 def test_rmi_rules_with_containers(cocin, cleanup):
@@ -298,12 +298,12 @@ def test_rmi_rules_with_containers(cocin, cleanup):
     # One of two names goes even while a container runs it.
     assert cocin.ok("rmi", "rules2").stdout == "Untagged: rules2:latest\n"
     r = cocin("rmi", "rules1")
-    assert r.rc == 1 and "(must force) - container" in r.stderr and f"referenced image {img[:12]}" in r.stderr
+    assert r.rc == 125 and "(must force) - container" in r.stderr and f"referenced image {img[:12]}" in r.stderr
     r = cocin("rmi", "-f", img[:12])
-    assert r.rc == 1 and "(cannot be forced) - image is being used by running container" in r.stderr
+    assert r.rc == 125 and "(cannot be forced) - image is being used by running container" in r.stderr
     cocin.ok("stop", "-t", "0", "rrun")
     r = cocin("rmi", img[:12])
-    assert r.rc == 1 and "(must be forced) - image is being used by stopped container" in r.stderr
+    assert r.rc == 125 and "(must be forced) - image is being used by stopped container" in r.stderr
     # -f by name: untagged; the image stays (untagged, images -a) for its container.
     assert cocin.ok("rmi", "-f", "rules1").stdout == "Untagged: rules1:latest\n"
     assert img[:12] not in cocin.ok("images").stdout

@@ -78,7 +78,7 @@ def test_inspect(cocin):
     assert "A=1" in data["Config"]["Env"] and data["Config"]["Cmd"] == ["sleep", "300"]
     assert data["NetworkSettings"]["IPAddress"]
     r = cocin.ok("inspect", "-f", "{{.State.Pid}} {{.State.OOMKilled}} {{json .Config.Cmd}}", "ins")
-    assert r.stdout == f'{data["State"]["Pid"]} false ["sleep", "300"]\n'
+    assert r.stdout == f'{data["State"]["Pid"]} false ["sleep","300"]\n'  # Go's compact JSON
     r = cocin("inspect", "no-such-thing")
     assert r.rc == 1 and "Error: No such object: no-such-thing" in r.stderr
     assert json.loads(cocin.ok("inspect", "busybox").stdout)[0]["RepoTags"] == ["busybox:latest"]

@@ -167,6 +167,19 @@ def test_init_is_out_of_the_commands_reach(cocin):
     assert out.split() == ["/bin/busybox"], out
 
 
+@pytest.mark.parametrize("flags", [(), ("-i",), ("--init",)])
+def test_the_callers_terminal_is_not_the_containers_controlling_terminal(cocin, flags):
+    """Attached without -t, the container's stdio is the caller's terminal; were it
+    also its controlling terminal, ioctl(TIOCSTI) could type commands into the host's
+    shell (a default container did make an interactive root shell run one). Field 7
+    of /proc/self/stat (tty_nr) is 0 without a controlling terminal. Under script(1)."""
+    inner = cocin.cmdline("run", "--rm", "--network", "none", *flags, "busybox", "cut", "-d", " ", "-f7",
+                          "/proc/self/stat", tty=True)
+    r = cocin.sh(f"script -qec {shlex.quote(inner)} /dev/null </dev/null")
+    assert r.rc == 0, r.stdout + r.stderr
+    assert r.stdout.replace("\r", "").split() == ["0"], r.stdout
+
+
 def test_cgroup_namespace_as_docker(cocin):
     """Docker's default cgroupns mode: private on a pure cgroup v2 host (the
     container sees its own cgroup as "/"), the host's on v1 and hybrid hosts."""

@@ -11,6 +11,7 @@ own ``/proc/self/status`` or runs a harmless probe inside the container.
 from __future__ import annotations
 
 import os
+import shlex
 
 import pytest
 
@@ -197,3 +198,38 @@ def test_exec_stub_runs_from_a_sealed_copy_not_the_hosts_file(cocin):
                  "readlink /proc/$(ps -o ppid= -p $p | tr -d ' ')/exe; kill $p")
     assert r.rc == 0, r.stderr
     assert r.stdout.startswith("/memfd:cocin-stub"), r.stdout
+
+
+@pytest.mark.parametrize("stub", ["1", "0"])
+def test_exec_does_not_get_the_callers_terminal_as_controlling_terminal(cocin, stub):
+    """``exec`` without -t hands its stdio (the caller's terminal) to the command; as
+    its controlling terminal too, ioctl(TIOCSTI) could type into the host's shell,
+    and any process of the container may ptrace the exec'd one. tty_nr (field 7 of
+    /proc/self/stat) must be 0. Run under script(1)."""
+    ctr = start(cocin, "sec-ctty")
+    inner = cocin.cmdline("exec", ctr, "cut", "-d", " ", "-f7", "/proc/self/stat", tty=True,
+                          env={"COCIN_EXEC_STUB": stub})
+    r = cocin.sh(f"script -qec {shlex.quote(inner)} /dev/null </dev/null")
+    assert r.rc == 0, r.stdout + r.stderr
+    assert r.stdout.replace("\r", "").split() == ["0"], r.stdout
+
+
+def test_exec_stub_runs_with_none_of_the_containers_environment(cocin):
+    """The command's environment comes from the container (its PID 1's environ,
+    which the container may rewrite); the stub, root on the host until it joins the
+    namespaces, must not run with it: its C library reads GLIBC_TUNABLES and the like
+    at start-up. Read on the host: the environ of the stub waiting for ``sleep 3132``;
+    the command itself still gets the container's variables."""
+    if cocin.sh(f"test -x {cocin.repo}/cocin/nsenter_stub").rc != 0:
+        pytest.skip("the exec stub is not built (scripts/build_stub.sh)")
+    ctr = start(cocin, "sec-stubenv", "-e", "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096")
+    cmd = cocin.cmdline("exec", "-e", "PROBE=1", ctr, "sleep", "3132", env={"COCIN_EXEC_STUB": "1"})
+    r = cocin.sh(f"({cmd} >/dev/null 2>&1 &); i=0; while [ $i -lt 300 ]; do "
+                 "p=$(pgrep -f -x 'sleep 3132'); [ -n \"$p\" ] && break; sleep 0.1; i=$((i+1)); done; "
+                 "echo stub: $(tr '\\0' ' ' < /proc/$(ps -o ppid= -p $p | tr -d ' ')/environ); "
+                 "echo command: $(tr '\\0' ' ' < /proc/$p/environ); kill $p")
+    assert r.rc == 0, r.stderr
+    lines = dict(line.split(":", 1) for line in r.stdout.splitlines() if ":" in line)
+    assert "GLIBC_TUNABLES" not in lines["stub"] and "PROBE" not in lines["stub"], r.stdout
+    assert "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096" in lines["command"].split(), r.stdout
+    assert "PROBE=1" in lines["command"].split(), r.stdout

@@ -110,3 +110,33 @@ def test_table_header_and_columns_as_docker_ps():
 def test_tabwrite_min_width_and_padding():
     assert tabwrite("a\tb\nccc\td", minwidth=5, padding=3) == "a     b\nccc   d"  # max(5, 3 + 3)
     assert tabwrite("PID\tCMD\n1\tsleep 9", minwidth=20, padding=3).splitlines()[1] == "1" + " " * 19 + "sleep 9"
+
+
+def test_range_over_an_integer_and_huge_widths_stay_bounded():
+    assert run("{{range $i := 3}}{{$i}}{{end}}{{range 0}}x{{else}}none{{end}}") == "012none"
+    assert run('{{printf "%99999999d" 1}}') == "%!d(BADWIDTH)"
+    with pytest.raises(TemplateError):
+        run('{{pad "x" 99999999999 0}}')
+
+
+def test_only_template_errors_escape_random_pipelines():
+    """Random mixes of functions and operands: a wrong one is a TemplateError
+    (one ``cocin: error`` line), never another exception (a traceback)."""
+    import random
+    ops = [".A", ".B", ".B.C", ".N", ".S", "$", "$.A", "1", "-2", "2.5", '"x"', '"%v %d %q %5.1f %x %t"',
+           "nil", "true", "(index .A 3)", "(len .S)", ".", "$v", "1e300"]
+    funcs = ["index", "len", "printf", "print", "println", "eq", "ne", "lt", "le", "gt", "ge", "and", "or",
+             "not", "json", "split", "join", "lower", "upper", "title", "slice", "html", "pad", "truncate"]
+    data = {"A": [1, "a", None, {"k": 2}], "B": {"C": "hi", "D": None}, "N": 3, "S": "str"}
+    rng = random.Random(17)
+    for _ in range(3000):
+        cmds = [" ".join([rng.choice(funcs)] + rng.sample(ops, rng.randint(0, 3))) if rng.random() < 0.7
+                else rng.choice(ops) for _ in range(rng.randint(1, 3))]
+        kind = rng.choice(["", "if ", "range ", "with ", "$v = ", "range $i, $e := "])
+        text = "{{$v := 1}}{{" + kind + " | ".join(cmds) + "}}"
+        if kind.strip() in ("if", "range", "with", "range $i, $e :="):
+            text += "x{{.}}{{else}}y{{end}}"
+        try:
+            Template(text).execute(data)
+        except TemplateError:
+            pass

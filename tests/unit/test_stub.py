@@ -166,6 +166,19 @@ def test_environment_passed_unchanged(target):
 
 @needs_stub
 @needs_root
+def test_env_options_replace_our_environment(target):
+    """--env K=V entries are the command's whole environment, and its PATH is the one
+    searched; the stub's own (here a PATH without env in it) is not passed on."""
+    r = run_stub("--env", "PATH=/usr/bin:/bin", "--env", "COCIN_TEST=a=b", target, "/", "env",
+                 env={"PATH": "/nowhere", "OURS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.splitlines()) == ["COCIN_TEST=a=b", "PATH=/usr/bin:/bin"]
+    r = run_stub("--env", "NOEQUALS", target, "/", "true")
+    assert r.returncode == 125 and "invalid --env" in r.stderr
+
+
+@needs_stub
+@needs_root
 def test_command_runs_inside_pid_namespace(target):
     bg = subprocess.Popen([str(STUB), str(target), "/", "sleep", "27"])
     try:
