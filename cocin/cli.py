@@ -657,6 +657,14 @@ def cmd_images(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("pull")
+def cmd_pull(a: argparse.Namespace) -> int:
+    from . import registry
+
+    registry.pull(a.image, quiet=a.quiet)
+    return 0
+
+
 @command("tag")
 def cmd_tag(a: argparse.Namespace) -> int:
     from . import images
@@ -892,6 +900,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
     p.add_argument("--format", help="a Go template ('table' for a header)")
 
+    p = sub.add_parser("pull", help="download an image from a registry")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress verbose output")
+    p.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
+
     p = sub.add_parser("tag", help="create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
     p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
     p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
@@ -1012,7 +1024,7 @@ def _stdout_closed() -> bool:
 # ``cocin image VERB``: the image verbs under Docker's management command.
 IMAGE_VERBS = {"ls": ["images"], "list": ["images"], "rm": ["rmi"], "remove": ["rmi"], "tag": ["tag"],
                "history": ["history"], "inspect": ["inspect", "--type", "image"], "import": ["import"],
-               "save": ["save"], "load": ["load"]}
+               "save": ["save"], "load": ["load"], "pull": ["pull"]}
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -57,7 +57,9 @@ class Image:
     @property
     def name(self) -> str:
         """The first tag's repository (``<none>`` for an untagged image)."""
-        return self.tags[0].rpartition(":")[0] if self.tags else "<none>"
+        for t in self.tags:
+            return t.partition("@")[0] if "@" in t else t.rpartition(":")[0]
+        return "<none>"
 
     @property
     def lower(self) -> str:
@@ -217,7 +219,8 @@ def find(ref: str) -> Image:
 def inspect(img: Image) -> dict:
     """``docker image inspect``'s view of an image."""
     cfg = img.config
-    return {"Id": "sha256:" + img.id, "RepoTags": list(img.tags), "RepoDigests": [],
+    return {"Id": "sha256:" + img.id, "RepoTags": [t for t in img.tags if "@" not in t],
+            "RepoDigests": [t for t in img.tags if "@" in t],
             "Parent": "", "Comment": img.comment or img.source, "Created": cfg.get("created", ""),
             "Author": img.author, "Config": cfg.get("config") or {},
             "Architecture": cfg.get("architecture", ""), "Os": cfg.get("os", ""),

@@ -301,7 +301,12 @@ def create(opts: RunOptions) -> Container:
     security, seccomp_text = security_config(opts)
     if opts.name is not None and state.name_taken(opts.name):
         raise CocinError(f"the container name {opts.name!r} is already in use")
-    img = images.get(opts.image)
+    try:
+        img = images.get(opts.image)
+    except NotFound:
+        from . import registry
+
+        img = registry.pull_for_run(opts.image)
     image_cfg = container_config(opts, img.config.get("config") or {})
     argv = (image_cfg.get("Entrypoint") or []) + (image_cfg.get("Cmd") or [])
     if not argv:
