@@ -577,9 +577,16 @@ def cmd_stats(a: argparse.Namespace) -> int:
 
 @command("import")
 def cmd_import(a: argparse.Namespace) -> int:
-    from . import images
+    from . import archive, images
 
-    img = images.import_tarball(a.file, a.name, a.force)
+    if a.file == "-":  # the tarball on standard input
+        path = archive.spool_stdin()
+        try:
+            img = images.import_tarball(path, a.name, a.force, source="import -")
+        finally:
+            os.unlink(path)
+    else:
+        img = images.import_tarball(a.file, a.name, a.force)
     print(f"sha256:{img.id}")
     return 0
 
@@ -613,18 +620,35 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 @command("save")
 def cmd_save(a: argparse.Namespace) -> int:
-    from . import images
 
-    images.save(a.image, _output(a))
+    from . import archive
+
+    archive.save(a.images, _output(a))
     return 0
 
 
 @command("load")
 def cmd_load(a: argparse.Namespace) -> int:
-    from . import images
+    from . import archive, images
 
-    img = images.load(a.input, a.force)
-    print(f"Loaded image: {img.name}")
+    path = a.input
+    if path is None and os.isatty(0):
+        raise CocinError("requested load from stdin, but stdin is empty: use -i FILE or redirect")
+    spooled = path is None or path == "-"
+    if spooled:
+        path = archive.spool_stdin()
+    try:
+        if archive.is_docker_archive(path):
+            names = archive.load(path)
+        else:  # the single-tree format of older cocin versions
+            img = images.load(path, a.force)
+            names = [img.tags[0] if img.tags else "sha256:" + img.id]
+    finally:
+        if spooled:
+            os.unlink(path)
+    if not a.quiet:
+        for n in names:
+            print(f"Loaded image ID: {n}" if n.startswith("sha256:") else f"Loaded image: {n}")
     return 0
 
 
@@ -886,10 +910,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("save", help="an image as a tar archive")
     p.add_argument("-o", "--output", help="write to a file instead of stdout")
-    p.add_argument("image")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
 
     p = sub.add_parser("load", help="load an image saved by 'cocin save'")
-    p.add_argument("-i", "--input", required=True, help="the tar archive to read")
+    p.add_argument("-i", "--input", help="the tar archive to read (default: standard input)")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress the load output")
     p.add_argument("--force", action="store_true", help="replace an existing image of that name")
 
     p = sub.add_parser("images", help="list images")

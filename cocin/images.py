@@ -568,12 +568,12 @@ def check_new_name(ref: str, replace: bool = False) -> str:
 
 # --- import, busybox ------------------------------------------------------------------
 
-def import_tarball(path: str, ref: str, replace: bool = False) -> Image:
+def import_tarball(path: str, ref: str, replace: bool = False, source: str = "") -> Image:
     """Make a one-layer image from a ``docker export``-style tarball (.tar, .tar.gz, ...)."""
     name = check_new_name(ref, replace)
     if not os.path.isfile(path):
         raise CocinError(f"cannot import {path}: no such file")
-    return _extract_and_publish(path, name, f"import {os.path.basename(path)}", replace)
+    return _extract_and_publish(path, name, source or f"import {os.path.basename(path)}", replace)
 
 
 def _extract_and_publish(path: str, name: str, source: str, replace: bool) -> Image:
@@ -962,22 +962,8 @@ def export(rec: state.Container, out: str) -> None:
 PAX_KEY = "COCIN.image"
 
 
-def save(ref: str, out: str) -> None:
-    """An image as a tarball: its merged tree, plus its name in a pax header."""
-    from . import layers
-
-    img = get(ref)
-    scratch = _flat_scratch()
-    try:
-        layers.flatten(img.lower, None, scratch)
-        _write_tar(scratch, out, {PAX_KEY: fastjson.dumps({"name": img.tags[0] if img.tags else img.name,
-                                                           "source": img.source})})
-    finally:
-        state.remove_tree(scratch)
-
-
 def load(path: str, replace: bool = False) -> Image:
-    """The reverse of ``save``: the image keeps the name it was saved with."""
+    """Load a single-tree archive of older cocin versions (its name in a pax header)."""
     import tarfile
 
     try:

@@ -363,13 +363,15 @@ def _pull_layer(client: Client, desc: dict, diff_id: str, chain: str, parent: st
     blob, tar = os.path.join(tmp, "blob"), os.path.join(tmp, "layer.tar")
     _download(client, desc, blob)
     got = _decompress(blob, desc.get("mediaType", ""), tar)
-    os.unlink(blob)
+    os.unlink(blob)  # (archive.keep_orig keeps the tar itself, gzipped, if it is needed)
     if got != diff_id:
         raise CocinError(f"layer {desc['digest']}: its content is {got}, the config says {diff_id}")
     stage = images.staging()
     try:
+        from .archive import keep_orig
+
         tarball.extract(tar, os.path.join(stage, "diff"))
-        os.unlink(tar)
+        keep_orig(stage, tar, diff_id)
         with open(os.path.join(stage, "diff_id"), "w") as f:
             f.write(diff_id)
         with open(os.path.join(stage, "size"), "w") as f:

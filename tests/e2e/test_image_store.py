@@ -313,3 +313,64 @@ def test_rmi_rules_with_containers(cocin, cleanup):
     cocin.ok("rm", "-f", "rrun")
     assert img[:12] not in cocin.ok("images", "-a").stdout
     assert cocin.sh(f"test -e {cocin.root}/imagedb/{img}").rc != 0
+
+
+# --- save / load (docker-archive), export / import through pipes -----------------------------
+
+def test_save_load_round_trip_keeps_ids(cocin, target_tmp, cleanup):
+    cleanup += ["saved1", "saved2"]
+    cocin.ok("run", "--name", "sv", "--network", "none", "busybox", "sh", "-c", "echo s > /s; rm /bin/vi")
+    cocin.ok("commit", "-c", 'CMD ["cat", "/s"]', "sv", "saved1")
+    cocin.ok("tag", "saved1", "saved2")
+    ids = {n: _inspect(cocin, n)["Id"] for n in ("saved1", "saved2", "busybox")}
+    layers = _inspect(cocin, "saved1")["RootFS"]["Layers"]
+    out = target_tmp / "out.tar"
+    cocin.ok("save", "-o", out, "saved1", "busybox")
+    listing = cocin.sh(f"tar tf {out}").stdout.split()
+    assert {"manifest.json", "index.json", "oci-layout", "repositories"} <= set(listing)
+    manifest = json.loads(cocin.sh(f"tar xOf {out} manifest.json").stdout)
+    assert [m["RepoTags"] for m in manifest] == [["saved1:latest"], ["busybox:latest"]]
+    assert manifest[0]["Config"] == "blobs/sha256/" + ids["saved1"][7:]
+    assert manifest[0]["Layers"] == ["blobs/sha256/" + d[7:] for d in layers]
+    for name in {n for n in listing if n.startswith("blobs/")}:  # content-addressed: name = sha256
+        assert cocin.sh(f"tar xOf {out} {name} | sha256sum").stdout.split()[0] == name.rsplit("/", 1)[1]
+    cocin.ok("rm", "sv")
+    cocin.ok("rmi", "saved1", "saved2")
+    r = cocin.sh(f"gzip -c {out} | {cocin.cmdline('load')}")  # compressed, on stdin
+    assert r.rc == 0 and r.stdout == "Loaded image: saved1:latest\nLoaded image: busybox:latest\n", r.stderr
+    assert _inspect(cocin, "saved1")["Id"] == ids["saved1"] and _inspect(cocin, "busybox")["Id"] == ids["busybox"]
+    assert _inspect(cocin, "saved1")["RootFS"]["Layers"] == layers
+    assert cocin.ok("run", "--rm", "--network", "none", "saved1").stdout == "s\n"
+    # to stdout, through a pipe
+    piped = cocin.sh(f"{cocin.cmdline('save', 'saved1')} | tar tf - | grep -c '^blobs/'")
+    assert piped.rc == 0 and int(piped.stdout) == len(layers) + 2  # layers, config, manifest
+
+
+def test_load_refuses_a_tampered_archive(cocin, target_tmp, cleanup):
+    cleanup.append("tampered")
+    cocin.ok("run", "--name", "tp", "--network", "none", "busybox", "sh", "-c", "echo t > /t")
+    cocin.ok("commit", "tp", "tampered")
+    cocin.ok("rm", "tp")
+    d = target_tmp / "x"
+    cocin.ok("save", "-o", target_tmp / "t.tar", "tampered")
+    top = _inspect(cocin, "tampered")["RootFS"]["Layers"][-1][7:]
+    cocin.ok("rmi", "tampered")
+    before = _layers(cocin)
+    fix = (f"mkdir {d} && tar -C {d} -xf {target_tmp / 't.tar'} && cd {d} && "
+           f"mkdir w && tar -C w -xf blobs/sha256/{top} && echo evil > w/t && tar -C w -cf blobs/sha256/{top} . "
+           f"&& rm -rf w && tar -cf {target_tmp / 'bad.tar'} *")
+    assert cocin.sh(fix).rc == 0
+    r = cocin("load", "-i", target_tmp / "bad.tar")
+    assert r.rc == 125 and "the config says" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert _layers(cocin) == before and "tampered" not in cocin.ok("images").stdout
+
+
+def test_export_and_import_through_pipes(cocin, cleanup):
+    cleanup.append("piped")
+    cocin.ok("run", "--name", "pp", "--network", "none", "busybox", "sh", "-c", "echo p > /p")
+    r = cocin.sh(f"{cocin.cmdline('export', 'pp')} | tar tf - | grep -x p")
+    assert r.rc == 0 and r.stdout == "p\n"
+    r = cocin.sh(f"{cocin.cmdline('export', 'pp')} | gzip | {cocin.cmdline('import', '-', 'piped')}")
+    assert r.rc == 0 and r.stdout.startswith("sha256:"), r.stderr
+    assert cocin.ok("run", "--rm", "--network", "none", "piped", "cat", "/p").stdout == "p\n"
+    assert _inspect(cocin, "piped")["Comment"] == "import -"

@@ -176,3 +176,18 @@ def test_run_pulls_a_missing_image_only_from_a_named_registry(cocin, registry, f
     assert f"Unable to find image '{ref}' locally" in r.stderr and "Pull complete" in r.stderr
     r = cocin("run", "--rm", "--network", "none", "test/busybox", env=fresh)  # Docker Hub: not contacted
     assert r.rc == 125 and r.stderr.startswith("cocin: error: No such image: test/busybox:latest")
+
+
+def test_a_pulled_image_saves_and_loads_with_its_ids(cocin, registry, fresh, target_tmp):
+    """A pulled layer's own tarball is kept (a re-made one of the same files
+    need not have the same bytes), so ``save`` gives back its diff_id."""
+    ref = f"{registry['REGISTRY_OPEN']}/test/busybox:uncompressed"
+    cocin.ok("pull", "-q", ref, env=fresh)
+    before = json.loads(cocin.ok("image", "inspect", ref, env=fresh).stdout)[0]
+    out = target_tmp / "pulled.tar"
+    cocin.ok("save", "-o", out, ref, env=fresh)
+    cocin.ok("rmi", ref, env=fresh)
+    assert cocin.ok("load", "-i", out, env=fresh).stdout == f"Loaded image: {ref}\n"
+    after = json.loads(cocin.ok("image", "inspect", ref, env=fresh).stdout)[0]
+    assert (after["Id"], after["RootFS"]) == (before["Id"], before["RootFS"])
+    assert cocin.ok("run", "--rm", "--network", "none", ref, env=fresh).stdout == OUTPUT
