@@ -516,6 +516,13 @@ class Bench:
                 note=f"default network: {default}"
                 + (" with no other container: its bridge and netfilter chains are made and "
                    "removed each run" if default != "none" else "")),
+            Row(g, "cocin run --rm --network none, seccomp=unconfined",
+                COCIN + ["run", "--rm", "--network", "none", "--security-opt", "seccomp=unconfined",
+                         "busybox", "true"], self.cocin_env(r),
+                note="the default confinement without the seccomp filter: its cost is the difference"),
+            Row(g, "cocin run --rm --network none --privileged",
+                COCIN + ["run", "--rm", "--network", "none", "--privileged", "busybox", "true"],
+                self.cocin_env(r), note="no confinement at all (every capability, no filter, no masks)"),
             Row(g, "cocin run --rm --network none, no bytecode cache",
                 COCIN + ["run", "--rm", "--network", "none", "busybox", "true"],
                 self.cocin_env(r, PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=None),

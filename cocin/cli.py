@@ -978,6 +978,8 @@ def _arity_error(parser: argparse.ArgumentParser) -> str:
 
 def _docker_help(parser: argparse.ArgumentParser) -> str:
     """``cocin VERB --help`` as Docker prints it."""
+    import argparse
+
     usage = parser.usage
     if not usage:
         words = [parser.prog]
@@ -986,8 +988,7 @@ def _docker_help(parser: argparse.ArgumentParser) -> str:
         for a in parser._actions:
             if a.option_strings or a.dest == "help":
                 continue
-            if isinstance(a, type(parser._subparsers._group_actions[0]) if parser._subparsers
-                          and parser._subparsers._group_actions else ()):
+            if isinstance(a, argparse._SubParsersAction):
                 words.append("COMMAND")
                 continue
             name = (a.metavar or a.dest).upper()

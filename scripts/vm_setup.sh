@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Install (as root, Debian 12) the host packages that scripts/vm_test.sh and
-# scripts/build_box.sh need, if any are missing, and check the host's pytest.
-# Safe to run again: with everything there it only checks (no apt-get at all).
+# Prepare (as root, Debian 12) this host for `vagrant up` (libvirt) and the
+# tests in the VM: install the host packages that the Vagrantfile,
+# scripts/vm_test.sh and scripts/build_box.sh need, if any are missing, check
+# the host's pytest, and have libvirt running: start virtlogd, virtlockd and
+# libvirtd when nothing answers on qemu:///system (no systemd needed) and make
+# the storage pool "cocin" (/var/lib/libvirt/cocin-pool), which the Vagrantfile
+# then uses. What it started is recorded in .vagrant/cocin-vm.state, and
+# scripts/vm_teardown.sh removes it again. Safe to run again: with everything
+# there it only checks (no apt-get at all).
 #
 #   scripts/vm_setup.sh
 #
@@ -58,16 +64,26 @@ vagrant plugin list 2>/dev/null | grep -q vagrant-libvirt \
 # host pytest + testinfra: the repository's .venv, as scripts/test.sh makes it
 # (unless $PYTHON, as for vm_test.sh, names another python that has them)
 if [ -n "${PYTHON:-}" ] && "$PYTHON" -c 'import pytest, testinfra' 2>/dev/null; then
-    log "ready (host pytest: $PYTHON)"; exit 0
+    log "host pytest: $PYTHON"
+else
+    if [ ! -x .venv/bin/python ] || ! cmp -s requirements-dev.txt .venv/requirements-dev.txt; then
+        PY=/usr/bin/python3
+        [ -x "$PY" ] || PY=$(command -v python3)
+        log "making .venv ($PY, requirements-dev.txt)"
+        "$PY" -m venv .venv
+        .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+        cp requirements-dev.txt .venv/requirements-dev.txt
+    fi
+    .venv/bin/python -c 'import pytest, testinfra' \
+        || { log ".venv lacks pytest/pytest-testinfra"; exit 1; }
 fi
-if [ ! -x .venv/bin/python ] || ! cmp -s requirements-dev.txt .venv/requirements-dev.txt; then
-    PY=/usr/bin/python3
-    [ -x "$PY" ] || PY=$(command -v python3)
-    log "making .venv ($PY, requirements-dev.txt)"
-    "$PY" -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
-    cp requirements-dev.txt .venv/requirements-dev.txt
-fi
-.venv/bin/python -c 'import pytest, testinfra' \
-    || { log ".venv lacks pytest/pytest-testinfra"; exit 1; }
-log "ready"
+
+# libvirt running, and a storage pool of our own; the host's state before
+# (daemons, LIBVIRT_* chains, ip_forward) recorded for scripts/vm_teardown.sh
+# shellcheck source=vm_teardown.sh
+. scripts/vm_teardown.sh
+record_host_state
+start_libvirt_daemons
+ensure_pool
+state_set POOL "$COCIN_POOL"
+log "ready (libvirt answers, storage pool $COCIN_POOL)"

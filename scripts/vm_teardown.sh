@@ -184,7 +184,7 @@ cocin_vm_teardown() {
         fi
     fi
     stop_libvirt_daemons
-    rm -f "$COCIN_STATE" "$COCIN_REPO/.vagrant/ssh-config"
+    rm -f "$COCIN_STATE" "$COCIN_REPO/.vagrant/ssh-config" "$COCIN_REPO/.vagrant/cocin-rsync.stamp"
     vmlog "teardown done"
 }
 

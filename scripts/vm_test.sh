@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Run cocin's end-to-end tests inside a disposable Vagrant VM (libvirt), then
-# destroy it and everything set up for it, whatever happens.
+# destroy it and everything set up for it, whatever happens. The same as
+# `scripts/vm_setup.sh; vagrant up && .venv/bin/pytest ...; scripts/vm_teardown.sh`
+# in one command, with its own box default, a lock and timings.
 #
 #   scripts/vm_test.sh [--keep] [-- PYTEST_ARGS...]
 #
-#   --keep   leave the VM running afterwards (iterate with `vagrant rsync` and
-#            `COCIN_TEST_TARGET=vagrant pytest`; clean with scripts/vm_teardown.sh)
+#   --keep   leave the VM running afterwards (iterate with `.venv/bin/pytest`,
+#            which finds it and syncs the tree; clean with scripts/vm_teardown.sh)
 #   PYTEST_ARGS  passed to pytest (default: tests/)
 #
 # Environment (see also the Vagrantfile):
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --keep) KEEP=1; shift ;;
         --) shift; PYTEST_ARGS+=("$@"); break ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) PYTEST_ARGS+=("$1"); shift ;;
     esac
 done
@@ -42,8 +44,11 @@ done
 
 [ "$(id -u)" = 0 ] || { vmlog "run as root (libvirt qemu:///system, iptables)"; exit 1; }
 
-kvm_works() {  # a KVM vCPU with the host CPU model can start (this fails on some nested hosts)
+# KVM on hardware virtualisation (kvm_intel/kvm_amd; kvm_pvm alone runs only guests
+# built for PVM), and a vCPU with the host CPU model can start (fails on some nested hosts)
+kvm_works() {
     [ -w /dev/kvm ] || return 1
+    [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ] || return 1
     local rc   # 124: still running after 5 s, so the vCPU started
     rc=$(bash -c 'timeout 5 qemu-system-x86_64 -accel kvm -cpu host -machine pc -nodefaults \
         -display none -monitor none -S >/dev/null 2>&1; echo $?' 2>/dev/null)
@@ -62,6 +67,11 @@ fi
 
 T0=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - T0 ))s"; }
+
+if [ "$KEEP" = 0 ]; then
+    trap 'rc=$?; trap - EXIT INT TERM; vmlog "tearing down"; cocin_vm_teardown; exit $rc' EXIT
+    trap 'exit 130' INT TERM
+fi
 
 if [ "${COCIN_VM_SETUP:-1}" != 0 ]; then
     bash "$REPO/scripts/vm_setup.sh"
@@ -89,11 +99,6 @@ if [ "$COCIN_BOX" = cocin/bookworm ]; then
     nice bash "$REPO/scripts/build_box.sh"
 fi
 T_BOX=$(date +%s)
-
-if [ "$KEEP" = 0 ]; then
-    trap 'rc=$?; trap - EXIT INT TERM; vmlog "tearing down"; cocin_vm_teardown; exit $rc' EXIT
-    trap 'exit 130' INT TERM
-fi
 
 mkdir -p .vagrant
 record_host_state

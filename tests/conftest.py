@@ -1,18 +1,24 @@
 """Test harness: run the real ``cocin.py`` as a user would, through testinfra.
 
-``COCIN_TEST_TARGET`` chooses where: ``local`` (default, this machine, as
-root) or ``vagrant`` (the VM of ``scripts/vm_test.sh``, reached with
-``ssh_config`` from ``.vagrant/ssh-config``). Each session gets its own state
-root (``COCIN_ROOT``) and cgroup subtree (``COCIN_CGROUP_PARENT``); at the end
-every container is removed and the host is checked for anything left behind.
+Where: ``COCIN_TEST_TARGET=local`` (this machine, as root), ``vagrant`` (the
+VM of this repository's ``Vagrantfile``, reached with ``ssh_config``), or unset:
+the VM when a machine of this Vagrantfile is running (``vagrant up &&
+pytest``), else this machine. Before testing in the VM the harness writes
+``.vagrant/ssh-config`` (``vagrant ssh-config``) and copies the tree to the
+guest (``vagrant rsync``) when it changed since the last copy. Each session
+gets its own state root (``COCIN_ROOT``) and cgroup subtree
+(``COCIN_CGROUP_PARENT``); at the end every container is removed and the host
+is checked for anything left behind.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import posixpath
 import shlex
+import subprocess
 import sys
 import time
 import uuid
@@ -21,15 +27,128 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-
-TARGET = os.environ.get("COCIN_TEST_TARGET", "local")
 VM_REPO = "/vagrant"
+MACHINE = os.path.join(REPO, ".vagrant", "machines", "default")
+
+
+def _output(argv: list[str], timeout: float = 30) -> str:
+    """stdout of ``argv`` run in the repository, or "" if it fails."""
+    try:
+        r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return r.stdout if r.returncode == 0 else ""
+
+
+def _running_machine() -> str:
+    """A key naming the running machine of this Vagrantfile ("" if none).
+
+    Costs one ``stat`` when there is no machine; a machine's ``id`` file is
+    there from ``vagrant up`` to ``vagrant destroy``. For libvirt one ``virsh
+    dominfo`` says whether it runs; its Id changes on every boot, so the key
+    also tells when the ssh-config must be written again.
+    """
+    try:
+        providers = sorted(os.listdir(MACHINE))
+    except OSError:
+        return ""
+    for provider in providers:
+        try:
+            with open(os.path.join(MACHINE, provider, "id")) as f:
+                vid = f.read().strip()
+        except OSError:
+            continue
+        if provider == "libvirt":
+            info = dict(line.split(":", 1) for line in _output(
+                ["virsh", "-c", "qemu:///system", "dominfo", vid]).splitlines() if ":" in line)
+            if info.get("State", "").strip() == "running":
+                return f"libvirt {vid} {info.get('Id', '').strip()}"
+        elif ",state,running" in _output(["vagrant", "status", "--machine-readable"], timeout=120):
+            return f"{provider} {vid} {time.time()}"  # other providers: no cheap boot id
+    return ""
+
+
+_ENV_TARGET = os.environ.get("COCIN_TEST_TARGET", "")
+_MACHINE_KEY = "" if _ENV_TARGET else _running_machine()
+TARGET = _ENV_TARGET or ("vagrant" if _MACHINE_KEY else "local")
 # per cocin call; the VM may be emulated (TCG), where cocin is ~20 times slower
 DEFAULT_TIMEOUT = 180 if TARGET == "vagrant" else 60
 
 
 def _vagrant_ssh_config() -> str:
     return os.environ.get("COCIN_VAGRANT_SSH_CONFIG") or os.path.join(REPO, ".vagrant", "ssh-config")
+
+
+def _write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _tree_key() -> str:
+    """A hash of the working tree as rsync would copy it (git's index, and the
+    size and mtime of every modified or untracked file); "" outside git."""
+    index = _output(["git", "ls-files", "-s"])
+    if not index:
+        return ""
+    h = hashlib.sha256(index.encode())
+    for name in sorted(_output(["git", "ls-files", "-m", "-o", "--exclude-standard", "-z"]).split("\0")):
+        try:
+            st = os.stat(os.path.join(REPO, name))
+            h.update(f"{name} {st.st_size} {st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{name} gone\n".encode())
+    return h.hexdigest()
+
+
+_PREPARED: list[bool] = []
+
+
+def prepare_vm() -> None:
+    """Make the VM reachable and current: ``.vagrant/ssh-config`` written for
+    the running machine, and the tree copied to the guest's /vagrant when it
+    changed since the last copy (the exec stub rebuilt there if its source is
+    newer). Only for the harness's own ssh-config (not ``COCIN_VAGRANT_SSH_CONFIG``,
+    as scripts/vm_test.sh gives), once per session."""
+    if _PREPARED or TARGET != "vagrant" or os.environ.get("COCIN_VAGRANT_SSH_CONFIG"):
+        return
+    _PREPARED.append(True)
+    machine = _MACHINE_KEY or _running_machine()
+    if not machine:
+        pytest.exit("COCIN_TEST_TARGET=vagrant but no machine of this Vagrantfile is running: "
+                    "vagrant up (or scripts/vm_test.sh)", returncode=3)
+    cfg = _vagrant_ssh_config()
+    stamp = f"# cocin: {machine}\n"
+    if not _read(cfg).startswith(stamp):
+        out = _output(["vagrant", "ssh-config"], timeout=300)
+        if "HostName" not in out:
+            pytest.exit("vagrant ssh-config failed: is the machine up? (vagrant status)", returncode=3)
+        # one shared connection: an ssh handshake costs seconds in an emulated guest
+        _write(cfg, stamp + out + "  ControlMaster auto\n  ControlPath /tmp/cocin-ssh-%C\n"
+               "  ControlPersist 120\n")
+    synced = os.path.join(REPO, ".vagrant", "cocin-rsync.stamp")
+    tree = _tree_key()
+    key = f"{machine} {tree}"
+    if not tree or _read(synced) != key:
+        r = subprocess.run(["vagrant", "rsync"], cwd=REPO, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            pytest.exit(f"vagrant rsync failed: {r.stderr.strip()[-500:]}", returncode=3)
+        stub = subprocess.run(["ssh", "-F", cfg, "default", "cd /vagrant && { test cocin/nsenter_stub "
+                               "-nt cocin/nsenter_stub.c || sudo bash scripts/build_stub.sh; }"],
+                              capture_output=True, text=True, timeout=300)
+        if stub.returncode != 0:
+            pytest.exit(f"building the exec stub in the guest failed: {stub.stderr.strip()}", returncode=3)
+        if tree:
+            _write(synced, key)
 
 
 _GUEST: list[str] = []
@@ -39,6 +158,7 @@ def guest_info() -> str:
     """One line about the VM: kernel and cgroup file system (asked once)."""
     if not _GUEST:
         import testinfra
+        prepare_vm()
         h = testinfra.get_host("ssh://default", ssh_config=_vagrant_ssh_config(), sudo=True)
         r = h.run("echo \"kernel $(uname -r), /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup)"
                   " (controllers: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null))\"")
@@ -46,12 +166,22 @@ def guest_info() -> str:
     return _GUEST[0]
 
 
+def _how() -> str:
+    if _ENV_TARGET:
+        return f"COCIN_TEST_TARGET={_ENV_TARGET}"
+    if TARGET == "vagrant":
+        return "found running: vagrant up; COCIN_TEST_TARGET=local tests this machine"
+    return "no VM of this Vagrantfile running"
+
+
 def pytest_report_header(config):
     if TARGET == "vagrant":
+        prepare_vm()
         if not os.path.exists(_vagrant_ssh_config()):
             return "cocin target: vagrant VM (no ssh-config yet)"
-        return f"cocin target: vagrant VM; guest: {guest_info()}"
-    return f"cocin target: local; cgroup2 at /sys/fs/cgroup: {os.path.exists('/sys/fs/cgroup/cgroup.controllers')}"
+        return f"cocin target: vagrant VM; guest: {guest_info()}; {_how()}"
+    return (f"cocin target: local; cgroup2 at /sys/fs/cgroup: "
+            f"{os.path.exists('/sys/fs/cgroup/cgroup.controllers')}; {_how()}")
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -178,6 +308,7 @@ class Cocin:
 def host():
     testinfra = pytest.importorskip("testinfra")
     if TARGET == "vagrant":
+        prepare_vm()
         cfg = _vagrant_ssh_config()
         if not os.path.exists(cfg):
             pytest.exit("COCIN_TEST_TARGET=vagrant but .vagrant/ssh-config is missing: "
