@@ -325,6 +325,7 @@ def create(opts: RunOptions) -> Container:
         raise CocinError(f"the container name {opts.name!r} is already in use")
     img = _image(opts)
     image_cfg = container_config(opts, img.config.get("config") or {})
+    stop_signal(image_cfg)  # a bad one is refused now, not at stop
     argv = (image_cfg.get("Entrypoint") or []) + (image_cfg.get("Cmd") or [])
     if not argv:
         raise CocinError("no command specified")
@@ -478,13 +479,24 @@ def _signal(rec: Container, sig: int) -> None:
         pass
 
 
+def stop_signal(image_cfg: dict) -> int:
+    """The image's ``StopSignal`` (``SIGINT``, ``INT``, ``2``) as a number; SIGTERM without one."""
+    text = str(image_cfg.get("StopSignal") or "SIGTERM").upper()
+    if text.isdigit() and 0 < int(text) < signal.NSIG:
+        return int(text)
+    num = getattr(signal, text if text.startswith("SIG") else "SIG" + text, None)
+    if not isinstance(num, int) or text.startswith("SIG_"):  # SIG_IGN, SIG_DFL are not signals
+        raise CocinError(f"invalid signal: {image_cfg.get('StopSignal')}")
+    return num
+
+
 def _stop_locked(rec: Container, timeout: float) -> Container:
     rec = state.reconcile(state.load(rec.id))
     if rec.state in ("running", "restarting"):
         rec = state.update(rec.id, manually_stopped=True)  # no restart after this
     if not state.is_running(rec):
         return _wait_recorded(rec) if rec.state == "restarting" else rec
-    _signal(rec, signal.SIGTERM)
+    _signal(rec, stop_signal(rec.config.get("image_config") or {}))
     if not _wait_dead(rec.pid, rec.pid_start, timeout):
         _signal(rec, signal.SIGKILL)
         _wait_dead(rec.pid, rec.pid_start, 10.0)
