@@ -146,7 +146,8 @@ def _run_options(a: argparse.Namespace):
         network=a.network, publish=a.publish, ip=a.ip, dns=a.dns, restart=a.restart,
         init=a.init, privileged=a.privileged, cap_add=a.cap_add, cap_drop=a.cap_drop,
         security_opt=a.security_opt, read_only=a.read_only, tmpfs=a.tmpfs, user=a.user,
-        group_add=a.group_add, devices=a.device, ulimits=a.ulimit, sysctls=a.sysctl)
+        group_add=a.group_add, devices=a.device, ulimits=a.ulimit, sysctls=a.sysctl,
+        entrypoint=a.entrypoint)
 
 
 @command("run")
@@ -307,7 +308,7 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     out, code = [], 0
     for ref in a.objects:
         try:
-            out.append(inspect.describe(ref))
+            out.append(inspect.describe(ref, a.type))
         except state.NotFound:
             sys.stderr.write(f"Error: No such object: {ref}\n")
             code = 1
@@ -576,9 +577,16 @@ def cmd_stats(a: argparse.Namespace) -> int:
 
 @command("import")
 def cmd_import(a: argparse.Namespace) -> int:
-    from . import images
+    from . import archive, images
 
-    img = images.import_tarball(a.file, a.name, a.force)
+    if a.file == "-":  # the tarball on standard input
+        path = archive.spool_stdin()
+        try:
+            img = images.import_tarball(path, a.name, a.force, source="import -")
+        finally:
+            os.unlink(path)
+    else:
+        img = images.import_tarball(a.file, a.name, a.force)
     print(f"sha256:{img.id}")
     return 0
 
@@ -595,7 +603,7 @@ def _output(a: argparse.Namespace) -> str:
 def cmd_commit(a: argparse.Namespace) -> int:
     from . import images
 
-    img = images.commit(state.find(a.container), a.image, a.force, comment=a.message or "",
+    img = images.commit(state.find(a.container), a.image, a.force, changes=a.change, comment=a.message or "",
                         author=a.author or "")
     print(f"sha256:{img.id}")
     return 0
@@ -612,18 +620,35 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 @command("save")
 def cmd_save(a: argparse.Namespace) -> int:
-    from . import images
 
-    images.save(a.image, _output(a))
+    from . import archive
+
+    archive.save(a.images, _output(a))
     return 0
 
 
 @command("load")
 def cmd_load(a: argparse.Namespace) -> int:
-    from . import images
+    from . import archive, images
 
-    img = images.load(a.input, a.force)
-    print(f"Loaded image: {img.name}")
+    path = a.input
+    if path is None and os.isatty(0):
+        raise CocinError("requested load from stdin, but stdin is empty: use -i FILE or redirect")
+    spooled = path is None or path == "-"
+    if spooled:
+        path = archive.spool_stdin()
+    try:
+        if archive.is_docker_archive(path):
+            names = archive.load(path)
+        else:  # the single-tree format of older cocin versions
+            img = images.load(path, a.force)
+            names = [img.tags[0] if img.tags else "sha256:" + img.id]
+    finally:
+        if spooled:
+            os.unlink(path)
+    if not a.quiet:
+        for n in names:
+            print(f"Loaded image ID: {n}" if n.startswith("sha256:") else f"Loaded image: {n}")
     return 0
 
 
@@ -632,21 +657,63 @@ def cmd_images(a: argparse.Namespace) -> int:
     from . import images
 
     now = time.time()
-    imgs = images.list_images()
-    if a.format and not a.quiet:
-        return _print_format(a.format, [{
-            "Repository": i.name, "Tag": "latest", "ID": i.id[:12], "Digest": "<none>",
-            "CreatedSince": f"{human_duration(now - i.created)} ago",
-            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(i.created)),
-            "Size": _human_size(i.size)} for i in imgs], _IMAGE_HEADERS)
+    rows = images.image_rows(a.reference, a.all)
+    ident = (lambda i: "sha256:" + i) if a.no_trunc else (lambda i: i[:12])
     if a.quiet:
-        for i in imgs:
-            print(i.id[:12])
+        seen: list[str] = []
+        for r in rows:
+            if r["id"] not in seen:
+                seen.append(r["id"])
+                print(ident(r["id"]))
         return 0
-    rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
-    for i in imgs:
-        rows.append([i.name, "latest", i.id[:12], f"{human_duration(now - i.created)} ago",
-                     _human_size(i.size)])
+    if a.format:
+        return _print_format(a.format, [{
+            "Repository": r["repository"], "Tag": r["tag"], "ID": ident(r["id"]), "Digest": r["digest"],
+            "CreatedSince": f"{human_duration(now - r['created'])} ago",
+            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(r["created"])),
+            "Size": _human_size(r["size"])} for r in rows], _IMAGE_HEADERS)
+    head = ["REPOSITORY", "TAG"] + (["DIGEST"] if a.digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
+    out = [head]
+    for r in rows:
+        out.append([r["repository"], r["tag"]] + ([r["digest"]] if a.digests else [])
+                   + [ident(r["id"]), f"{human_duration(now - r['created'])} ago", _human_size(r["size"])])
+    print(table(out))
+    return 0
+
+
+@command("pull")
+def cmd_pull(a: argparse.Namespace) -> int:
+    from . import registry
+
+    registry.pull(a.image, quiet=a.quiet)
+    return 0
+
+
+@command("tag")
+def cmd_tag(a: argparse.Namespace) -> int:
+    from . import images
+
+    images.tag(a.source, a.target)
+    return 0
+
+
+@command("history")
+def cmd_history(a: argparse.Namespace) -> int:
+    from . import images
+
+    now = time.time()
+    steps = images.history(images.find(a.image))
+    if a.quiet:
+        for s in steps:
+            print(("sha256:" + s["id"] if a.no_trunc else s["id"][:12]) if s["id"] else "<missing>")
+        return 0
+    rows = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
+    for s in steps:
+        by = s["created_by"]
+        if not a.no_trunc and len(by) > 45:
+            by = by[:44] + "…"
+        ident = ("sha256:" + s["id"] if a.no_trunc else s["id"][:12]) if s["id"] else "<missing>"
+        rows.append([ident, f"{human_duration(now - s['created'])} ago", by, _human_size(s["size"]), s["comment"]])
     print(table(rows))
     return 0
 
@@ -672,7 +739,8 @@ def cmd_rmi(a: argparse.Namespace) -> int:
     code = 0
     for ref in a.images:  # as Docker: every name tried, each failure reported
         try:
-            print(f"Untagged: {images.remove(ref, a.force)}")
+            for line in images.remove(ref, a.force):
+                print(line)
         except CocinError as e:
             print(f"cocin: error: {e}", file=sys.stderr)
             code = 125
@@ -747,6 +815,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="details of containers or images, as JSON")
     p.add_argument("-f", "--format", help="a Go-template-like format, e.g. '{{.State.Pid}}'")
+    p.add_argument("--type", choices=["container", "image"], help="only objects of this type")
     p.add_argument("objects", nargs="+", metavar="NAME")
 
     p = sub.add_parser("top", help="display the running processes of a container",
@@ -828,6 +897,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("commit", help="create a new image from a container's changes")
     p.add_argument("-a", "--author", help='author (e.g. "John Hannibal Smith <hannibal@a-team.com>")')
+    p.add_argument("-c", "--change", action="append", default=[],
+                   help="apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, ...)")
     p.add_argument("-m", "--message", help="commit message")
     p.add_argument("--force", action="store_true", help="replace an existing image of that name")
     p.add_argument("container")
@@ -839,15 +910,33 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("save", help="an image as a tar archive")
     p.add_argument("-o", "--output", help="write to a file instead of stdout")
-    p.add_argument("image")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
 
     p = sub.add_parser("load", help="load an image saved by 'cocin save'")
-    p.add_argument("-i", "--input", required=True, help="the tar archive to read")
+    p.add_argument("-i", "--input", help="the tar archive to read (default: standard input)")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress the load output")
     p.add_argument("--force", action="store_true", help="replace an existing image of that name")
 
     p = sub.add_parser("images", help="list images")
+    p.add_argument("-a", "--all", action="store_true", help="show all images (untagged ones too)")
+    p.add_argument("--digests", action="store_true", help="show digests")
+    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="only show IDs")
+    p.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
     p.add_argument("--format", help="a Go template ('table' for a header)")
+
+    p = sub.add_parser("pull", help="download an image from a registry")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress verbose output")
+    p.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
+
+    p = sub.add_parser("tag", help="create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
+    p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+
+    p = sub.add_parser("history", help="show the history of an image")
+    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+    p.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
+    p.add_argument("image")
 
     p = sub.add_parser("rmi", help="remove images")
     p.add_argument("-f", "--force", action="store_true",
@@ -958,7 +1047,15 @@ def _stdout_closed() -> bool:
     return any(events & select.POLLERR for _fd, events in poller.poll(0))
 
 
+# ``cocin image VERB``: the image verbs under Docker's management command.
+IMAGE_VERBS = {"ls": ["images"], "list": ["images"], "rm": ["rmi"], "remove": ["rmi"], "tag": ["tag"],
+               "history": ["history"], "inspect": ["inspect", "--type", "image"], "import": ["import"],
+               "save": ["save"], "load": ["load"], "pull": ["pull"]}
+
+
 def _dispatch(argv: list[str]) -> int:
+    if argv[:1] == ["image"] and len(argv) > 1 and argv[1] in IMAGE_VERBS:
+        argv = IMAGE_VERBS[argv[1]] + argv[2:]
     verb = argv[0] if argv and argv[0] in COMMANDS else None
     if verb in ("run", "create", "exec"):
         args = _container_flags(verb, argv[1:])

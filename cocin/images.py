@@ -1,11 +1,36 @@
-"""Images: a read-only directory tree per image, plus a little metadata.
+"""Images: a stack of layers, stored once, described by a config, named by tags.
 
-An image is a name, ``<root>/images/<name>.json``, pointing at a layer,
-``<root>/layers/<id>/``: the tree that becomes the lower, read-only layer of
-every container's overlay. As in Docker, ``rmi -f`` removes the name while a
-container still uses the layer; the layer goes with its last user. Images come
-from ``docker export``-style tarballs (``import``), from a container
-(``commit``), or, for ``busybox``, from the host's own busybox binary.
+As in Docker (and the OCI image spec), an image is
+
+* a list of **layers**, each the set of changes one step made to the files
+  (a directory in overlay's own format: deleted files are whiteouts, see
+  ``layers``). A layer is known by its ``diff_id``, the sha256 of its
+  uncompressed tarball, and stored once under its **chain ID**, which names
+  it *together with everything below it*: ``chain(L0) = diff_id(L0)``,
+  ``chain(Ln) = sha256(chain(Ln-1) + " " + diff_id(Ln))``. Two images built
+  on the same base share the base's directories on disk;
+* a **config** (JSON): the layers' diff_ids (``rootfs.diff_ids``), how to
+  run it (``config``: Env, Cmd, Entrypoint, WorkingDir, User, ...), its
+  ``history`` and ``created`` time. The image **ID** is the sha256 of these
+  very bytes, so it names the content: the same config is the same image;
+* **tags**, names such as ``busybox:latest`` pointing at an ID.
+
+A container's root filesystem is an overlay mount with the image's layer
+directories as ``lowerdir``s (top first) and the container's own writable
+``upper`` directory: nothing is copied at ``run``. ``commit`` makes one new
+layer from the container's ``upper`` directory and a new config on top of
+its image's. On disk, below the state root::
+
+    layers/sha256/<chain>/diff       the layer's files (overlay format)
+    layers/sha256/<chain>/diff_id    its diff_id; parent: the chain ID below it
+    l/<short>                        -> ../layers/sha256/<chain>/diff
+    imagedb/<id>                     the config, byte for byte (its sha256 is <id>)
+    imagedb/<id>.meta                what ``run`` needs at once: the lowerdir list
+    repositories.json                {"busybox:latest": "sha256:<id>", ...}
+
+The ``l/`` links keep the overlay mount options short: the kernel takes
+them in one page (4096 bytes), which 64-digit paths fill after a few dozen
+layers (Docker's overlay2 driver does the same).
 """
 
 from __future__ import annotations
@@ -15,79 +40,250 @@ import stat
 import sys
 import time
 
-from . import fastjson, state
-from .record import Record
+from . import fastjson, reference, state
 from .state import CocinError, NotFound
 
-_LOWER_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
+LINK_LEN = 26  # characters of a chain ID in its l/ name (Docker's l/ names are 26 long)
+DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
 
-class Image(Record):
-    name: str
-    id: str
-    created: float
-    size: int
-    source: str
-    comment: str = ""   # commit -m, shown as Comment by inspect
-    author: str = ""    # commit -a
+class Image:
+    """One image: its ID, config, tags and (from its .meta file) its layers."""
+
+    def __init__(self, id: str, config: dict, meta: dict, tags: list[str]):
+        self.id, self.config, self.meta, self.tags = id, config, meta, tags
 
     @property
-    def rootfs(self) -> str:
-        return layer_dir(self.id)
+    def name(self) -> str:
+        """The first tag's repository (``<none>`` for an untagged image)."""
+        for t in self.tags:
+            return t.partition("@")[0] if "@" in t else t.rpartition(":")[0]
+        return "<none>"
+
+    @property
+    def lower(self) -> str:
+        """overlay's ``lowerdir`` value: the layers' links, top first."""
+        links = os.path.join(state.root(), "l")
+        return ":".join(os.path.join(links, n) for n in self.meta["links"])
+
+    @property
+    def size(self) -> int:
+        return self.meta.get("size", 0)
+
+    @property
+    def created(self) -> float:
+        return self.meta.get("created", 0.0)
+
+    @property
+    def comment(self) -> str:
+        return self.config.get("comment", "")
+
+    @property
+    def author(self) -> str:
+        return self.config.get("author", "")
+
+    @property
+    def source(self) -> str:
+        hist = self.config.get("history") or [{}]
+        return hist[-1].get("created_by", "")
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list(self.config.get("rootfs", {}).get("diff_ids", []))
 
 
-def images_dir() -> str:
+# --- paths ---------------------------------------------------------------------------
+
+def images_dir() -> str:  # the flat store before layers (upgraded on first use)
     return os.path.join(state.root(), "images")
 
 
-def image_file(name: str) -> str:
-    return os.path.join(images_dir(), name + ".json")
+def imagedb() -> str:
+    return os.path.join(state.root(), "imagedb")
 
 
-def layer_dir(image_id: str) -> str:
-    return os.path.join(state.root(), "layers", image_id)
+def layers_dir() -> str:
+    return os.path.join(state.root(), "layers", "sha256")
 
 
-def _read(path: str) -> Image:
-    with open(path) as f:
-        return Image(**fastjson.loads(f.read()))
+def make_layers_dir() -> None:
+    for d in (os.path.dirname(layers_dir()), layers_dir()):
+        os.makedirs(d, 0o700, exist_ok=True)  # each level its own mode (makedirs gives only the last)
+
+
+def layer_path(chain: str) -> str:
+    return os.path.join(layers_dir(), chain.partition(":")[2])
+
+
+def repos_file() -> str:
+    return os.path.join(state.root(), "repositories.json")
+
+
+# --- names -------------------------------------------------------------------------------
+
+def tag_key(ref: str) -> str:
+    """The key of a tag in repositories.json: the familiar reference, ``busybox:latest``."""
+    return reference.parse(ref).key()
 
 
 def normalize(ref: str) -> str:
-    """``busybox:latest`` and ``busybox`` are the same image; check the name."""
-    name = ref[:-7] if ref.endswith(":latest") else ref
-    if not state.valid_name(name, _LOWER_ALNUM) or ".." in name:
-        raise CocinError(f"invalid image name {ref!r}: use lowercase letters, digits, '_', '.', '-'")
-    return name
+    """How a container's record names its image: familiar, ``:latest`` left out
+    (``docker.io/library/busybox:latest`` is ``busybox``); a bad reference is refused."""
+    if reference.is_id_prefix(ref) and len(ref) >= 12:
+        return ref
+    key = tag_key(ref)
+    return key[:-7] if key.endswith(":latest") else key
+
+
+def _read_repos() -> dict[str, str]:
+    try:
+        with open(repos_file(), "rb") as f:
+            return fastjson.loads(f.read())
+    except FileNotFoundError:
+        return {}
+
+
+def repositories() -> dict[str, str]:
+    """Tag -> ``sha256:<id>``; an old flat store (``images/NAME.json``) is
+    upgraded on first use (``image_upgrade``). Not under the lock."""
+    if not os.path.exists(repos_file()) and os.path.isdir(images_dir()):
+        from . import image_upgrade
+
+        image_upgrade.upgrade()
+    return _read_repos()
+
+
+def _write_repos(repos: dict[str, str]) -> None:
+    state.atomic_write(repos_file(), fastjson.dumps(dict(sorted(repos.items()))))
+
+
+def load_image(image_id: str, tags: list[str] | None = None) -> Image:
+    """The image ``image_id`` (hex digits), from imagedb."""
+    path = os.path.join(imagedb(), image_id)
+    try:
+        with open(path, "rb") as f:
+            config = fastjson.loads(f.read())
+        with open(path + ".meta", "rb") as f:
+            meta = fastjson.loads(f.read())
+    except FileNotFoundError:
+        raise NotFound(f"No such image: {image_id[:12]}") from None
+    if tags is None:
+        tags = sorted(t for t, i in _read_repos().items() if i == "sha256:" + image_id)
+    return Image(image_id, config, meta, tags)
+
+
+def resolve(ref: str, repos: dict[str, str] | None = None) -> tuple[str, str | None]:
+    """(image ID, tag key or None) of ``ref``: a full ID (``sha256:`` optional),
+    a reference whose tag exists, else a unique prefix of an ID, as Docker
+    looks an image up."""
+    repos = repositories() if repos is None else repos
+    hexpart = ref[7:] if ref.startswith("sha256:") else ref
+    if len(hexpart) == 64 and reference.is_id_prefix(hexpart):
+        if os.path.exists(os.path.join(imagedb(), hexpart)):
+            return hexpart, None
+        raise NotFound(f"No such image: {ref}")
+    try:
+        key = tag_key(ref)
+    except CocinError:
+        if not reference.is_id_prefix(ref):
+            raise
+        key = None
+    if key is not None and key in repos:
+        return repos[key].partition(":")[2], key
+    if reference.is_id_prefix(ref):
+        found = [i for i in all_ids() if i.startswith(hexpart)]
+        if len(found) == 1:
+            return found[0], None
+        if len(found) > 1:
+            raise CocinError(f"image ID prefix {ref} is ambiguous: give more of the ID")
+    raise NotFound(f"No such image: {key or ref}")
 
 
 def get(ref: str) -> Image:
     """Look an image up; ``busybox`` is built from the host on first use."""
-    name = normalize(ref)
     try:
-        return _read(image_file(name))
+        image_id, key = resolve(ref)
+    except NotFound:
+        if tag_key(ref) == "busybox:latest":
+            return build_busybox()
+        raise
+    return load_image(image_id, [key] if key else None)
+
+
+def find(ref: str) -> Image:
+    """An image by reference or ID, never built (``inspect``, ``history``)."""
+    return load_image(resolve(ref)[0])
+
+
+def inspect(img: Image) -> dict:
+    """``docker image inspect``'s view of an image."""
+    cfg = img.config
+    return {"Id": "sha256:" + img.id, "RepoTags": [t for t in img.tags if "@" not in t],
+            "RepoDigests": [t for t in img.tags if "@" in t],
+            "Parent": "", "Comment": img.comment or img.source, "Created": cfg.get("created", ""),
+            "Author": img.author, "Config": cfg.get("config") or {},
+            "Architecture": cfg.get("architecture", ""), "Os": cfg.get("os", ""),
+            "Size": img.size, "RootFS": {"Type": "layers", "Layers": img.diff_ids},
+            "Metadata": {"LastTagTime": ""}}
+
+
+def all_ids() -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(imagedb()) if len(n) == 64)
     except FileNotFoundError:
-        pass
-    if name == "busybox":
-        return build_busybox()
-    raise NotFound(f"No such image: {ref}")
+        return []
 
 
 def list_images() -> list[Image]:
+    """Every image, tagged ones once per tag (``<none>`` for the untagged), by name."""
+    repos = repositories()
     out = []
-    try:
-        names = sorted(os.listdir(images_dir()))
-    except FileNotFoundError:
-        return []
-    for name in names:
-        if not name.endswith(".json"):
-            continue
+    for image_id in all_ids():
+        tags = sorted(t for t, i in repos.items() if i == "sha256:" + image_id)
         try:
-            out.append(_read(os.path.join(images_dir(), name)))
-        except (FileNotFoundError, ValueError, TypeError):
+            img = load_image(image_id, tags)
+        except (NotFound, ValueError):
             continue
-    return out
+        out.append(img)
+    return sorted(out, key=lambda i: (i.name == "<none>", i.name))
+
+
+def image_rows(filter_ref: str | None = None, show_all: bool = False) -> list[dict]:
+    """``docker images``: one row per tag (and per digest of an untagged
+    name), newest first; an untagged image (one a container still holds) as
+    ``<none>``, with ``-a`` only. ``filter_ref``: ``REPOSITORY[:TAG]``,
+    shell wildcards allowed."""
+    import fnmatch
+
+    want_repo = want_tag = None
+    if filter_ref:
+        repo, colon, want = filter_ref.rpartition(":")
+        if colon and "/" not in want:
+            want_repo, want_tag = repo, want
+        else:
+            want_repo = filter_ref
+        if not any(c in want_repo for c in "*?["):
+            want_repo = reference.parse(want_repo, None).familiar_name
+    rows = []
+    for img in list_images():
+        names = [t.rpartition(":") for t in img.tags if "@" not in t]
+        digests = {t.partition("@")[0]: t.partition("@")[2] for t in img.tags if "@" in t}
+        entries = [(repo, tag, digests.get(repo, "<none>")) for repo, _c, tag in names]
+        entries += [(repo, "<none>", d) for repo, d in digests.items() if repo not in {n[0] for n in names}]
+        if not entries:
+            if filter_ref or not show_all:  # kept only for a container: Docker would have deleted it
+                continue
+            entries = [("<none>", "<none>", "<none>")]
+        for repo, tag, digest in entries:
+            if want_repo and not fnmatch.fnmatchcase(repo, want_repo):
+                continue
+            if want_tag and not fnmatch.fnmatchcase(tag, want_tag):
+                continue
+            rows.append({"repository": repo, "tag": tag, "digest": digest, "id": img.id,
+                         "created": img.created, "size": img.size})
+    rows.sort(key=lambda r: (-r["created"], r["repository"], r["tag"]))
+    return rows
 
 
 def tree_size(path: str) -> int:
@@ -97,90 +293,322 @@ def tree_size(path: str) -> int:
     return sum(st.st_size for _fd, _name, _rel, st in entries(path) if not stat.S_ISDIR(st.st_mode))
 
 
-def staging() -> str:
-    """A fresh layer directory, published under its ID when complete.
+# --- layers ----------------------------------------------------------------------------
 
-    Until then it is named ``.tmp-*``, which a crash may leave behind but no
-    image ever points at.
+def chain_id(parent: str | None, diff_id: str) -> str:
+    import hashlib
+
+    if not parent:
+        return diff_id
+    return "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+
+
+def staging() -> str:
+    """A fresh layer directory (with its ``diff/``), published when complete.
+
+    Until then it is named ``layers/sha256/.tmp-*``, which a crash may leave
+    behind but nothing ever points at.
     """
-    os.makedirs(os.path.join(state.root(), "layers"), 0o700, exist_ok=True)
-    os.makedirs(images_dir(), 0o700, exist_ok=True)
-    tmp = layer_dir(f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
-    os.mkdir(tmp, 0o755)
+    make_layers_dir()
+    tmp = os.path.join(layers_dir(), f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(tmp, 0o700)
+    os.mkdir(os.path.join(tmp, "diff"), 0o755)
     return tmp
 
 
-def publish(tmp: str, name: str, source: str, replace: bool = False, **meta: str) -> Image:
-    """Give a staged layer its ID and point the image name at it."""
-    img = Image(name=name, id=os.urandom(32).hex(), created=time.time(),
-                size=tree_size(tmp), source=source, **meta)
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def prepare_layer(tmp: str, parent: str | None) -> tuple[str, str]:
+    """Hash the staged layer ``tmp`` and write its metadata files; returns
+    (chain ID on top of ``parent``, diff_id)."""
+    from . import layers
+
+    diff = os.path.join(tmp, "diff")
+    did = layers.diff_id(diff)
+    chain = chain_id(parent, did)
+    _write(os.path.join(tmp, "diff_id"), did)
+    _write(os.path.join(tmp, "size"), str(tree_size(diff)))
+    if parent:
+        _write(os.path.join(tmp, "parent"), parent)
+    return chain, did
+
+
+def install_layer(tmp: str, chain: str) -> None:
+    """Give a prepared layer its place (under the lock). A layer already
+    stored (same content on the same base) is shared: the staged copy goes."""
+    hexid = chain.partition(":")[2]
+    links = os.path.join(state.root(), "l")
+    os.makedirs(links, 0o700, exist_ok=True)
+    if os.path.isdir(layer_path(chain)):
+        state.remove_tree(tmp)
+    else:
+        os.rename(tmp, layer_path(chain))
+    link = os.path.join(links, hexid[:LINK_LEN])
+    if not os.path.islink(link):
+        os.symlink(os.path.join("..", "layers", "sha256", hexid, "diff"), link)
+
+
+def add_layer(tmp: str, parent: str | None) -> tuple[str, str]:
+    """Store the staged layer ``tmp`` on top of the chain ``parent``; returns
+    (chain ID, diff_id). Nothing stays of ``tmp`` on failure."""
+    try:
+        chain, did = prepare_layer(tmp, parent)
+        with state.locked():
+            install_layer(tmp, chain)
+    except BaseException:
+        state.remove_tree(tmp)
+        raise
+    return chain, did
+
+
+def _chains(diff_ids: list[str]) -> list[str]:
+    out: list[str] = []
+    for did in diff_ids:
+        out.append(chain_id(out[-1] if out else None, did))
+    return out
+
+
+def layer_size(chain: str) -> int:
+    try:
+        with open(os.path.join(layer_path(chain), "size")) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+# --- configs and publishing ----------------------------------------------------------
+
+def rfc3339(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def parse_time(text: str) -> float:
+    """An RFC 3339 time (``2024-01-02T03:04:05.123Z``, or with an offset) as seconds."""
+    import calendar
+
+    try:
+        base, frac, off = text[:19], 0.0, 0
+        rest = text[19:]
+        if rest.startswith("."):
+            digits = rest[1:].rstrip("Z").split("+")[0].split("-")[0]
+            frac = float("0." + digits) if digits else 0.0
+            rest = rest[1 + len(digits):]
+        if rest[:1] in "+-" and rest:
+            sign = 1 if rest[0] == "+" else -1
+            off = sign * (int(rest[1:3]) * 3600 + int(rest[4:6]) * 60)
+        return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + frac - off
+    except (ValueError, IndexError):
+        return 0.0
+
+
+def new_config(base: dict | None, diff_id: str, created: float, created_by: str,
+               changes: dict | None = None, comment: str = "", author: str = "") -> dict:
+    """The config of an image made of ``base`` plus one layer ``diff_id``."""
+    base = base or {}
+    run_cfg = dict(base.get("config") or {"Env": list(DEFAULT_ENV)})
+    run_cfg.update(changes or {})
+    history = list(base.get("history") or [])
+    step = {"created": rfc3339(created), "created_by": created_by}
+    if comment:
+        step["comment"] = comment
+    if author:
+        step["author"] = author
+    history.append(step)
+    cfg = {
+        "architecture": base.get("architecture") or host_arch(),
+        "config": run_cfg,
+        "created": rfc3339(created),
+        "history": history,
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": list((base.get("rootfs") or {}).get("diff_ids", [])) + [diff_id]},
+    }
+    if author:
+        cfg["author"] = author
+    if comment:
+        cfg["comment"] = comment
+    return cfg
+
+
+def host_arch() -> str:
+    m = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm",
+            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(m, m)
+
+
+def _compact(obj: object) -> str:
+    """A config as stored (and hashed into the image ID): compact JSON, as Docker writes it."""
+    import json
+
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def store_config(raw: bytes) -> str:
+    """Write a config (its layers already stored) into imagedb; returns the image ID."""
+    import hashlib
+
+    image_id = hashlib.sha256(raw).hexdigest()
+    cfg = fastjson.loads(raw)
+    chains = _chains(cfg["rootfs"]["diff_ids"])
+    for chain in chains:
+        if not os.path.isdir(layer_path(chain)):
+            raise CocinError(f"image {image_id[:12]}: layer {chain} is missing")
+    meta = {"links": [c.partition(":")[2][:LINK_LEN] for c in reversed(chains)], "chains": chains,
+            "size": sum(layer_size(c) for c in chains), "created": parse_time(cfg.get("created", ""))}
+    os.makedirs(imagedb(), 0o700, exist_ok=True)
+    path = os.path.join(imagedb(), image_id)
+    if not os.path.exists(path):
+        with state.AtomicFile(path, durable=False) as f:
+            f.write(raw)
+    state.atomic_write(path + ".meta", fastjson.dumps(meta))
+    return image_id
+
+
+def publish(raw: bytes, tag: str | None, replace: bool = False) -> Image:
+    """Store the config ``raw`` and point ``tag`` (a ``tag_key``) at it."""
+    repositories()  # an old store is upgraded first (it takes the lock)
     with state.locked():
+        image_id = store_config(raw)
+        repos = _read_repos()
         old = None
-        if os.path.exists(image_file(name)):
-            if not replace:
-                state.remove_tree(tmp)
-                raise CocinError(f"image {name} already exists")
-            old = _read(image_file(name))
-        os.rename(tmp, img.rootfs)
-        state.atomic_write(image_file(name), fastjson.dumps(img.to_dict()))
+        if tag is not None:
+            if tag in repos and repos[tag] != "sha256:" + image_id:
+                if not replace:
+                    raise CocinError(f"image {tag} already exists")
+                old = repos[tag].partition(":")[2]
+            repos[tag] = "sha256:" + image_id
+            _write_repos(repos)
         if old is not None:
-            _drop_layer_if_unused(old.id)
-    return img
+            _drop_image_if_unused(old, repos)
+    return load_image(image_id)
 
 
-def _drop_layer_if_unused(image_id: str) -> None:
-    """Delete a layer no image name and no container refers to (under the lock)."""
-    if any(i.id == image_id for i in list_images()):
+def _used_image_ids(repos: dict[str, str]) -> set[str]:
+    ids = {v.partition(":")[2] for v in repos.values()}
+    ids.update(r.config.get("image_id") for r in state.load_all())
+    return ids
+
+
+def _drop_image_if_unused(image_id: str, repos: dict[str, str]) -> list[str]:
+    """Delete an image no tag and no container refers to, and the layers no
+    other image has (under the lock); what was deleted (IDs, chain IDs)."""
+    used = _used_image_ids(repos)
+    if image_id in used:
+        return []
+    path = os.path.join(imagedb(), image_id)
+    try:
+        with open(path + ".meta", "rb") as f:
+            chains = fastjson.loads(f.read())["chains"]
+    except (OSError, ValueError, KeyError):
+        chains = []
+    for p in (path, path + ".meta"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+    keep: set[str] = set()
+    for other in all_ids():
+        try:
+            with open(os.path.join(imagedb(), other + ".meta"), "rb") as f:
+                keep.update(fastjson.loads(f.read())["chains"])
+        except (OSError, ValueError, KeyError):
+            continue
+    gone = ["sha256:" + image_id]
+    for chain in reversed(chains):
+        if chain not in keep:
+            _remove_layer(chain)
+            gone.append(chain)
+    return gone
+
+
+def _remove_layer(chain: str) -> None:
+    hexid = chain.partition(":")[2]
+    try:
+        os.unlink(os.path.join(state.root(), "l", hexid[:LINK_LEN]))
+    except FileNotFoundError:
+        pass
+    trash = os.path.join(layers_dir(), f".rm-{hexid}")
+    try:
+        os.rename(layer_path(chain), trash)
+    except FileNotFoundError:
         return
-    if any(r.config.get("image_id") == image_id for r in state.load_all()):
-        return
-    state.remove_tree(layer_dir(image_id))
+    state.remove_tree(trash)
 
 
 def gc_layer(image_id: str, name: str = "") -> None:
-    """Called when a container is removed: its layer may now be unused.
+    """Called when a container is removed: its image may now be unused.
 
-    The common case is answered by one file: the container's image name still
-    points at the layer. (An ``rmi`` racing with us sees the container gone
-    and drops the layer itself.)
+    The common case is answered by one file: a tag still points at the image.
+    (An ``rmi`` racing with us sees the container gone and drops it itself.)
     """
+    if not image_id:
+        return
     try:
-        if name and _read(image_file(name)).id == image_id:
+        if "sha256:" + image_id in repositories().values():
             return
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError):
         pass
-    if image_id:
-        with state.locked():
-            _drop_layer_if_unused(image_id)
+    repositories()
+    with state.locked():
+        _drop_image_if_unused(image_id, _read_repos())
 
 
 def check_new_name(ref: str, replace: bool = False) -> str:
-    name = normalize(ref)
-    if not replace and os.path.exists(image_file(name)):
-        raise CocinError(f"image {name} already exists (use --force to replace it)")
-    return name
+    """The tag key a new image gets (``import``, ``commit``, ``tag``), checked."""
+    ref_ = reference.parse(ref)
+    if ref_.digest:
+        raise CocinError("refusing to create a tag with a digest reference")
+    key = ref_.key()
+    if not replace and key in repositories():
+        raise CocinError(f"image {key} already exists (use --force to replace it)")
+    return key
 
 
-def import_tarball(path: str, ref: str, replace: bool = False) -> Image:
-    """Make an image from a ``docker export``-style tarball (.tar, .tar.gz, ...)."""
+# --- import, busybox ------------------------------------------------------------------
 
+def import_tarball(path: str, ref: str, replace: bool = False, source: str = "") -> Image:
+    """Make a one-layer image from a ``docker export``-style tarball (.tar, .tar.gz, ...)."""
     name = check_new_name(ref, replace)
     if not os.path.isfile(path):
         raise CocinError(f"cannot import {path}: no such file")
-    return _extract_and_publish(path, name, f"import {os.path.basename(path)}", replace)
+    return _extract_and_publish(path, name, source or f"import {os.path.basename(path)}", replace)
 
 
 def _extract_and_publish(path: str, name: str, source: str, replace: bool) -> Image:
-    """A tarball's tree becomes a new layer under ``name``; nothing stays on failure."""
+    """A tarball's tree becomes a new one-layer image ``name``; nothing stays on failure."""
     from . import tarball
 
     tmp = staging()
     try:
-        tarball.extract(path, tmp)
+        tarball.extract(path, os.path.join(tmp, "diff"))
     except BaseException:
         state.remove_tree(tmp)
         raise
-    return publish(tmp, name, source, replace)
+    chain, did = add_layer(tmp, None)
+    now = time.time()
+    raw = _compact(new_config(None, did, now, source)).encode()
+    try:
+        return publish(raw, name, replace)
+    except BaseException:
+        with state.locked():
+            _drop_orphan_layers([chain])
+        raise
+
+
+def _drop_orphan_layers(chains: list[str]) -> None:
+    """Layers just added for an image that was then refused (under the lock)."""
+    keep: set[str] = set()
+    for other in all_ids():
+        try:
+            with open(os.path.join(imagedb(), other + ".meta"), "rb") as f:
+                keep.update(fastjson.loads(f.read())["chains"])
+        except (OSError, ValueError, KeyError):
+            continue
+    for chain in chains:
+        if chain not in keep:
+            _remove_layer(chain)
 
 
 def _is_static(path: str) -> bool:
@@ -205,15 +633,54 @@ def find_busybox() -> str | None:
     return None
 
 
-def build_busybox() -> Image:
-    """Build the ``busybox`` image from the host's busybox binary.
-
-    One binary plus a symlink per applet is a complete userland. A dynamic
-    busybox gets the libraries ``ldd`` lists copied next to it.
-    """
+def _busybox_tree(src: str, rootfs: str) -> None:
+    """One binary plus a symlink per applet is a complete userland. A dynamic
+    busybox gets the libraries ``ldd`` lists copied next to it."""
     import shutil
     import subprocess
 
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev",
+              "tmp", "root", "home", "var/log", "var/www", "run"):
+        os.makedirs(os.path.join(rootfs, d), exist_ok=True)
+    os.chmod(os.path.join(rootfs, "tmp"), 0o1777)
+    shutil.copy2(src, os.path.join(rootfs, "bin/busybox"))
+    os.chmod(os.path.join(rootfs, "bin/busybox"), 0o755)
+    applets = subprocess.run([src, "--list-full"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for applet in applets:
+        dst = os.path.join(rootfs, applet)
+        if applet != "bin/busybox" and not os.path.lexists(dst):
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.symlink("/bin/busybox", dst)
+    if not _is_static(src):
+        out = subprocess.run(["ldd", src], capture_output=True, text=True).stdout
+        for lib in (w for w in out.split() if w.startswith("/")):
+            dst = os.path.join(rootfs, lib.lstrip("/"))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy2(lib, dst)
+    files = {
+        "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        "etc/group": "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
+        "etc/nsswitch.conf": "hosts: files dns\n",
+        # Empty mount points for the container's own files, bound over
+        # them at start: made here once rather than copied up into
+        # every container's writable layer.
+        "etc/hostname": "", "etc/hosts": "", "etc/resolv.conf": "",
+    }
+    for rel, text in files.items():
+        with open(os.path.join(rootfs, rel), "w") as f:
+            f.write(text)
+    # Same times everywhere: the same busybox makes the same layer (diff_id).
+    mtime = int(os.stat(src).st_mtime)
+    from .layers import entries
+
+    for fd, name, _rel, _st in entries(rootfs):
+        os.utime(name, (mtime, mtime), dir_fd=fd, follow_symlinks=False)
+
+
+def build_busybox() -> Image:
+    """Build the one-layer ``busybox`` image from the host's busybox binary
+    (``CMD ["sh"]`` as Docker Hub's busybox)."""
     src = find_busybox()
     if src is None:
         raise CocinError("no busybox image and no busybox on this host: install one "
@@ -221,79 +688,202 @@ def build_busybox() -> Image:
                          "(cocin import rootfs.tar NAME)")
     tmp = staging()
     try:
-        rootfs = tmp
-        for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev",
-                  "tmp", "root", "home", "var/log", "var/www", "run"):
-            os.makedirs(os.path.join(rootfs, d), exist_ok=True)
-        os.chmod(os.path.join(rootfs, "tmp"), 0o1777)
-        shutil.copy2(src, os.path.join(rootfs, "bin/busybox"))
-        os.chmod(os.path.join(rootfs, "bin/busybox"), 0o755)
-        applets = subprocess.run([src, "--list-full"], capture_output=True, text=True,
-                                 check=True).stdout.split()
-        for applet in applets:
-            dst = os.path.join(rootfs, applet)
-            if applet != "bin/busybox" and not os.path.lexists(dst):
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                os.symlink("/bin/busybox", dst)
-        if not _is_static(src):
-            out = subprocess.run(["ldd", src], capture_output=True, text=True).stdout
-            for lib in (w for w in out.split() if w.startswith("/")):
-                dst = os.path.join(rootfs, lib.lstrip("/"))
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
-                shutil.copy2(lib, dst)
-        files = {
-            "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-            "etc/group": "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
-            "etc/nsswitch.conf": "hosts: files dns\n",
-            # Empty mount points for the container's own files, bound over
-            # them at start: made here once rather than copied up into
-            # every container's writable layer.
-            "etc/hostname": "", "etc/hosts": "", "etc/resolv.conf": "",
-        }
-        for rel, text in files.items():
-            with open(os.path.join(rootfs, rel), "w") as f:
-                f.write(text)
+        _busybox_tree(src, os.path.join(tmp, "diff"))
     except BaseException:
         state.remove_tree(tmp)
         raise
+    _chain, did = add_layer(tmp, None)
+    created = os.stat(src).st_mtime // 1
+    raw = _compact(new_config(None, did, created, f"host {src}", {"Cmd": ["sh"]})).encode()
     try:
-        return publish(tmp, "busybox", f"host {src}")
+        return publish(raw, "busybox:latest")
     except CocinError:  # built concurrently by another cocin: use that one
-        return _read(image_file("busybox"))
+        return get("busybox")
 
 
-def remove(ref: str, force: bool = False) -> str:
-    """Remove an image name; its layer goes too unless a container uses it."""
-    name = normalize(ref)
+def _users(image_id: str) -> list[state.Container]:
+    return [r for r in state.load_all() if r.config.get("image_id") == image_id]
+
+
+def tag(source: str, target: str) -> str:
+    """``docker tag``: one more name for an image (a tag of that name moves)."""
+    image_id, _key = resolve(source)
+    key = check_new_name(target, replace=True)
     with state.locked():
-        try:
-            img = _read(image_file(name))
-        except FileNotFoundError:
-            raise NotFound(f"No such image: {ref}") from None
-        used = [r for r in state.load_all() if r.config.get("image_id") == img.id]
-        if used and not force:
-            raise CocinError(f"unable to remove image {name}: container {used[0].short_id} "
-                             "uses it (remove the container first, or use -f)")
-        os.unlink(image_file(name))
-        _drop_layer_if_unused(img.id)
-    return name
+        repos = _read_repos()
+        old = repos.get(key, "").partition(":")[2]
+        repos[key] = "sha256:" + image_id
+        _write_repos(repos)
+        if old and old != image_id:
+            _drop_image_if_unused(old, repos)
+    return key
+
+
+def remove(ref: str, force: bool = False) -> list[str]:
+    """``docker rmi``, with its rules; returns its report (``Untagged:``/``Deleted:`` lines).
+
+    By name: the tag goes; the image goes with its last tag unless a container
+    uses it (then the last tag stays, unless ``-f``). By ID (or a unique
+    prefix): every tag and the image go, refused without ``-f`` when more than
+    one name or a stopped container refers to it, and always while a running
+    container uses it. An image a container still uses stays on disk, untagged,
+    until that container is removed.
+    """
+    repositories()
+    with state.locked():
+        repos = _read_repos()
+        image_id, key = resolve(ref, repos)
+        tags = sorted(t for t, i in repos.items() if i == "sha256:" + image_id)
+        users = _users(image_id)
+        running = [r for r in users if state.is_running(r)]  # (reconcile takes the lock we hold)
+        short = image_id[:12]
+        if key is not None:  # by name
+            if len(tags) == 1 and users and not force:
+                raise CocinError(f'conflict: unable to remove repository reference "{ref}" (must force) - '
+                                 f"container {users[0].short_id} is using its referenced image {short}")
+            drop = [key]
+        else:
+            if running:
+                raise CocinError(f"conflict: unable to delete {short} (cannot be forced) - image is being "
+                                 f"used by running container {running[0].short_id}")
+            if len(tags) > 1 and not force:
+                raise CocinError(f"conflict: unable to delete {short} (must be forced) - image is "
+                                 "referenced in multiple repositories")
+            if users and not force:
+                raise CocinError(f"conflict: unable to delete {short} (must be forced) - image is being "
+                                 f"used by stopped container {users[0].short_id}")
+            drop = tags
+        for t in drop:
+            del repos[t]
+        _write_repos(repos)
+        out = [f"Untagged: {t}" for t in drop]
+        if not any(i == "sha256:" + image_id for i in repos.values()) and not users:
+            out += [f"Deleted: {d}" for d in _drop_image_if_unused(image_id, repos)]
+    return out
 
 
 # --- commit, export, save, load ------------------------------------------------
 
 def commit(rec: state.Container, ref: str, replace: bool = False, comment: str = "",
-           author: str = "") -> Image:
-    """A new image from a container's filesystem (running or stopped)."""
+           author: str = "", changes: list[str] | None = None) -> Image:
+    """A new image: the container's image plus one layer of its changes.
+
+    As ``docker commit``: the new image runs as the container did (its
+    Entrypoint, Cmd, Env, WorkingDir, User), with ``-c`` Dockerfile
+    instructions applied on top; ``-m`` a comment, ``-a`` an author (in the
+    config and its history step).
+    """
     from . import layers
 
     name = check_new_name(ref, replace)
+    base = load_image(rec.config["image_id"], [])
+    run_cfg = apply_changes(rec.config.get("image_config") or base.config.get("config") or {}, changes or [])
     tmp = staging()
     try:
-        layers.flatten(rec.config["lower"], os.path.join(rec.dir, "upper"), tmp)
+        layers.copy_changes(os.path.join(rec.dir, "upper"), os.path.join(tmp, "diff"))
     except BaseException:
         state.remove_tree(tmp)
         raise
-    return publish(tmp, name, f"commit {rec.short_id}", replace, comment=comment, author=author)
+    chains = base.meta["chains"]
+    chain, did = add_layer(tmp, chains[-1] if chains else None)
+    raw = _compact(new_config(base.config, did, time.time(), " ".join(rec.argv), run_cfg,
+                              comment=comment, author=author)).encode()
+    try:
+        return publish(raw, name, replace)
+    except BaseException:
+        with state.locked():
+            _drop_orphan_layers([chain])
+        raise
+
+
+CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME",
+           "WORKDIR")
+
+
+def _json_or_shell(value: str, shell: bool = True) -> list[str]:
+    """``["a", "b"]`` (exec form) as it is; other text: ``/bin/sh -c TEXT`` (or words)."""
+    import json
+
+    if value.startswith("["):
+        try:
+            words = json.loads(value)
+        except ValueError:
+            words = None
+        if isinstance(words, list) and all(isinstance(w, str) for w in words):
+            return words
+    if shell:
+        return ["/bin/sh", "-c", value]
+    return value.split()
+
+
+def _pairs(value: str, what: str) -> list[tuple[str, str]]:
+    """``K=V K2="v 2"`` or the old form ``K some value``."""
+    import shlex
+
+    try:
+        words = shlex.split(value)
+    except ValueError as e:
+        raise CocinError(f"{what}: {e}") from None
+    if words and "=" not in words[0]:
+        return [(words[0], value.split(None, 1)[1] if len(words) > 1 else "")]
+    out = []
+    for w in words:
+        key, eq, val = w.partition("=")
+        if not eq or not key:
+            raise CocinError(f"{what} names can not be blank: {w!r}")
+        out.append((key, val))
+    return out
+
+
+def apply_changes(base: dict, changes: list[str]) -> dict:
+    """A run config (``Cmd``, ``Env``...) with ``commit -c`` / ``import -c``
+    Dockerfile instructions applied."""
+    cfg = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+           for k, v in base.items()}
+    for change in changes:
+        inst, _, value = change.strip().partition(" ")
+        inst, value = inst.upper(), value.strip()
+        if inst not in CHANGES:
+            raise CocinError(f"{inst.lower() if inst else repr(change)} is not a valid change command")
+        if inst == "CMD":
+            cfg["Cmd"] = _json_or_shell(value)
+        elif inst == "ENTRYPOINT":
+            cfg["Entrypoint"] = _json_or_shell(value)
+            cfg.setdefault("Cmd", None)
+        elif inst == "ENV":
+            env = dict(e.partition("=")[::2] for e in cfg.get("Env") or [])
+            env.update(_pairs(value, "ENV"))
+            cfg["Env"] = [f"{k}={v}" for k, v in env.items()]
+        elif inst == "EXPOSE":
+            ports = cfg.get("ExposedPorts") or {}
+            for p in value.split():
+                ports[p if "/" in p else p + "/tcp"] = {}
+            cfg["ExposedPorts"] = ports
+        elif inst == "LABEL":
+            cfg["Labels"] = {**(cfg.get("Labels") or {}), **dict(_pairs(value, "LABEL"))}
+        elif inst == "VOLUME":
+            cfg["Volumes"] = {**(cfg.get("Volumes") or {}), **{v: {} for v in _json_or_shell(value, False)}}
+        elif inst == "ONBUILD":
+            cfg["OnBuild"] = (cfg.get("OnBuild") or []) + [value]
+        else:
+            cfg[{"STOPSIGNAL": "StopSignal", "USER": "User", "WORKDIR": "WorkingDir"}[inst]] = value
+    return cfg
+
+
+def history(img: Image) -> list[dict]:
+    """``docker history``: the image's steps, newest first, with their layers' sizes."""
+    chains = list(img.meta.get("chains", []))
+    out = []
+    for step in img.config.get("history") or []:
+        size = 0
+        if not step.get("empty_layer") and chains:
+            size = layer_size(chains.pop(0))
+        out.append({"created": parse_time(step.get("created", "")), "created_by": step.get("created_by", ""),
+                    "size": size, "comment": step.get("comment", "")})
+    out.reverse()
+    for i, step in enumerate(out):
+        step["id"] = img.id if i == 0 else ""
+    return out
 
 
 def _write_tar(tree: str, out: str, pax: dict[str, str] | None = None) -> None:
@@ -350,11 +940,18 @@ def _tar_tree(tree: str, fileobj, pax: dict[str, str] | None, stream: bool = Fal
                 tf.addfile(info)
 
 
+def _flat_scratch() -> str:
+    make_layers_dir()
+    scratch = os.path.join(layers_dir(), f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(scratch, 0o755)
+    return scratch
+
+
 def export(rec: state.Container, out: str) -> None:
     """``docker export``: the container's merged filesystem as a tarball."""
     from . import layers
 
-    scratch = staging()
+    scratch = _flat_scratch()
     try:
         layers.flatten(rec.config["lower"], os.path.join(rec.dir, "upper"), scratch)
         _write_tar(scratch, out)
@@ -365,16 +962,9 @@ def export(rec: state.Container, out: str) -> None:
 PAX_KEY = "COCIN.image"
 
 
-def save(ref: str, out: str) -> None:
-    """An image as a tarball: its tree, plus its name in a pax header."""
-    img = get(ref)
-    _write_tar(img.rootfs, out, {PAX_KEY: fastjson.dumps({"name": img.name, "source": img.source})})
-
-
 def load(path: str, replace: bool = False) -> Image:
-    """The reverse of ``save``: the image keeps the name it was saved with."""
+    """Load a single-tree archive of older cocin versions (its name in a pax header)."""
     import tarfile
-
 
     try:
         with tarfile.open(path, "r:*") as tf:

@@ -108,21 +108,21 @@ def _security(cfg: dict) -> dict[str, Any]:
     }
 
 
-def describe(ref: str) -> dict[str, Any]:
-    """A container (by name or ID), else an image, else NotFound."""
-    try:
-        return container(state.reconcile(state.find(ref)))
-    except NotFound:
-        pass
+def describe(ref: str, kind: str | None = None) -> dict[str, Any]:
+    """A container (by name or ID), else an image, else NotFound (``kind``: only that type)."""
+    if kind != "image":
+        try:
+            return container(state.reconcile(state.find(ref)))
+        except NotFound:
+            if kind == "container":
+                raise
     from . import images
 
     try:
-        img = images.get(ref) if ref != "busybox" else images._read(images.image_file("busybox"))
+        img = images.find(ref)
     except (NotFound, FileNotFoundError, state.CocinError):
         raise NotFound(ref) from None
-    return {"Id": "sha256:" + img.id, "RepoTags": [img.name + ":latest"],
-            "Created": _rfc3339(img.created), "Size": img.size, "Comment": img.comment or img.source,
-            "Author": img.author}
+    return images.inspect(img)
 
 
 def template(fmt: str):

@@ -33,6 +33,18 @@ So no path of more than one name is ever resolved here:
 
 ``tarball`` uses the same helpers (``open_beneath``, ``remove_at``) to
 extract an image into a layer.
+
+**Layers as tarballs (OCI).** An image is a stack of such change sets, each
+stored once as a directory in overlay's own format (whiteouts and opaque
+directories as above), so the stack can be mounted as overlay ``lowerdir``s
+directly. A layer travels as a tarball, where the two markers cannot be a
+device or an extended attribute: the OCI image spec spells a whiteout of
+``NAME`` as an empty file ``.wh.NAME`` and an opaque directory as an empty
+file ``DIR/.wh..wh..opq``. ``write_layer_tar`` turns the overlay markers
+into those names (``tarball.extract`` turns them back); its bytes are
+canonical (sorted names, whole-second times, no owner names, no record
+padding, as Go's ``archive/tar`` ends a stream), so the same tree always has
+the same ``diff_id``: the sha256 of the uncompressed layer tarball.
 """
 
 from __future__ import annotations
@@ -44,6 +56,8 @@ import stat
 from . import state
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
+WH_PREFIX = ".wh."          # OCI: ``.wh.NAME`` deletes NAME of the layers below
+WH_OPAQUE = ".wh..wh..opq"  # OCI: the directory holding it hides what the layers below had there
 
 # Files cocin bind-mounts over a container's own (they describe the host it
 # ran on, not the image): an empty placeholder of theirs in upper is skipped.
@@ -254,12 +268,15 @@ def _copy_nondir(pin: int, st: os.stat_result, dfd: int, name: str, rel: str,
         links[key] = (rel, ino)
 
 
-def _enter_dir(pin: int, dfd: int, name: str, overlay_upper: bool) -> tuple[int, int]:
+def _enter_dir(pin: int, dfd: int, name: str, overlay_upper: bool,
+               as_layer: bool = False) -> tuple[int, int]:
     """Open the source directory pinned by ``pin`` and its copy ``name`` in ``dfd``
-    (made if missing; whatever else stood there is removed)."""
+    (made if missing; whatever else stood there is removed). ``as_layer``: an
+    opaque directory stays opaque in the copy."""
     src = reopen(pin, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if overlay_upper and is_opaque(src):
+        opaque = (overlay_upper or as_layer) and is_opaque(src)
+        if overlay_upper and opaque:
             remove_at(dfd, name)
         try:
             if not stat.S_ISDIR(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
@@ -270,14 +287,17 @@ def _enter_dir(pin: int, dfd: int, name: str, overlay_upper: bool) -> tuple[int,
             os.mkdir(name, 0o700, dir_fd=dfd)  # its own mode once it is filled
         except FileExistsError:
             pass
-        return src, open_dir(name, dfd)
+        dst = open_dir(name, dfd)
+        if as_layer and opaque:
+            os.setxattr(dst, OPAQUE_XATTR, b"y")
+        return src, dst
     except BaseException:
         os.close(src)
         raise
 
 
 def _copy_entry(sfd: int, dfd: int, name: str, rel: str, overlay_upper: bool,
-                links: dict, root_fd: int):
+                links: dict, root_fd: int, as_layer: bool = False, skip: tuple = ()):
     """Copy the entry ``name`` of ``sfd`` into ``dfd``. For a directory, return
     (source fd, copy fd, stat) for the caller to descend into."""
     try:
@@ -287,13 +307,12 @@ def _copy_entry(sfd: int, dfd: int, name: str, rel: str, overlay_upper: bool,
     try:
         st = os.fstat(pin)
         if stat.S_ISDIR(st.st_mode):
-            return (*_enter_dir(pin, dfd, name, overlay_upper), st)
-        if overlay_upper:
-            if is_whiteout(st):
-                remove_at(dfd, name)
-                return None
-            if rel in MOUNT_TARGETS and stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                return None
+            return (*_enter_dir(pin, dfd, name, overlay_upper, as_layer), st)
+        if overlay_upper and is_whiteout(st):
+            remove_at(dfd, name)
+            return None
+        if rel in skip and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            return None
         remove_at(dfd, name)
         _copy_nondir(pin, st, dfd, name, rel, links, root_fd)
         return None
@@ -301,9 +320,13 @@ def _copy_entry(sfd: int, dfd: int, name: str, rel: str, overlay_upper: bool,
         os.close(pin)
 
 
-def copy_tree(src_fd: int, dst_fd: int, overlay_upper: bool = False, links: dict | None = None) -> None:
+def copy_tree(src_fd: int, dst_fd: int, overlay_upper: bool = False, links: dict | None = None,
+              as_layer: bool = False, skip: tuple = ()) -> None:
     """Copy the directory ``src_fd`` into the directory ``dst_fd``; with
-    ``overlay_upper`` apply whiteouts and opaque directories instead of copying them.
+    ``overlay_upper`` apply whiteouts and opaque directories instead of copying them,
+    with ``as_layer`` copy them as they are (a container's changes become a layer).
+    Empty regular files at the paths in ``skip`` are left out (``MOUNT_TARGETS``
+    in a container's upper directory).
 
     Depth first with a stack of open directory pairs (no recursion: a deep
     tree must not hit Python's recursion limit). A directory's own attributes
@@ -325,7 +348,7 @@ def copy_tree(src_fd: int, dst_fd: int, overlay_upper: bool = False, links: dict
                         os.close(sfd)
                         os.close(dfd)
                 continue
-            sub = _copy_entry(sfd, dfd, name, prefix + name, overlay_upper, links, dst_fd)
+            sub = _copy_entry(sfd, dfd, name, prefix + name, overlay_upper, links, dst_fd, as_layer, skip)
             if sub is not None:
                 s, d, sub_st = sub
                 try:
@@ -342,21 +365,146 @@ def copy_tree(src_fd: int, dst_fd: int, overlay_upper: bool = False, links: dict
                 os.close(dfd)
 
 
-def flatten(lower: str, upper: str, dst: str) -> None:
+def _resolve_link(path: str) -> str:
+    """A layer named by cocin's own short link (``<root>/l/NAME``) as its directory."""
+    if os.path.islink(path):
+        return os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path)))
+    return path
+
+
+def flatten(lower: str, upper: str | None, dst: str) -> None:
     """Write the merged view of ``lower`` + ``upper`` into the new directory ``dst``.
 
-    The three paths are cocin's own (in the state root); only what lies
-    below them is the image's or the container's.
+    ``lower`` is overlay's ``lowerdir`` value: one directory, or several
+    separated by ``:``, the top layer first. Each layer is applied from the
+    bottom up, with its whiteouts and opaque directories, then ``upper`` (if
+    any). The paths are cocin's own (in the state root); only what lies below
+    them is the image's or the container's.
     """
     state.raise_fd_limit()
-    fds = []
+    dirs = [_resolve_link(d) for d in reversed(lower.split(":"))] + ([upper] if upper else [])
+    dst_fd = open_dir(dst)
     try:
-        for path in (lower, upper, dst):
-            fds.append(open_dir(path))
-        lower_fd, upper_fd, dst_fd = fds
-        copy_tree(lower_fd, dst_fd)
-        copy_tree(upper_fd, dst_fd, overlay_upper=True)
-        set_attrs_fd(dst_fd, os.fstat(lower_fd))
+        for i, path in enumerate(dirs):
+            fd = open_dir(path)
+            try:
+                is_upper = upper is not None and i == len(dirs) - 1
+                copy_tree(fd, dst_fd, overlay_upper=True, skip=MOUNT_TARGETS if is_upper else ())
+                if i == 0:
+                    set_attrs_fd(dst_fd, os.fstat(fd))
+            finally:
+                os.close(fd)
     finally:
-        for fd in fds:
-            os.close(fd)
+        os.close(dst_fd)
+
+
+def copy_changes(upper: str, dst: str) -> None:
+    """A container's ``upper`` directory copied into the new directory ``dst`` as
+    a layer: whiteouts and opaque directories kept as they are."""
+    state.raise_fd_limit()
+    src_fd, dst_fd = open_dir(upper), open_dir(dst)
+    try:
+        copy_tree(src_fd, dst_fd, as_layer=True, skip=MOUNT_TARGETS)
+    finally:
+        os.close(src_fd)
+        os.close(dst_fd)
+
+
+# --- a layer as an OCI tarball ----------------------------------------------------------
+
+BLOCK = 512
+
+
+def _header(rel: str, st: os.stat_result, fd: int, name: str, links: dict):
+    """The tar header of one entry of a layer directory (``None``: not content)."""
+    import tarfile
+
+    info = tarfile.TarInfo(rel)
+    info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+    info.mtime, info.uname, info.gname = int(st.st_mtime), "", ""
+    mode = st.st_mode
+    if is_whiteout(st):
+        parent, _, base = rel.rpartition("/")
+        info.name = (parent + "/" if parent else "") + WH_PREFIX + base
+        info.mode = 0o600
+    elif stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISREG(mode):
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in links:
+            info.type, info.linkname = tarfile.LNKTYPE, links[key]
+        else:
+            links[key] = rel
+            info.size = st.st_size
+    elif stat.S_ISLNK(mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=fd)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+    else:
+        return None  # a socket
+    return info
+
+
+def write_layer_tar(top: str, write) -> int:
+    """Write the layer directory ``top`` as an OCI layer tarball through
+    ``write(bytes)``; returns the number of bytes. Whiteouts become ``.wh.``
+    files, an opaque directory gets a ``.wh..wh..opq`` file right after it.
+
+    ``top`` is cocin's own layer (in the state root, or a copy made there),
+    and every file is opened relative to its directory's fd with
+    ``O_NOFOLLOW``.
+    """
+    import tarfile
+
+    total, links = 0, {}
+
+    def put(info, fd=None, name=None) -> None:
+        nonlocal total
+        buf = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        write(buf)
+        total += len(buf)
+        if info.isreg() and info.size:
+            f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                left = info.size
+                while left > 0:  # exactly the size in the header, whatever the file does
+                    chunk = os.read(f, min(left, 1 << 20)) or bytes(min(left, 1 << 20))
+                    chunk = chunk[:left]
+                    write(chunk)
+                    left -= len(chunk)
+            finally:
+                os.close(f)
+            pad = -info.size % BLOCK
+            write(bytes(pad))
+            total += info.size + pad
+
+    for fd, name, rel, st in entries(top):
+        info = _header(rel, st, fd, name, links)
+        if info is None:
+            continue
+        put(info, fd, name)
+        if info.isdir():
+            sub = open_dir(name, fd)
+            try:
+                opaque = is_opaque(sub)
+            finally:
+                os.close(sub)
+            if opaque:
+                wh = tarfile.TarInfo(rel + "/" + WH_OPAQUE)
+                wh.mode, wh.uid, wh.gid, wh.mtime, wh.uname, wh.gname = 0o600, st.st_uid, st.st_gid, \
+                    int(st.st_mtime), "", ""
+                put(wh)
+    write(bytes(2 * BLOCK))  # the end-of-archive marker, no padding to a 10 KiB record
+    return total + 2 * BLOCK
+
+
+def diff_id(top: str) -> str:
+    """``sha256:<hex>`` of the layer directory's tarball (``write_layer_tar``)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    write_layer_tar(top, h.update)
+    return "sha256:" + h.hexdigest()

@@ -83,11 +83,27 @@ def make_mounts_private() -> None:
 
 
 def mount_overlay(lower: str, upper: str, work: str, merged: str) -> None:
-    """Stack a writable ``upper`` directory on the read-only image ``lower``.
+    """Stack a writable ``upper`` directory on the read-only image layers ``lower``.
 
-    Reads fall through to the image; writes land in ``upper`` (a deleted image
-    file becomes a "whiteout" there), so every container shares one image.
+    ``lower`` is overlay's ``lowerdir``: the image's layer directories, top
+    first, separated by ``:``. Reads fall through the layers; writes land in
+    ``upper`` (a deleted image file becomes a "whiteout" there), so every
+    container shares one image. The mount options must fit in one page, so
+    layers that sit in one directory (cocin's ``l/`` links) are named relative
+    to it: the mount runs with that directory as the working directory.
     """
+    dirs = lower.split(":")
+    base = os.path.dirname(dirs[0])
+    if len(dirs) > 1 and all(os.path.dirname(d) == base for d in dirs):
+        cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
+        try:
+            os.chdir(base)
+            libc.mount("overlay", merged, "overlay", 0, "lowerdir={},upperdir={},workdir={}".format(
+                ":".join(os.path.basename(d) for d in dirs), upper, work))
+        finally:
+            os.fchdir(cwd)
+            os.close(cwd)
+        return
     libc.mount("overlay", merged, "overlay", 0,
                f"lowerdir={lower},upperdir={upper},workdir={work}")
 

@@ -48,6 +48,7 @@ class RunOptions(Record):
     dns: list[str] = Factory(list)
     restart: str | None = None
     init: bool = False
+    entrypoint: str | None = None  # --entrypoint ("" clears the image's, and its Cmd)
     # Confinement (issue 13), as given on the command line; checked by create.
     privileged: bool = False
     cap_add: list[str] = Factory(list)
@@ -253,6 +254,32 @@ def security_config(opts: RunOptions) -> tuple[dict, str | None]:
     return cfg, text
 
 
+def container_config(opts: RunOptions, image: dict) -> dict:
+    """The container's own config, as Docker keeps it (and ``commit`` carries into a
+    new image): the image's ``config`` with the command line's changes.
+
+    ``--entrypoint`` replaces the image's Entrypoint and drops its Cmd; a
+    command after the image replaces Cmd. ``-e`` adds to or overrides Env,
+    ``-w`` WorkingDir, ``-u`` User.
+    """
+    cfg = dict(image)
+    if opts.entrypoint is not None:
+        cfg["Entrypoint"] = [opts.entrypoint] if opts.entrypoint else None
+        cfg["Cmd"] = None
+    if opts.argv:
+        cfg["Cmd"] = list(opts.argv)
+    env = {}
+    for item in list(image.get("Env") or []) + list(opts.env):
+        key, _, value = item.partition("=")
+        env[key] = value
+    cfg["Env"] = [f"{k}={v}" for k, v in env.items()]
+    if opts.workdir:
+        cfg["WorkingDir"] = opts.workdir
+    if opts.user:
+        cfg["User"] = opts.user
+    return cfg
+
+
 def create(opts: RunOptions) -> Container:
     """Check the request, then make the container's directories and record.
 
@@ -267,8 +294,6 @@ def create(opts: RunOptions) -> Container:
     if opts.workdir is not None and not opts.workdir.startswith("/"):
         raise CocinError(f"the working directory {opts.workdir!r} is invalid: it needs to be "
                          "an absolute path")
-    if not opts.argv:
-        raise CocinError("no command specified")
     restart = monitor.parse_restart(opts.restart)
     if restart["name"] != "no" and opts.rm:
         raise CocinError("conflicting options: --restart and --rm")
@@ -276,24 +301,42 @@ def create(opts: RunOptions) -> Container:
     security, seccomp_text = security_config(opts)
     if opts.name is not None and state.name_taken(opts.name):
         raise CocinError(f"the container name {opts.name!r} is already in use")
-    img = images.get(opts.image)
+    try:
+        img = images.get(opts.image)
+    except NotFound:
+        from . import registry
+
+        img = registry.pull_for_run(opts.image)
+    image_cfg = container_config(opts, img.config.get("config") or {})
+    argv = (image_cfg.get("Entrypoint") or []) + (image_cfg.get("Cmd") or [])
+    if not argv:
+        raise CocinError("no command specified")
+    if not opts.user and image_cfg.get("User"):
+        try:
+            from . import confine
+
+            confine.parse_user(image_cfg["User"])
+        except ValueError as e:
+            raise CocinError(f"the image's user: {e}") from None
+        security["user"] = image_cfg["User"]
 
     cid = os.urandom(32).hex()
     # --network host: the host's name (Docker), in the container's own UTS namespace
     hostname = opts.hostname or (os.uname().nodename if opts.network == "host" else cid[:12])
     env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
-    if not opts.user:
+    if not security["user"]:
         env["HOME"] = "/root"  # else the user's, from the image's /etc/passwd, at start
     if opts.tty:
         env["TERM"] = "xterm"
-    for item in opts.env:
+    for item in image_cfg["Env"]:  # the image's, then -e (already in image_cfg)
         key, _, value = item.partition("=")
         env[key] = value
     cfg = {
         "image_id": img.id,
-        "lower": img.rootfs,
+        "lower": img.lower,
+        "image_config": image_cfg,
         "env": [f"{k}={v}" for k, v in env.items()],
-        "workdir": opts.workdir or "/",
+        "workdir": image_cfg.get("WorkingDir") or "/",
         "hostname": hostname,
         "tty": opts.tty,
         "interactive": opts.interactive,
@@ -329,7 +372,7 @@ def create(opts: RunOptions) -> Container:
             if not state.claim_name(name, cid):  # before the record: see claim_name
                 raise CocinError(f"the container name {name!r} is already in use")
             rec = Container(id=cid, name=name, image=images.normalize(opts.image),
-                            argv=list(opts.argv), created=time.time(), config=cfg)
+                            argv=argv, created=time.time(), config=cfg)
             state.save(rec)
     except BaseException:
         state.remove_tree(d)

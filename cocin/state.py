@@ -96,7 +96,7 @@ def _tighten(path: str) -> None:
             os.chmod(entry.path, 0o700)
         elif entry.is_file(follow_symlinks=False):
             os.chmod(entry.path, 0o600)
-    for sub in ("names", "images", "networks"):
+    for sub in ("names", "images", "networks", "imagedb"):
         _chmod_files(os.path.join(path, sub), 0o600)
     try:
         ids = os.listdir(os.path.join(path, "containers"))

@@ -21,6 +21,11 @@ is then set on ``/etc``) would reach outside the image. So:
 Absolute symlinks (``/bin/sh -> /bin/busybox``) are normal in a root
 filesystem: they are resolved inside the container's root when it runs, and
 extraction never follows them, so they are kept.
+
+A tarball is extracted as one layer of an image: the OCI whiteout files
+become overlay's markers again (``layers``): ``DIR/.wh.NAME`` a character
+device 0/0 named ``NAME``, ``DIR/.wh..wh..opq`` the extended attribute
+``trusted.overlay.opaque=y`` on ``DIR``. Neither file is ever written itself.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import posixpath
 import stat
 import tarfile
 
-from .layers import O_NEW, open_beneath, open_dir, remove_at
+from .layers import O_NEW, OPAQUE_XATTR, WH_OPAQUE, WH_PREFIX, open_beneath, open_dir, remove_at
 from .state import CocinError
 
 
@@ -94,11 +99,15 @@ class _Extractor:
         self.root_fd = root_fd
         self.as_root = os.geteuid() == 0
         self.dirs: list[tuple[str, tarfile.TarInfo]] = []
+        self.opaque: list[str] = []
 
     def member(self, name: str, m: tarfile.TarInfo) -> None:
         pfd = _parent(self.root_fd, name, m.name)
         try:
             base = posixpath.basename(name)
+            if base.startswith(WH_PREFIX):
+                self.whiteout(pfd, posixpath.dirname(name), base, m)
+                return
             keep = m.isdir() and _is_dir(pfd, base)
             if not keep:
                 remove_at(pfd, base)  # never write through what stood there
@@ -121,6 +130,25 @@ class _Extractor:
                 self.attrs_at(pfd, base, m)
         finally:
             os.close(pfd)
+
+    def whiteout(self, pfd: int, parent: str, base: str, m: tarfile.TarInfo) -> None:
+        """An OCI whiteout file, turned into overlay's marker (see the module's docstring)."""
+        if base == WH_OPAQUE:
+            self.opaque.append(parent)  # set once the directory is complete
+            return
+        target = base[len(WH_PREFIX):]
+        if target in ("", ".", "..") or target.startswith(WH_PREFIX):
+            raise CocinError(f"refusing tarball member {m.name!r}: not a valid whiteout")
+        remove_at(pfd, target)
+        os.mknod(target, stat.S_IFCHR | 0o600, 0, dir_fd=pfd)
+
+    def finish_opaque(self) -> None:
+        for name in self.opaque:
+            fd = open_beneath(self.root_fd, name)
+            try:
+                os.setxattr(fd, OPAQUE_XATTR, b"y")
+            finally:
+                os.close(fd)
 
     def file(self, pfd: int, base: str, m: tarfile.TarInfo) -> None:
         fd = os.open(base, O_NEW, 0o600, dir_fd=pfd)
@@ -213,5 +241,6 @@ def extract(path: str, dest: str) -> None:
                 if name != ".":
                     ex.member(name, m)
             ex.finish_dirs()
+            ex.finish_opaque()
         finally:
             os.close(root_fd)

@@ -108,7 +108,7 @@ def test_export_import_save_load(cocin, target_tmp):
     cocin.ok("save", "again", "-o", saved)
     assert cocin.sh(f"tar -tf {saved}").rc == 0
     cocin.ok("rmi", "again")
-    assert cocin.ok("load", "-i", saved).stdout == "Loaded image: again\n"
+    assert cocin.ok("load", "-i", saved).stdout == "Loaded image: again:latest\n"
     assert cocin.ok("run", "--rm", "again", "cat", "/trip").stdout == "round\n"
     r = cocin("load", "-i", tar)
     assert r.rc == 125 and "import" in r.stderr

@@ -1,0 +1,306 @@
+"""``save`` and ``load``: images as ``docker save`` archives.
+
+A ``docker save`` archive is a tar holding, for each image, its config and
+its layers as plain tarballs, plus two indexes: ``manifest.json`` (Docker's:
+which config, which tags, which layer files, bottom first) and, since Docker
+25, an OCI image layout (``oci-layout``, ``index.json`` and every file as a
+content-addressed blob ``blobs/sha256/<digest>``). A layer's file is its
+uncompressed tarball, so its digest *is* its diff_id, and the config is
+stored byte for byte, so the image ID survives the trip: ``load`` checks both
+and rebuilds the same store entries (layers already there are shared).
+
+A layer made here is written as ``layers.write_layer_tar`` makes it (the
+bytes its diff_id was computed from); a pulled one from the original tarball
+kept next to it (``orig``), since a re-made tarball of the same files need
+not have the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import sys
+import tarfile
+
+from . import images, state
+from .state import CocinError
+
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+def _layer_tar(chain: str, diff_id: str, dest: str) -> None:
+    """The layer's tarball, with exactly the bytes of its diff_id, into ``dest``."""
+    from . import layers
+
+    top = images.layer_path(chain)
+    orig = os.path.join(top, "orig")
+    h = hashlib.sha256()
+    with open(dest, "wb") as out:
+        def write(b: bytes) -> None:
+            h.update(b)
+            out.write(b)
+        if os.path.exists(orig):
+            import gzip
+
+            with gzip.open(orig, "rb") as src:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    write(chunk)
+        else:
+            layers.write_layer_tar(os.path.join(top, "diff"), write)
+    if "sha256:" + h.hexdigest() != diff_id:
+        raise CocinError(f"cannot save layer {diff_id}: its files no longer make that tarball")
+
+
+def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o444
+    tf.addfile(info, io.BytesIO(data))
+
+
+def _blob(data: bytes) -> tuple[str, str]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    return digest, "blobs/sha256/" + digest[7:]
+
+
+def write_archive(refs: list[str], fileobj, stream: bool) -> None:
+    """The images ``refs`` as one archive, written to ``fileobj``."""
+    from .reference import parse
+
+    imgs = []
+    for ref in refs:
+        image_id, key = images.resolve(ref)
+        imgs.append((images.load_image(image_id), key))
+    scratch = images.staging()
+    try:
+        with tarfile.open(mode="w|" if stream else "w", fileobj=fileobj, format=tarfile.PAX_FORMAT) as tf:
+            _add_bytes(tf, "oci-layout", OCI_LAYOUT)
+            done: set[str] = set()
+            sizes: dict[str, int] = {}
+            manifest_json, index, repositories = [], [], {}
+            for img, key in imgs:
+                with open(os.path.join(images.imagedb(), img.id), "rb") as f:
+                    config = f.read()
+                cdigest, cpath = _blob(config)
+                if cpath not in done:
+                    _add_bytes(tf, cpath, config)
+                    done.add(cpath)
+                layer_descs, paths = [], []
+                for chain, did in zip(img.meta["chains"], img.diff_ids):
+                    path = "blobs/sha256/" + did[7:]
+                    tmp = os.path.join(scratch, "layer.tar")
+                    if path not in sizes:
+                        _layer_tar(chain, did, tmp)
+                        tf.add(tmp, arcname=path, recursive=False, filter=_plain)
+                        sizes[path] = os.stat(tmp).st_size
+                        os.unlink(tmp)
+                    layer_descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                                        "digest": did, "size": sizes[path]})
+                    paths.append(path)
+                manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                                  "digest": cdigest, "size": len(config)},
+                                       "layers": layer_descs}, separators=(",", ":")).encode()
+                mdigest, mpath = _blob(manifest)
+                if mpath not in done:
+                    _add_bytes(tf, mpath, manifest)
+                    done.add(mpath)
+                tags = [key] if key else [t for t in img.tags if "@" not in t]
+                for t in tags or [None]:
+                    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdigest,
+                             "size": len(manifest)}
+                    if t:
+                        ref = parse(t)
+                        entry["annotations"] = {"io.containerd.image.name": f"{ref.name}:{ref.tag}",
+                                                "org.opencontainers.image.ref.name": ref.tag}
+                        repositories.setdefault(ref.familiar_name, {})[ref.tag] = img.diff_ids[-1][7:]
+                    index.append(entry)
+                manifest_json.append({"Config": cpath, "RepoTags": tags, "Layers": paths})
+            _add_bytes(tf, "index.json", json.dumps({"schemaVersion": 2, "mediaType":
+                       "application/vnd.oci.image.index.v1+json", "manifests": index},
+                       separators=(",", ":")).encode())
+            _add_bytes(tf, "manifest.json", json.dumps(manifest_json, separators=(",", ":")).encode())
+            if repositories:
+                _add_bytes(tf, "repositories", json.dumps(repositories, separators=(",", ":")).encode())
+    finally:
+        state.remove_tree(scratch)
+
+
+def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o444
+    info.mtime = 0
+    return info
+
+
+def save(refs: list[str], out: str) -> None:
+    """``docker save``: to the file ``out`` (complete or not at all), a device or FIFO, or ``-`` (stdout)."""
+    for ref in refs:
+        images.resolve(ref)  # every name checked before anything is written
+    if out == "-":
+        write_archive(refs, sys.stdout.buffer, True)
+        return
+    try:
+        st = os.lstat(out)
+        special = not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode)
+    except FileNotFoundError:
+        special = False
+    if special:  # /dev/null, a FIFO: written to, never renamed over
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise CocinError(f"cannot write {out}: {e.strerror}") from None
+        with os.fdopen(fd, "wb") as f:
+            write_archive(refs, f, True)
+        return
+    try:
+        atomic = state.AtomicFile(out)
+    except OSError as e:
+        raise CocinError(f"cannot write {out}: {e.strerror}") from None
+    with atomic as f:
+        write_archive(refs, f, False)
+
+
+# --- load ---------------------------------------------------------------------------
+
+def spool_stdin() -> str:
+    """Standard input copied into a file in the state root (a tar needs to seek)."""
+    images.make_layers_dir()
+    path = os.path.join(images.layers_dir(), f".stdin-{os.getpid()}-{os.urandom(4).hex()}")
+    with open(path, "wb") as out:
+        for chunk in iter(lambda: sys.stdin.buffer.read(1 << 20), b""):
+            out.write(chunk)
+    return path
+
+
+def is_docker_archive(path: str) -> bool:
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                if m.name in ("manifest.json", "./manifest.json"):
+                    return True
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+    return False
+
+
+def _member_bytes(tf: tarfile.TarFile, name: str, limit: int = 64 << 20) -> bytes:
+    try:
+        m = tf.getmember(name)
+    except KeyError:
+        try:
+            m = tf.getmember("./" + name)
+        except KeyError:
+            raise CocinError(f"invalid archive: {name} is missing") from None
+    if not m.isfile() or m.size > limit:
+        raise CocinError(f"invalid archive: {name} is not a file")
+    f = tf.extractfile(m)
+    return f.read() if f else b""
+
+
+def load(path: str) -> list[str]:
+    """``docker load`` of a docker-save archive; the names (or IDs) it loaded."""
+    try:
+        tf = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError):
+        raise CocinError(f"cannot read {path}: not a valid tar archive") from None
+    out: list[str] = []
+    with tf:
+        try:
+            manifest = json.loads(_member_bytes(tf, "manifest.json"))
+        except ValueError:
+            raise CocinError("invalid archive: manifest.json is not JSON") from None
+        if not isinstance(manifest, list):
+            raise CocinError("invalid archive: manifest.json is not a list")
+        for entry in manifest:
+            out += _load_one(tf, entry)
+    return out
+
+
+def _load_one(tf: tarfile.TarFile, entry: dict) -> list[str]:
+    from . import tarball
+
+    config = _member_bytes(tf, entry["Config"])
+    image_id = hashlib.sha256(config).hexdigest()
+    base = os.path.basename(entry["Config"])
+    named = base[:-5] if base.endswith(".json") else base
+    if len(named) == 64 and named != image_id:
+        raise CocinError(f"invalid archive: the config {entry['Config']} has the digest sha256:{image_id}")
+    cfg = json.loads(config)
+    diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+    if len(diff_ids) != len(entry.get("Layers") or []):
+        raise CocinError("invalid archive: the config's diff_ids do not match its layers")
+    tags = [images.check_new_name(t, replace=True) for t in entry.get("RepoTags") or []]
+    added, parent = [], None
+    try:
+        for did, name in zip(diff_ids, entry["Layers"]):
+            chain = images.chain_id(parent, did)
+            if not os.path.isdir(images.layer_path(chain)):
+                stage = images.staging()
+                try:
+                    tar = os.path.join(stage, "orig.tar")
+                    got = _copy_member(tf, name, tar)
+                    if got != did:
+                        raise CocinError(f"invalid archive: layer {name} is {got}, the config says {did}")
+                    tarball.extract(tar, os.path.join(stage, "diff"))
+                    keep_orig(stage, tar, did)
+                    for fname, text in (("diff_id", did), ("parent", parent or ""),
+                                        ("size", str(images.tree_size(os.path.join(stage, "diff"))))):
+                        if text:
+                            with open(os.path.join(stage, fname), "w") as f:
+                                f.write(text)
+                    with state.locked():
+                        images.install_layer(stage, chain)
+                except BaseException:
+                    state.remove_tree(stage)
+                    raise
+                added.append(chain)
+            parent = chain
+        from .registry import _publish
+
+        _publish(config, tags)
+    except BaseException:
+        with state.locked():
+            images._drop_orphan_layers(added)
+        raise
+    return tags or ["sha256:" + image_id]
+
+
+def _copy_member(tf: tarfile.TarFile, name: str, dest: str) -> str:
+    """A layer file of the archive into ``dest`` (uncompressed); the sha256 of its tar."""
+    import gzip
+
+    try:
+        m = tf.getmember(name)
+    except KeyError:
+        raise CocinError(f"invalid archive: {name} is missing") from None
+    if not m.isfile():
+        raise CocinError(f"invalid archive: {name} is not a file")
+    src = tf.extractfile(m)
+    head = src.read(2)
+    src.seek(0)
+    if head == b"\x1f\x8b":
+        src = gzip.GzipFile(fileobj=src)
+    h = hashlib.sha256()
+    with open(dest, "wb") as out:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            h.update(chunk)
+            out.write(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def keep_orig(stage: str, tar: str, diff_id: str) -> None:
+    """The layer's own tarball, gzipped as ``orig`` (``save`` gives it back byte
+    for byte), unless cocin's own tarball of its files has the same bytes."""
+    import gzip
+
+    from . import layers
+
+    if layers.diff_id(os.path.join(stage, "diff")) != diff_id:
+        with open(tar, "rb") as src, gzip.GzipFile(os.path.join(stage, "orig"), "wb", mtime=0) as out:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                out.write(chunk)
+    os.unlink(tar)

@@ -1,0 +1,419 @@
+"""``pull``: fetching an image from a registry, with the standard library only.
+
+A registry speaks the OCI distribution API over HTTP(S):
+
+1. ``GET /v2/NAME/manifests/REF`` answers a **manifest** (the config blob's
+   and the layers' digests) or an **index** / manifest list (one manifest per
+   platform: the host's is picked, ``linux/amd64`` here). The client says
+   which formats it reads in ``Accept`` and learns which one came from
+   ``Content-Type``. A manifest's digest is the sha256 of its bytes as
+   received: pulling by digest is checked against it.
+2. ``GET /v2/NAME/blobs/DIGEST`` answers the config, then each layer: a tar,
+   usually gzip-compressed. Every blob is checked against its digest and
+   size; each layer's uncompressed tar against the config's ``diff_id``.
+   Layers already stored (same chain ID) are not fetched again.
+3. **Auth**: a ``401`` names a scheme in ``WWW-Authenticate``. ``Basic``: the
+   credentials go with every request. ``Bearer`` (Docker Hub's): a token is
+   asked for at the named realm (anonymously, or with the credentials), then
+   sent as ``Authorization: Bearer``. Credentials come from Docker's own
+   file, ``~/.docker/config.json`` (``$DOCKER_CONFIG``), its ``auths``. The
+   header is never sent along a redirect: blob stores behind a ``307``
+   (S3, CDNs) refuse requests that carry one.
+
+Plain HTTP only for ``localhost`` and 127.0.0.0/8, as Docker allows without
+configuration; HTTPS with the system's CA store otherwise. Nothing
+half-made stays after a failure: blobs are downloaded into the store's
+staging area and removed, layers stored for an image that then fails to
+complete are removed too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from . import images, reference, state
+from .state import CocinError
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
+GZIP = ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip")
+PLAIN = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar")
+ZSTD = ("application/vnd.oci.image.layer.v1.tar+zstd",)
+HUB = "registry-1.docker.io"
+TIMEOUT = 60
+CHUNK = 1 << 20
+
+
+def _is_local(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name == "localhost" or (name.startswith("127.") and name.replace(".", "").isdigit())
+
+
+def credentials(domain: str) -> tuple[str, str] | None:
+    """user, password for ``domain`` from Docker's config.json ``auths`` (``auth``: base64 of user:pass)."""
+    path = os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
+    try:
+        with open(path) as f:
+            auths = json.load(f).get("auths") or {}
+    except (OSError, ValueError):
+        return None
+    keys = [domain, "https://" + domain, "http://" + domain]
+    if domain == reference.DEFAULT_DOMAIN:
+        keys += ["https://index.docker.io/v1/", "index.docker.io", HUB]
+    for key in keys:
+        entry = auths.get(key) or auths.get(key.rstrip("/"))
+        if entry and entry.get("auth"):
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            return user, password
+    return None
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="...",scope="repository:x:pull,push"`` -> scheme, params.
+    Quoted values may hold commas: read them as quoted strings, never split on commas."""
+    scheme, _, rest = header.strip().partition(" ")
+    params: dict[str, str] = {}
+    i = 0
+    while i < len(rest):
+        while i < len(rest) and rest[i] in " ,":
+            i += 1
+        eq = rest.find("=", i)
+        if eq < 0:
+            break
+        key = rest[i:eq].strip().lower()
+        i = eq + 1
+        if i < len(rest) and rest[i] == '"':
+            j = i + 1
+            value = []
+            while j < len(rest) and rest[j] != '"':
+                if rest[j] == "\\" and j + 1 < len(rest):
+                    j += 1
+                value.append(rest[j])
+                j += 1
+            params[key] = "".join(value)
+            i = j + 1
+        else:
+            j = rest.find(",", i)
+            j = len(rest) if j < 0 else j
+            params[key] = rest[i:j].strip()
+            i = j
+    return scheme.lower(), params
+
+
+class Client:
+    """One repository of one registry, with its auth state."""
+
+    def __init__(self, ref: reference.Reference):
+        self.ref = ref
+        host = HUB if ref.domain == reference.DEFAULT_DOMAIN else ref.domain
+        self.base = ("http://" if _is_local(host) else "https://") + host
+        self.creds = credentials(ref.domain)
+        self.auth: str | None = None  # the Authorization header that worked
+        self.opener = urllib.request.build_opener()
+
+    def _open(self, method: str, url: str, headers: dict[str, str]):
+        req = urllib.request.Request(url, method=method, headers=headers)
+        if self.auth:
+            req.add_unredirected_header("Authorization", self.auth)
+        return self.opener.open(req, timeout=TIMEOUT)
+
+    def get(self, path: str, accept: str | None = None):
+        """GET ``/v2/NAME/path``, authenticating once on a 401."""
+        url = f"{self.base}/v2/{self.ref.path}/{path}"
+        headers = {"Accept": accept} if accept else {}
+        for attempt in range(2):
+            try:
+                return self._open("GET", url, headers)
+            except urllib.error.HTTPError as e:
+                if e.code == 401 and attempt == 0 and self._authenticate(e.headers.get("WWW-Authenticate", "")):
+                    continue
+                raise CocinError(self._error(e)) from None
+            except (urllib.error.URLError, OSError) as e:
+                reason = getattr(e, "reason", e)
+                raise CocinError(f"cannot reach the registry {self.base}: {reason}") from None
+        raise AssertionError("unreachable")
+
+    def _authenticate(self, challenge: str) -> bool:
+        scheme, params = parse_challenge(challenge)
+        if scheme == "basic":
+            if not self.creds:
+                return False
+            self.auth = "Basic " + base64.b64encode(":".join(self.creds).encode()).decode()
+            return True
+        if scheme != "bearer" or "realm" not in params:
+            return False
+        query = {"service": params.get("service", "")}
+        scope = params.get("scope") or f"repository:{self.ref.path}:pull"
+        url = params["realm"] + "?" + urllib.parse.urlencode({**query, "scope": scope})
+        req = urllib.request.Request(url)
+        if self.creds:
+            req.add_unredirected_header(
+                "Authorization", "Basic " + base64.b64encode(":".join(self.creds).encode()).decode())
+        try:
+            with self.opener.open(req, timeout=TIMEOUT) as resp:
+                answer = json.load(resp)
+        except urllib.error.HTTPError as e:
+            raise CocinError(f"authentication at {params['realm']} failed: {e.code} {e.reason}") from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise CocinError(f"cannot get a token from {params['realm']}: {getattr(e, 'reason', e)}") from None
+        token = answer.get("token") or answer.get("access_token")
+        if not token:
+            return False
+        self.auth = "Bearer " + token
+        return True
+
+    def _error(self, e: urllib.error.HTTPError) -> str:
+        try:
+            errors = json.loads(e.read() or b"{}").get("errors") or []
+        except (ValueError, OSError):
+            errors = []
+        what = "; ".join(f"{x.get('code', '').lower().replace('_', ' ')}: {x.get('message', '')}"
+                         for x in errors) or f"{e.code} {e.reason}"
+        if e.code == 401:
+            return f"pull access denied for {self.ref.familiar_name}: {what} (cocin reads credentials " \
+                   "from ~/.docker/config.json)"
+        if e.code == 404:
+            return f"manifest for {self.ref} not found: {what}"
+        return f"error from the registry {self.base}: {what}"
+
+
+def _sha256_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _check_digest(digest: str) -> None:
+    if not reference.is_digest(digest):
+        raise CocinError(f"unsupported digest {digest!r}: only sha256 is")
+
+
+def fetch_manifest(client: Client, ref: str) -> tuple[bytes, str, str]:
+    """The manifest (or index) ``ref`` names: raw bytes, media type, digest (checked)."""
+    with client.get(f"manifests/{ref}", ACCEPT) as resp:
+        raw = resp.read()
+        mediatype = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+        header = resp.headers.get("Docker-Content-Digest")
+    digest = _sha256_of(raw)
+    expected = ref if ref.startswith("sha256:") else header
+    if expected and expected != digest:
+        raise CocinError(f"manifest digest mismatch: expected {expected}, got {digest}")
+    if not mediatype or mediatype in ("application/json", "text/plain"):
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {}
+        mediatype = body.get("mediaType") or (OCI_INDEX if "manifests" in body else OCI_MANIFEST)
+    return raw, mediatype, digest
+
+
+def _platform_str(p: dict) -> str:
+    return "/".join(x for x in (p.get("os", "?"), p.get("architecture", "?"), p.get("variant")) if x)
+
+
+def pick_platform(index: dict, os_name: str, arch: str, variant: str | None = None) -> dict:
+    """The entry of an index for ``os_name/arch`` (never the first by default);
+    attestations (``unknown/unknown``) are skipped."""
+    found = []
+    for entry in index.get("manifests") or []:
+        p = entry.get("platform") or {}
+        if p.get("os") == "unknown" or (entry.get("annotations") or {}).get("vnd.docker.reference.type"):
+            continue
+        found.append(_platform_str(p))
+        if p.get("os") == os_name and p.get("architecture") == arch and (
+                variant is None or p.get("variant") in (None, variant)):
+            return entry
+    listed = ", ".join(found) or "none"
+    raise CocinError(f"no matching manifest for {os_name}/{arch} in the manifest list entries (found: {listed})")
+
+
+def _download(client: Client, desc: dict, dest: str) -> None:
+    """A blob into the file ``dest``, checked against its digest and size while it streams."""
+    digest, size = desc["digest"], desc.get("size")
+    _check_digest(digest)
+    h, n = hashlib.sha256(), 0
+    with client.get(f"blobs/{digest}") as resp, open(dest, "wb") as out:
+        while True:
+            chunk = resp.read(CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+            n += len(chunk)
+            if size is not None and n > size:
+                raise CocinError(f"blob {digest}: more than the {size} bytes announced")
+            out.write(chunk)
+    if size is not None and n != size:
+        raise CocinError(f"blob {digest}: {n} bytes, {size} announced")
+    if "sha256:" + h.hexdigest() != digest:
+        raise CocinError(f"blob {digest}: digest mismatch (got sha256:{h.hexdigest()})")
+
+
+def _decompress(blob: str, mediatype: str, tar: str) -> str:
+    """Write the layer's uncompressed tar to ``tar``; its diff_id."""
+    h = hashlib.sha256()
+    if mediatype in GZIP or mediatype in PLAIN:
+        import gzip
+
+        opener = gzip.open if mediatype in GZIP else open
+        try:
+            with opener(blob, "rb") as src, open(tar, "wb") as out:
+                while True:
+                    chunk = src.read(CHUNK)
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    out.write(chunk)
+        except (OSError, EOFError) as e:
+            raise CocinError(f"cannot decompress a layer: {e}") from None
+    elif mediatype in ZSTD:
+        if shutil.which("zstd") is None:
+            raise CocinError("the image has zstd-compressed layers: install the zstd command (apt-get install zstd)")
+        with open(blob, "rb") as src, open(tar, "wb") as out:
+            proc = subprocess.Popen(["zstd", "-dc"], stdin=src, stdout=subprocess.PIPE)
+            for chunk in iter(lambda: proc.stdout.read(CHUNK), b""):
+                h.update(chunk)
+                out.write(chunk)
+            if proc.wait() != 0:
+                raise CocinError("cannot decompress a zstd layer")
+    else:
+        raise CocinError(f"unsupported layer type {mediatype}")
+    return "sha256:" + h.hexdigest()
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+def pull(text: str, quiet: bool = False) -> images.Image:
+    """``docker pull``: the image ``text`` names, stored with its tag (or digest)."""
+    ref = reference.parse(text)
+    client = Client(ref)
+    target = ref.digest or ref.tag
+    _say(quiet, f"{target}: Pulling from {ref.path if ref.domain != reference.DEFAULT_DOMAIN else ref.familiar_name}")
+    raw, mediatype, digest = fetch_manifest(client, target)
+    arch = images.host_arch()
+    if mediatype in (OCI_INDEX, DOCKER_LIST):
+        entry = pick_platform(json.loads(raw), "linux", arch)
+        raw, mediatype, _child = fetch_manifest(client, entry["digest"])
+    if mediatype not in (OCI_MANIFEST, DOCKER_MANIFEST):
+        raise CocinError(f"unsupported manifest type {mediatype or 'unknown'}")
+    manifest = json.loads(raw)
+    images.make_layers_dir()
+    tmp = os.path.join(images.layers_dir(), f".pull-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(tmp, 0o700)
+    added: list[str] = []
+    try:
+        config_raw = _fetch_config(client, manifest["config"], tmp)
+        config = json.loads(config_raw)
+        got = f"{config.get('os', '?')}/{config.get('architecture', '?')}"
+        if got != f"linux/{arch}":
+            raise CocinError(f"the image's platform ({got}) does not match the host's (linux/{arch})")
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        layers = manifest.get("layers") or []
+        if len(diff_ids) != len(layers):
+            raise CocinError(f"the manifest has {len(layers)} layers, the config {len(diff_ids)} diff_ids")
+        parent = None
+        for desc, did in zip(layers, diff_ids):
+            chain = images.chain_id(parent, did)
+            short = desc["digest"][7:19]
+            if os.path.isdir(images.layer_path(chain)):
+                _say(quiet, f"{short}: Already exists")
+            else:
+                _pull_layer(client, desc, did, chain, parent, tmp)
+                added.append(chain)
+                _say(quiet, f"{short}: Pull complete")
+            parent = chain
+        keys = [ref.key()] if not ref.digest else []
+        keys.append(f"{ref.familiar_name}@{digest}")
+        img = _publish(config_raw, keys)
+    except BaseException:
+        with state.locked():
+            images._drop_orphan_layers(added)
+        raise
+    finally:
+        state.remove_tree(tmp)
+    _say(quiet, f"Digest: {digest}")
+    _say(quiet, f"Status: Downloaded newer image for {ref.key()}")
+    if quiet:
+        print(ref.key() if not ref.digest else f"{ref.familiar_name}@{digest}")
+    return img
+
+
+def _fetch_config(client: Client, desc: dict, tmp: str) -> bytes:
+    path = os.path.join(tmp, "config")
+    _download(client, desc, path)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _pull_layer(client: Client, desc: dict, diff_id: str, chain: str, parent: str | None, tmp: str) -> None:
+    from . import tarball
+
+    blob, tar = os.path.join(tmp, "blob"), os.path.join(tmp, "layer.tar")
+    _download(client, desc, blob)
+    got = _decompress(blob, desc.get("mediaType", ""), tar)
+    os.unlink(blob)  # (archive.keep_orig keeps the tar itself, gzipped, if it is needed)
+    if got != diff_id:
+        raise CocinError(f"layer {desc['digest']}: its content is {got}, the config says {diff_id}")
+    stage = images.staging()
+    try:
+        from .archive import keep_orig
+
+        tarball.extract(tar, os.path.join(stage, "diff"))
+        keep_orig(stage, tar, diff_id)
+        with open(os.path.join(stage, "diff_id"), "w") as f:
+            f.write(diff_id)
+        with open(os.path.join(stage, "size"), "w") as f:
+            f.write(str(images.tree_size(os.path.join(stage, "diff"))))
+        if parent:
+            with open(os.path.join(stage, "parent"), "w") as f:
+                f.write(parent)
+        with state.locked():
+            images.install_layer(stage, chain)
+    except BaseException:
+        state.remove_tree(stage)
+        raise
+
+
+def _publish(config_raw: bytes, keys: list[str]) -> images.Image:
+    images.repositories()
+    with state.locked():
+        image_id = images.store_config(config_raw)
+        repos = images._read_repos()
+        olds = set()
+        for key in keys:
+            old = repos.get(key, "").partition(":")[2]
+            if old and old != image_id:
+                olds.add(old)
+            repos[key] = "sha256:" + image_id
+        images._write_repos(repos)
+        for old in olds:
+            images._drop_image_if_unused(old, repos)
+    return images.load_image(image_id)
+
+
+def pull_for_run(text: str) -> images.Image:
+    """``run``/``create`` of an image not here: pulled when the reference names a
+    registry host (as Docker does; cocin never guesses Docker Hub for a bare name)."""
+    first = text.split("/", 1)[0]
+    if "/" not in text or not reference.looks_like_domain(first):
+        raise state.NotFound(f"No such image: {reference.parse(text).key()} (pull it first: cocin pull IMAGE)")
+    sys.stderr.write(f"Unable to find image '{reference.parse(text).key()}' locally\n")
+    sys.stderr.flush()
+    saved = sys.stdout  # the pull's progress on stderr: the container's output owns stdout
+    sys.stdout = sys.stderr
+    try:
+        return pull(text)
+    finally:
+        sys.stdout = saved
