@@ -147,7 +147,7 @@ def _run_options(a: argparse.Namespace):
         init=a.init, privileged=a.privileged, cap_add=a.cap_add, cap_drop=a.cap_drop,
         security_opt=a.security_opt, read_only=a.read_only, tmpfs=a.tmpfs, user=a.user,
         group_add=a.group_add, devices=a.device, ulimits=a.ulimit, sysctls=a.sysctl,
-        entrypoint=a.entrypoint)
+        entrypoint=a.entrypoint, pull=a.pull)
 
 
 @command("run")
@@ -582,11 +582,11 @@ def cmd_import(a: argparse.Namespace) -> int:
     if a.file == "-":  # the tarball on standard input
         path = archive.spool_stdin()
         try:
-            img = images.import_tarball(path, a.name, a.force, source="import -")
+            img = images.import_tarball(path, a.name, a.force, "import -", a.change, a.message or "")
         finally:
             os.unlink(path)
     else:
-        img = images.import_tarball(a.file, a.name, a.force)
+        img = images.import_tarball(a.file, a.name, a.force, "", a.change, a.message or "")
     print(f"sha256:{img.id}")
     return 0
 
@@ -891,6 +891,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("containers", nargs="*", metavar="CONTAINER")
 
     p = sub.add_parser("import", help="create an image from a filesystem tarball")
+    p.add_argument("-c", "--change", action="append", default=[],
+                   help="apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, ...)")
+    p.add_argument("-m", "--message", help="set a commit message for the imported image")
     p.add_argument("--force", action="store_true", help="replace an existing image")
     p.add_argument("file")
     p.add_argument("name")

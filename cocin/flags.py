@@ -119,6 +119,7 @@ FLAGS = (
     Flag("--env-file", LIST, "Read variables from a file", verbs=ALL),
     Flag("-w, --workdir", VALUE, "Working directory inside the container", verbs=ALL),
     Flag("--entrypoint", VALUE, "Overwrite the default ENTRYPOINT of the image (\"\": none)"),
+    Flag("--pull", VALUE, "Pull image before running (always, missing, never)", default="missing"),
     Flag("-v, --volume", LIST, "Bind mount a host directory", metavar="HOST:CONTAINER[:ro]"),
     Flag("-h, --hostname", VALUE, "Container host name"),
     Flag("--network, --net", VALUE, "A network's name, bridge (the default network), none or host",

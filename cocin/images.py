@@ -568,15 +568,20 @@ def check_new_name(ref: str, replace: bool = False) -> str:
 
 # --- import, busybox ------------------------------------------------------------------
 
-def import_tarball(path: str, ref: str, replace: bool = False, source: str = "") -> Image:
-    """Make a one-layer image from a ``docker export``-style tarball (.tar, .tar.gz, ...)."""
+def import_tarball(path: str, ref: str, replace: bool = False, source: str = "",
+                   changes: list[str] | None = None, comment: str = "") -> Image:
+    """Make a one-layer image from a ``docker export``-style tarball (.tar, .tar.gz, ...);
+    ``changes``: Dockerfile instructions for its config (``import -c``)."""
     name = check_new_name(ref, replace)
+    run_cfg = apply_changes({"Env": list(DEFAULT_ENV)}, changes or [])
     if not os.path.isfile(path):
         raise CocinError(f"cannot import {path}: no such file")
-    return _extract_and_publish(path, name, source or f"import {os.path.basename(path)}", replace)
+    return _extract_and_publish(path, name, source or f"import {os.path.basename(path)}", replace,
+                                run_cfg, comment)
 
 
-def _extract_and_publish(path: str, name: str, source: str, replace: bool) -> Image:
+def _extract_and_publish(path: str, name: str, source: str, replace: bool, run_cfg: dict | None = None,
+                         comment: str = "") -> Image:
     """A tarball's tree becomes a new one-layer image ``name``; nothing stays on failure."""
     from . import tarball
 
@@ -588,7 +593,7 @@ def _extract_and_publish(path: str, name: str, source: str, replace: bool) -> Im
         raise
     chain, did = add_layer(tmp, None)
     now = time.time()
-    raw = _compact(new_config(None, did, now, source)).encode()
+    raw = _compact(new_config(None, did, now, source, run_cfg, comment=comment)).encode()
     try:
         return publish(raw, name, replace)
     except BaseException:

@@ -411,7 +411,12 @@ def pull_for_run(text: str) -> images.Image:
         raise state.NotFound(f"No such image: {reference.parse(text).key()} (pull it first: cocin pull IMAGE)")
     sys.stderr.write(f"Unable to find image '{reference.parse(text).key()}' locally\n")
     sys.stderr.flush()
-    saved = sys.stdout  # the pull's progress on stderr: the container's output owns stdout
+    return pull_to_stderr(text)
+
+
+def pull_to_stderr(text: str) -> images.Image:
+    """``pull`` with its progress on stderr: the container's output owns stdout."""
+    saved = sys.stdout
     sys.stdout = sys.stderr
     try:
         return pull(text)

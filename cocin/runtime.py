@@ -49,6 +49,7 @@ class RunOptions(Record):
     restart: str | None = None
     init: bool = False
     entrypoint: str | None = None  # --entrypoint ("" clears the image's, and its Cmd)
+    pull: str = "missing"  # --pull always|missing|never
     # Confinement (issue 13), as given on the command line; checked by create.
     privileged: bool = False
     cap_add: list[str] = Factory(list)
@@ -280,6 +281,27 @@ def container_config(opts: RunOptions, image: dict) -> dict:
     return cfg
 
 
+def _image(opts: RunOptions):
+    """The image to run, pulled as ``--pull`` says: ``missing`` (when it is not
+    here and its reference names a registry), ``always``, ``never``."""
+    from . import images
+
+    if opts.pull not in ("missing", "always", "never"):
+        raise CocinError(f'invalid pull option: \'{opts.pull}\': must be one of "always", "missing" or "never"')
+    if opts.pull == "always":
+        from . import registry
+
+        return registry.pull_to_stderr(opts.image)
+    try:
+        return images.get(opts.image)
+    except NotFound:
+        if opts.pull == "never":
+            raise
+        from . import registry
+
+        return registry.pull_for_run(opts.image)
+
+
 def create(opts: RunOptions) -> Container:
     """Check the request, then make the container's directories and record.
 
@@ -301,13 +323,9 @@ def create(opts: RunOptions) -> Container:
     security, seccomp_text = security_config(opts)
     if opts.name is not None and state.name_taken(opts.name):
         raise CocinError(f"the container name {opts.name!r} is already in use")
-    try:
-        img = images.get(opts.image)
-    except NotFound:
-        from . import registry
-
-        img = registry.pull_for_run(opts.image)
+    img = _image(opts)
     image_cfg = container_config(opts, img.config.get("config") or {})
+    stop_signal(image_cfg)  # a bad one is refused now, not at stop
     argv = (image_cfg.get("Entrypoint") or []) + (image_cfg.get("Cmd") or [])
     if not argv:
         raise CocinError("no command specified")
@@ -461,13 +479,24 @@ def _signal(rec: Container, sig: int) -> None:
         pass
 
 
+def stop_signal(image_cfg: dict) -> int:
+    """The image's ``StopSignal`` (``SIGINT``, ``INT``, ``2``) as a number; SIGTERM without one."""
+    text = str(image_cfg.get("StopSignal") or "SIGTERM").upper()
+    if text.isdigit() and 0 < int(text) < signal.NSIG:
+        return int(text)
+    num = getattr(signal, text if text.startswith("SIG") else "SIG" + text, None)
+    if not isinstance(num, int) or text.startswith("SIG_"):  # SIG_IGN, SIG_DFL are not signals
+        raise CocinError(f"invalid signal: {image_cfg.get('StopSignal')}")
+    return num
+
+
 def _stop_locked(rec: Container, timeout: float) -> Container:
     rec = state.reconcile(state.load(rec.id))
     if rec.state in ("running", "restarting"):
         rec = state.update(rec.id, manually_stopped=True)  # no restart after this
     if not state.is_running(rec):
         return _wait_recorded(rec) if rec.state == "restarting" else rec
-    _signal(rec, signal.SIGTERM)
+    _signal(rec, stop_signal(rec.config.get("image_config") or {}))
     if not _wait_dead(rec.pid, rec.pid_start, timeout):
         _signal(rec, signal.SIGKILL)
         _wait_dead(rec.pid, rec.pid_start, 10.0)

@@ -374,3 +374,45 @@ def test_export_and_import_through_pipes(cocin, cleanup):
     assert r.rc == 0 and r.stdout.startswith("sha256:"), r.stderr
     assert cocin.ok("run", "--rm", "--network", "none", "piped", "cat", "/p").stdout == "p\n"
     assert _inspect(cocin, "piped")["Comment"] == "import -"
+
+
+def test_import_with_changes(cocin, target_tmp, cleanup):
+    cleanup.append("changed")
+    cocin.ok("run", "--name", "ic", "--network", "none", "busybox", "sh", "-c", "echo c > /c")
+    tar = target_tmp / "c.tar"
+    cocin.ok("export", "ic", "-o", tar)
+    r = cocin("import", "-c", "FROM x", tar, "changed")
+    assert r.rc == 125 and r.stderr == "cocin: error: from is not a valid change command\n"
+    cocin.ok("import", "-c", 'ENTRYPOINT ["cat"]', "-c", 'CMD ["/c"]', "-c", "ENV K=v", "-m", "imported with changes",
+             tar, "changed")
+    assert cocin.ok("run", "--rm", "--network", "none", "changed").stdout == "c\n"
+    info = _inspect(cocin, "changed")
+    assert info["Comment"] == "imported with changes" and "K=v" in info["Config"]["Env"]
+    assert info["Config"]["Entrypoint"] == ["cat"] and info["Config"]["Cmd"] == ["/c"]
+
+
+def test_pull_option(cocin):
+    r = cocin("run", "--rm", "--pull", "sometimes", "busybox", "true")
+    assert r.rc == 125 and r.stderr == ('cocin: error: invalid pull option: \'sometimes\': must be one of '
+                                        '"always", "missing" or "never"\n')
+    r = cocin("run", "--rm", "--pull", "never", "127.0.0.1:1/nothing/here", "true")
+    assert r.rc == 125 and r.stderr == "cocin: error: No such image: 127.0.0.1:1/nothing/here:latest\n"
+    assert cocin.ok("run", "--rm", "--network", "none", "--pull", "never", "busybox", "true").rc == 0
+
+
+def test_stop_sends_the_images_stop_signal(cocin, cleanup):
+    cleanup += ["usr1img", "badsig"]
+    cocin.ok("run", "--name", "ss", "--network", "none", "busybox", "true")
+    cocin.ok("commit", "-c", "STOPSIGNAL SIGUSR1", "ss", "usr1img")
+    cocin.ok("run", "-d", "--name", "ssrun", "--network", "none", "usr1img", "sh", "-c",
+             "trap 'echo got-usr1; exit 3' USR1; trap 'echo got-term; exit 4' TERM; "
+             "echo ready; while true; do sleep 0.1; done")
+    for _ in range(50):
+        if "ready" in cocin.ok("logs", "ssrun").stdout:
+            break
+    cocin.ok("stop", "-t", "5", "ssrun")
+    assert cocin.record("ssrun")["exit_code"] == 3
+    assert "got-usr1" in cocin.ok("logs", "ssrun").stdout
+    cocin.ok("commit", "-c", "STOPSIGNAL SIGNOPE", "ss", "badsig")
+    r = cocin("create", "--network", "none", "badsig")
+    assert r.rc == 125 and r.stderr == "cocin: error: invalid signal: SIGNOPE\n"

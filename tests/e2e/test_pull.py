@@ -191,3 +191,12 @@ def test_a_pulled_image_saves_and_loads_with_its_ids(cocin, registry, fresh, tar
     after = json.loads(cocin.ok("image", "inspect", ref, env=fresh).stdout)[0]
     assert (after["Id"], after["RootFS"]) == (before["Id"], before["RootFS"])
     assert cocin.ok("run", "--rm", "--network", "none", ref, env=fresh).stdout == OUTPUT
+
+
+def test_run_pull_always_and_never(cocin, registry, fresh):
+    ref = f"{registry['REGISTRY_OPEN']}/test/busybox:v2s2"
+    r = cocin("run", "--rm", "--network", "none", "--pull", "never", ref, env=fresh)
+    assert r.rc == 125 and "No such image" in r.stderr and _left(cocin, fresh) == ""
+    cocin.ok("pull", "-q", ref, env=fresh)
+    r = cocin("run", "--rm", "--network", "none", "--pull", "always", ref, env=fresh)
+    assert r.rc == 0 and r.stdout == OUTPUT and r.stderr.count("Already exists") == 2, r.stderr

@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 DEFAULTS = {
     "detach": False, "interactive": False, "tty": False, "name": None, "rm": None,
-    "env": [], "env_file": [], "workdir": None, "entrypoint": None, "volume": [], "hostname": None,
+    "env": [], "env_file": [], "workdir": None, "entrypoint": None, "pull": "missing", "volume": [], "hostname": None,
     "network": "bridge", "publish": [], "ip": None, "dns": [], "restart": "no", "init": False,
     "memory": None, "memory_swap": None, "cpus": None, "cpu_shares": None,
     "cpuset_cpus": None, "cpuset_mems": None, "pids_limit": None,
