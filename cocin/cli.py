@@ -685,7 +685,7 @@ def cmd_images(a: argparse.Namespace) -> int:
 def cmd_pull(a: argparse.Namespace) -> int:
     from . import registry
 
-    registry.pull(a.image, quiet=a.quiet)
+    registry.pull(a.image, quiet=a.quiet, platform=a.platform)
     return 0
 
 
@@ -930,6 +930,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("pull", help="download an image from a registry")
     p.add_argument("-q", "--quiet", action="store_true", help="suppress verbose output")
+    p.add_argument("--platform", help="os/arch[/variant] to pull from a multi-platform image (default: the host's)")
     p.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
 
     p = sub.add_parser("tag", help="create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")

@@ -295,16 +295,27 @@ def _say(quiet: bool, text: str) -> None:
         print(text, flush=True)
 
 
-def pull(text: str, quiet: bool = False) -> images.Image:
-    """``docker pull``: the image ``text`` names, stored with its tag (or digest)."""
+def parse_platform(text: str | None) -> tuple[str, str, str | None]:
+    """``linux/arm64/v8`` -> (os, architecture, variant); ``None``: the host's."""
+    if not text:
+        return "linux", images.host_arch(), None
+    parts = text.lower().split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise CocinError(f"invalid platform {text!r}: use os/arch[/variant], e.g. linux/arm64")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def pull(text: str, quiet: bool = False, platform: str | None = None) -> images.Image:
+    """``docker pull``: the image ``text`` names (for ``platform``, default the
+    host's), stored with its tag (or digest)."""
+    os_name, arch, variant = parse_platform(platform)
     ref = reference.parse(text)
     client = Client(ref)
     target = ref.digest or ref.tag
     _say(quiet, f"{target}: Pulling from {ref.path if ref.domain != reference.DEFAULT_DOMAIN else ref.familiar_name}")
     raw, mediatype, digest = fetch_manifest(client, target)
-    arch = images.host_arch()
     if mediatype in (OCI_INDEX, DOCKER_LIST):
-        entry = pick_platform(json.loads(raw), "linux", arch)
+        entry = pick_platform(json.loads(raw), os_name, arch, variant)
         raw, mediatype, _child = fetch_manifest(client, entry["digest"])
     if mediatype not in (OCI_MANIFEST, DOCKER_MANIFEST):
         raise CocinError(f"unsupported manifest type {mediatype or 'unknown'}")
@@ -317,8 +328,9 @@ def pull(text: str, quiet: bool = False) -> images.Image:
         config_raw = _fetch_config(client, manifest["config"], tmp)
         config = json.loads(config_raw)
         got = f"{config.get('os', '?')}/{config.get('architecture', '?')}"
-        if got != f"linux/{arch}":
-            raise CocinError(f"the image's platform ({got}) does not match the host's (linux/{arch})")
+        if got != f"{os_name}/{arch}":
+            whose = "the requested" if platform else "the host's"
+            raise CocinError(f"the image's platform ({got}) does not match {whose} ({os_name}/{arch})")
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         layers = manifest.get("layers") or []
         if len(diff_ids) != len(layers):

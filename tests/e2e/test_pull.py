@@ -200,3 +200,15 @@ def test_run_pull_always_and_never(cocin, registry, fresh):
     cocin.ok("pull", "-q", ref, env=fresh)
     r = cocin("run", "--rm", "--network", "none", "--pull", "always", ref, env=fresh)
     assert r.rc == 0 and r.stdout == OUTPUT and r.stderr.count("Already exists") == 2, r.stderr
+
+
+def test_pull_for_another_platform(cocin, registry, fresh):
+    ref = f"{registry['REGISTRY_OPEN']}/test/busybox:multi"
+    cocin.ok("pull", "-q", "--platform", "linux/arm64/v8", ref, env=fresh)
+    info = json.loads(cocin.ok("image", "inspect", ref, env=fresh).stdout)[0]
+    assert info["Architecture"] == "arm64" and info["Os"] == "linux"
+    r = cocin("pull", "--platform", "linux/s390x", ref, env=fresh)
+    assert r.rc == 125 and "no matching manifest for linux/s390x" in r.stderr and "linux/amd64" in r.stderr
+    r = cocin("pull", "--platform", "arm64", ref, env=fresh)
+    assert r.rc == 125 and r.stderr == ("cocin: error: invalid platform 'arm64': use os/arch[/variant], "
+                                        "e.g. linux/arm64\n")

@@ -58,3 +58,12 @@ def test_credentials_from_dockers_config(tmp_path, monkeypatch):
 def test_a_client_talks_to_docker_hub_over_https():
     assert registry.Client(reference.parse("busybox")).base == "https://registry-1.docker.io"
     assert registry.Client(reference.parse("127.0.0.1:5/x")).base == "http://127.0.0.1:5"
+
+
+def test_platforms():
+    assert registry.parse_platform("linux/arm64/v8") == ("linux", "arm64", "v8")
+    assert registry.parse_platform("Linux/AMD64") == ("linux", "amd64", None)
+    assert registry.parse_platform(None)[0] == "linux"
+    for bad in ("arm64", "linux/", "a/b/c/d"):
+        with pytest.raises(CocinError, match="invalid platform"):
+            registry.parse_platform(bad)
