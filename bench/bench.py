@@ -389,8 +389,17 @@ class Bench:
         return m.group(1) if m else "none"
 
     def busybox_layer(self, root: str) -> str:
-        with open(os.path.join(root, "images", "busybox.json")) as f:
-            return os.path.join(root, "layers", json.load(f)["id"])
+        """The directory of the busybox image's (single) layer, asked of cocin itself:
+        the flat store before layers (images/busybox.json), else the layer store."""
+        flat = os.path.join(root, "images", "busybox.json")
+        if os.path.exists(flat):
+            with open(flat) as f:
+                return os.path.join(root, "layers", json.load(f)["id"])
+        code = ("import os, sys; sys.path.insert(0, sys.argv[1]); from cocin import images; "
+                "lower = images.get('busybox').lower.split(':'); "
+                "print(os.path.realpath(lower[-1]))")
+        out = run([PYTHON, "-c", code, os.path.dirname(COCIN[1])], env=self.cocin_env(root))
+        return out.stdout.strip()
 
     # --- OCI bundles ---
 
