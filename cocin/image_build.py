@@ -27,6 +27,7 @@ from .images import (
     _remove_layer,
     _write_repos,
     all_ids,
+    chains_in_use,
     get,
     imagedb,
     layer_path,
@@ -338,13 +339,7 @@ def _extract_and_publish(path: str, name: str, source: str, replace: bool, run_c
 
 def _drop_orphan_layers(chains: list[str]) -> None:
     """Layers just added for an image that was then refused (under the lock)."""
-    keep: set[str] = set()
-    for other in all_ids():
-        try:
-            with open(os.path.join(imagedb(), other + ".meta"), "rb") as f:
-                keep.update(fastjson.loads(f.read())["chains"])
-        except (OSError, ValueError, KeyError):
-            continue
+    keep = chains_in_use()
     for chain in chains:
         if chain not in keep:
             _remove_layer(chain)

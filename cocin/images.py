@@ -238,6 +238,18 @@ def _used_image_ids(repos: dict[str, str]) -> set[str]:
     return ids
 
 
+def chains_in_use() -> set[str]:
+    """The chain IDs of every layer some stored image stands on."""
+    keep: set[str] = set()
+    for other in all_ids():
+        try:
+            with open(os.path.join(imagedb(), other + ".meta"), "rb") as f:
+                keep.update(fastjson.loads(f.read())["chains"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return keep
+
+
 def _drop_image_if_unused(image_id: str, repos: dict[str, str]) -> list[str]:
     """Delete an image no tag and no container refers to, and the layers no
     other image has (under the lock); what was deleted (IDs, chain IDs)."""
@@ -255,13 +267,7 @@ def _drop_image_if_unused(image_id: str, repos: dict[str, str]) -> list[str]:
             os.unlink(p)
         except FileNotFoundError:
             pass
-    keep: set[str] = set()
-    for other in all_ids():
-        try:
-            with open(os.path.join(imagedb(), other + ".meta"), "rb") as f:
-                keep.update(fastjson.loads(f.read())["chains"])
-        except (OSError, ValueError, KeyError):
-            continue
+    keep = chains_in_use()
     gone = ["sha256:" + image_id]
     for chain in reversed(chains):
         if chain not in keep:

@@ -97,16 +97,7 @@ def read_program(path: str | None) -> bytes | None:
     the host's files are out of sight. cocin's own file, never a symlink."""
     if path is None:
         return None
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
+    return state.read_bytes(path, os.O_NOFOLLOW)
 
 
 def sealed_stub() -> int:

@@ -399,10 +399,11 @@ def save(rec: Container) -> None:
     atomic_write(os.path.join(rec.dir, "config.json"), rec.to_json())
 
 
-def read_bytes(path: str) -> bytes:
+def read_bytes(path: str, flags: int = 0) -> bytes:
     """A whole small file, through ``os.read``: ``open()`` builds a buffered text
-    layer per file, a third of the time ``ps -a`` spends on 1000 records."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    layer per file, a third of the time ``ps -a`` spends on 1000 records.
+    ``flags``: more ``open`` flags (``O_NOFOLLOW`` for a file that must not be a link)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         chunks = []
         while True:
