@@ -139,16 +139,21 @@ def set_process_name(name: str) -> None:
                        ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl")
 
 
-class _Statfs(ctypes.Structure):
-    # struct statfs on 64-bit Linux: f_type comes first, which is all we read.
-    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
+# The C structs below are plain ctypes arrays where the layout allows it, or classes
+# made on first use: every ctypes.Structure class costs ~10-50 us to create, paid by
+# every command that imports this module (all of them). The array types the container's
+# child uses are made here, before the fork: a type made in the child costs ~0.1 ms
+# there (copy-on-write faults).
+_U32x2, _U32x6, _ULONGx2, _U64x2 = (ctypes.c_uint32 * 2, ctypes.c_uint32 * 6, ctypes.c_ulong * 2,
+                                    ctypes.c_uint64 * 2)
+_STATFS_SIZE = 120  # struct statfs on 64-bit Linux: f_type (a long) first, which is all we read
 
 
 def statfs_type(path: str) -> int:
     """The filesystem magic number of the mount holding ``path``."""
-    buf = _Statfs()
-    _check(_libc.statfs(_b(path), ctypes.byref(buf)), "statfs", path)
-    return buf.f_type & 0xFFFFFFFF
+    buf = ctypes.create_string_buffer(_STATFS_SIZE)
+    _check(_libc.statfs(_b(path), buf), "statfs", path)
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
 
 
 # --- rootfs, devices (issue 13: masked paths, --tmpfs, device allow-list) ----------
@@ -175,21 +180,29 @@ BPF_CGROUP_DEVICE = 6
 BPF_F_ALLOW_MULTI = 1 << 1
 
 
-class _BpfProgLoadAttr(ctypes.Structure):
-    # The BPF_PROG_LOAD member of union bpf_attr, up to expected_attach_type.
-    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
-                ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
-                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
-                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32),
-                ("prog_flags", ctypes.c_uint32), ("prog_name", ctypes.c_char * 16),
-                ("prog_ifindex", ctypes.c_uint32), ("expected_attach_type", ctypes.c_uint32)]
+_bpf_types: list = []
 
 
-class _BpfProgAttachAttr(ctypes.Structure):
-    # The BPF_PROG_ATTACH/DETACH member of union bpf_attr.
-    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32),
-                ("attach_type", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
-                ("replace_bpf_fd", ctypes.c_uint32)]
+def _bpf_attr_types() -> tuple:
+    """(load attr, attach attr) classes, made on first use (cgroup v2 only)."""
+    if not _bpf_types:
+        class _BpfProgLoadAttr(ctypes.Structure):
+            # The BPF_PROG_LOAD member of union bpf_attr, up to expected_attach_type.
+                    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
+                        ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
+                        ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
+                        ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32),
+                        ("prog_flags", ctypes.c_uint32), ("prog_name", ctypes.c_char * 16),
+                        ("prog_ifindex", ctypes.c_uint32), ("expected_attach_type", ctypes.c_uint32)]
+
+        class _BpfProgAttachAttr(ctypes.Structure):
+            # The BPF_PROG_ATTACH/DETACH member of union bpf_attr.
+            _fields_ = [("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32),
+                        ("attach_type", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
+                        ("replace_bpf_fd", ctypes.c_uint32)]
+
+        _bpf_types[:] = [_BpfProgLoadAttr, _BpfProgAttachAttr]
+    return tuple(_bpf_types)
 
 
 def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
@@ -208,7 +221,7 @@ def bpf_prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str 
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     log = ctypes.create_string_buffer(log_size) if log_size else None
-    attr = _BpfProgLoadAttr(prog_type=prog_type, insn_cnt=len(insns) // 8,
+    attr = _bpf_attr_types()[0](prog_type=prog_type, insn_cnt=len(insns) // 8,
                             insns=ctypes.addressof(code), license=ctypes.addressof(lic),
                             prog_name=name.encode()[:15])
     if log is not None:
@@ -223,13 +236,13 @@ def bpf_prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str 
 
 def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> None:
     """Attach a loaded program to ``target_fd`` (an open cgroup v2 directory)."""
-    attr = _BpfProgAttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd,
-                              attach_type=attach_type, attach_flags=flags)
+    attr = _bpf_attr_types()[1](target_fd=target_fd, attach_bpf_fd=prog_fd,
+                                attach_type=attach_type, attach_flags=flags)
     _bpf(BPF_PROG_ATTACH, attr, "bpf(BPF_PROG_ATTACH)")
 
 
 def bpf_prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
-    attr = _BpfProgAttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type)
+    attr = _bpf_attr_types()[1](target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type)
     _bpf(BPF_PROG_DETACH, attr, "bpf(BPF_PROG_DETACH)")
 
 
@@ -248,15 +261,9 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
-class _CapHeader(ctypes.Structure):
-    # struct __user_cap_header_struct
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    # struct __user_cap_data_struct (two of them: bits 0-31, then 32-63)
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+# struct __user_cap_header_struct {u32 version; int pid} as two u32 (pid 0: this thread);
+# struct __user_cap_data_struct {u32 effective, permitted, inheritable} x 2 (bits 0-31,
+# then 32-63) as six u32.
 
 
 def capbset_read(cap: int) -> bool:
@@ -268,28 +275,22 @@ def capbset_read(cap: int) -> bool:
 
 def capget() -> tuple[int, int, int]:
     """The calling thread's (effective, permitted, inheritable) sets as 64-bit masks."""
-    head = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    _check(_libc.capget(ctypes.byref(head), data), "capget")
-    return tuple(data[0].__getattribute__(f) | data[1].__getattribute__(f) << 32
-                 for f in ("effective", "permitted", "inheritable"))
+    head = _U32x2(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = _U32x6()
+    _check(_libc.capget(head, data), "capget")
+    return tuple(data[i] | data[3 + i] << 32 for i in (0, 1, 2))
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """Set the calling thread's effective, permitted and inheritable sets (64-bit masks)."""
-    head = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
+    head = _U32x2(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = _U32x6()
     for i in (0, 1):
         shift = 32 * i
-        data[i].effective = (effective >> shift) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
-        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_libc.capset(ctypes.byref(head), data), "capset")
-
-
-class _Rlimit(ctypes.Structure):
-    # struct rlimit: rlim_cur, rlim_max (RLIM_INFINITY is all ones)
-    _fields_ = [("rlim_cur", ctypes.c_ulong), ("rlim_max", ctypes.c_ulong)]
+        data[3 * i] = (effective >> shift) & 0xFFFFFFFF
+        data[3 * i + 1] = (permitted >> shift) & 0xFFFFFFFF
+        data[3 * i + 2] = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_libc.capset(head, data), "capset")
 
 
 RLIM_INFINITY = ctypes.c_ulong(-1).value
@@ -301,8 +302,9 @@ def setrlimit(resource: int, soft: int, hard: int) -> None:
     Through ctypes rather than the ``resource`` module: the container's child
     calls it after ``pivot_root``, when the host's lib-dynload is out of reach.
     """
-    lim = _Rlimit(RLIM_INFINITY if soft == -1 else soft, RLIM_INFINITY if hard == -1 else hard)
-    _check(_libc.setrlimit(ctypes.c_int(resource), ctypes.byref(lim)), "setrlimit")
+    # struct rlimit {rlim_cur, rlim_max} as two unsigned longs (RLIM_INFINITY is all ones)
+    lim = _ULONGx2(RLIM_INFINITY if soft == -1 else soft, RLIM_INFINITY if hard == -1 else hard)
+    _check(_libc.setrlimit(ctypes.c_int(resource), lim), "setrlimit")
 
 
 # --- seccomp (issue 13: the system call filter; cocin/seccomp.py) ------------------
@@ -311,11 +313,6 @@ def setrlimit(resource: int, soft: int, hard: int) -> None:
 SECCOMP_SET_MODE_FILTER = 1
 # <linux/prctl.h>
 PR_GET_SECCOMP = 21
-
-
-class _SockFprog(ctypes.Structure):
-    # struct sock_fprog <linux/filter.h>: the number of instructions and a pointer to them
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
 def seccomp_set_mode_filter(program: bytes) -> None:
@@ -327,7 +324,10 @@ def seccomp_set_mode_filter(program: bytes) -> None:
     """
     SYS_seccomp = 277 if os.uname().machine in ("aarch64", "arm64") else 317  # x86_64
     buf = ctypes.create_string_buffer(program, len(program))
-    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    # struct sock_fprog <linux/filter.h> on 64-bit Linux: unsigned short len (the number of
+    # instructions) at offset 0, the pointer to them at offset 8.
+    prog = _U64x2(0, ctypes.addressof(buf))
+    ctypes.c_ushort.from_buffer(prog).value = len(program) // 8
     _check(_libc.syscall(ctypes.c_long(SYS_seccomp), ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
                          ctypes.c_uint(0), ctypes.byref(prog)), "seccomp")
 

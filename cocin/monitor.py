@@ -316,6 +316,11 @@ def _fork_container(rec: Container, log_fd: int | None, cgroup,
     into a new namespace. Right after the fork we ``setns`` back to our own,
     so later helpers we fork (iptables, ...) stay in the host's namespace.
     """
+    # The child's module, imported here rather than in the child: an import right
+    # after fork(2) runs into copy-on-write faults on every page it touches (sys.modules,
+    # the interpreter's caches), ~0.5 ms more than the same import before the fork.
+    from . import rootfs  # noqa: F401
+
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
