@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import os
-import stat
 import sys
 import tarfile
 
@@ -140,28 +139,7 @@ def save(refs: list[str], out: str) -> None:
     """``docker save``: to the file ``out`` (complete or not at all), a device or FIFO, or ``-`` (stdout)."""
     for ref in refs:
         images.resolve(ref)  # every name checked before anything is written
-    if out == "-":
-        write_archive(refs, sys.stdout.buffer, True)
-        return
-    try:
-        st = os.lstat(out)
-        special = not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode)
-    except FileNotFoundError:
-        special = False
-    if special:  # /dev/null, a FIFO: written to, never renamed over
-        try:
-            fd = os.open(out, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as e:
-            raise CocinError(f"cannot write {out}: {e.strerror}") from None
-        with os.fdopen(fd, "wb") as f:
-            write_archive(refs, f, True)
-        return
-    try:
-        atomic = state.AtomicFile(out)
-    except OSError as e:
-        raise CocinError(f"cannot write {out}: {e.strerror}") from None
-    with atomic as f:
-        write_archive(refs, f, False)
+    state.write_output(out, lambda f, stream: write_archive(refs, f, stream))
 
 
 # --- load ---------------------------------------------------------------------------

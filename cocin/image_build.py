@@ -12,8 +12,6 @@ few milliseconds of its import (and of ``json``) stay off ``cocin run``.
 from __future__ import annotations
 
 import os
-import stat
-import sys
 import time
 
 from . import fastjson, reference, state
@@ -329,6 +327,12 @@ def _extract_and_publish(path: str, name: str, source: str, replace: bool, run_c
     chain, did = add_layer(tmp, None)
     now = time.time()
     raw = _compact(new_config(None, did, now, source, run_cfg, comment=comment)).encode()
+    return _publish_or_drop(raw, name, replace, chain)
+
+
+def _publish_or_drop(raw: bytes, name: str | None, replace: bool, chain: str) -> Image:
+    """Publish the image whose top layer ``chain`` was just added; if it is refused,
+    the layer goes again (unless another image stands on it)."""
     try:
         return publish(raw, name, replace)
     except BaseException:
@@ -520,12 +524,7 @@ def commit(rec: state.Container, ref: str, replace: bool = False, comment: str =
     chain, did = add_layer(tmp, chains[-1] if chains else None)
     raw = _compact(new_config(base.config, did, time.time(), " ".join(rec.argv), run_cfg,
                               comment=comment, author=author)).encode()
-    try:
-        return publish(raw, name, replace)
-    except BaseException:
-        with state.locked():
-            _drop_orphan_layers([chain])
-        raise
+    return _publish_or_drop(raw, name, replace, chain)
 
 
 CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME",
@@ -626,27 +625,7 @@ def _write_tar(tree: str, out: str, pax: dict[str, str] | None = None) -> None:
     and ``docker import`` simply skip. A file ``out`` appears complete or not
     at all, mode 0600 as Docker makes it (``state.AtomicFile``).
     """
-    if out == "-":
-        _tar_tree(tree, sys.stdout.buffer, pax, stream=True)
-        return
-    try:
-        special = not stat.S_ISREG(os.lstat(out).st_mode) and not stat.S_ISLNK(os.lstat(out).st_mode)
-    except FileNotFoundError:
-        special = False
-    if special:  # /dev/null, a FIFO: written to, never renamed over (that would replace a device)
-        try:
-            fd = os.open(out, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as e:
-            raise CocinError(f"cannot write {out}: {e.strerror}") from None
-        with os.fdopen(fd, "wb") as f:
-            _tar_tree(tree, f, pax, stream=True)
-        return
-    try:
-        atomic = state.AtomicFile(out)
-    except OSError as e:
-        raise CocinError(f"cannot write {out}: {e.strerror}") from None
-    with atomic as f:
-        _tar_tree(tree, f, pax)
+    state.write_output(out, lambda f, stream: _tar_tree(tree, f, pax, stream))
 
 
 def _tar_tree(tree: str, fileobj, pax: dict[str, str] | None, stream: bool = False) -> None:

@@ -315,6 +315,36 @@ class AtomicFile:
         _try(os.unlink, self.tmp)
 
 
+def write_output(out: str, write) -> None:
+    """Output the user asked for (``save``/``export``): ``write(fileobj, stream)``.
+
+    ``-`` is stdout; a device or FIFO (``-o /dev/null``) is written to, never
+    renamed over (a rename would replace the device with a regular file); any
+    other path is an ``AtomicFile``: complete or not at all, mode 0600 as Docker
+    makes it. ``stream`` says the file cannot seek (tarfile's ``w|`` mode).
+    """
+    import stat
+    import sys
+
+    if out == "-":
+        write(sys.stdout.buffer, True)
+        return
+    try:
+        mode = os.lstat(out).st_mode
+        special = not stat.S_ISREG(mode) and not stat.S_ISLNK(mode)
+    except FileNotFoundError:
+        special = False
+    try:
+        if special:
+            f = os.fdopen(os.open(out, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "wb")
+        else:
+            f = AtomicFile(out)
+    except OSError as e:
+        raise CocinError(f"cannot write {out}: {e.strerror}") from None
+    with f as fileobj:
+        write(fileobj, special)
+
+
 def atomic_write(path: str, data: str) -> None:
     """Replace the record ``path`` with ``data`` (an ``AtomicFile``, mode 0600, no fsync)."""
     with AtomicFile(path, durable=False) as f:
