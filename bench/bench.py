@@ -59,9 +59,16 @@ def _check(ret: int, what: str) -> None:
 
 
 def mount(src: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    _check(_libc.mount(src.encode(), target.encode(), fstype.encode() if fstype else None,
-                       ctypes.c_ulong(flags), data.encode() if data else None),
-           f"mount {target}")
+    _check(
+        _libc.mount(
+            src.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
 
 
 def umount(target: str, flags: int = 0) -> None:
@@ -85,10 +92,13 @@ def _on_signal(signum, _frame):
 
 # --- small helpers ------------------------------------------------------------------
 
-def run(argv: list[str], env: dict | None = None, check: bool = True, timeout: float = CMD_TIMEOUT,
-        **kw) -> subprocess.CompletedProcess:
-    p = subprocess.run(argv, env=env, stdin=kw.pop("stdin", subprocess.DEVNULL),
-                       capture_output=True, text=True, timeout=timeout, **kw)
+
+def run(
+    argv: list[str], env: dict | None = None, check: bool = True, timeout: float = CMD_TIMEOUT, **kw
+) -> subprocess.CompletedProcess:
+    p = subprocess.run(
+        argv, env=env, stdin=kw.pop("stdin", subprocess.DEVNULL), capture_output=True, text=True, timeout=timeout, **kw
+    )
     if check and p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {p.returncode}: {last_line(p.stderr)}")
     return p
@@ -196,8 +206,10 @@ def hugetlb_num_cgroups() -> tuple[int, int] | None:
 
 
 def unified_controllers() -> list[str]:
-    for path in (os.path.join(CGROUP_ROOT, "unified", "cgroup.controllers"),
-                 os.path.join(CGROUP_ROOT, "cgroup.controllers")):
+    for path in (
+        os.path.join(CGROUP_ROOT, "unified", "cgroup.controllers"),
+        os.path.join(CGROUP_ROOT, "cgroup.controllers"),
+    ):
         try:
             with open(path) as f:
                 return f.read().split()
@@ -208,11 +220,19 @@ def unified_controllers() -> list[str]:
 
 # --- the benchmark ----------------------------------------------------------------------
 
+
 class Row:
     """One line of the table: samples (seconds or KiB) or a reason it has none."""
 
-    def __init__(self, group: str, name: str, argv: list[str] | None = None,
-                 env: dict | None = None, unit: str = "ms", note: str = ""):
+    def __init__(
+        self,
+        group: str,
+        name: str,
+        argv: list[str] | None = None,
+        env: dict | None = None,
+        unit: str = "ms",
+        note: str = "",
+    ):
         self.group, self.name, self.argv, self.env = group, name, argv, env
         self.unit, self.note = unit, note
         self.samples: list[float] = []
@@ -243,8 +263,7 @@ class Bench:
         self.main_root = self.busy_root = ""
         self.nets: dict[str, tuple[str, str]] = {}  # state root -> (bridge link, subnet)
         # Directories podman makes outside --root/--runroot: removed if it made them.
-        self.podman_side_dirs = [d for d in ("/var/lib/containers", "/run/containers")
-                                 if not os.path.exists(d)]
+        self.podman_side_dirs = [d for d in ("/var/lib/containers", "/run/containers") if not os.path.exists(d)]
 
     # --- environment ---
 
@@ -254,15 +273,19 @@ class Bench:
         sudo drops PYTHONDONTWRITEBYTECODE & co., so an installed cocin runs from
         cached bytecode; PYTHONPYCACHEPREFIX keeps that cache in our temporary
         directory instead of the repository."""
-        return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "LANG": "C.UTF-8", "HOME": "/root",
-                "PYTHONPYCACHEPREFIX": os.path.join(self.tmp, "pycache")}
+        return {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": "/root",
+            "PYTHONPYCACHEPREFIX": os.path.join(self.tmp, "pycache"),
+        }
 
     def cocin_env(self, root: str, **extra) -> dict:
         env = self.base_env()
         bridge, subnet = self.nets.get(root) or self.nets.get(self.main_root) or (None, None)
-        env.update(COCIN_ROOT=root, COCIN_CGROUP_PARENT=self.cg_cocin,
-                   COCIN_DEFAULT_BRIDGE=bridge, COCIN_DEFAULT_SUBNET=subnet)
+        env.update(
+            COCIN_ROOT=root, COCIN_CGROUP_PARENT=self.cg_cocin, COCIN_DEFAULT_BRIDGE=bridge, COCIN_DEFAULT_SUBNET=subnet
+        )
         env.update(extra)
         return {k: v for k, v in env.items() if v is not None}
 
@@ -275,8 +298,12 @@ class Bench:
                 p = line.split()
                 dst, mask = int(p[1], 16), int(p[7], 16)
                 if mask:
-                    routes.append((int.from_bytes(dst.to_bytes(4, "little"), "big"),
-                                   int.from_bytes(mask.to_bytes(4, "little"), "big")))
+                    routes.append(
+                        (
+                            int.from_bytes(dst.to_bytes(4, "little"), "big"),
+                            int.from_bytes(mask.to_bytes(4, "little"), "big"),
+                        )
+                    )
         out = []
         for third in range(self.pid % 200, self.pid % 200 + 250):
             net = (10 << 24) | (251 << 16) | ((third % 250) << 8)
@@ -303,8 +330,13 @@ class Bench:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         updated = False
         for attempt in range(30):
-            p = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing],
-                               env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            p = subprocess.run(
+                ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+                env=env,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            )
             if p.returncode == 0:
                 break
             err = p.stderr + p.stdout
@@ -314,8 +346,7 @@ class Bench:
                 continue
             if not updated and ("Unable to locate" in err or "404" in err or "no installation candidate" in err):
                 log("apt-get update")
-                subprocess.run(["apt-get", "update"], env=env, capture_output=True,
-                               stdin=subprocess.DEVNULL)
+                subprocess.run(["apt-get", "update"], env=env, capture_output=True, stdin=subprocess.DEVNULL)
                 updated = True
                 continue
             log(f"warning: apt-get install failed: {last_line(err)}")
@@ -346,9 +377,14 @@ class Bench:
             k = i % len(live) if live else 0
             for row in live[k:] + live[:k]:
                 t0 = time.perf_counter()
-                p = subprocess.run(row.argv, env=row.env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   timeout=CMD_TIMEOUT)
+                p = subprocess.run(
+                    row.argv,
+                    env=row.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    timeout=CMD_TIMEOUT,
+                )
                 dt = time.perf_counter() - t0
                 if p.returncode != 0:
                     row.failures += 1
@@ -395,9 +431,11 @@ class Bench:
         if os.path.exists(flat):
             with open(flat) as f:
                 return os.path.join(root, "layers", json.load(f)["id"])
-        code = ("import os, sys; sys.path.insert(0, sys.argv[1]); from cocin import images; "
-                "lower = images.get('busybox').lower.split(':'); "
-                "print(os.path.realpath(lower[-1]))")
+        code = (
+            "import os, sys; sys.path.insert(0, sys.argv[1]); from cocin import images; "
+            "lower = images.get('busybox').lower.split(':'); "
+            "print(os.path.realpath(lower[-1]))"
+        )
         out = run([PYTHON, "-c", code, os.path.dirname(COCIN[1])], env=self.cocin_env(root))
         return out.stdout.strip()
 
@@ -436,30 +474,51 @@ class Bench:
 
     def oci_detached(self, tool: str, cid: str, bundle: str) -> None:
         """``run -d``: the container keeps the stdio it is given, so not our pipes."""
-        p = subprocess.run(self.oci(tool, "run", "-d", "--bundle", bundle, cid),
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, env=self.base_env(), timeout=30)
+        p = subprocess.run(
+            self.oci(tool, "run", "-d", "--bundle", bundle, cid),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self.base_env(),
+            timeout=30,
+        )
         if p.returncode != 0:
             raise RuntimeError(f"{tool} run -d {cid} exited {p.returncode}")
 
     def oci_foreground(self, tool: str, cid: str, bundle: str) -> int:
         """``runc run`` / ``crun run`` in the foreground (as a shell would), sleeping;
         returns the runtime process's PID once the container runs."""
-        p = subprocess.Popen(self.oci(tool, "run", "--bundle", bundle, cid),
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=self.base_env())
+        p = subprocess.Popen(
+            self.oci(tool, "run", "--bundle", bundle, cid),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self.base_env(),
+        )
         self.procs.append((tool, p))
-        wait_for(lambda: (self.oci_state(tool, cid) or {}).get("status") == "running"
-                 or p.poll() is not None, 20, f"{tool} container {cid}")
+        wait_for(
+            lambda: (self.oci_state(tool, cid) or {}).get("status") == "running" or p.poll() is not None,
+            20,
+            f"{tool} container {cid}",
+        )
         if p.poll() is not None:
             raise RuntimeError(f"{tool} run {cid} exited {p.returncode}")
         return p.pid
 
     def podman(self, *args: str) -> list[str]:
         d = self.podman_dir
-        return [self.tools["podman"], "--root", os.path.join(d, "storage"),
-                "--runroot", os.path.join(d, "run"), "--tmpdir", os.path.join(d, "tmp"),
-                "--events-backend", "file", *args]
+        return [
+            self.tools["podman"],
+            "--root",
+            os.path.join(d, "storage"),
+            "--runroot",
+            os.path.join(d, "run"),
+            "--tmpdir",
+            os.path.join(d, "tmp"),
+            "--events-backend",
+            "file",
+            *args,
+        ]
 
     # --- the groups ---
 
@@ -469,8 +528,7 @@ class Bench:
         global COCIN, STUB
         src = os.path.join(self.tmp, "src")
         os.mkdir(src)
-        tar = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", ref],
-                             capture_output=True, timeout=60)
+        tar = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", ref], capture_output=True, timeout=60)
         if tar.returncode != 0:
             raise RuntimeError(f"git archive {ref}: {last_line(tar.stderr.decode())}")
         with tarfile.open(fileobj=__import__("io").BytesIO(tar.stdout)) as tf:
@@ -495,8 +553,7 @@ class Bench:
         log(f"work directory {self.tmp}")
         # First use builds the busybox image; its layer is the rootfs for everyone.
         self.cocin(self.main_root, "run", "--rm", "--network", "none", "busybox", "true")
-        shutil.copytree(self.busybox_layer(self.main_root), os.path.join(self.tmp, "rootfs"),
-                        symlinks=True)
+        shutil.copytree(self.busybox_layer(self.main_root), os.path.join(self.tmp, "rootfs"), symlinks=True)
         self.runc_root = os.path.join(self.tmp, "runc-state")
         self.crun_root = os.path.join(self.tmp, "crun-state")
 
@@ -508,44 +565,70 @@ class Bench:
         if default != "none":
             # Another state root whose default network is kept up by a sleeping container.
             try:
-                self.cocin(self.busy_root, "run", "-d", "--name", "cb-keeper", "busybox",
-                           "sleep", "3600")
-                busy = Row(g, "cocin run --rm busybox true (default network, already up)",
-                           COCIN + ["run", "--rm", "busybox", "true"], self.cocin_env(self.busy_root),
-                           note=f"{default}, with another container on it: bridge and "
-                           "chains stay")
+                self.cocin(self.busy_root, "run", "-d", "--name", "cb-keeper", "busybox", "sleep", "3600")
+                busy = Row(
+                    g,
+                    "cocin run --rm busybox true (default network, already up)",
+                    COCIN + ["run", "--rm", "busybox", "true"],
+                    self.cocin_env(self.busy_root),
+                    note=f"{default}, with another container on it: bridge and chains stay",
+                )
             except RuntimeError as e:
-                self.skip(g, "cocin run --rm busybox true (default network, already up)",
-                          f"failed: {e}")
+                self.skip(g, "cocin run --rm busybox true (default network, already up)", f"failed: {e}")
         rows = [
-            Row(g, "cocin run --rm --network none busybox true",
-                COCIN + ["run", "--rm", "--network", "none", "busybox", "true"], self.cocin_env(r)),
-            Row(g, "cocin run --rm busybox true (default network)",
-                COCIN + ["run", "--rm", "busybox", "true"], self.cocin_env(r),
+            Row(
+                g,
+                "cocin run --rm --network none busybox true",
+                COCIN + ["run", "--rm", "--network", "none", "busybox", "true"],
+                self.cocin_env(r),
+            ),
+            Row(
+                g,
+                "cocin run --rm busybox true (default network)",
+                COCIN + ["run", "--rm", "busybox", "true"],
+                self.cocin_env(r),
                 note=f"default network: {default}"
-                + (" with no other container: its bridge and netfilter chains are made and "
-                   "removed each run" if default != "none" else "")),
-            Row(g, "cocin run --rm --network none, seccomp=unconfined",
-                COCIN + ["run", "--rm", "--network", "none", "--security-opt", "seccomp=unconfined",
-                         "busybox", "true"], self.cocin_env(r),
-                note="the default confinement without the seccomp filter: its cost is the difference"),
-            Row(g, "cocin run --rm --network none --privileged",
+                + (
+                    " with no other container: its bridge and netfilter chains are made and removed each run"
+                    if default != "none"
+                    else ""
+                ),
+            ),
+            Row(
+                g,
+                "cocin run --rm --network none, seccomp=unconfined",
+                COCIN + ["run", "--rm", "--network", "none", "--security-opt", "seccomp=unconfined", "busybox", "true"],
+                self.cocin_env(r),
+                note="the default confinement without the seccomp filter: its cost is the difference",
+            ),
+            Row(
+                g,
+                "cocin run --rm --network none --privileged",
                 COCIN + ["run", "--rm", "--network", "none", "--privileged", "busybox", "true"],
-                self.cocin_env(r), note="no confinement at all (every capability, no filter, no masks)"),
-            Row(g, "cocin run --rm --network none, no bytecode cache",
+                self.cocin_env(r),
+                note="no confinement at all (every capability, no filter, no masks)",
+            ),
+            Row(
+                g,
+                "cocin run --rm --network none, no bytecode cache",
                 COCIN + ["run", "--rm", "--network", "none", "busybox", "true"],
                 self.cocin_env(r, PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=None),
-                note="PYTHONDONTWRITEBYTECODE=1, as in the dev environment: cocin compiled each run"),
-            Row(g, "/usr/bin/python3 -c pass (interpreter floor)", [PYTHON, "-c", "pass"],
-                self.base_env()),
+                note="PYTHONDONTWRITEBYTECODE=1, as in the dev environment: cocin compiled each run",
+            ),
+            Row(g, "/usr/bin/python3 -c pass (interpreter floor)", [PYTHON, "-c", "pass"], self.base_env()),
         ]
         if busy:
             rows.insert(2, busy)
         if self.tools["runc"]:
             b = self.bundle("runc", "runc-run", ["/bin/true"])
-            rows.append(Row(g, "runc run (/bin/true)",
-                            self.oci("runc", "run", "--bundle", b, f"{self.tag}-runc-run"),
-                            self.base_env()))
+            rows.append(
+                Row(
+                    g,
+                    "runc run (/bin/true)",
+                    self.oci("runc", "run", "--bundle", b, f"{self.tag}-runc-run"),
+                    self.base_env(),
+                )
+            )
         else:
             self.skip(g, "runc run (/bin/true)", "not installed")
         self.measure(rows)
@@ -554,30 +637,38 @@ class Bench:
         g = "exec"
         r = self.main_root
         name = "cb-exec"
-        self.cocin(r, "run", "-d", "--network", "none", "--name", name, "busybox",
-                   "sleep", "3600")
+        self.cocin(r, "run", "-d", "--network", "none", "--name", name, "busybox", "sleep", "3600")
         rec = self.record(r, name)
         rows = []
         if os.access(STUB, os.X_OK):
-            rows.append(Row(g, "cocin exec CTR true (static stub)",
-                            COCIN + ["exec", name, "true"], self.cocin_env(r)))
+            rows.append(Row(g, "cocin exec CTR true (static stub)", COCIN + ["exec", name, "true"], self.cocin_env(r)))
         else:
-            self.skip(g, "cocin exec CTR true (static stub)",
-                      "stub not built (scripts/build_stub.sh)")
-        rows.append(Row(g, "cocin exec CTR true (Python setns)", COCIN + ["exec", name, "true"],
-                        self.cocin_env(r, COCIN_EXEC_STUB="0")))
+            self.skip(g, "cocin exec CTR true (static stub)", "stub not built (scripts/build_stub.sh)")
+        rows.append(
+            Row(
+                g,
+                "cocin exec CTR true (Python setns)",
+                COCIN + ["exec", name, "true"],
+                self.cocin_env(r, COCIN_EXEC_STUB="0"),
+            )
+        )
         if self.tools["nsenter"]:
-            rows.append(Row(g, "nsenter -t PID -a true (same cocin container)",
-                            [self.tools["nsenter"], "-t", str(rec["pid"]), "-a", "true"],
-                            self.base_env(), note="no cgroup join, no record lookup"))
+            rows.append(
+                Row(
+                    g,
+                    "nsenter -t PID -a true (same cocin container)",
+                    [self.tools["nsenter"], "-t", str(rec["pid"]), "-a", "true"],
+                    self.base_env(),
+                    note="no cgroup join, no record lookup",
+                )
+            )
         else:
             self.skip(g, "nsenter -t PID -a true (same cocin container)", "not installed")
         if self.tools["runc"]:
             cid = f"{self.tag}-runc-exec"
             b = self.bundle("runc", "runc-exec", ["/bin/sleep", "3600"])
             self.oci_detached("runc", cid, b)
-            rows.append(Row(g, "runc exec CTR /bin/true", self.oci("runc", "exec", cid, "/bin/true"),
-                            self.base_env()))
+            rows.append(Row(g, "runc exec CTR /bin/true", self.oci("runc", "exec", cid, "/bin/true"), self.base_env()))
         else:
             self.skip(g, "runc exec CTR /bin/true", "not installed")
         self.measure(rows)
@@ -605,14 +696,12 @@ class Bench:
                 rec = dict(tmpl, id=cid, name=f"cb-ps-{i}", created=tmpl["created"] + i * 1e-3)
                 with open(os.path.join(d, "config.json"), "w") as f:
                     json.dump(rec, f, indent=1)
-            rows.append(Row(g, f"cocin ps -a ({n} containers)", COCIN + ["ps", "-a"],
-                            self.cocin_env(root)))
+            rows.append(Row(g, f"cocin ps -a ({n} containers)", COCIN + ["ps", "-a"], self.cocin_env(root)))
         self.measure(rows)
         base = rows[0].median
         for row, n in zip(rows[1:], sizes[1:]):
             if row.median is not None and base is not None:
-                row.note = (f"{(row.median - base) / (n - sizes[0]):.3f} ms per extra record "
-                            f"over {sizes[0]}")
+                row.note = f"{(row.median - base) / (n - sizes[0]):.3f} ms per extra record over {sizes[0]}"
 
     def group_memory_cocin_runc(self) -> None:
         g = "memory"
@@ -621,20 +710,21 @@ class Bench:
         for i in range(MEM_SAMPLES):
             name = "cb-exec" if i == 0 else f"cb-mem-{i}"
             if i:
-                self.cocin(r, "run", "-d", "--network", "none", "--name", name, "busybox",
-                           "sleep", "3600")
+                self.cocin(r, "run", "-d", "--network", "none", "--name", name, "busybox", "sleep", "3600")
             pids.append(self.record(r, name)["monitor_pid"])
         self.mem_row(g, "cocin monitor of a detached container (run -d)", pids)
         pids = []
         for i in range(MEM_SAMPLES):
             name = f"cb-fg-{i}"
-            p = subprocess.Popen(COCIN + ["run", "--network", "none", "--name", name, "busybox",
-                                          "sleep", "3600"], env=self.cocin_env(r),
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+            p = subprocess.Popen(
+                COCIN + ["run", "--network", "none", "--name", name, "busybox", "sleep", "3600"],
+                env=self.cocin_env(r),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             self.procs.append(("cocin", p))
-            wait_for(lambda n=name: (self.record(r, n) or {}).get("state") == "running", 20,
-                     f"cocin container {name}")
+            wait_for(lambda n=name: (self.record(r, n) or {}).get("state") == "running", 20, f"cocin container {name}")
             pids.append(p.pid)
         self.mem_row(g, "cocin run in the foreground (client = monitor)", pids)
         if self.tools["runc"]:
@@ -654,16 +744,16 @@ class Bench:
             p, r = pss_rss_kib(pid)
             row.samples.append(p / 1024)
             rss.append(r / 1024)
-        row.note = (f"PSS of {len(pids)} at once; RSS median {statistics.median(rss):.1f} MiB"
-                    + (f"; {note}" if note else ""))
+        row.note = f"PSS of {len(pids)} at once; RSS median {statistics.median(rss):.1f} MiB" + (
+            f"; {note}" if note else ""
+        )
         self.rows.append(row)
 
     # --- crun and podman (may need the hugetlb workaround) ---
 
     def crun_needs_hugetlb(self) -> bool:
         b = self.bundle("crun", "crun-probe", ["/bin/true"])
-        p = run(self.oci("crun", "run", "--bundle", b, f"{self.tag}-crun-probe"),
-                env=self.base_env(), check=False)
+        p = run(self.oci("crun", "run", "--bundle", b, f"{self.tag}-crun-probe"), env=self.base_env(), check=False)
         if p.returncode == 0:
             return False
         if "hybrid" in p.stderr:
@@ -682,10 +772,12 @@ class Bench:
             self.hugetlb_dir_made = True
         mount("cgroup", HUGETLB, "cgroup", 0, "hugetlb")
         self.hugetlb_mounted = True
-        self.notes.append("crun 1.8 refuses this hybrid cgroup host ('cgroups in hybrid mode not "
-                          "supported'): crun and podman rows ran with hugetlb mounted as a v1 "
-                          f"hierarchy at {HUGETLB} (in the bench's private mount namespace), "
-                          "undone afterwards")
+        self.notes.append(
+            "crun 1.8 refuses this hybrid cgroup host ('cgroups in hybrid mode not "
+            "supported'): crun and podman rows ran with hugetlb mounted as a v1 "
+            f"hierarchy at {HUGETLB} (in the bench's private mount namespace), "
+            "undone afterwards"
+        )
 
     def unmount_hugetlb(self) -> None:
         """Only once the removed cgroups are really gone: unmounting a hierarchy
@@ -694,15 +786,13 @@ class Bench:
         if self.hugetlb_mounted:
             rmdir_tree_children(HUGETLB)
             try:
-                wait_for(lambda: (hugetlb_num_cgroups() or (0, 1))[1] <= 1, 30,
-                         "hugetlb cgroups to be freed", step=0.1)
+                wait_for(lambda: (hugetlb_num_cgroups() or (0, 1))[1] <= 1, 30, "hugetlb cgroups to be freed", step=0.1)
             except RuntimeError as e:
                 log(f"warning: {e}")
             umount(HUGETLB)
             self.hugetlb_mounted = False
             try:
-                wait_for(lambda: "hugetlb" in unified_controllers(), 30,
-                         "hugetlb to return to the v2 tree", step=0.1)
+                wait_for(lambda: "hugetlb" in unified_controllers(), 30, "hugetlb to return to the v2 tree", step=0.1)
             except RuntimeError as e:
                 log(f"warning: {e}")
         if self.hugetlb_dir_made:
@@ -721,8 +811,7 @@ class Bench:
             self.skip("memory", "crun run in the foreground", "not installed", unit="MiB")
         if not have_podman:
             self.skip("run", "podman run --rm --network none (crun)", "not installed")
-            self.skip("memory", "conmon of a detached podman container", "not installed",
-                      unit="MiB")
+            self.skip("memory", "conmon of a detached podman container", "not installed", unit="MiB")
         if not (have_crun or have_podman):
             return
         if have_crun and self.crun_needs_hugetlb():
@@ -732,27 +821,47 @@ class Bench:
         rows = []
         if have_crun:
             b = self.bundle("crun", "crun-run", ["/bin/true"])
-            rows.append(Row("run", "crun run (/bin/true)",
-                            self.oci("crun", "run", "--bundle", b, f"{self.tag}-crun-run"),
-                            self.base_env()))
+            rows.append(
+                Row(
+                    "run",
+                    "crun run (/bin/true)",
+                    self.oci("crun", "run", "--bundle", b, f"{self.tag}-crun-run"),
+                    self.base_env(),
+                )
+            )
         if have_podman:
             self.podman_dir = os.path.join(self.tmp, "podman")
             tar = os.path.join(self.tmp, "rootfs.tar")
             with tarfile.open(tar, "w") as tf:
                 tf.add(os.path.join(self.tmp, "rootfs"), arcname=".")
             run(self.podman("import", tar, PODMAN_IMAGE), env=self.base_env())
-            rows.append(Row("run", "podman run --rm --network none (crun)",
-                            self.podman("run", "--rm", "--network", "none", *PODMAN_ULIMITS,
-                                        "--cgroup-parent", f"/{self.cg_podman}", PODMAN_IMAGE,
-                                        "/bin/true"), self.base_env(),
-                            note="own --root/--runroot, --events-backend file"))
+            rows.append(
+                Row(
+                    "run",
+                    "podman run --rm --network none (crun)",
+                    self.podman(
+                        "run",
+                        "--rm",
+                        "--network",
+                        "none",
+                        *PODMAN_ULIMITS,
+                        "--cgroup-parent",
+                        f"/{self.cg_podman}",
+                        PODMAN_IMAGE,
+                        "/bin/true",
+                    ),
+                    self.base_env(),
+                    note="own --root/--runroot, --events-backend file",
+                )
+            )
         self.measure(rows)
         if have_crun:
             cid = f"{self.tag}-crun-exec"
             b = self.bundle("crun", "crun-exec", ["/bin/sleep", "3600"])
             self.oci_detached("crun", cid, b)
-            self.measure([Row("exec", "crun exec CTR /bin/true",
-                              self.oci("crun", "exec", cid, "/bin/true"), self.base_env())])
+            self.measure(
+                [Row("exec", "crun exec CTR /bin/true", self.oci("crun", "exec", cid, "/bin/true"), self.base_env())]
+            )
             pids = []
             for i in range(MEM_SAMPLES):
                 b = self.bundle("crun", f"crun-mem-{i}", ["/bin/sleep", "3600"])
@@ -761,11 +870,28 @@ class Bench:
         if have_podman:
             pids = []
             for _ in range(MEM_SAMPLES):
-                cid = run(self.podman("run", "-d", "--network", "none", *PODMAN_ULIMITS,
-                                      "--cgroup-parent", f"/{self.cg_podman}", PODMAN_IMAGE,
-                                      "/bin/sleep", "3600"), env=self.base_env()).stdout.strip()
-                pids.append(int(run(self.podman("inspect", "--format", "{{.State.ConmonPid}}",
-                                                cid), env=self.base_env()).stdout.strip()))
+                cid = run(
+                    self.podman(
+                        "run",
+                        "-d",
+                        "--network",
+                        "none",
+                        *PODMAN_ULIMITS,
+                        "--cgroup-parent",
+                        f"/{self.cg_podman}",
+                        PODMAN_IMAGE,
+                        "/bin/sleep",
+                        "3600",
+                    ),
+                    env=self.base_env(),
+                ).stdout.strip()
+                pids.append(
+                    int(
+                        run(
+                            self.podman("inspect", "--format", "{{.State.ConmonPid}}", cid), env=self.base_env()
+                        ).stdout.strip()
+                    )
+                )
             self.mem_row("memory", "conmon of a detached podman container", pids)
         self.cleanup_crun_podman()
 
@@ -809,8 +935,10 @@ class Bench:
         steps = [
             ("crun and podman", self.cleanup_crun_podman),
             ("cocin containers", self._cleanup_cocin),
-            ("runc containers", lambda: self.tools.get("runc") and os.path.isdir(self.runc_root)
-             and self.oci_delete_all("runc")),
+            (
+                "runc containers",
+                lambda: self.tools.get("runc") and os.path.isdir(self.runc_root) and self.oci_delete_all("runc"),
+            ),
             ("processes", self.reap_procs),
             ("cgroups", self._cleanup_cgroups),
             ("bridge network", self._cleanup_network),
@@ -869,22 +997,29 @@ class Bench:
         with open("/proc/loadavg") as f:
             load1 = " ".join(f.read().split()[:3])
         if self.args.ref:
-            rev = run(["git", "-C", REPO, "rev-parse", "--short", self.args.ref],
-                      check=False).stdout.strip() + f" (git archive of {self.args.ref})"
+            rev = (
+                run(["git", "-C", REPO, "rev-parse", "--short", self.args.ref], check=False).stdout.strip()
+                + f" (git archive of {self.args.ref})"
+            )
         else:
-            rev = run(["git", "-C", REPO, "describe", "--always", "--dirty"],
-                      check=False).stdout.strip() + " (working tree)"
+            rev = (
+                run(["git", "-C", REPO, "describe", "--always", "--dirty"], check=False).stdout.strip()
+                + " (working tree)"
+            )
         tv = []
-        for t, argv in (("runc", ["runc", "--version"]), ("crun", ["crun", "--version"]),
-                        ("podman", ["podman", "--version"]), ("conmon", ["conmon", "--version"])):
+        for t, argv in (
+            ("runc", ["runc", "--version"]),
+            ("crun", ["crun", "--version"]),
+            ("podman", ["podman", "--version"]),
+            ("conmon", ["conmon", "--version"]),
+        ):
             if self.tools.get(t):
                 tv.append(tool_version([self.tools[t], *argv[1:]]))
         pyver = run([PYTHON, "-c", "import sys; print(sys.version.split()[0])"]).stdout.strip()
         osname = ""
         try:
             with open("/etc/os-release") as f:
-                osname = next((ln.split("=", 1)[1].strip().strip('"') for ln in f
-                               if ln.startswith("PRETTY_NAME=")), "")
+                osname = next((ln.split("=", 1)[1].strip().strip('"') for ln in f if ln.startswith("PRETTY_NAME=")), "")
         except OSError:
             pass
         lines = [
@@ -903,13 +1038,15 @@ class Bench:
 
     def table(self) -> list[str]:
         def ref(group: str, prefix: str) -> float | None:
-            return next((r.median for r in self.rows if r.group == group
-                         and r.name.startswith(prefix) and r.median), None)
+            return next(
+                (r.median for r in self.rows if r.group == group and r.name.startswith(prefix) and r.median), None
+            )
 
-        refs = {"run": ("runc run", "crun run"), "exec": ("runc exec", "crun exec"),
-                "memory": ("runc run", "crun run")}
-        out = ["| group | what | median | p90 | cocin / runc | cocin / crun | notes |",
-               "|---|---|---:|---:|---:|---:|---|"]
+        refs = {"run": ("runc run", "crun run"), "exec": ("runc exec", "crun exec"), "memory": ("runc run", "crun run")}
+        out = [
+            "| group | what | median | p90 | cocin / runc | cocin / crun | notes |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
         order = ["run", "exec", "ps", "memory"]
         for group in order:
             for r in [r for r in self.rows if r.group == group]:
@@ -925,8 +1062,10 @@ class Bench:
                 note = r.note
                 if r.failures and r.samples:
                     note = note or f"{r.failures} failed runs"
-                out.append(f"| {group} | {r.name} | {fmt(r.median)} | {fmt(p90(r.samples))} | "
-                           f"{ratios[0]} | {ratios[1]} | {note} |")
+                out.append(
+                    f"| {group} | {r.name} | {fmt(r.median)} | {fmt(p90(r.samples))} | "
+                    f"{ratios[0]} | {ratios[1]} | {note} |"
+                )
         return out
 
 
@@ -939,15 +1078,20 @@ def rmdir_tree_children(path: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--install", action="store_true",
-                    help="apt-get install runc, crun, podman when missing")
+    ap.add_argument("--install", action="store_true", help="apt-get install runc, crun, podman when missing")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per row (default 30)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs per row first (default 2)")
-    ap.add_argument("--ref", metavar="GIT_REF",
-                    help="bench cocin as committed at GIT_REF (e.g. HEAD) rather than the "
-                         "working tree, which others may be editing")
-    ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "latest.md"),
-                    help="markdown file to write (default bench/results/latest.md)")
+    ap.add_argument(
+        "--ref",
+        metavar="GIT_REF",
+        help="bench cocin as committed at GIT_REF (e.g. HEAD) rather than the "
+        "working tree, which others may be editing",
+    )
+    ap.add_argument(
+        "--out",
+        default=os.path.join(REPO, "bench", "results", "latest.md"),
+        help="markdown file to write (default bench/results/latest.md)",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root (sudo /usr/bin/python3 bench/bench.py)")
@@ -974,8 +1118,13 @@ def main() -> int:
     code = 0
     try:
         b.setup()
-        for name, fn in (("run", b.group_run), ("exec", b.group_exec), ("ps", b.group_ps),
-                         ("memory", b.group_memory_cocin_runc), ("crun/podman", b.group_crun_podman)):
+        for name, fn in (
+            ("run", b.group_run),
+            ("exec", b.group_exec),
+            ("ps", b.group_ps),
+            ("memory", b.group_memory_cocin_runc),
+            ("crun/podman", b.group_crun_podman),
+        ):
             log(f"group {name} ({time.monotonic() - t0:.0f} s)")
             fn()
     except (KeyboardInterrupt, Terminated) as e:
@@ -987,8 +1136,7 @@ def main() -> int:
         code = 1
     finally:
         b.cleanup()
-    report = b.header(started, load0) + ["", *b.table(), "",
-                                          f"Total bench time {time.monotonic() - t0:.0f} s.", ""]
+    report = b.header(started, load0) + ["", *b.table(), "", f"Total bench time {time.monotonic() - t0:.0f} s.", ""]
     text = "\n".join(report)
     print(text)
     if b.rows:

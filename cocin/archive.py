@@ -38,9 +38,11 @@ def _layer_tar(chain: str, diff_id: str, dest: str) -> None:
     orig = os.path.join(top, "orig")
     h = hashlib.sha256()
     with open(dest, "wb") as out:
+
         def write(b: bytes) -> None:
             h.update(b)
             out.write(b)
+
         if os.path.exists(orig):
             import gzip
 
@@ -95,31 +97,51 @@ def write_archive(refs: list[str], fileobj, stream: bool) -> None:
                         tf.add(tmp, arcname=path, recursive=False, filter=_plain)
                         sizes[path] = os.stat(tmp).st_size
                         os.unlink(tmp)
-                    layer_descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                                        "digest": did, "size": sizes[path]})
+                    layer_descs.append(
+                        {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": did, "size": sizes[path]}
+                    )
                     paths.append(path)
-                manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                                  "digest": cdigest, "size": len(config)},
-                                       "layers": layer_descs}, separators=(",", ":")).encode()
+                manifest = json.dumps(
+                    {
+                        "schemaVersion": 2,
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "config": {
+                            "mediaType": "application/vnd.oci.image.config.v1+json",
+                            "digest": cdigest,
+                            "size": len(config),
+                        },
+                        "layers": layer_descs,
+                    },
+                    separators=(",", ":"),
+                ).encode()
                 mdigest, mpath = _blob(manifest)
                 if mpath not in done:
                     _add_bytes(tf, mpath, manifest)
                     done.add(mpath)
                 tags = [key] if key else [t for t in img.tags if "@" not in t]
                 for t in tags or [None]:
-                    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdigest,
-                             "size": len(manifest)}
+                    entry = {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": mdigest,
+                        "size": len(manifest),
+                    }
                     if t:
                         ref = parse(t)
-                        entry["annotations"] = {"io.containerd.image.name": f"{ref.name}:{ref.tag}",
-                                                "org.opencontainers.image.ref.name": ref.tag}
+                        entry["annotations"] = {
+                            "io.containerd.image.name": f"{ref.name}:{ref.tag}",
+                            "org.opencontainers.image.ref.name": ref.tag,
+                        }
                         repositories.setdefault(ref.familiar_name, {})[ref.tag] = img.diff_ids[-1][7:]
                     index.append(entry)
                 manifest_json.append({"Config": cpath, "RepoTags": tags, "Layers": paths})
-            _add_bytes(tf, "index.json", json.dumps({"schemaVersion": 2, "mediaType":
-                       "application/vnd.oci.image.index.v1+json", "manifests": index},
-                       separators=(",", ":")).encode())
+            _add_bytes(
+                tf,
+                "index.json",
+                json.dumps(
+                    {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index},
+                    separators=(",", ":"),
+                ).encode(),
+            )
             _add_bytes(tf, "manifest.json", json.dumps(manifest_json, separators=(",", ":")).encode())
             if repositories:
                 _add_bytes(tf, "repositories", json.dumps(repositories, separators=(",", ":")).encode())
@@ -143,6 +165,7 @@ def save(refs: list[str], out: str) -> None:
 
 
 # --- load ---------------------------------------------------------------------------
+
 
 def spool_stdin() -> str:
     """Standard input copied into a file in the state root (a tar needs to seek)."""
@@ -225,8 +248,11 @@ def _load_one(tf: tarfile.TarFile, entry: dict) -> list[str]:
                         raise CocinError(f"invalid archive: layer {name} is {got}, the config says {did}")
                     tarball.extract(tar, os.path.join(stage, "diff"))
                     keep_orig(stage, tar, did)
-                    for fname, text in (("diff_id", did), ("parent", parent or ""),
-                                        ("size", str(images.tree_size(os.path.join(stage, "diff"))))):
+                    for fname, text in (
+                        ("diff_id", did),
+                        ("parent", parent or ""),
+                        ("size", str(images.tree_size(os.path.join(stage, "diff")))),
+                    ):
                         if text:
                             with open(os.path.join(stage, fname), "w") as f:
                                 f.write(text)

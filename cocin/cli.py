@@ -28,10 +28,12 @@ def command(name: str):
     def register(fn):
         COMMANDS[name] = fn
         return fn
+
     return register
 
 
 # --- helpers ------------------------------------------------------------------
+
 
 def human_duration(seconds: float) -> str:
     """Docker's wording for a span of time ("About a minute", "3 hours")."""
@@ -121,14 +123,21 @@ def parse_volume(spec: str) -> tuple[str, str, bool]:
 
 # --- verbs ----------------------------------------------------------------------
 
+
 def _limits(a: argparse.Namespace) -> dict:
     """Resource flags -> validated limits, checked against this host's cgroups."""
     from . import cgroups
 
     try:
         limits = cgroups.parse_limits(
-            memory=a.memory, memory_swap=a.memory_swap, cpus=a.cpus, cpu_shares=a.cpu_shares,
-            cpuset_cpus=a.cpuset_cpus, cpuset_mems=a.cpuset_mems, pids_limit=a.pids_limit)
+            memory=a.memory,
+            memory_swap=a.memory_swap,
+            cpus=a.cpus,
+            cpu_shares=a.cpu_shares,
+            cpuset_cpus=a.cpuset_cpus,
+            cpuset_mems=a.cpuset_mems,
+            pids_limit=a.pids_limit,
+        )
         cgroups.check(limits)
     except cgroups.CgroupError as e:
         raise CocinError(str(e)) from None
@@ -138,16 +147,39 @@ def _limits(a: argparse.Namespace) -> dict:
 def _run_options(a: argparse.Namespace):
     from .runtime import RunOptions
 
-    return RunOptions(limits=_limits(a),
-        image=a.image, argv=a.command, name=a.name, detach=getattr(a, "detach", False),
-        interactive=a.interactive, tty=a.tty, rm=a.rm,
-        env=parse_env(a.env, a.env_file), workdir=a.workdir,
-        volumes=[parse_volume(v) for v in a.volume], hostname=a.hostname,
-        network=a.network, publish=a.publish, ip=a.ip, dns=a.dns, restart=a.restart,
-        init=a.init, privileged=a.privileged, cap_add=a.cap_add, cap_drop=a.cap_drop,
-        security_opt=a.security_opt, read_only=a.read_only, tmpfs=a.tmpfs, user=a.user,
-        group_add=a.group_add, devices=a.device, ulimits=a.ulimit, sysctls=a.sysctl,
-        entrypoint=a.entrypoint, pull=a.pull)
+    return RunOptions(
+        limits=_limits(a),
+        image=a.image,
+        argv=a.command,
+        name=a.name,
+        detach=getattr(a, "detach", False),
+        interactive=a.interactive,
+        tty=a.tty,
+        rm=a.rm,
+        env=parse_env(a.env, a.env_file),
+        workdir=a.workdir,
+        volumes=[parse_volume(v) for v in a.volume],
+        hostname=a.hostname,
+        network=a.network,
+        publish=a.publish,
+        ip=a.ip,
+        dns=a.dns,
+        restart=a.restart,
+        init=a.init,
+        privileged=a.privileged,
+        cap_add=a.cap_add,
+        cap_drop=a.cap_drop,
+        security_opt=a.security_opt,
+        read_only=a.read_only,
+        tmpfs=a.tmpfs,
+        user=a.user,
+        group_add=a.group_add,
+        devices=a.device,
+        ulimits=a.ulimit,
+        sysctls=a.sysctl,
+        entrypoint=a.entrypoint,
+        pull=a.pull,
+    )
 
 
 @command("run")
@@ -267,7 +299,7 @@ def cmd_top(a: argparse.Namespace) -> int:
     for line in lines[1:]:
         fields = line.split()
         if len(fields) > col and fields[col] in pids:  # the last column keeps its spaces
-            rows.append("\t".join(fields[:len(titles) - 1] + [" ".join(fields[len(titles) - 1:])]))
+            rows.append("\t".join(fields[: len(titles) - 1] + [" ".join(fields[len(titles) - 1 :])]))
     print(gotemplate.tabwrite("\n".join(rows), minwidth=20, padding=3))
     return 0
 
@@ -329,9 +361,16 @@ def cmd_exec(a: argparse.Namespace) -> int:
     rec = state.find(a.container)
     if a.tty and a.interactive and not os.isatty(0):
         raise CocinError("the input device is not a TTY")
-    opts = nsexec.ExecOptions(argv=a.command, env=parse_env(a.env, a.env_file),
-                              workdir=a.workdir, interactive=a.interactive, tty=a.tty,
-                              detach=a.detach, user=a.user, privileged=a.privileged)
+    opts = nsexec.ExecOptions(
+        argv=a.command,
+        env=parse_env(a.env, a.env_file),
+        workdir=a.workdir,
+        interactive=a.interactive,
+        tty=a.tty,
+        detach=a.detach,
+        user=a.user,
+        privileged=a.privileged,
+    )
     return nsexec.exec_in(rec, opts)
 
 
@@ -350,31 +389,56 @@ def cmd_ps(a: argparse.Namespace) -> int:
         return 0
     rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
     for r in recs:
-        rows.append([r.id if a.no_trunc else r.short_id, r.image,
-                     command_text(r.argv, 10**6 if a.no_trunc else 20),
-                     f"{human_duration(now - r.created)} ago", status_text(r, now),
-                     ", ".join(port_lines(r, arrow="->")) if r.state == "running" else "", r.name])
+        rows.append(
+            [
+                r.id if a.no_trunc else r.short_id,
+                r.image,
+                command_text(r.argv, 10**6 if a.no_trunc else 20),
+                f"{human_duration(now - r.created)} ago",
+                status_text(r, now),
+                ", ".join(port_lines(r, arrow="->")) if r.state == "running" else "",
+                r.name,
+            ]
+        )
     print(table(rows))
     return 0
 
 
-_PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
-               "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS",
-               "Names": "NAMES", "Size": "SIZE", "Labels": "LABELS", "Mounts": "MOUNTS",
-               "Networks": "NETWORKS"}
+_PS_HEADERS = {
+    "ID": "CONTAINER ID",
+    "Image": "IMAGE",
+    "Command": "COMMAND",
+    "CreatedAt": "CREATED AT",
+    "RunningFor": "CREATED",
+    "Ports": "PORTS",
+    "State": "STATE",
+    "Status": "STATUS",
+    "Names": "NAMES",
+    "Size": "SIZE",
+    "Labels": "LABELS",
+    "Mounts": "MOUNTS",
+    "Networks": "NETWORKS",
+}
 
 
 def _ps_fields(r: state.Container, now: float, no_trunc: bool) -> dict:
     """The fields ``ps --format`` knows (Docker's container context)."""
     ep = r.network or {}
-    return {"ID": r.id if no_trunc else r.short_id, "Image": r.image,
-            "Command": command_text(r.argv, 10**6 if no_trunc else 20),
-            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(r.created)),
-            "RunningFor": f"{human_duration(now - r.created)} ago", "State": r.state,
-            "Status": status_text(r, now), "Names": r.name, "Size": "0B", "Labels": "",
-            "Ports": ", ".join(port_lines(r, arrow="->")) if r.state == "running" else "",
-            "Mounts": ",".join(c for _h, c, _ro in r.config.get("volumes", [])),
-            "Networks": ep.get("network") or r.config.get("network_mode") or ""}
+    return {
+        "ID": r.id if no_trunc else r.short_id,
+        "Image": r.image,
+        "Command": command_text(r.argv, 10**6 if no_trunc else 20),
+        "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(r.created)),
+        "RunningFor": f"{human_duration(now - r.created)} ago",
+        "State": r.state,
+        "Status": status_text(r, now),
+        "Names": r.name,
+        "Size": "0B",
+        "Labels": "",
+        "Ports": ", ".join(port_lines(r, arrow="->")) if r.state == "running" else "",
+        "Mounts": ",".join(c for _h, c, _ro in r.config.get("volumes", [])),
+        "Networks": ep.get("network") or r.config.get("network_mode") or "",
+    }
 
 
 def _print_format(fmt: str, rows: list[dict], headers: dict[str, str]) -> int:
@@ -430,14 +494,13 @@ def cmd_network(a: argparse.Namespace) -> int:
             print("\n".join(n["name"] for n in nets))
             return 0
         rows = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
-        rows += [[str(n.get("id", n["name"]))[:12], n["name"], n.get("driver", "bridge"), "local"]
-                 for n in nets]
+        rows += [[str(n.get("id", n["name"]))[:12], n["name"], n.get("driver", "bridge"), "local"] for n in nets]
         print(table(rows))
     elif a.net_verb == "inspect":
-        out = [_network_json(network.inspect_network(name), network.port_backend())
-               for name in a.names]
+        out = [_network_json(network.inspect_network(name), network.port_backend()) for name in a.names]
         if a.format:
             from . import inspect
+
             tmpl = inspect.template(a.format)
             for net in out:
                 print(inspect.render(tmpl, net))
@@ -469,14 +532,25 @@ def _network_json(net: dict, port_backend: str) -> dict:
     (bridge, subnet, gateway, containers: what older scripts and tests read)."""
     prefix = net["subnet"].partition("/")[2]
     return {
-        "Name": net["name"], "Id": net.get("id", ""), "Created": net.get("created", ""),
-        "Scope": "local", "Driver": net.get("driver", "bridge"), "EnableIPv6": False,
-        "IPAM": {"Driver": "default", "Options": {},
-                 "Config": [{"Subnet": net["subnet"], "Gateway": net["gateway"]}]},
-        "Internal": False, "Attachable": False, "Ingress": False,
-        "Containers": {cid: {"Name": ep.get("name", ""), "MacAddress": ep.get("mac", ""),
-                             "IPv4Address": f"{ep.get('ip', '')}/{prefix}", "IPv6Address": ""}
-                       for cid, ep in (net.get("containers") or {}).items()},
+        "Name": net["name"],
+        "Id": net.get("id", ""),
+        "Created": net.get("created", ""),
+        "Scope": "local",
+        "Driver": net.get("driver", "bridge"),
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": {}, "Config": [{"Subnet": net["subnet"], "Gateway": net["gateway"]}]},
+        "Internal": False,
+        "Attachable": False,
+        "Ingress": False,
+        "Containers": {
+            cid: {
+                "Name": ep.get("name", ""),
+                "MacAddress": ep.get("mac", ""),
+                "IPv4Address": f"{ep.get('ip', '')}/{prefix}",
+                "IPv6Address": "",
+            }
+            for cid, ep in (net.get("containers") or {}).items()
+        },
         "Options": {"com.docker.network.bridge.name": net.get("bridge", "")},
         "Labels": {},
         "PortBackend": port_backend,
@@ -545,9 +619,16 @@ def _stats_rows(recs: list[state.Container], interval: float) -> list[list[str]]
         s1 = cgroups.open_existing(r.id).stats()
         cpu = (s1["cpu_usage_ns"] - s0["cpu_usage_ns"]) / max(1e-9, time.monotonic() - t0) / 1e7
         limit = s1["memory_limit"] or _host_memory()
-        rows.append([r.short_id, r.name, f"{cpu:.2f}%",
-                     f"{_human_size(s1['memory_usage'], 1024)} / {_human_size(limit, 1024)}",
-                     f"{100 * s1['memory_usage'] / limit:.2f}%", str(s1["pids"])])
+        rows.append(
+            [
+                r.short_id,
+                r.name,
+                f"{cpu:.2f}%",
+                f"{_human_size(s1['memory_usage'], 1024)} / {_human_size(limit, 1024)}",
+                f"{100 * s1['memory_usage'] / limit:.2f}%",
+                str(s1["pids"]),
+            ]
+        )
     return rows
 
 
@@ -603,8 +684,9 @@ def _output(a: argparse.Namespace) -> str:
 def cmd_commit(a: argparse.Namespace) -> int:
     from . import images
 
-    img = images.commit(state.find(a.container), a.image, a.force, changes=a.change, comment=a.message or "",
-                        author=a.author or "")
+    img = images.commit(
+        state.find(a.container), a.image, a.force, changes=a.change, comment=a.message or "", author=a.author or ""
+    )
     print(f"sha256:{img.id}")
     return 0
 
@@ -667,16 +749,30 @@ def cmd_images(a: argparse.Namespace) -> int:
                 print(ident(r["id"]))
         return 0
     if a.format:
-        return _print_format(a.format, [{
-            "Repository": r["repository"], "Tag": r["tag"], "ID": ident(r["id"]), "Digest": r["digest"],
-            "CreatedSince": f"{human_duration(now - r['created'])} ago",
-            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(r["created"])),
-            "Size": _human_size(r["size"])} for r in rows], _IMAGE_HEADERS)
+        return _print_format(
+            a.format,
+            [
+                {
+                    "Repository": r["repository"],
+                    "Tag": r["tag"],
+                    "ID": ident(r["id"]),
+                    "Digest": r["digest"],
+                    "CreatedSince": f"{human_duration(now - r['created'])} ago",
+                    "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(r["created"])),
+                    "Size": _human_size(r["size"]),
+                }
+                for r in rows
+            ],
+            _IMAGE_HEADERS,
+        )
     head = ["REPOSITORY", "TAG"] + (["DIGEST"] if a.digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
     out = [head]
     for r in rows:
-        out.append([r["repository"], r["tag"]] + ([r["digest"]] if a.digests else [])
-                   + [ident(r["id"]), f"{human_duration(now - r['created'])} ago", _human_size(r["size"])])
+        out.append(
+            [r["repository"], r["tag"]]
+            + ([r["digest"]] if a.digests else [])
+            + [ident(r["id"]), f"{human_duration(now - r['created'])} ago", _human_size(r["size"])]
+        )
     print(table(out))
     return 0
 
@@ -718,8 +814,15 @@ def cmd_history(a: argparse.Namespace) -> int:
     return 0
 
 
-_IMAGE_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "Digest": "DIGEST",
-                  "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE"}
+_IMAGE_HEADERS = {
+    "Repository": "REPOSITORY",
+    "Tag": "TAG",
+    "ID": "IMAGE ID",
+    "Digest": "DIGEST",
+    "CreatedSince": "CREATED",
+    "CreatedAt": "CREATED AT",
+    "Size": "SIZE",
+}
 
 
 def _human_size(n: float, base: int = 1000) -> str:
@@ -748,6 +851,7 @@ def cmd_rmi(a: argparse.Namespace) -> int:
 
 
 # --- the parser -------------------------------------------------------------------
+
 
 class _Skipped:
     """Stands in for the parser of a verb that was not asked for: every call
@@ -791,6 +895,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             if kw.get("help") and "description" not in kw:
                 kw["description"] = kw["help"][0].upper() + kw["help"][1:]
             return subparsers.add_parser(name, **kw)
+
     sub = _Verbs()
 
     # Listed for "cocin --help" only (with exec): main() parses their flags with flags.py.
@@ -818,8 +923,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--type", choices=["container", "image"], help="only objects of this type")
     p.add_argument("objects", nargs="+", metavar="NAME")
 
-    p = sub.add_parser("top", help="display the running processes of a container",
-                       usage="cocin top CONTAINER [ps OPTIONS]")
+    p = sub.add_parser(
+        "top", help="display the running processes of a container", usage="cocin top CONTAINER [ps OPTIONS]"
+    )
     p.add_argument("container")
     p.add_argument("ps_args", nargs=argparse.REMAINDER, help="ps options (default -ef)")
 
@@ -829,8 +935,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("container", help="manage containers (prune)")
     csub = _described(p.add_subparsers(dest="container_verb", metavar="COMMAND"))
-    q = csub.add_parser("prune", help="remove all stopped containers",
-                        usage="cocin container prune [OPTIONS]")
+    q = csub.add_parser("prune", help="remove all stopped containers", usage="cocin container prune [OPTIONS]")
     q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
 
     sub.add_parser("exec", help="run a command in a running container", add_help=False)
@@ -839,8 +944,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-a", "--all", action="store_true", help="show all containers")
     p.add_argument("-q", "--quiet", action="store_true", help="only display IDs")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
-    p.add_argument("--format", help="a Go template ('table' for a header), e.g. "
-                                    "'table {{.ID}}\\t{{.Names}}'")
+    p.add_argument("--format", help="a Go template ('table' for a header), e.g. 'table {{.ID}}\\t{{.Names}}'")
 
     p = sub.add_parser("port", help="list a container's published ports")
     p.add_argument("container")
@@ -849,8 +953,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("network", help="manage networks")
     nsub = _described(p.add_subparsers(dest="net_verb", metavar="COMMAND"))
     q = nsub.add_parser("create", help="create a bridge network")
-    q.add_argument("--subnet", help="IPv4 subnet in CIDR form, e.g. 10.77.0.0/24 (default: a free "
-                                    "one of 172.17-31.0.0/16, 192.168.N.0/20)")
+    q.add_argument(
+        "--subnet",
+        help="IPv4 subnet in CIDR form, e.g. 10.77.0.0/24 (default: a free one of 172.17-31.0.0/16, 192.168.N.0/20)",
+    )
     q.add_argument("--gateway", help="the bridge's address (default: the first one)")
     q.add_argument("-d", "--driver", default="bridge", choices=["bridge"], help="only bridge")
     q.add_argument("name")
@@ -861,8 +967,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     q.add_argument("names", nargs="+", metavar="NETWORK")
     q = nsub.add_parser("rm", help="remove networks no container uses")
     q.add_argument("names", nargs="+", metavar="NETWORK")
-    q = nsub.add_parser("prune", help="remove unused networks, and the chains and bridges "
-                                      "of deleted state roots")
+    q = nsub.add_parser("prune", help="remove unused networks, and the chains and bridges of deleted state roots")
     q.add_argument("-f", "--force", action="store_true", help="do not prompt (cocin never does)")
     q = nsub.add_parser("connect", help="connect a running container (on --network none) to a network")
     q.add_argument("--ip", help="a fixed IPv4 address")
@@ -878,8 +983,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("container")
 
     p = sub.add_parser("stop", help="stop running containers")
-    p.add_argument("-t", "--time", type=float, default=10.0,
-                   help="seconds to wait before killing (default 10)")
+    p.add_argument("-t", "--time", type=float, default=10.0, help="seconds to wait before killing (default 10)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
 
     p = sub.add_parser("rm", help="remove containers")
@@ -891,8 +995,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("containers", nargs="*", metavar="CONTAINER")
 
     p = sub.add_parser("import", help="create an image from a filesystem tarball")
-    p.add_argument("-c", "--change", action="append", default=[],
-                   help="apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, ...)")
+    p.add_argument(
+        "-c",
+        "--change",
+        action="append",
+        default=[],
+        help="apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, ...)",
+    )
     p.add_argument("-m", "--message", help="set a commit message for the imported image")
     p.add_argument("--force", action="store_true", help="replace an existing image")
     p.add_argument("file")
@@ -900,8 +1009,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("commit", help="create a new image from a container's changes")
     p.add_argument("-a", "--author", help='author (e.g. "John Hannibal Smith <hannibal@a-team.com>")')
-    p.add_argument("-c", "--change", action="append", default=[],
-                   help="apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, ...)")
+    p.add_argument(
+        "-c",
+        "--change",
+        action="append",
+        default=[],
+        help="apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, ...)",
+    )
     p.add_argument("-m", "--message", help="commit message")
     p.add_argument("--force", action="store_true", help="replace an existing image of that name")
     p.add_argument("container")
@@ -943,8 +1057,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("image")
 
     p = sub.add_parser("rmi", help="remove images")
-    p.add_argument("-f", "--force", action="store_true",
-                   help="remove the name even if a container uses the image")
+    p.add_argument("-f", "--force", action="store_true", help="remove the name even if a container uses the image")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     return parser
 
@@ -957,6 +1070,7 @@ def _described(subparsers):
         if kw.get("help") and "description" not in kw:
             kw["description"] = kw["help"][0].upper() + kw["help"][1:]
         return add(name, **kw)
+
     subparsers.add_parser = add_parser
     return subparsers
 
@@ -996,8 +1110,7 @@ def _docker_help(parser: argparse.ArgumentParser) -> str:
                 words.append("COMMAND")
                 continue
             name = (a.metavar or a.dest).upper()
-            words.append({"+": f"{name} [{name}...]", "*": f"[{name}...]", "?": f"[{name}]"}
-                         .get(a.nargs, name))
+            words.append({"+": f"{name} [{name}...]", "*": f"[{name}...]", "?": f"[{name}]"}.get(a.nargs, name))
         usage = " ".join(words)
     lines = [f"Usage:  {usage}", "", parser.description or "", ""]
     sub = parser._subparsers._group_actions[0] if parser._subparsers else None
@@ -1052,9 +1165,19 @@ def _stdout_closed() -> bool:
 
 
 # ``cocin image VERB``: the image verbs under Docker's management command.
-IMAGE_VERBS = {"ls": ["images"], "list": ["images"], "rm": ["rmi"], "remove": ["rmi"], "tag": ["tag"],
-               "history": ["history"], "inspect": ["inspect", "--type", "image"], "import": ["import"],
-               "save": ["save"], "load": ["load"], "pull": ["pull"]}
+IMAGE_VERBS = {
+    "ls": ["images"],
+    "list": ["images"],
+    "rm": ["rmi"],
+    "remove": ["rmi"],
+    "tag": ["tag"],
+    "history": ["history"],
+    "inspect": ["inspect", "--type", "image"],
+    "import": ["import"],
+    "save": ["save"],
+    "load": ["load"],
+    "pull": ["pull"],
+}
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -46,30 +46,97 @@ from .record import Factory, Record
 
 # <linux/capability.h>: every capability, name (without CAP_) -> bit number.
 CAPS = {
-    "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5,
-    "SETGID": 6, "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10,
-    "NET_BROADCAST": 11, "NET_ADMIN": 12, "NET_RAW": 13, "IPC_LOCK": 14, "IPC_OWNER": 15,
-    "SYS_MODULE": 16, "SYS_RAWIO": 17, "SYS_CHROOT": 18, "SYS_PTRACE": 19, "SYS_PACCT": 20,
-    "SYS_ADMIN": 21, "SYS_BOOT": 22, "SYS_NICE": 23, "SYS_RESOURCE": 24, "SYS_TIME": 25,
-    "SYS_TTY_CONFIG": 26, "MKNOD": 27, "LEASE": 28, "AUDIT_WRITE": 29, "AUDIT_CONTROL": 30,
-    "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35,
-    "BLOCK_SUSPEND": 36, "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
+    "CHOWN": 0,
+    "DAC_OVERRIDE": 1,
+    "DAC_READ_SEARCH": 2,
+    "FOWNER": 3,
+    "FSETID": 4,
+    "KILL": 5,
+    "SETGID": 6,
+    "SETUID": 7,
+    "SETPCAP": 8,
+    "LINUX_IMMUTABLE": 9,
+    "NET_BIND_SERVICE": 10,
+    "NET_BROADCAST": 11,
+    "NET_ADMIN": 12,
+    "NET_RAW": 13,
+    "IPC_LOCK": 14,
+    "IPC_OWNER": 15,
+    "SYS_MODULE": 16,
+    "SYS_RAWIO": 17,
+    "SYS_CHROOT": 18,
+    "SYS_PTRACE": 19,
+    "SYS_PACCT": 20,
+    "SYS_ADMIN": 21,
+    "SYS_BOOT": 22,
+    "SYS_NICE": 23,
+    "SYS_RESOURCE": 24,
+    "SYS_TIME": 25,
+    "SYS_TTY_CONFIG": 26,
+    "MKNOD": 27,
+    "LEASE": 28,
+    "AUDIT_WRITE": 29,
+    "AUDIT_CONTROL": 30,
+    "SETFCAP": 31,
+    "MAC_OVERRIDE": 32,
+    "MAC_ADMIN": 33,
+    "SYSLOG": 34,
+    "WAKE_ALARM": 35,
+    "BLOCK_SUSPEND": 36,
+    "AUDIT_READ": 37,
+    "PERFMON": 38,
+    "BPF": 39,
+    "CHECKPOINT_RESTORE": 40,
 }
 
 # moby's oci/caps/defaults.go: what a container's root keeps (mask 0xa80425fb).
-DEFAULT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
-                "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"]
+DEFAULT_CAPS = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+]
 
 # Docker's --ulimit names -> RLIMIT_* numbers (<asm-generic/resource.h>, same on x86_64 and aarch64).
 RLIMITS = {
-    "cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "rss": 5, "nproc": 6, "nofile": 7,
-    "memlock": 8, "locks": 10, "sigpending": 11, "msgqueue": 12, "nice": 13, "rtprio": 14,
+    "cpu": 0,
+    "fsize": 1,
+    "data": 2,
+    "stack": 3,
+    "core": 4,
+    "rss": 5,
+    "nproc": 6,
+    "nofile": 7,
+    "memlock": 8,
+    "locks": 10,
+    "sigpending": 11,
+    "msgqueue": 12,
+    "nice": 13,
+    "rtprio": 14,
     "rttime": 15,
 }
 
 # Docker's namespaced sysctls (docker/cli opts.ValidateSysctl): these keys, and these prefixes.
-SYSCTL_KEYS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-               "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+SYSCTL_KEYS = (
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+)
 SYSCTL_PREFIXES = ("net.", "fs.mqueue.")
 
 TRUE_WORDS = ("1", "t", "T", "TRUE", "true", "True")  # Go's strconv.ParseBool
@@ -77,6 +144,7 @@ FALSE_WORDS = ("0", "f", "F", "FALSE", "false", "False")
 
 
 # --- capability sets ------------------------------------------------------------------
+
 
 def normalize_caps(names: list[str]) -> list[str]:
     """``cap_net_admin``, ``CAP_NET_ADMIN``, ``net_admin`` -> ``NET_ADMIN``; ``all`` -> ``ALL``.
@@ -135,6 +203,7 @@ def cap_mask(caps: list[str]) -> int:
 
 # --- --security-opt, --ulimit, --sysctl ---------------------------------------------------
 
+
 def parse_security_opts(opts: list[str]) -> dict:
     """``--security-opt`` values -> the config keys they set.
 
@@ -164,8 +233,10 @@ def parse_security_opts(opts: list[str]) -> dict:
         elif (key, value) in (("label", "disable"), ("apparmor", "unconfined")):
             pass
         elif key in ("label", "apparmor"):
-            raise ValueError(f'--security-opt "{opt}": cocin has no SELinux or AppArmor support '
-                             f"(only {key}={'disable' if key == 'label' else 'unconfined'} is accepted)")
+            raise ValueError(
+                f'--security-opt "{opt}": cocin has no SELinux or AppArmor support '
+                f"(only {key}={'disable' if key == 'label' else 'unconfined'} is accepted)"
+            )
         else:
             raise ValueError(f'invalid --security-opt 2: "{opt}"')
     return out
@@ -195,8 +266,7 @@ def parse_ulimit(spec: str) -> list:
     soft = _rlimit_value(soft_s, spec)
     hard = _rlimit_value(hard_s, spec) if has_hard else soft
     if hard != -1 and (soft == -1 or soft > hard):
-        raise ValueError(f"ulimit soft limit must be less than or equal to hard limit: "
-                         f"{soft} > {hard}")
+        raise ValueError(f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")
     return [name, soft, hard]
 
 
@@ -245,6 +315,7 @@ def parse_user(spec: str) -> tuple[str, str]:
 
 # --- the user -------------------------------------------------------------------------
 
+
 class Identity(Record):
     """Who the container's process runs as."""
 
@@ -264,8 +335,7 @@ def _entries(path: str) -> list[list[str]]:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return []
         text = f.read().decode("utf-8", "replace")
-    return [line.split(":") for line in text.splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [line.split(":") for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def _find_group(groups: list[list[str]], spec: str) -> int:
@@ -294,8 +364,9 @@ def resolve_user(spec: str | None, group_add: list[str] = (), root: str = "/") -
     for entry in passwd:
         if len(entry) >= 4 and user in (entry[0], entry[2]) and entry[2].isdigit() and entry[3].isdigit():
             name = entry[0]
-            ident = Identity(uid=int(entry[2]), gid=int(entry[3]),
-                             home=(entry[5] if len(entry) > 5 and entry[5] else "/"))
+            ident = Identity(
+                uid=int(entry[2]), gid=int(entry[3]), home=(entry[5] if len(entry) > 5 and entry[5] else "/")
+            )
             break
     if ident is None:
         if not user.isdigit():
@@ -304,8 +375,7 @@ def resolve_user(spec: str | None, group_add: list[str] = (), root: str = "/") -
     if group:
         ident.gid = _find_group(groups, group)
     elif name is not None:
-        ident.groups = [int(g[2]) for g in groups
-                        if len(g) >= 4 and g[2].isdigit() and name in g[3].split(",")]
+        ident.groups = [int(g[2]) for g in groups if len(g) >= 4 and g[2].isdigit() and name in g[3].split(",")]
     for extra in group_add:
         gid = _find_group(groups, extra)
         if gid not in ident.groups:
@@ -314,6 +384,7 @@ def resolve_user(spec: str | None, group_add: list[str] = (), root: str = "/") -
 
 
 # --- the drop ---------------------------------------------------------------------------
+
 
 def apply_rlimits(ulimits: list) -> None:
     """``--ulimit``: setrlimit each ``[name, soft, hard]`` (-1 is RLIM_INFINITY).
@@ -369,8 +440,16 @@ def stub_args(caps: list[str], ident: Identity, no_new_privs: bool, program_path
     ``--groups`` is always there (an empty value: no supplementary groups);
     ``--caps`` is the mask in hex without ``0x`` (as ``CapEff`` prints it).
     """
-    args = ["--uid", str(ident.uid), "--gid", str(ident.gid),
-            "--groups", ",".join(str(g) for g in ident.groups), "--caps", f"{cap_mask(caps):x}"]
+    args = [
+        "--uid",
+        str(ident.uid),
+        "--gid",
+        str(ident.gid),
+        "--groups",
+        ",".join(str(g) for g in ident.groups),
+        "--caps",
+        f"{cap_mask(caps):x}",
+    ]
     if no_new_privs:
         args.append("--nnp")
     if program_path:

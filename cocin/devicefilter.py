@@ -32,11 +32,11 @@ BPF_DEVCG_DEV_BLOCK = 1 << 0
 BPF_DEVCG_DEV_CHAR = 1 << 1
 
 # <linux/bpf_common.h>, <linux/bpf.h>: the opcode byte is class | operation | source.
-BPF_LDX, BPF_ALU, BPF_JMP = 0x01, 0x04, 0x05        # instruction classes
-BPF_W, BPF_MEM = 0x00, 0x60                          # load size (32 bits), addressing mode
-BPF_K, BPF_X = 0x00, 0x08                            # operand: immediate or register
-BPF_AND, BPF_RSH, BPF_MOV = 0x50, 0x70, 0xB0         # ALU operations (32-bit class)
-BPF_JNE, BPF_EXIT = 0x50, 0x90                       # jump if not equal; return r0
+BPF_LDX, BPF_ALU, BPF_JMP = 0x01, 0x04, 0x05  # instruction classes
+BPF_W, BPF_MEM = 0x00, 0x60  # load size (32 bits), addressing mode
+BPF_K, BPF_X = 0x00, 0x08  # operand: immediate or register
+BPF_AND, BPF_RSH, BPF_MOV = 0x50, 0x70, 0xB0  # ALU operations (32-bit class)
+BPF_JNE, BPF_EXIT = 0x50, 0x90  # jump if not equal; return r0
 
 ACCESS_BITS = {"m": BPF_DEVCG_ACC_MKNOD, "r": BPF_DEVCG_ACC_READ, "w": BPF_DEVCG_ACC_WRITE}
 TYPE_BITS = {"b": BPF_DEVCG_DEV_BLOCK, "c": BPF_DEVCG_DEV_CHAR}
@@ -49,12 +49,12 @@ def insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> t
 
 # The prologue: unpack the context (pointed to by r1) into r2..r5.
 PROLOGUE = (
-    insn(BPF_LDX | BPF_MEM | BPF_W, dst=2, src=1, off=0),   # r2 = ctx->access_type
-    insn(BPF_ALU | BPF_AND | BPF_K, dst=2, imm=0xFFFF),     # r2 &= 0xffff: device type
-    insn(BPF_LDX | BPF_MEM | BPF_W, dst=3, src=1, off=0),   # r3 = ctx->access_type
-    insn(BPF_ALU | BPF_RSH | BPF_K, dst=3, imm=16),         # r3 >>= 16: requested access
-    insn(BPF_LDX | BPF_MEM | BPF_W, dst=4, src=1, off=4),   # r4 = ctx->major
-    insn(BPF_LDX | BPF_MEM | BPF_W, dst=5, src=1, off=8),   # r5 = ctx->minor
+    insn(BPF_LDX | BPF_MEM | BPF_W, dst=2, src=1, off=0),  # r2 = ctx->access_type
+    insn(BPF_ALU | BPF_AND | BPF_K, dst=2, imm=0xFFFF),  # r2 &= 0xffff: device type
+    insn(BPF_LDX | BPF_MEM | BPF_W, dst=3, src=1, off=0),  # r3 = ctx->access_type
+    insn(BPF_ALU | BPF_RSH | BPF_K, dst=3, imm=16),  # r3 >>= 16: requested access
+    insn(BPF_LDX | BPF_MEM | BPF_W, dst=4, src=1, off=4),  # r4 = ctx->major
+    insn(BPF_LDX | BPF_MEM | BPF_W, dst=5, src=1, off=8),  # r5 = ctx->minor
 )
 
 
@@ -72,7 +72,7 @@ def _block(rule: Rule) -> list[tuple]:
         bits |= ACCESS_BITS[letter]
     if bits != BPF_DEVCG_ACC_MKNOD | BPF_DEVCG_ACC_READ | BPF_DEVCG_ACC_WRITE:
         # the request must be a subset of the allowed access: (r3 & bits) == r3
-        code.append(insn(BPF_ALU | BPF_MOV | BPF_X, dst=1, src=3))   # r1 = r3 (ctx no longer needed)
+        code.append(insn(BPF_ALU | BPF_MOV | BPF_X, dst=1, src=3))  # r1 = r3 (ctx no longer needed)
         code.append(insn(BPF_ALU | BPF_AND | BPF_K, dst=1, imm=bits))
         code.append(insn(BPF_JMP | BPF_JNE | BPF_X, dst=1, src=3, off=None))
     if major is not None:
@@ -108,8 +108,7 @@ def encode(code: list[tuple]) -> bytes:
     """
     import struct
 
-    return b"".join(struct.pack("<BBhi", op, dst | (src << 4), off, imm)
-                    for op, dst, src, off, imm in code)
+    return b"".join(struct.pack("<BBhi", op, dst | (src << 4), off, imm) for op, dst, src, off, imm in code)
 
 
 def attach(cgroup_dir: str, rules: tuple[Rule, ...]) -> None:
@@ -134,8 +133,7 @@ def attach(cgroup_dir: str, rules: tuple[Rule, ...]) -> None:
         if e.errno != errno.EACCES and e.errno != errno.EINVAL:
             raise
         # refused by the verifier: load again with its log, for the message
-        prog = libc.bpf_prog_load(libc.BPF_PROG_TYPE_CGROUP_DEVICE, code, "GPL", "cocin_devices",
-                                  log_size=1 << 16)
+        prog = libc.bpf_prog_load(libc.BPF_PROG_TYPE_CGROUP_DEVICE, code, "GPL", "cocin_devices", log_size=1 << 16)
     try:
         target = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:

@@ -36,17 +36,17 @@ ALLOW_ALL: tuple[Rule, ...] = (("a", None, None, "rwm"),)
 
 # runc's specconv.AllowedDevices, which Docker relies on (in runc's order).
 DEFAULT_RULES: tuple[Rule, ...] = (
-    ("c", None, None, "m"),   # mknod of any character device ...
-    ("b", None, None, "m"),   # ... and any block device: opening them is what is checked
-    ("c", 1, 3, "rwm"),       # /dev/null
-    ("c", 1, 8, "rwm"),       # /dev/random
-    ("c", 1, 7, "rwm"),       # /dev/full
-    ("c", 5, 0, "rwm"),       # /dev/tty
-    ("c", 1, 5, "rwm"),       # /dev/zero
-    ("c", 1, 9, "rwm"),       # /dev/urandom
+    ("c", None, None, "m"),  # mknod of any character device ...
+    ("b", None, None, "m"),  # ... and any block device: opening them is what is checked
+    ("c", 1, 3, "rwm"),  # /dev/null
+    ("c", 1, 8, "rwm"),  # /dev/random
+    ("c", 1, 7, "rwm"),  # /dev/full
+    ("c", 5, 0, "rwm"),  # /dev/tty
+    ("c", 1, 5, "rwm"),  # /dev/zero
+    ("c", 1, 9, "rwm"),  # /dev/urandom
     ("c", 136, None, "rwm"),  # /dev/pts/*: the container's own pseudo-terminals
-    ("c", 5, 2, "rwm"),       # /dev/ptmx
-    ("c", 10, 200, "rwm"),    # /dev/net/tun
+    ("c", 5, 2, "rwm"),  # /dev/ptmx
+    ("c", 10, 200, "rwm"),  # /dev/net/tun
 )
 
 
@@ -63,17 +63,16 @@ def host_device(path: str) -> tuple[str, int, int, int, int, int]:
     try:
         st = os.stat(path)
     except OSError as e:
-        raise DeviceError(f"error gathering device information while adding custom device "
-                          f"{path!r}: {e.strerror.lower()}") from None
+        raise DeviceError(
+            f"error gathering device information while adding custom device {path!r}: {e.strerror.lower()}"
+        ) from None
     if stat.S_ISCHR(st.st_mode):
         kind = "c"
     elif stat.S_ISBLK(st.st_mode):
         kind = "b"
     else:
-        raise DeviceError(f"error gathering device information while adding custom device "
-                          f"{path!r}: not a device node")
-    return (kind, os.major(st.st_rdev), os.minor(st.st_rdev), stat.S_IMODE(st.st_mode),
-            st.st_uid, st.st_gid)
+        raise DeviceError(f"error gathering device information while adding custom device {path!r}: not a device node")
+    return (kind, os.major(st.st_rdev), os.minor(st.st_rdev), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
 
 
 def rules_for(cfg: dict) -> tuple[Rule, ...]:

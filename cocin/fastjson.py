@@ -54,6 +54,13 @@ else:
         """``obj`` (dicts, lists, strings, numbers, booleans, None) as JSON text."""
         encode = make_encoder(
             {},  # markers: detects a list or dict that contains itself
-            _unsupported, encode_basestring_ascii, None,  # default, string encoder, indent
-            ": ", ", ", False, False, True)  # separators, sort_keys, skipkeys, allow_nan
+            _unsupported,
+            encode_basestring_ascii,
+            None,  # default, string encoder, indent
+            ": ",
+            ", ",
+            False,
+            False,
+            True,
+        )  # separators, sort_keys, skipkeys, allow_nan
         return "".join(encode(obj, 0))

@@ -33,10 +33,10 @@ help text read it. Mistakes raise ``FlagError`` with Docker's wording, e.g.
 # (list[str], tuple[str, ...]) work as they are on Python 3.9.
 
 # The kinds of flag: what a flag takes, and what it stores.
-BOOL = "bool"    # no value (or =true / =false): stores True or False
+BOOL = "bool"  # no value (or =true / =false): stores True or False
 VALUE = "value"  # one value: stores the string (given twice: the last one wins)
-LIST = "list"    # one value, repeatable: appends the string to a list
-HELP = "help"    # --help: stops parsing and asks for the help text
+LIST = "list"  # one value, repeatable: appends the string to a list
+HELP = "help"  # --help: stops parsing and asks for the help text
 
 OPTIONS = "Options"
 LIMITS = "Resource limits (cgroups)"
@@ -51,8 +51,8 @@ DESCRIPTIONS = {
     "run": "Run a command in a new container",
     "create": "Create a new container",
     "exec": "Run a command in a running container.\n\nIt joins the container's namespaces through the "
-            "static stub cocin/nsenter_stub when it is\nbuilt (scripts/build_stub.sh), else through "
-            "Python's ctypes setns; -t always uses Python.\nCOCIN_DEBUG=1 says which path ran.",
+    "static stub cocin/nsenter_stub when it is\nbuilt (scripts/build_stub.sh), else through "
+    "Python's ctypes setns; -t always uses Python.\nCOCIN_DEBUG=1 says which path ran.",
 }
 # How many arguments must follow the flags: IMAGE; CONTAINER and COMMAND.
 POSITIONAL = {"run": 1, "create": 1, "exec": 2}
@@ -86,9 +86,16 @@ class Flag:
     ``-`` made ``_`` (``--env-file`` -> ``env_file``), as argparse does.
     """
 
-    def __init__(self, names: str, kind: str, help: str, metavar: str = "",
-                 default: object = _KindDefault, section: str = OPTIONS,
-                 verbs: tuple[str, ...] = ("run", "create")) -> None:
+    def __init__(
+        self,
+        names: str,
+        kind: str,
+        help: str,
+        metavar: str = "",
+        default: object = _KindDefault,
+        section: str = OPTIONS,
+        verbs: tuple[str, ...] = ("run", "create"),
+    ) -> None:
         self.names = names.split(", ")
         self.short = next((n for n in self.names if not n.startswith("--")), "")
         self.longs = [n for n in self.names if n.startswith("--")]
@@ -114,21 +121,24 @@ FLAGS = (
     Flag("-t, --tty", BOOL, "Allocate a pseudo-TTY", verbs=ALL),
     Flag("--name", VALUE, "Assign a name to the container"),
     Flag("--rm", BOOL, "Remove the container when it exits", default=None),
-    Flag("-e, --env", LIST, "Set an environment variable (KEY alone: from this environment)",
-         metavar="KEY[=VALUE]", verbs=ALL),
+    Flag(
+        "-e, --env",
+        LIST,
+        "Set an environment variable (KEY alone: from this environment)",
+        metavar="KEY[=VALUE]",
+        verbs=ALL,
+    ),
     Flag("--env-file", LIST, "Read variables from a file", verbs=ALL),
     Flag("-w, --workdir", VALUE, "Working directory inside the container", verbs=ALL),
-    Flag("--entrypoint", VALUE, "Overwrite the default ENTRYPOINT of the image (\"\": none)"),
+    Flag("--entrypoint", VALUE, 'Overwrite the default ENTRYPOINT of the image ("": none)'),
     Flag("--pull", VALUE, "Pull image before running (always, missing, never)", default="missing"),
     Flag("-v, --volume", LIST, "Bind mount a host directory", metavar="HOST:CONTAINER[:ro]"),
     Flag("-h, --hostname", VALUE, "Container host name"),
-    Flag("--network, --net", VALUE, "A network's name, bridge (the default network), none or host",
-         default="bridge"),
+    Flag("--network, --net", VALUE, "A network's name, bridge (the default network), none or host", default="bridge"),
     Flag("-p, --publish", LIST, "Publish a container port on the host", metavar="[HOSTIP:]HOSTPORT:PORT[/udp]"),
     Flag("--ip", VALUE, "A fixed IPv4 address on the network"),
     Flag("--dns", LIST, "A DNS server for /etc/resolv.conf"),
-    Flag("--restart", VALUE, "Restart policy: no, always, unless-stopped, on-failure[:max-retries]",
-         default="no"),
+    Flag("--restart", VALUE, "Restart policy: no, always, unless-stopped, on-failure[:max-retries]", default="no"),
     Flag("--init", BOOL, "Run a tiny init as PID 1 that reaps zombies and forwards signals"),
     Flag("--help", HELP, "Show this help", verbs=ALL),
     Flag("-m, --memory", VALUE, "Memory limit (b, k, m, g suffixes)", section=LIMITS),
@@ -139,19 +149,26 @@ FLAGS = (
     Flag("--cpuset-mems", VALUE, "Memory nodes allowed, e.g. 0", section=LIMITS),
     Flag("--pids-limit", VALUE, "Maximum number of processes (-1 unlimited)", section=LIMITS),
     Flag("--ulimit", LIST, "Ulimit options, e.g. nofile=1024:2048", metavar="ulimit", section=LIMITS),
-    Flag("-u, --user", VALUE, "Username or UID (format: <name|uid>[:<group|gid>])", verbs=ALL,
-         section=SECURITY),
+    Flag("-u, --user", VALUE, "Username or UID (format: <name|uid>[:<group|gid>])", verbs=ALL, section=SECURITY),
     Flag("--group-add", LIST, "Add additional groups to join", section=SECURITY),
-    Flag("--privileged", BOOL, "Give extended privileges to this container (exec: to the command)",
-         verbs=ALL, section=SECURITY),
+    Flag(
+        "--privileged",
+        BOOL,
+        "Give extended privileges to this container (exec: to the command)",
+        verbs=ALL,
+        section=SECURITY,
+    ),
     Flag("--cap-add", LIST, "Add Linux capabilities", section=SECURITY),
     Flag("--cap-drop", LIST, "Drop Linux capabilities", section=SECURITY),
-    Flag("--security-opt", LIST, "Security Options: no-new-privileges, seccomp=unconfined|PROFILE.json, "
-         "systempaths=unconfined", section=SECURITY),
+    Flag(
+        "--security-opt",
+        LIST,
+        "Security Options: no-new-privileges, seccomp=unconfined|PROFILE.json, systempaths=unconfined",
+        section=SECURITY,
+    ),
     Flag("--read-only", BOOL, "Mount the container's root filesystem as read only", section=SECURITY),
     Flag("--tmpfs", LIST, "Mount a tmpfs directory", metavar="PATH[:OPTIONS]", section=SECURITY),
-    Flag("--device", LIST, "Add a host device to the container", metavar="HOST[:CONTAINER[:rwm]]",
-         section=SECURITY),
+    Flag("--device", LIST, "Add a host device to the container", metavar="HOST[:CONTAINER[:rwm]]", section=SECURITY),
     Flag("--sysctl", LIST, "Sysctl options (namespaced keys only)", metavar="KEY=VALUE", section=SECURITY),
 )
 
@@ -176,6 +193,7 @@ class Args:
 
 
 # --- parsing ------------------------------------------------------------------------
+
 
 def flags_of(verb: str) -> list[Flag]:
     """The flags ``verb`` ("run", "create" or "exec") accepts, in table order."""
@@ -239,13 +257,13 @@ def _short_flags(arg: str, todo: list[str], by_name: dict[str, Flag], args: Args
         flag = by_name.get("-" + letter)
         if flag is None:
             raise FlagError(f"unknown shorthand flag: '{letter}' in -{letters}")
-        if rest.startswith("="):      # -e=FOO=1, -i=false: the rest is the value
+        if rest.startswith("="):  # -e=FOO=1, -i=false: the rest is the value
             value, rest = rest[1:], ""
         elif not flag.takes_value():  # -i, and go on with the next letter
             value = "true"
-        elif rest:                    # -eFOO=1: the rest is the value
+        elif rest:  # -eFOO=1: the rest is the value
             value, rest = rest, ""
-        elif todo:                    # -e FOO=1: the next argument is the value
+        elif todo:  # -e FOO=1: the next argument is the value
             value = todo.pop(0)
         else:
             raise FlagError(f"flag needs an argument: '{letter}' in -{letters}")
@@ -275,6 +293,7 @@ def _bool(flag: Flag, value: str) -> bool:
 
 
 # --- help ---------------------------------------------------------------------------
+
 
 def help_text(verb: str) -> str:
     """The ``--help`` text of ``verb``, laid out like Docker's (no trailing newline)."""

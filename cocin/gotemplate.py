@@ -30,7 +30,7 @@ class _Continue(Exception):
     pass
 
 
-_MISSING = object()   # a key not in a map: prints "<no value>"
+_MISSING = object()  # a key not in a map: prints "<no value>"
 _KEYWORDS = ("if", "else", "end", "range", "with", "break", "continue", "define", "template", "block")
 
 # --- lexing ----------------------------------------------------------------------
@@ -139,13 +139,13 @@ def _tokens(body: str, base: int, src: str) -> list[tuple]:
             j = _quote_end(body, i)
             if j < 0:
                 raise TemplateError(f"template: :{_line(src, pos)}: unterminated quoted string")
-            out.append(("str" if c == '"' else "char", _unquote(body[i:j + 1], src, pos), pos))
+            out.append(("str" if c == '"' else "char", _unquote(body[i : j + 1], src, pos), pos))
             i = j + 1
         elif c == "`":
             j = body.find("`", i + 1)
             if j < 0:
                 raise TemplateError(f"template: :{_line(src, pos)}: unterminated raw quoted string")
-            out.append(("str", body[i + 1:j], pos))
+            out.append(("str", body[i + 1 : j], pos))
             i = j + 1
         elif c == "." and (i + 1 >= n or not body[i + 1].isdigit()):
             j = i + 1
@@ -174,13 +174,25 @@ def _tokens(body: str, base: int, src: str) -> list[tuple]:
             out.append(("ident", body[i:j], pos))
             i = j
         else:
-            raise TemplateError(f"template: :{_line(src, pos)}: unexpected {c!r} in command"
-                                .replace(f"{c!r}", '"' + c + '"'))
+            raise TemplateError(
+                f"template: :{_line(src, pos)}: unexpected {c!r} in command".replace(f"{c!r}", '"' + c + '"')
+            )
     return out
 
 
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "a": "\a",
-            "b": "\b", "f": "\f", "v": "\v", "0": "\0"}
+_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+    "0": "\0",
+}
 
 
 def _unquote(text: str, src: str, pos: int) -> str:
@@ -191,11 +203,11 @@ def _unquote(text: str, src: str, pos: int) -> str:
             out.append(c)
             i += 1
             continue
-        e = body[i + 1:i + 2]
+        e = body[i + 1 : i + 2]
         if e in ("x", "u", "U"):
             size = {"x": 2, "u": 4, "U": 8}[e]
             try:
-                out.append(chr(int(body[i + 2:i + 2 + size], 16)))
+                out.append(chr(int(body[i + 2 : i + 2 + size], 16)))
             except ValueError:
                 raise TemplateError(f"template: :{_line(src, pos)}: invalid syntax") from None
             i += 2 + size
@@ -212,6 +224,7 @@ def _unquote(text: str, src: str, pos: int) -> str:
 # else_body, pos) ("break",) ("continue",). A pipe is (decl_vars, assign, cmds, pos);
 # a command a list of operands: ("field", names, pos) ("var", name, names, pos)
 # ("ident", name, pos) ("lit", value) ("sub", pipe, names, pos).
+
 
 class _Parser:
     def __init__(self, src: str, funcs: dict):
@@ -285,8 +298,9 @@ class _Parser:
             else_body, stop, epos = self.list_until()
             self.vars.pop()
             if stop != "end":
-                raise self.err(epos if stop else len(self.src),
-                               "expected end; found {{else}}" if stop else "unexpected EOF")
+                raise self.err(
+                    epos if stop else len(self.src), "expected end; found {{else}}" if stop else "unexpected EOF"
+                )
         if self.rest if stop == "end" else False:
             raise self.err(spos, "unexpected tokens after {{end}}")
         return (word, pipe, body, else_body, pos)
@@ -315,7 +329,7 @@ class _Parser:
             for name in decl:
                 self.vars[-1].append(name)
         elif decl and assign and not self.known(decl[0]):
-            raise self.err(pos, f"undefined variable \"{decl[0]}\"")
+            raise self.err(pos, f'undefined variable "{decl[0]}"')
         cmds, cur = [], []
         toks = toks[k:]
         j = 0
@@ -348,7 +362,7 @@ class _Parser:
         if kind == "var":
             name, _, rest = text.partition(".")
             if not self.known(name):
-                raise self.err(pos, f"undefined variable \"{name}\"")
+                raise self.err(pos, f'undefined variable "{name}"')
             return ("var", name, [p for p in rest.split(".") if p], pos), j + 1
         if kind == "str":
             return ("lit", text), j + 1
@@ -365,7 +379,7 @@ class _Parser:
             if name in _KEYWORDS:
                 raise self.err(pos, f"unexpected <{name}> in command")
             if name not in self.funcs:
-                raise self.err(pos, f"function \"{name}\" not defined")
+                raise self.err(pos, f'function "{name}" not defined')
             return ("ident", name, pos), j + 1
         if kind == "op" and text == "(":
             depth, k = 1, j + 1
@@ -375,13 +389,13 @@ class _Parser:
                 k += 1
             if depth:
                 raise self.err(pos, "unclosed left paren")
-            inner = self.pipeline(toks[j + 1:k - 1], pos, decl_ok=False)
+            inner = self.pipeline(toks[j + 1 : k - 1], pos, decl_ok=False)
             names = []
             if k < len(toks) and toks[k][0] == "field" and toks[k][2] == toks[k - 1][2] + 1:
                 names = [p for p in toks[k][1].split(".") if p]
                 k += 1
             return ("sub", inner, names, pos), k
-        raise self.err(pos, f"unexpected \"{text}\" in operand")
+        raise self.err(pos, f'unexpected "{text}" in operand')
 
     def number(self, text: str, pos: int):
         t = text.replace("_", "")
@@ -392,10 +406,11 @@ class _Parser:
                 return int(t)
             return float(t)
         except ValueError:
-            raise self.err(pos, f"bad number syntax: \"{text}\"") from None
+            raise self.err(pos, f'bad number syntax: "{text}"') from None
 
 
 # --- printing the way Go's fmt does -------------------------------------------------
+
 
 def _go_float(f: float) -> str:
     """%v of a float64 (Go's %g, shortest digits): 1.5, 123456, 1e+06, 1e-05."""
@@ -421,8 +436,8 @@ def _go_float(f: float) -> str:
         return f"{sign}{mant}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
     if exp < 0:
         return f"{sign}0.{'0' * (-exp - 1)}{digits}"
-    whole = digits[:exp + 1].ljust(exp + 1, "0")
-    frac = digits[exp + 1:]
+    whole = digits[: exp + 1].ljust(exp + 1, "0")
+    frac = digits[exp + 1 :]
     return sign + whole + ("." + frac if frac else "")
 
 
@@ -441,8 +456,7 @@ def go_str(v, top: bool = True) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + " ".join(go_str(x, False) for x in v) + "]"
     if isinstance(v, dict):
-        return "map[" + " ".join(f"{go_str(k, False)}:{go_str(v[k], False)}"
-                                 for k in sorted(v, key=_sort_key)) + "]"
+        return "map[" + " ".join(f"{go_str(k, False)}:{go_str(v[k], False)}" for k in sorted(v, key=_sort_key)) + "]"
     return str(v)
 
 
@@ -474,13 +488,11 @@ def go_json(v, escape_html: bool = False) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(go_json(x, escape_html) for x in v) + "]"
     if isinstance(v, dict):
-        return "{" + ",".join(f"{_json_str(str(k), escape_html)}:{go_json(x, escape_html)}"
-                              for k, x in v.items()) + "}"
+        return "{" + ",".join(f"{_json_str(str(k), escape_html)}:{go_json(x, escape_html)}" for k, x in v.items()) + "}"
     return _json_str(str(v), escape_html)
 
 
-_JSON_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-             "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_JSON_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
 def _json_str(s: str, escape_html: bool) -> str:
@@ -502,8 +514,7 @@ def _quote(s: str) -> str:
         if c in '"\\':
             out.append("\\" + c)
         elif c in "\n\t\r\a\b\f\v":
-            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a", "\b": "\\b",
-                        "\f": "\\f", "\v": "\\v"}[c])
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\v": "\\v"}[c])
         elif c < " " or c == "\x7f":
             out.append(f"\\x{ord(c):02x}")
         else:
@@ -512,6 +523,7 @@ def _quote(s: str) -> str:
 
 
 # --- functions ------------------------------------------------------------------
+
 
 def truth(v) -> bool:
     """Go's template truth: false, 0, nil and empty things are false."""
@@ -540,7 +552,7 @@ def _printf(fmt: str, *args) -> str:
         if j >= n:
             out.append("%!(NOVERB)")
             break
-        spec, verb = fmt[i + 1:j], fmt[j]
+        spec, verb = fmt[i + 1 : j], fmt[j]
         i = j + 1
         if any(int(n) > _MAX_PAD for n in spec.lstrip("+-# 0").split(".") if n.isdigit()):
             out.append(f"%!{verb}(BADWIDTH)")
@@ -561,8 +573,14 @@ def _printf(fmt: str, *args) -> str:
 
 
 def _type(v) -> str:
-    return {bool: "bool", int: "int", float: "float64", str: "string", list: "[]interface {}",
-            dict: "map[string]interface {}"}.get(type(v), "<nil>")
+    return {
+        bool: "bool",
+        int: "int",
+        float: "float64",
+        str: "string",
+        list: "[]interface {}",
+        dict: "map[string]interface {}",
+    }.get(type(v), "<nil>")
 
 
 def _verb(spec: str, verb: str, v) -> str:
@@ -596,14 +614,15 @@ def _pad(spec: str) -> str:
 def _index(item, *keys):
     for k in keys:
         if isinstance(item, dict):
-            item = item.get(k, _MISSING) if isinstance(k, str) else _fail(
-                f"value has type {_type(k)}; should be string")
+            item = (
+                item.get(k, _MISSING) if isinstance(k, str) else _fail(f"value has type {_type(k)}; should be string")
+            )
         elif isinstance(item, (list, tuple, str)):
             if not isinstance(k, int) or isinstance(k, bool):
                 _fail(f"cannot index slice/array with type {_type(k)}")
             if not 0 <= k < len(item):
                 _fail(f"index out of range: {k}")
-            item = item[k] if not isinstance(item, str) else ord(item.encode()[k:k + 1] or b"\0")
+            item = item[k] if not isinstance(item, str) else ord(item.encode()[k : k + 1] or b"\0")
         elif item is None or item is _MISSING:
             _fail("index of untyped nil")
         else:
@@ -661,6 +680,7 @@ def _order(op):
         if not _cmp_ok(a, b) or isinstance(a, (bool, list, dict)) or a is None:
             _fail("incompatible types for comparison" if _cmp_ok(a, b) else "invalid type for comparison")
         return op(a, b)
+
     return cmp
 
 
@@ -707,10 +727,11 @@ def _stringy(fn):
         if not isinstance(s, str):
             _fail(f"wrong type for value; expected string; got {_type(s)}")
         return fn(s, *rest)
+
     return call
 
 
-_MAX_PAD = 1 << 16   # no field needs more; a typo must not fill the memory
+_MAX_PAD = 1 << 16  # no field needs more; a typo must not fill the memory
 
 
 def _pad_space(s: str, prefix: int, suffix: int) -> str:
@@ -726,6 +747,7 @@ def _truncate(s: str, n: int) -> str:
 def _lazy(name: str):
     def call(*args):
         return _builtin_ops[name](*args)
+
     return call
 
 
@@ -734,35 +756,54 @@ _builtin_ops: dict = {}
 
 def _setup_ops() -> None:
     import operator
-    _builtin_ops.update(lt=_order(operator.lt), le=_order(operator.le), gt=_order(operator.gt),
-                        ge=_order(operator.ge))
+
+    _builtin_ops.update(lt=_order(operator.lt), le=_order(operator.le), gt=_order(operator.gt), ge=_order(operator.ge))
 
 
 FUNCS = {
     # Go's builtins (and/or are special: they stop at the first deciding argument)
-    "and": None, "or": None,
+    "and": None,
+    "or": None,
     "not": lambda v: not truth(v),
-    "len": _len, "index": _index, "slice": _slice,
+    "len": _len,
+    "index": _index,
+    "slice": _slice,
     "print": _sprint,
     "println": lambda *a: " ".join(go_str(x, False) for x in a) + "\n",
     "printf": lambda fmt, *a: _printf(fmt, *a),
-    "eq": _eq, "ne": lambda a, b: not _eq(a, b),
-    "lt": _lazy("lt"), "le": _lazy("le"), "gt": _lazy("gt"), "ge": _lazy("ge"),
+    "eq": _eq,
+    "ne": lambda a, b: not _eq(a, b),
+    "lt": _lazy("lt"),
+    "le": _lazy("le"),
+    "gt": _lazy("gt"),
+    "ge": _lazy("ge"),
     "html": _html,
     # Docker's (docker/cli templates.basicFunctions)
     "json": lambda v: go_json(v),
-    "split": _stringy(_split_go), "join": _join, "title": _stringy(_title),
-    "lower": _stringy(str.lower), "upper": _stringy(str.upper),
-    "pad": _stringy(_pad_space), "truncate": _stringy(_truncate),
+    "split": _stringy(_split_go),
+    "join": _join,
+    "title": _stringy(_title),
+    "lower": _stringy(str.lower),
+    "upper": _stringy(str.upper),
+    "pad": _stringy(_pad_space),
+    "truncate": _stringy(_truncate),
 }
 
 # Docker's functions for a table's header: the header names go through unchanged.
-HEADER_FUNCS = {**FUNCS, "json": lambda v: v, "split": lambda v, _s: v, "join": lambda v, _s: v,
-                "title": lambda v: v, "lower": lambda v: v, "upper": lambda v: v,
-                "truncate": lambda v, _n: v}
+HEADER_FUNCS = {
+    **FUNCS,
+    "json": lambda v: v,
+    "split": lambda v, _s: v,
+    "join": lambda v, _s: v,
+    "title": lambda v: v,
+    "lower": lambda v: v,
+    "upper": lambda v: v,
+    "truncate": lambda v, _n: v,
+}
 
 
 # --- execution --------------------------------------------------------------------
+
 
 class Template:
     """``Template(text).execute(data)``: parse once, run on many values."""
@@ -941,7 +982,7 @@ class _Exec:
                 if name in v:
                     v = v[name]
                 elif self.t.missingkey == "error":
-                    raise self.err(pos, path, f"map has no entry for key \"{name}\"")
+                    raise self.err(pos, path, f'map has no entry for key "{name}"')
                 else:
                     v = _MISSING
             elif v is None or v is _MISSING:
@@ -966,11 +1007,12 @@ def _describe(cmds: list) -> str:
 
 # --- Docker's format strings: "table", \t, and column alignment ------------------
 
+
 def docker_format(fmt: str) -> tuple[bool, str]:
     """``--format`` as Docker prepares it: ("table" given?, the template text),
     the literal two-character escapes ``\\t`` and ``\\n`` made real."""
     table = fmt.startswith("table")
-    text = fmt[len("table"):] if table else fmt
+    text = fmt[len("table") :] if table else fmt
     text = text.strip(" ").replace("\\t", "\t").replace("\\n", "\n")
     return table, text
 
@@ -996,5 +1038,4 @@ def tabwrite(text: str, minwidth: int, padding: int) -> str:
     for row in cells:
         for j, cell in enumerate(row[:-1]):
             widths[j] = max(widths.get(j, minwidth), len(cell) + padding)
-    return "\n".join("".join(c.ljust(widths[j]) for j, c in enumerate(row[:-1])) + row[-1]
-                     for row in cells)
+    return "\n".join("".join(c.ljust(widths[j]) for j, c in enumerate(row[:-1])) + row[-1] for row in cells)

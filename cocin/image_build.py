@@ -42,13 +42,21 @@ from .state import CocinError, NotFound
 def inspect(img: Image) -> dict:
     """``docker image inspect``'s view of an image."""
     cfg = img.config
-    return {"Id": "sha256:" + img.id, "RepoTags": [t for t in img.tags if "@" not in t],
-            "RepoDigests": [t for t in img.tags if "@" in t],
-            "Parent": "", "Comment": img.comment or img.source, "Created": cfg.get("created", ""),
-            "Author": img.author, "Config": cfg.get("config") or {},
-            "Architecture": cfg.get("architecture", ""), "Os": cfg.get("os", ""),
-            "Size": img.size, "RootFS": {"Type": "layers", "Layers": img.diff_ids},
-            "Metadata": {"LastTagTime": ""}}
+    return {
+        "Id": "sha256:" + img.id,
+        "RepoTags": [t for t in img.tags if "@" not in t],
+        "RepoDigests": [t for t in img.tags if "@" in t],
+        "Parent": "",
+        "Comment": img.comment or img.source,
+        "Created": cfg.get("created", ""),
+        "Author": img.author,
+        "Config": cfg.get("config") or {},
+        "Architecture": cfg.get("architecture", ""),
+        "Os": cfg.get("os", ""),
+        "Size": img.size,
+        "RootFS": {"Type": "layers", "Layers": img.diff_ids},
+        "Metadata": {"LastTagTime": ""},
+    }
 
 
 def list_images() -> list[Image]:
@@ -96,8 +104,16 @@ def image_rows(filter_ref: str | None = None, show_all: bool = False) -> list[di
                 continue
             if want_tag and not fnmatch.fnmatchcase(tag, want_tag):
                 continue
-            rows.append({"repository": repo, "tag": tag, "digest": digest, "id": img.id,
-                         "created": img.created, "size": img.size})
+            rows.append(
+                {
+                    "repository": repo,
+                    "tag": tag,
+                    "digest": digest,
+                    "id": img.id,
+                    "created": img.created,
+                    "size": img.size,
+                }
+            )
     rows.sort(key=lambda r: (-r["created"], r["repository"], r["tag"]))
     return rows
 
@@ -200,7 +216,7 @@ def parse_time(text: str) -> float:
         if rest.startswith("."):
             digits = rest[1:].rstrip("Z").split("+")[0].split("-")[0]
             frac = float("0." + digits) if digits else 0.0
-            rest = rest[1 + len(digits):]
+            rest = rest[1 + len(digits) :]
         if rest[:1] in "+-" and rest:
             sign = 1 if rest[0] == "+" else -1
             off = sign * (int(rest[1:3]) * 3600 + int(rest[4:6]) * 60)
@@ -209,8 +225,15 @@ def parse_time(text: str) -> float:
         return 0.0
 
 
-def new_config(base: dict | None, diff_id: str, created: float, created_by: str,
-               changes: dict | None = None, comment: str = "", author: str = "") -> dict:
+def new_config(
+    base: dict | None,
+    diff_id: str,
+    created: float,
+    created_by: str,
+    changes: dict | None = None,
+    comment: str = "",
+    author: str = "",
+) -> dict:
     """The config of an image made of ``base`` plus one layer ``diff_id``."""
     base = base or {}
     run_cfg = dict(base.get("config") or {"Env": list(DEFAULT_ENV)})
@@ -239,8 +262,15 @@ def new_config(base: dict | None, diff_id: str, created: float, created_by: str,
 
 def host_arch() -> str:
     m = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm",
-            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(m, m)
+    return {
+        "x86_64": "amd64",
+        "aarch64": "arm64",
+        "i686": "386",
+        "armv7l": "arm",
+        "ppc64le": "ppc64le",
+        "s390x": "s390x",
+        "riscv64": "riscv64",
+    }.get(m, m)
 
 
 def _compact(obj: object) -> str:
@@ -260,8 +290,12 @@ def store_config(raw: bytes) -> str:
     for chain in chains:
         if not os.path.isdir(layer_path(chain)):
             raise CocinError(f"image {image_id[:12]}: layer {chain} is missing")
-    meta = {"links": [c.partition(":")[2][:LINK_LEN] for c in reversed(chains)], "chains": chains,
-            "size": sum(layer_size(c) for c in chains), "created": parse_time(cfg.get("created", ""))}
+    meta = {
+        "links": [c.partition(":")[2][:LINK_LEN] for c in reversed(chains)],
+        "chains": chains,
+        "size": sum(layer_size(c) for c in chains),
+        "created": parse_time(cfg.get("created", "")),
+    }
     os.makedirs(imagedb(), 0o700, exist_ok=True)
     path = os.path.join(imagedb(), image_id)
     if not os.path.exists(path):
@@ -301,20 +335,21 @@ def check_new_name(ref: str, replace: bool = False) -> str:
     return key
 
 
-def import_tarball(path: str, ref: str, replace: bool = False, source: str = "",
-                   changes: list[str] | None = None, comment: str = "") -> Image:
+def import_tarball(
+    path: str, ref: str, replace: bool = False, source: str = "", changes: list[str] | None = None, comment: str = ""
+) -> Image:
     """Make a one-layer image from a ``docker export``-style tarball (.tar, .tar.gz, ...);
     ``changes``: Dockerfile instructions for its config (``import -c``)."""
     name = check_new_name(ref, replace)
     run_cfg = apply_changes({"Env": list(DEFAULT_ENV)}, changes or [])
     if not os.path.isfile(path):
         raise CocinError(f"cannot import {path}: no such file")
-    return _extract_and_publish(path, name, source or f"import {os.path.basename(path)}", replace,
-                                run_cfg, comment)
+    return _extract_and_publish(path, name, source or f"import {os.path.basename(path)}", replace, run_cfg, comment)
 
 
-def _extract_and_publish(path: str, name: str, source: str, replace: bool, run_cfg: dict | None = None,
-                         comment: str = "") -> Image:
+def _extract_and_publish(
+    path: str, name: str, source: str, replace: bool, run_cfg: dict | None = None, comment: str = ""
+) -> Image:
     """A tarball's tree becomes a new one-layer image ``name``; nothing stays on failure."""
     from . import tarball
 
@@ -357,7 +392,7 @@ def _is_static(path: str) -> bool:
         hdr = f.read(64)
         if hdr[:4] != b"\x7fELF" or hdr[4] != 2:
             return False
-        phoff, = struct.unpack_from("<Q", hdr, 0x20)
+        (phoff,) = struct.unpack_from("<Q", hdr, 0x20)
         phentsize, phnum = struct.unpack_from("<HH", hdr, 0x36)
         f.seek(phoff)
         table = f.read(phentsize * phnum)
@@ -377,14 +412,27 @@ def _busybox_tree(src: str, rootfs: str) -> None:
     import shutil
     import subprocess
 
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev",
-              "tmp", "root", "home", "var/log", "var/www", "run"):
+    for d in (
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "root",
+        "home",
+        "var/log",
+        "var/www",
+        "run",
+    ):
         os.makedirs(os.path.join(rootfs, d), exist_ok=True)
     os.chmod(os.path.join(rootfs, "tmp"), 0o1777)
     shutil.copy2(src, os.path.join(rootfs, "bin/busybox"))
     os.chmod(os.path.join(rootfs, "bin/busybox"), 0o755)
-    applets = subprocess.run([src, "--list-full"], capture_output=True, text=True,
-                             check=True).stdout.split()
+    applets = subprocess.run([src, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
     for applet in applets:
         dst = os.path.join(rootfs, applet)
         if applet != "bin/busybox" and not os.path.lexists(dst):
@@ -403,7 +451,9 @@ def _busybox_tree(src: str, rootfs: str) -> None:
         # Empty mount points for the container's own files, bound over
         # them at start: made here once rather than copied up into
         # every container's writable layer.
-        "etc/hostname": "", "etc/hosts": "", "etc/resolv.conf": "",
+        "etc/hostname": "",
+        "etc/hosts": "",
+        "etc/resolv.conf": "",
     }
     for rel, text in files.items():
         with open(os.path.join(rootfs, rel), "w") as f:
@@ -421,9 +471,11 @@ def build_busybox() -> Image:
     (``CMD ["sh"]`` as Docker Hub's busybox)."""
     src = find_busybox()
     if src is None:
-        raise CocinError("no busybox image and no busybox on this host: install one "
-                         "(apt-get install busybox-static) or import an image "
-                         "(cocin import rootfs.tar NAME)")
+        raise CocinError(
+            "no busybox image and no busybox on this host: install one "
+            "(apt-get install busybox-static) or import an image "
+            "(cocin import rootfs.tar NAME)"
+        )
     tmp = staging()
     try:
         _busybox_tree(src, os.path.join(tmp, "diff"))
@@ -477,19 +529,27 @@ def remove(ref: str, force: bool = False) -> list[str]:
         short = image_id[:12]
         if key is not None:  # by name
             if len(tags) == 1 and users and not force:
-                raise CocinError(f'conflict: unable to remove repository reference "{ref}" (must force) - '
-                                 f"container {users[0].short_id} is using its referenced image {short}")
+                raise CocinError(
+                    f'conflict: unable to remove repository reference "{ref}" (must force) - '
+                    f"container {users[0].short_id} is using its referenced image {short}"
+                )
             drop = [key]
         else:
             if running:
-                raise CocinError(f"conflict: unable to delete {short} (cannot be forced) - image is being "
-                                 f"used by running container {running[0].short_id}")
+                raise CocinError(
+                    f"conflict: unable to delete {short} (cannot be forced) - image is being "
+                    f"used by running container {running[0].short_id}"
+                )
             if len(tags) > 1 and not force:
-                raise CocinError(f"conflict: unable to delete {short} (must be forced) - image is "
-                                 "referenced in multiple repositories")
+                raise CocinError(
+                    f"conflict: unable to delete {short} (must be forced) - image is "
+                    "referenced in multiple repositories"
+                )
             if users and not force:
-                raise CocinError(f"conflict: unable to delete {short} (must be forced) - image is being "
-                                 f"used by stopped container {users[0].short_id}")
+                raise CocinError(
+                    f"conflict: unable to delete {short} (must be forced) - image is being "
+                    f"used by stopped container {users[0].short_id}"
+                )
             drop = tags
         for t in drop:
             del repos[t]
@@ -500,8 +560,14 @@ def remove(ref: str, force: bool = False) -> list[str]:
     return out
 
 
-def commit(rec: state.Container, ref: str, replace: bool = False, comment: str = "",
-           author: str = "", changes: list[str] | None = None) -> Image:
+def commit(
+    rec: state.Container,
+    ref: str,
+    replace: bool = False,
+    comment: str = "",
+    author: str = "",
+    changes: list[str] | None = None,
+) -> Image:
     """A new image: the container's image plus one layer of its changes.
 
     As ``docker commit``: the new image runs as the container did (its
@@ -522,13 +588,13 @@ def commit(rec: state.Container, ref: str, replace: bool = False, comment: str =
         raise
     chains = base.meta["chains"]
     chain, did = add_layer(tmp, chains[-1] if chains else None)
-    raw = _compact(new_config(base.config, did, time.time(), " ".join(rec.argv), run_cfg,
-                              comment=comment, author=author)).encode()
+    raw = _compact(
+        new_config(base.config, did, time.time(), " ".join(rec.argv), run_cfg, comment=comment, author=author)
+    ).encode()
     return _publish_or_drop(raw, name, replace, chain)
 
 
-CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME",
-           "WORKDIR")
+CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR")
 
 
 def _json_or_shell(value: str, shell: bool = True) -> list[str]:
@@ -569,8 +635,7 @@ def _pairs(value: str, what: str) -> list[tuple[str, str]]:
 def apply_changes(base: dict, changes: list[str]) -> dict:
     """A run config (``Cmd``, ``Env``...) with ``commit -c`` / ``import -c``
     Dockerfile instructions applied."""
-    cfg = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-           for k, v in base.items()}
+    cfg = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v) for k, v in base.items()}
     for change in changes:
         inst, _, value = change.strip().partition(" ")
         inst, value = inst.upper(), value.strip()
@@ -609,8 +674,14 @@ def history(img: Image) -> list[dict]:
         size = 0
         if not step.get("empty_layer") and chains:
             size = layer_size(chains.pop(0))
-        out.append({"created": parse_time(step.get("created", "")), "created_by": step.get("created_by", ""),
-                    "size": size, "comment": step.get("comment", "")})
+        out.append(
+            {
+                "created": parse_time(step.get("created", "")),
+                "created_by": step.get("created_by", ""),
+                "size": size,
+                "comment": step.get("comment", ""),
+            }
+        )
     out.reverse()
     for i, step in enumerate(out):
         step["id"] = img.id if i == 0 else ""
@@ -637,8 +708,9 @@ def _tar_tree(tree: str, fileobj, pax: dict[str, str] | None, stream: bool = Fal
 
     from .layers import entries
 
-    with tarfile.open(mode="w|" if stream else "w", fileobj=fileobj, format=tarfile.PAX_FORMAT,
-                      pax_headers=pax or {}) as tf:
+    with tarfile.open(
+        mode="w|" if stream else "w", fileobj=fileobj, format=tarfile.PAX_FORMAT, pax_headers=pax or {}
+    ) as tf:
         for fd, name, rel, _st in entries(tree):
             path = f"/proc/self/fd/{fd}/{name}"
             info = tf.gettarinfo(path, arcname=rel)
@@ -686,4 +758,3 @@ def load(path: str, replace: bool = False) -> Image:
         raise CocinError(f"{path} is not an image saved by cocin save: use 'cocin import FILE NAME'")
     name = check_new_name(fastjson.loads(meta)["name"], replace)
     return _extract_and_publish(path, name, f"load {os.path.basename(path)}", replace)
-

@@ -60,8 +60,7 @@ def upgrade() -> None:
         old = _old_images()
         by_layer = {m.get("id"): m for m in old.values()}
         new_ids = {old_id: _convert(old_id, by_layer.get(old_id, {})) for old_id in _old_layers()}
-        repos = {name + ":latest": "sha256:" + new_ids[m["id"]] for name, m in old.items()
-                 if m.get("id") in new_ids}
+        repos = {name + ":latest": "sha256:" + new_ids[m["id"]] for name, m in old.items() if m.get("id") in new_ids}
         for rec in state.load_all():
             new = new_ids.get(rec.config.get("image_id"))
             if new is not None:

@@ -93,6 +93,7 @@ class Image:
 
 # --- paths ---------------------------------------------------------------------------
 
+
 def images_dir() -> str:  # the flat store before layers (upgraded on first use)
     return os.path.join(state.root(), "images")
 
@@ -119,6 +120,7 @@ def repos_file() -> str:
 
 
 # --- names and lookups -------------------------------------------------------------------
+
 
 def tag_key(ref: str) -> str:
     """The key of a tag in repositories.json: the familiar reference, ``busybox:latest``."""
@@ -231,6 +233,7 @@ def tree_size(path: str) -> int:
 
 
 # --- deleting what no image and no container uses -----------------------------------------
+
 
 def _used_image_ids(repos: dict[str, str]) -> set[str]:
     ids = {v.partition(":")[2] for v in repos.values()}

@@ -28,9 +28,12 @@ def container(rec: Container) -> dict[str, Any]:
     limits = cfg.get("limits") or {}
     restart = cfg.get("restart") or {"name": "no", "max": 0}
     ep = rec.network or {}
-    ports = {f"{p['container_port']}/{p.get('proto', 'tcp')}":
-             [{"HostIp": p.get("host_ip") or "0.0.0.0", "HostPort": str(p["host_port"])}]
-             for p in ep.get("ports", [])}
+    ports = {
+        f"{p['container_port']}/{p.get('proto', 'tcp')}": [
+            {"HostIp": p.get("host_ip") or "0.0.0.0", "HostPort": str(p["host_port"])}
+        ]
+        for p in ep.get("ports", [])
+    }
     return {
         "Id": rec.id,
         "Created": _rfc3339(rec.created),
@@ -66,8 +69,9 @@ def container(rec: Container) -> dict[str, Any]:
             "PidsLimit": limits.get("pids_limit"),
             **_security(cfg),
         },
-        "Mounts": [{"Type": "bind", "Source": h, "Destination": c, "RW": not ro}
-                   for h, c, ro in cfg.get("volumes", [])],
+        "Mounts": [
+            {"Type": "bind", "Source": h, "Destination": c, "RW": not ro} for h, c, ro in cfg.get("volumes", [])
+        ],
         "Config": {
             "Hostname": cfg.get("hostname", ""),
             "Tty": bool(cfg.get("tty")),
@@ -83,8 +87,11 @@ def container(rec: Container) -> dict[str, Any]:
             "Gateway": ep.get("gateway") or "",
             "MacAddress": ep.get("mac") or "",
             "Ports": ports,
-            "Networks": {ep["network"]: {"IPAddress": ep.get("ip"), "Gateway": ep.get("gateway"),
-                                         "MacAddress": ep.get("mac")}} if ep.get("network") else {},
+            "Networks": {
+                ep["network"]: {"IPAddress": ep.get("ip"), "Gateway": ep.get("gateway"), "MacAddress": ep.get("mac")}
+            }
+            if ep.get("network")
+            else {},
         },
         "LogPath": f"{rec.dir}/container.log",
     }
@@ -99,10 +106,10 @@ def _security(cfg: dict) -> dict[str, Any]:
         "SecurityOpt": cfg.get("security_opt") or None,
         "ReadonlyRootfs": bool(cfg.get("read_only")),
         "Tmpfs": {path: opts for path, opts in cfg.get("tmpfs") or []} or None,
-        "Devices": [{"PathOnHost": h, "PathInContainer": c, "CgroupPermissions": p}
-                    for h, c, p in cfg.get("devices") or []],
-        "Ulimits": [{"Name": n, "Hard": hard, "Soft": soft} for n, soft, hard in cfg.get("ulimits") or []]
-        or None,
+        "Devices": [
+            {"PathOnHost": h, "PathInContainer": c, "CgroupPermissions": p} for h, c, p in cfg.get("devices") or []
+        ],
+        "Ulimits": [{"Name": n, "Hard": hard, "Soft": soft} for n, soft, hard in cfg.get("ulimits") or []] or None,
         "Sysctls": {k: v for k, v in cfg.get("sysctls") or []} or None,
         "GroupAdd": cfg.get("group_add") or None,
     }

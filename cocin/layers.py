@@ -56,7 +56,7 @@ import stat
 from . import state
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
-WH_PREFIX = ".wh."          # OCI: ``.wh.NAME`` deletes NAME of the layers below
+WH_PREFIX = ".wh."  # OCI: ``.wh.NAME`` deletes NAME of the layers below
 WH_OPAQUE = ".wh..wh..opq"  # OCI: the directory holding it hides what the layers below had there
 
 # Files cocin bind-mounts over a container's own (they describe the host it
@@ -69,6 +69,7 @@ O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 # --- walking by descriptor ------------------------------------------------------------
+
 
 def open_dir(path: str, dir_fd: int | None = None) -> int:
     """A descriptor of the directory ``path`` (relative to ``dir_fd``); a symlink
@@ -161,6 +162,7 @@ def entries(top: str):
 
 # --- overlay markers ----------------------------------------------------------------
 
+
 def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
@@ -173,6 +175,7 @@ def is_opaque(dir_fd: int) -> bool:
 
 
 # --- copying --------------------------------------------------------------------------
+
 
 def set_attrs_fd(fd: int, st: os.stat_result) -> None:
     """Owner, then mode (a chown clears set-user-ID bits), then times."""
@@ -245,8 +248,7 @@ def _link(target: tuple[str, int], root_fd: int, dfd: int, name: str) -> bool:
         os.close(pfd)
 
 
-def _copy_nondir(pin: int, st: os.stat_result, dfd: int, name: str, rel: str,
-                 links: dict, root_fd: int) -> None:
+def _copy_nondir(pin: int, st: os.stat_result, dfd: int, name: str, rel: str, links: dict, root_fd: int) -> None:
     """Copy one non-directory entry faithfully; ``links`` maps source inodes
     already copied to their copy, so hard links stay hard links."""
     key = (st.st_dev, st.st_ino)
@@ -268,8 +270,7 @@ def _copy_nondir(pin: int, st: os.stat_result, dfd: int, name: str, rel: str,
         links[key] = (rel, ino)
 
 
-def _enter_dir(pin: int, dfd: int, name: str, overlay_upper: bool,
-               as_layer: bool = False) -> tuple[int, int]:
+def _enter_dir(pin: int, dfd: int, name: str, overlay_upper: bool, as_layer: bool = False) -> tuple[int, int]:
     """Open the source directory pinned by ``pin`` and its copy ``name`` in ``dfd``
     (made if missing; whatever else stood there is removed). ``as_layer``: an
     opaque directory stays opaque in the copy."""
@@ -296,8 +297,17 @@ def _enter_dir(pin: int, dfd: int, name: str, overlay_upper: bool,
         raise
 
 
-def _copy_entry(sfd: int, dfd: int, name: str, rel: str, overlay_upper: bool,
-                links: dict, root_fd: int, as_layer: bool = False, skip: tuple = ()):
+def _copy_entry(
+    sfd: int,
+    dfd: int,
+    name: str,
+    rel: str,
+    overlay_upper: bool,
+    links: dict,
+    root_fd: int,
+    as_layer: bool = False,
+    skip: tuple = (),
+):
     """Copy the entry ``name`` of ``sfd`` into ``dfd``. For a directory, return
     (source fd, copy fd, stat) for the caller to descend into."""
     try:
@@ -320,8 +330,14 @@ def _copy_entry(sfd: int, dfd: int, name: str, rel: str, overlay_upper: bool,
         os.close(pin)
 
 
-def copy_tree(src_fd: int, dst_fd: int, overlay_upper: bool = False, links: dict | None = None,
-              as_layer: bool = False, skip: tuple = ()) -> None:
+def copy_tree(
+    src_fd: int,
+    dst_fd: int,
+    overlay_upper: bool = False,
+    links: dict | None = None,
+    as_layer: bool = False,
+    skip: tuple = (),
+) -> None:
     """Copy the directory ``src_fd`` into the directory ``dst_fd``; with
     ``overlay_upper`` apply whiteouts and opaque directories instead of copying them,
     with ``as_layer`` copy them as they are (a container's changes become a layer).
@@ -494,8 +510,14 @@ def write_layer_tar(top: str, write) -> int:
                 os.close(sub)
             if opaque:
                 wh = tarfile.TarInfo(rel + "/" + WH_OPAQUE)
-                wh.mode, wh.uid, wh.gid, wh.mtime, wh.uname, wh.gname = 0o600, st.st_uid, st.st_gid, \
-                    int(st.st_mtime), "", ""
+                wh.mode, wh.uid, wh.gid, wh.mtime, wh.uname, wh.gname = (
+                    0o600,
+                    st.st_uid,
+                    st.st_gid,
+                    int(st.st_mtime),
+                    "",
+                    "",
+                )
                 put(wh)
     write(bytes(2 * BLOCK))  # the end-of-archive marker, no padding to a 10 KiB record
     return total + 2 * BLOCK

@@ -96,11 +96,9 @@ def setns(fd: int, nstype: int = 0, path: str | None = None) -> None:
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", path)
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
-          data: str | None = None) -> None:
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
     """Attach a filesystem (or change a mount's flags or propagation)."""
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags),
-                       _b(data)), "mount", target)
+    _check(_libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)), "mount", target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
@@ -117,8 +115,7 @@ def pivot_root(new_root: str, put_old: str) -> None:
     SYS_pivot_root = 155  # x86_64; aarch64 uses 41
     if os.uname().machine in ("aarch64", "arm64"):
         SYS_pivot_root = 41
-    _check(_libc.syscall(ctypes.c_long(SYS_pivot_root), _b(new_root), _b(put_old)),
-           "pivot_root", new_root)
+    _check(_libc.syscall(ctypes.c_long(SYS_pivot_root), _b(new_root), _b(put_old)), "pivot_root", new_root)
 
 
 def sethostname(name: str) -> None:
@@ -128,15 +125,20 @@ def sethostname(name: str) -> None:
 
 
 def prctl(option: int, arg2: int = 0) -> None:
-    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(0),
-                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl")
+    _check(
+        _libc.prctl(
+            ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)
+        ),
+        "prctl",
+    )
 
 
 def set_process_name(name: str) -> None:
     """Name the thread (what ``ps -o comm`` and ``top`` show), at most 15 bytes."""
     buf = ctypes.create_string_buffer(name.encode()[:15])
-    _check(_libc.prctl(ctypes.c_int(PR_SET_NAME), buf, ctypes.c_ulong(0),
-                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl")
+    _check(
+        _libc.prctl(ctypes.c_int(PR_SET_NAME), buf, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl"
+    )
 
 
 # The C structs below are plain ctypes arrays where the layout allows it, or classes
@@ -144,8 +146,7 @@ def set_process_name(name: str) -> None:
 # every command that imports this module (all of them). The array types the container's
 # child uses are made here, before the fork: a type made in the child costs ~0.1 ms
 # there (copy-on-write faults).
-_U32x2, _U32x6, _ULONGx2, _U64x2 = (ctypes.c_uint32 * 2, ctypes.c_uint32 * 6, ctypes.c_ulong * 2,
-                                    ctypes.c_uint64 * 2)
+_U32x2, _U32x6, _ULONGx2, _U64x2 = (ctypes.c_uint32 * 2, ctypes.c_uint32 * 6, ctypes.c_ulong * 2, ctypes.c_uint64 * 2)
 _STATFS_SIZE = 120  # struct statfs on 64-bit Linux: f_type (a long) first, which is all we read
 
 
@@ -186,20 +187,33 @@ _bpf_types: list = []
 def _bpf_attr_types() -> tuple:
     """(load attr, attach attr) classes, made on first use (cgroup v2 only)."""
     if not _bpf_types:
+
         class _BpfProgLoadAttr(ctypes.Structure):
             # The BPF_PROG_LOAD member of union bpf_attr, up to expected_attach_type.
-                    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
-                        ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
-                        ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
-                        ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32),
-                        ("prog_flags", ctypes.c_uint32), ("prog_name", ctypes.c_char * 16),
-                        ("prog_ifindex", ctypes.c_uint32), ("expected_attach_type", ctypes.c_uint32)]
+            _fields_ = [
+                ("prog_type", ctypes.c_uint32),
+                ("insn_cnt", ctypes.c_uint32),
+                ("insns", ctypes.c_uint64),
+                ("license", ctypes.c_uint64),
+                ("log_level", ctypes.c_uint32),
+                ("log_size", ctypes.c_uint32),
+                ("log_buf", ctypes.c_uint64),
+                ("kern_version", ctypes.c_uint32),
+                ("prog_flags", ctypes.c_uint32),
+                ("prog_name", ctypes.c_char * 16),
+                ("prog_ifindex", ctypes.c_uint32),
+                ("expected_attach_type", ctypes.c_uint32),
+            ]
 
         class _BpfProgAttachAttr(ctypes.Structure):
             # The BPF_PROG_ATTACH/DETACH member of union bpf_attr.
-            _fields_ = [("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32),
-                        ("attach_type", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
-                        ("replace_bpf_fd", ctypes.c_uint32)]
+            _fields_ = [
+                ("target_fd", ctypes.c_uint32),
+                ("attach_bpf_fd", ctypes.c_uint32),
+                ("attach_type", ctypes.c_uint32),
+                ("attach_flags", ctypes.c_uint32),
+                ("replace_bpf_fd", ctypes.c_uint32),
+            ]
 
         _bpf_types[:] = [_BpfProgLoadAttr, _BpfProgAttachAttr]
     return tuple(_bpf_types)
@@ -207,12 +221,15 @@ def _bpf_attr_types() -> tuple:
 
 def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
     SYS_bpf = 280 if os.uname().machine in ("aarch64", "arm64") else 321  # x86_64
-    return _check(_libc.syscall(ctypes.c_long(SYS_bpf), ctypes.c_int(cmd), ctypes.byref(attr),
-                                ctypes.c_uint(ctypes.sizeof(attr))), what)
+    return _check(
+        _libc.syscall(
+            ctypes.c_long(SYS_bpf), ctypes.c_int(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr))
+        ),
+        what,
+    )
 
 
-def bpf_prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str = "",
-                  log_size: int = 0) -> int:
+def bpf_prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str = "", log_size: int = 0) -> int:
     """Load an eBPF program (raw ``struct bpf_insn`` bytes) through the verifier; its fd.
 
     With ``log_size`` the verifier's explanation of a refusal is appended
@@ -221,9 +238,13 @@ def bpf_prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str 
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     log = ctypes.create_string_buffer(log_size) if log_size else None
-    attr = _bpf_attr_types()[0](prog_type=prog_type, insn_cnt=len(insns) // 8,
-                            insns=ctypes.addressof(code), license=ctypes.addressof(lic),
-                            prog_name=name.encode()[:15])
+    attr = _bpf_attr_types()[0](
+        prog_type=prog_type,
+        insn_cnt=len(insns) // 8,
+        insns=ctypes.addressof(code),
+        license=ctypes.addressof(lic),
+        prog_name=name.encode()[:15],
+    )
     if log is not None:
         attr.log_level, attr.log_size, attr.log_buf = 1, log_size, ctypes.addressof(log)
     try:
@@ -236,8 +257,7 @@ def bpf_prog_load(prog_type: int, insns: bytes, license: str = "GPL", name: str 
 
 def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> None:
     """Attach a loaded program to ``target_fd`` (an open cgroup v2 directory)."""
-    attr = _bpf_attr_types()[1](target_fd=target_fd, attach_bpf_fd=prog_fd,
-                                attach_type=attach_type, attach_flags=flags)
+    attr = _bpf_attr_types()[1](target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type, attach_flags=flags)
     _bpf(BPF_PROG_ATTACH, attr, "bpf(BPF_PROG_ATTACH)")
 
 
@@ -268,8 +288,9 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 def capbset_read(cap: int) -> bool:
     """Is capability ``cap`` in the calling thread's bounding set? (False if unknown.)"""
-    res = _libc.prctl(ctypes.c_int(PR_CAPBSET_READ), ctypes.c_ulong(cap), ctypes.c_ulong(0),
-                      ctypes.c_ulong(0), ctypes.c_ulong(0))
+    res = _libc.prctl(
+        ctypes.c_int(PR_CAPBSET_READ), ctypes.c_ulong(cap), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)
+    )
     return res > 0
 
 
@@ -328,15 +349,27 @@ def seccomp_set_mode_filter(program: bytes) -> None:
     # instructions) at offset 0, the pointer to them at offset 8.
     prog = _U64x2(0, ctypes.addressof(buf))
     ctypes.c_ushort.from_buffer(prog).value = len(program) // 8
-    _check(_libc.syscall(ctypes.c_long(SYS_seccomp), ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
-                         ctypes.c_uint(0), ctypes.byref(prog)), "seccomp")
+    _check(
+        _libc.syscall(
+            ctypes.c_long(SYS_seccomp), ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(0), ctypes.byref(prog)
+        ),
+        "seccomp",
+    )
 
 
 def set_no_new_privs() -> None:
     """prctl(PR_SET_NO_NEW_PRIVS, 1): execve can no longer grant privileges (setuid
     bits and file capabilities are ignored) for this process and its children."""
-    _check(_libc.prctl(ctypes.c_int(PR_SET_NO_NEW_PRIVS), ctypes.c_ulong(1), ctypes.c_ulong(0),
-                       ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl(PR_SET_NO_NEW_PRIVS)")
+    _check(
+        _libc.prctl(
+            ctypes.c_int(PR_SET_NO_NEW_PRIVS),
+            ctypes.c_ulong(1),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+        ),
+        "prctl(PR_SET_NO_NEW_PRIVS)",
+    )
 
 
 # --- exec (issue 13: exec confined as the container; cocin/nsexec.py) -----------------
@@ -351,6 +384,7 @@ MFD_EXEC = 0x0010
 
 # --- the --init process's command line (issue 17: everyday CLI) -------------------
 
+
 def set_cmdline(text: bytes) -> None:
     """Overwrite this process's argv area with ``text`` (what /proc/PID/cmdline and
     ps show), as setproctitle(3) does: the kernel reads the area between the
@@ -363,5 +397,5 @@ def set_cmdline(text: bytes) -> None:
     size = end - start
     if size <= 0:
         return
-    data = text[:size - 1].ljust(size, b"\0")
+    data = text[: size - 1].ljust(size, b"\0")
     ctypes.memmove(start, data, size)

@@ -61,6 +61,7 @@ def fault(point: str) -> None:
 
 # --- the container process (child side) ---------------------------------------
 
+
 def _loopback_up() -> None:
     """Bring ``lo`` up in a fresh network namespace (it starts down).
 
@@ -133,6 +134,7 @@ def _init(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
             os.kill(child, signum)
         except ProcessLookupError:
             pass
+
     for sig in FORWARDED_SIGNALS + (signal.SIGWINCH,):
         signal.signal(sig, forward)
     while True:
@@ -145,8 +147,7 @@ def _init(argv: list[str], env: dict[str, str], sock: socket.socket) -> None:
             os._exit(128 - code if code < 0 else code)
 
 
-def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup,
-           program: bytes | None) -> None:
+def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup, program: bytes | None) -> None:
     """The container process, from fork to execve. Never returns.
 
     ``log_fd`` is None when attached to the caller's terminal, else the log;
@@ -180,6 +181,7 @@ def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup,
         stage = "stdio"
         if cfg.get("tty"):
             import fcntl
+
             os.setsid()
             master, slave = os.openpty()  # from the container's own /dev/pts
             fcntl.ioctl(slave, libc.TIOCSCTTY, 0)
@@ -215,8 +217,7 @@ def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup,
         if sock.recv(3) != b"go\n":
             os._exit(125)  # the monitor went away: never run the command
         stage = "confinement"
-        confine.drop_privileges(confine.capabilities(cfg), ident, bool(cfg.get("no_new_privileges")),
-                                program)
+        confine.drop_privileges(confine.capabilities(cfg), ident, bool(cfg.get("no_new_privileges")), program)
         stage = "exec"
         if cfg.get("init"):  # both init and the command confined
             _init(rec.argv, env, sock)
@@ -231,6 +232,7 @@ def _child(rec: Container, sock: socket.socket, log_fd: int | None, cgroup,
 
 # --- launching -------------------------------------------------------------------
 
+
 class Launched(Record):
     pid: int
     pty_master: int | None
@@ -244,8 +246,10 @@ def _recv_line(sock: socket.socket) -> tuple[str, list[int]]:
         data, anc, _flags, _addr = sock.recvmsg(4096, socket.CMSG_SPACE(4 * 4))
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds += [int.from_bytes(payload[i:i + 4], sys.byteorder)
-                        for i in range(0, len(payload) - len(payload) % 4, 4)]
+                fds += [
+                    int.from_bytes(payload[i : i + 4], sys.byteorder)
+                    for i in range(0, len(payload) - len(payload) % 4, 4)
+                ]
         if not data:
             return ("eof" if not buf else buf.decode()), fds
         buf += data
@@ -308,8 +312,7 @@ def _store_program(path: str, program: bytes | None) -> None:
     os.rename(tmp, path)
 
 
-def _fork_container(rec: Container, log_fd: int | None, cgroup,
-                    program: bytes | None) -> tuple[int, socket.socket]:
+def _fork_container(rec: Container, log_fd: int | None, cgroup, program: bytes | None) -> tuple[int, socket.socket]:
     """Fork the container process as PID 1 of a new PID namespace.
 
     ``unshare(CLONE_NEWPID)`` moves only this process's *future children*
@@ -474,12 +477,12 @@ def _cancel_restart(rec: Container) -> None:
 
 # --- restart policies --------------------------------------------------------------
 
+
 def parse_restart(text: str | None) -> dict:
     """``no``, ``always``, ``unless-stopped``, ``on-failure[:N]`` -> {name, max}."""
     name, _, count = (text or "no").partition(":")
     if name not in ("no", "always", "unless-stopped", "on-failure"):
-        raise CocinError(f"invalid restart policy {text!r}: use no, always, unless-stopped "
-                         "or on-failure[:max-retries]")
+        raise CocinError(f"invalid restart policy {text!r}: use no, always, unless-stopped or on-failure[:max-retries]")
     if count and (name != "on-failure" or not count.isdigit()):
         raise CocinError(f"invalid restart policy {text!r}: only on-failure takes a retry count")
     return {"name": name, "max": int(count or 0)}
@@ -526,8 +529,12 @@ def supervise(rec: Container, log_fd: int | None, on_started=None) -> int:
             # command) keeps its state, "created" for a new one; a relaunch that fails exits.
             never_ran = first and rec.state in ("created", "exited")
             try:
-                state.update(rec.id, state=rec.state if never_ran else "exited", exit_code=code,
-                             finished=rec.finished if never_ran else time.time())
+                state.update(
+                    rec.id,
+                    state=rec.state if never_ran else "exited",
+                    exit_code=code,
+                    finished=rec.finished if never_ran else time.time(),
+                )
             except NotFound:
                 pass
             if first:
@@ -546,6 +553,7 @@ def supervise(rec: Container, log_fd: int | None, on_started=None) -> int:
         try:
             if launched.pty_master is not None:
                 from . import tty
+
                 if log_fd is None:
                     tty.relay(launched.pty_master, launched.pid, rec.config.get("interactive", False))
                 else:
@@ -609,12 +617,14 @@ def start_detached(rec: Container) -> None:
                 msg = "0 ok" if error is None else f"{getattr(error, 'exit_code', 125)} {error}"
                 os.write(w, msg.encode())
                 os.close(w)
+
             try:
                 supervise(rec, log_fd, report)
             except CocinError:
                 os._exit(0)
             if rec.config.get("rm"):
                 from .runtime import remove_files
+
                 remove_files(rec)
         except BaseException as e:
             try:

@@ -88,8 +88,13 @@ def confinement(rec: Container, opts: ExecOptions) -> Confinement:
         caps = confine.capabilities(cfg)
         if not os.path.lexists(path):
             path = None  # the container runs unconfined too
-    return Confinement(caps=caps, no_new_privs=bool(cfg.get("no_new_privileges")), program_path=path,
-                       user=opts.user or cfg.get("user"), group_add=list(cfg.get("group_add") or []))
+    return Confinement(
+        caps=caps,
+        no_new_privs=bool(cfg.get("no_new_privileges")),
+        program_path=path,
+        user=opts.user or cfg.get("user"),
+        group_add=list(cfg.get("group_add") or []),
+    )
 
 
 def read_program(path: str | None) -> bytes | None:
@@ -132,8 +137,7 @@ def sealed_stub() -> int:
             done += n
     finally:
         os.close(src)
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
-                | fcntl.F_SEAL_WRITE)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
     return fd
 
 
@@ -284,8 +288,14 @@ def set_home(env: dict[str, str], ident: confine.Identity, opts: ExecOptions) ->
         env.setdefault("HOME", ident.home)
 
 
-def _exec_in_child(argv: list[str], env: dict[str, str], workdir: str, conf: Confinement,
-                   ident: confine.Identity, program: bytes | None) -> None:
+def _exec_in_child(
+    argv: list[str],
+    env: dict[str, str],
+    workdir: str,
+    conf: Confinement,
+    ident: confine.Identity,
+    program: bytes | None,
+) -> None:
     try:
         os.chdir(workdir)
     except OSError as e:
@@ -352,8 +362,11 @@ def exec_in(rec: Container, opts: ExecOptions) -> int:
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
         sys.stdout.flush()
-        os.execve(sealed_stub(), [STUB, *args, "--start-time", str(rec.pid_start), str(rec.pid), workdir, "--",
-                         *opts.argv], {})
+        os.execve(
+            sealed_stub(),
+            [STUB, *args, "--start-time", str(rec.pid_start), str(rec.pid), workdir, "--", *opts.argv],
+            {},
+        )
     if debug:
         sys.stderr.write("cocin: exec via Python setns\n")
     # After joining the mount namespace, the host's files (cocin's own modules

@@ -10,8 +10,7 @@ import _signal as signal  # signal.py's enums cost ~4 ms per command; the C core
 import errno
 import os
 
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def exec_error(argv0: str, e: OSError) -> tuple[int, str]:
@@ -63,10 +62,12 @@ def close_fds_except(*keep: int | None) -> None:
 
 def forward_signals(pid: int) -> None:
     """Pass the usual terminal and job-control signals on to ``pid``."""
+
     def forward(signum, _frame):
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
+
     for sig in FORWARDED_SIGNALS:
         signal.signal(sig, forward)

@@ -49,8 +49,8 @@ class Reference:
         """The repository as people write it: ``busybox``, ``user/app``, ``ghcr.io/x/y``."""
         if self.domain != DEFAULT_DOMAIN:
             return self.name
-        if self.path.startswith(OFFICIAL) and "/" not in self.path[len(OFFICIAL):]:
-            return self.path[len(OFFICIAL):]
+        if self.path.startswith(OFFICIAL) and "/" not in self.path[len(OFFICIAL) :]:
+            return self.path[len(OFFICIAL) :]
         return self.path
 
     def key(self) -> str:
@@ -116,7 +116,7 @@ def parse(text: str, default_tag: str | None = "latest") -> Reference:
     slash = rest.rfind("/")
     colon = rest.rfind(":")
     if colon > slash:
-        rest, tag = rest[:colon], rest[colon + 1:]
+        rest, tag = rest[:colon], rest[colon + 1 :]
         if not tag or len(tag) > 128 or tag[0] not in _TAG_FIRST or not set(tag) <= _TAG_REST:
             raise _bad(text)
     if not rest:

@@ -160,7 +160,8 @@ class Client:
         req = urllib.request.Request(url)
         if self.creds:
             req.add_unredirected_header(
-                "Authorization", "Basic " + base64.b64encode(":".join(self.creds).encode()).decode())
+                "Authorization", "Basic " + base64.b64encode(":".join(self.creds).encode()).decode()
+            )
         try:
             with self.opener.open(req, timeout=TIMEOUT) as resp:
                 answer = json.load(resp)
@@ -179,11 +180,15 @@ class Client:
             errors = json.loads(e.read() or b"{}").get("errors") or []
         except (ValueError, OSError):
             errors = []
-        what = "; ".join(f"{x.get('code', '').lower().replace('_', ' ')}: {x.get('message', '')}"
-                         for x in errors) or f"{e.code} {e.reason}"
+        what = (
+            "; ".join(f"{x.get('code', '').lower().replace('_', ' ')}: {x.get('message', '')}" for x in errors)
+            or f"{e.code} {e.reason}"
+        )
         if e.code == 401:
-            return f"pull access denied for {self.ref.familiar_name}: {what} (cocin reads credentials " \
-                   "from ~/.docker/config.json)"
+            return (
+                f"pull access denied for {self.ref.familiar_name}: {what} (cocin reads credentials "
+                "from ~/.docker/config.json)"
+            )
         if e.code == 404:
             return f"manifest for {self.ref} not found: {what}"
         return f"error from the registry {self.base}: {what}"
@@ -230,8 +235,11 @@ def pick_platform(index: dict, os_name: str, arch: str, variant: str | None = No
         if p.get("os") == "unknown" or (entry.get("annotations") or {}).get("vnd.docker.reference.type"):
             continue
         found.append(_platform_str(p))
-        if p.get("os") == os_name and p.get("architecture") == arch and (
-                variant is None or p.get("variant") in (None, variant)):
+        if (
+            p.get("os") == os_name
+            and p.get("architecture") == arch
+            and (variant is None or p.get("variant") in (None, variant))
+        ):
             return entry
     listed = ", ".join(found) or "none"
     raise CocinError(f"no matching manifest for {os_name}/{arch} in the manifest list entries (found: {listed})")

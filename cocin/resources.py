@@ -22,6 +22,7 @@ def _warn(e: Exception) -> None:
 
 # --- cgroups -------------------------------------------------------------------
 
+
 def make_cgroup(rec: Container):
     """Make the container's cgroups and write its limits; returns the Cgroup.
 
@@ -31,8 +32,7 @@ def make_cgroup(rec: Container):
     """
     from . import cgroups, devices
 
-    return cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.get("limits")),
-                          devices.rules_for(rec.config))
+    return cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.get("limits")), devices.rules_for(rec.config))
 
 
 def release_cgroup(rec: Container) -> bool:
@@ -49,6 +49,7 @@ def release_cgroup(rec: Container) -> bool:
 
 
 # --- network -------------------------------------------------------------------
+
 
 def hosts_text(hostname: str, own_ip: str | None = None, peers: list = ()) -> str:
     """/etc/hosts: localhost, the container itself, and its network's peers."""
@@ -71,8 +72,14 @@ def connect(rec: Container, pid: int, net: str | None = None, ip: str | None = N
         return {}
     from . import network
 
-    endpoint = network.attach(net, rec.id, rec.name, pid, ip or rec.config.get("ip"),
-                              rec.config.get("publish", []) if net == bridged(rec) else [])
+    endpoint = network.attach(
+        net,
+        rec.id,
+        rec.name,
+        pid,
+        ip or rec.config.get("ip"),
+        rec.config.get("publish", []) if net == bridged(rec) else [],
+    )
     update_hosts(endpoint["network"], {rec.id: endpoint["ip"]})
     return endpoint
 
@@ -130,8 +137,9 @@ def update_hosts(net: str, extra: dict | None = None, gone: str | None = None) -
                 pass
         peers = sorted((ips[r.id], r.name) for r in recs)
         for r in recs:
-            text = hosts_text(r.config.get("hostname", r.short_id), ips[r.id],
-                              [(ip, name) for ip, name in peers if name != r.name])
+            text = hosts_text(
+                r.config.get("hostname", r.short_id), ips[r.id], [(ip, name) for ip, name in peers if name != r.name]
+            )
             try:
                 with open(os.path.join(r.dir, "hosts"), "r+") as f:
                     f.truncate(0)
@@ -141,6 +149,7 @@ def update_hosts(net: str, extra: dict | None = None, gone: str | None = None) -
 
 
 # --- both -------------------------------------------------------------------------
+
 
 def teardown(rec: Container) -> bool:
     """Release cgroups and network of a container whose process is gone.

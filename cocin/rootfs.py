@@ -48,13 +48,23 @@ from .libc import (
 from .state import CocinError
 
 # (name, major, minor): the device nodes every container gets, as in Docker.
-DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
-           ("urandom", 1, 9), ("tty", 5, 0))
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
 
 # Docker's defaults (moby oci/defaults.go): masked, they read as empty.
-MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
-                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-                "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap")
+MASKED_PATHS = (
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
 # moby#49560: per-CPU thermal throttling counters are a side channel too; one per CPU.
 CPU_DIR, THERMAL = "/sys/devices/system/cpu", "thermal_throttle"
 # ... and read-only: the kernel knobs under them act on the whole host.
@@ -65,9 +75,14 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 # remount that left them out would quietly drop nosuid/nodev/noexec.
 ST_NOSUID, ST_NODEV, ST_NOEXEC = 2, 4, 8
 ST_NOATIME, ST_NODIRATIME, ST_RELATIME = 1024, 2048, 4096
-KEPT_FLAGS = ((ST_NOSUID, MS_NOSUID), (ST_NODEV, MS_NODEV), (ST_NOEXEC, MS_NOEXEC),
-              (ST_NOATIME, libc.MS_NOATIME), (ST_NODIRATIME, libc.MS_NODIRATIME),
-              (ST_RELATIME, libc.MS_RELATIME))
+KEPT_FLAGS = (
+    (ST_NOSUID, MS_NOSUID),
+    (ST_NODEV, MS_NODEV),
+    (ST_NOEXEC, MS_NOEXEC),
+    (ST_NOATIME, libc.MS_NOATIME),
+    (ST_NODIRATIME, libc.MS_NODIRATIME),
+    (ST_RELATIME, libc.MS_RELATIME),
+)
 
 O_PATH_DIR = os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -98,14 +113,18 @@ def mount_overlay(lower: str, upper: str, work: str, merged: str) -> None:
         cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
         try:
             os.chdir(base)
-            libc.mount("overlay", merged, "overlay", 0, "lowerdir={},upperdir={},workdir={}".format(
-                ":".join(os.path.basename(d) for d in dirs), upper, work))
+            libc.mount(
+                "overlay",
+                merged,
+                "overlay",
+                0,
+                "lowerdir={},upperdir={},workdir={}".format(":".join(os.path.basename(d) for d in dirs), upper, work),
+            )
         finally:
             os.fchdir(cwd)
             os.close(cwd)
         return
-    libc.mount("overlay", merged, "overlay", 0,
-               f"lowerdir={lower},upperdir={upper},workdir={work}")
+    libc.mount("overlay", merged, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
 
 
 def inside(root: str, path: str, max_links: int = 40) -> str:
@@ -149,6 +168,7 @@ def inside(root: str, path: str, max_links: int = 40) -> str:
 
 # --- mount targets, by file descriptor ---------------------------------------------
 
+
 def fd_path(fd: int) -> str:
     """The path that names what ``fd`` is open on, for calls that take no fd (mount)."""
     return f"/proc/self/fd/{fd}"
@@ -170,8 +190,10 @@ def _open_dir(parent_fd: int, name: str, path: str) -> int:
                 pass
         except OSError as e:
             if e.errno in (errno.ENOTDIR, errno.ELOOP):
-                raise CocinError(f"mount target {path}: {name} is not a directory (a symbolic "
-                                 "link or file appeared while it was set up)") from None
+                raise CocinError(
+                    f"mount target {path}: {name} is not a directory (a symbolic "
+                    "link or file appeared while it was set up)"
+                ) from None
             raise
     raise CocinError(f"mount target {path}: {name} keeps disappearing")
 
@@ -226,8 +248,11 @@ def open_target(parent_fd: int, name: str, path: str, is_dir: bool) -> int:
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
     except FileNotFoundError:
         try:  # O_EXCL|O_NOFOLLOW: made here, or an error; never opened through a link
-            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o644, dir_fd=parent_fd))
+            os.close(
+                os.open(
+                    name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent_fd
+                )
+            )
         except FileExistsError:
             pass
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
@@ -240,9 +265,17 @@ def open_target(parent_fd: int, name: str, path: str, is_dir: bool) -> int:
     return fd
 
 
-def mount_in(root_fd: int, root: str, path: str, source: str | None, fstype: str | None,
-             flags: int, data: str | None = None, is_dir: bool = True,
-             parent: int | None = None) -> tuple[int, str]:
+def mount_in(
+    root_fd: int,
+    root: str,
+    path: str,
+    source: str | None,
+    fstype: str | None,
+    flags: int,
+    data: str | None = None,
+    is_dir: bool = True,
+    parent: int | None = None,
+) -> tuple[int, str]:
     """Mount onto container path ``path``, by fd; returns ``(parent fd, name)`` (caller closes).
 
     ``parent``: the fd of the target's directory, when the caller has it open
@@ -269,8 +302,7 @@ def kept_flags(f_flag: int) -> int:
     return sum(ms for st, ms in KEPT_FLAGS if f_flag & st)
 
 
-def bind_in(root_fd: int, root: str, source: str, path: str, readonly: bool = False,
-            parent: int | None = None) -> None:
+def bind_in(root_fd: int, root: str, source: str, path: str, readonly: bool = False, parent: int | None = None) -> None:
     """Make host ``source`` visible at container path ``path``.
 
     A read-only bind needs a second call: a bind mount takes the flags of
@@ -282,8 +314,7 @@ def bind_in(root_fd: int, root: str, source: str, path: str, readonly: bool = Fa
     """
     is_dir = os.path.isdir(source)
     try:
-        parent, name = mount_in(root_fd, root, path, source, None, MS_BIND | MS_REC,
-                                is_dir=is_dir, parent=parent)
+        parent, name = mount_in(root_fd, root, path, source, None, MS_BIND | MS_REC, is_dir=is_dir, parent=parent)
     except TargetIsLink:
         if parent is None:
             raise
@@ -292,8 +323,9 @@ def bind_in(root_fd: int, root: str, source: str, path: str, readonly: bool = Fa
         if readonly:
             fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
             try:
-                libc.mount(None, fd_path(fd), None,
-                           MS_BIND | MS_REMOUNT | MS_RDONLY | kept_flags(os.statvfs(fd).f_flag))
+                libc.mount(
+                    None, fd_path(fd), None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept_flags(os.statvfs(fd).f_flag)
+                )
             finally:
                 os.close(fd)
     finally:
@@ -301,6 +333,7 @@ def bind_in(root_fd: int, root: str, source: str, path: str, readonly: bool = Fa
 
 
 # --- the kernel's filesystems ------------------------------------------------------
+
 
 def mount_proc(root_fd: int, root: str) -> None:
     """A /proc of the new PID namespace: it lists only the container's processes."""
@@ -328,8 +361,7 @@ def mount_dev(root_fd: int, root: str) -> int:
     IPC namespace, as in Docker. Nodes are made with ``mknodat`` in the new
     tmpfs through its fd (``mknod`` applies the umask, hence the chmod).
     """
-    parent, name = mount_in(root_fd, root, "/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME,
-                            "mode=755,size=65536k")
+    parent, name = mount_in(root_fd, root, "/dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
     try:
         dev = os.open(name, O_PATH_DIR, dir_fd=parent)  # the new tmpfs: the name leads into it
     finally:
@@ -341,14 +373,18 @@ def mount_dev(root_fd: int, root: str) -> int:
         here = fd_path(dev)
         for sub in ("pts", "shm", "mqueue"):
             os.mkdir(sub, 0o755, dir_fd=dev)
-        libc.mount("devpts", f"{here}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-                   "newinstance,ptmxmode=0666,mode=0620,gid=5")
-        libc.mount("shm", f"{here}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                   "mode=1777,size=65536k")
+        libc.mount(
+            "devpts", f"{here}/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"
+        )
+        libc.mount("shm", f"{here}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
         libc.mount("mqueue", f"{here}/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         os.symlink("pts/ptmx", "ptmx", dir_fd=dev)
-        for src, link in (("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"),
-                          ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")):
+        for src, link in (
+            ("/proc/self/fd", "fd"),
+            ("/proc/self/fd/0", "stdin"),
+            ("/proc/self/fd/1", "stdout"),
+            ("/proc/self/fd/2", "stderr"),
+        ):
             os.symlink(src, link, dir_fd=dev)
     except BaseException:
         os.close(dev)
@@ -357,6 +393,7 @@ def mount_dev(root_fd: int, root: str) -> int:
 
 
 # --- after pivot_root: inside the container's own view -------------------------------
+
 
 def pivot_into(root: str) -> None:
     """Make ``root`` the container's ``/`` and detach the host's tree.
@@ -391,8 +428,9 @@ def thermal_paths() -> list[str]:
         names = os.listdir(CPU_DIR)
     except OSError:
         return []
-    return [p for p in (f"{CPU_DIR}/{n}/{THERMAL}" for n in names if n[3:].isdigit() and n[:3] == "cpu")
-            if os.path.isdir(p)]
+    return [
+        p for p in (f"{CPU_DIR}/{n}/{THERMAL}" for n in names if n[3:].isdigit() and n[:3] == "cpu") if os.path.isdir(p)
+    ]
 
 
 def mask_paths(paths: tuple = MASKED_PATHS) -> None:
@@ -418,6 +456,7 @@ def make_root_readonly() -> None:
 
 # --- all of it ---------------------------------------------------------------------------
 
+
 def _depth(path: str) -> int:
     return len([p for p in path.split("/") if p])
 
@@ -435,8 +474,7 @@ def setup(cfg: dict, container_dir: str) -> None:
     if privileged or cfg.get("tmpfs") or cfg.get("devices") or cfg.get("sysctls"):
         from . import rootfs_knobs as knobs  # now: the host's files are gone after pivot_root
     make_mounts_private()
-    mount_overlay(cfg["lower"], os.path.join(container_dir, "upper"),
-                  os.path.join(container_dir, "work"), merged)
+    mount_overlay(cfg["lower"], os.path.join(container_dir, "upper"), os.path.join(container_dir, "work"), merged)
     root_fd = os.open(merged, O_PATH_DIR)
     try:
         etc = open_dir_in(root_fd, merged, "/etc")  # opened once for the three files

@@ -32,20 +32,33 @@ HOST_DEV_SKIP = ("pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev", "
 # mount(8) option -> (clears the flag?, MS_* flag): the options of --tmpfs that
 # are flags; the others (size, mode, uid, gid, nr_inodes...) go to tmpfs as data.
 MOUNT_FLAGS = {
-    "ro": (False, MS_RDONLY), "rw": (True, MS_RDONLY),
-    "nosuid": (False, MS_NOSUID), "suid": (True, MS_NOSUID),
-    "nodev": (False, MS_NODEV), "dev": (True, MS_NODEV),
-    "noexec": (False, MS_NOEXEC), "exec": (True, MS_NOEXEC),
-    "sync": (False, libc.MS_SYNCHRONOUS), "async": (True, libc.MS_SYNCHRONOUS),
+    "ro": (False, MS_RDONLY),
+    "rw": (True, MS_RDONLY),
+    "nosuid": (False, MS_NOSUID),
+    "suid": (True, MS_NOSUID),
+    "nodev": (False, MS_NODEV),
+    "dev": (True, MS_NODEV),
+    "noexec": (False, MS_NOEXEC),
+    "exec": (True, MS_NOEXEC),
+    "sync": (False, libc.MS_SYNCHRONOUS),
+    "async": (True, libc.MS_SYNCHRONOUS),
     "dirsync": (False, libc.MS_DIRSYNC),
-    "mand": (False, libc.MS_MANDLOCK), "nomand": (True, libc.MS_MANDLOCK),
-    "atime": (True, libc.MS_NOATIME), "noatime": (False, libc.MS_NOATIME),
-    "diratime": (True, libc.MS_NODIRATIME), "nodiratime": (False, libc.MS_NODIRATIME),
-    "relatime": (False, libc.MS_RELATIME), "norelatime": (True, libc.MS_RELATIME),
-    "strictatime": (False, MS_STRICTATIME), "nostrictatime": (True, MS_STRICTATIME),
-    "lazytime": (False, libc.MS_LAZYTIME), "nolazytime": (True, libc.MS_LAZYTIME),
-    "iversion": (False, libc.MS_I_VERSION), "noiversion": (True, libc.MS_I_VERSION),
-    "nosymfollow": (False, libc.MS_NOSYMFOLLOW), "symfollow": (True, libc.MS_NOSYMFOLLOW),
+    "mand": (False, libc.MS_MANDLOCK),
+    "nomand": (True, libc.MS_MANDLOCK),
+    "atime": (True, libc.MS_NOATIME),
+    "noatime": (False, libc.MS_NOATIME),
+    "diratime": (True, libc.MS_NODIRATIME),
+    "nodiratime": (False, libc.MS_NODIRATIME),
+    "relatime": (False, libc.MS_RELATIME),
+    "norelatime": (True, libc.MS_RELATIME),
+    "strictatime": (False, MS_STRICTATIME),
+    "nostrictatime": (True, MS_STRICTATIME),
+    "lazytime": (False, libc.MS_LAZYTIME),
+    "nolazytime": (True, libc.MS_LAZYTIME),
+    "iversion": (False, libc.MS_I_VERSION),
+    "noiversion": (True, libc.MS_I_VERSION),
+    "nosymfollow": (False, libc.MS_NOSYMFOLLOW),
+    "symfollow": (True, libc.MS_NOSYMFOLLOW),
     "defaults": (False, 0),
 }
 # Propagation options Docker accepts in --tmpfs: every container mount is private here.
@@ -111,6 +124,7 @@ def make_devices(root_fd: int, root: str, entries: list) -> None:
 
 # --- --tmpfs ------------------------------------------------------------------------
 
+
 def tmpfs_options(options: str) -> tuple[int, str]:
     """``--tmpfs`` options -> ``(MS_* flags, data string)`` for mount(2).
 
@@ -141,6 +155,7 @@ def mount_tmpfs(root_fd: int, root: str, path: str, options: str) -> None:
 
 
 # --- --sysctl, after pivot_root -----------------------------------------------------
+
 
 def sysctl_path(key: str) -> str:
     """``net.ipv4.ip_forward`` -> ``/proc/sys/net/ipv4/ip_forward``."""

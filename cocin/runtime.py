@@ -66,18 +66,49 @@ class RunOptions(Record):
 
 # --- create ------------------------------------------------------------------
 
-_ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen",
-               "lucid", "merry", "nifty", "proud", "quirky", "sharp", "tender", "witty")
-_NAMES = ("babbage", "curie", "dijkstra", "euler", "hopper", "knuth", "lamport",
-          "lovelace", "noether", "ritchie", "shannon", "thompson", "torvalds", "turing")
+_ADJECTIVES = (
+    "brave",
+    "calm",
+    "eager",
+    "fancy",
+    "gentle",
+    "happy",
+    "jolly",
+    "keen",
+    "lucid",
+    "merry",
+    "nifty",
+    "proud",
+    "quirky",
+    "sharp",
+    "tender",
+    "witty",
+)
+_NAMES = (
+    "babbage",
+    "curie",
+    "dijkstra",
+    "euler",
+    "hopper",
+    "knuth",
+    "lamport",
+    "lovelace",
+    "noether",
+    "ritchie",
+    "shannon",
+    "thompson",
+    "torvalds",
+    "turing",
+)
 
 
 def _random_name() -> str:
     """Docker-style ``adjective_scientist``, one not taken yet (under the lock)."""
     rnd = os.urandom(2)
     for i in range(1000):
-        name = f"{_ADJECTIVES[(rnd[0] + i) % len(_ADJECTIVES)]}_" \
-               f"{_NAMES[(rnd[1] + i // len(_ADJECTIVES)) % len(_NAMES)]}"
+        name = (
+            f"{_ADJECTIVES[(rnd[0] + i) % len(_ADJECTIVES)]}_{_NAMES[(rnd[1] + i // len(_ADJECTIVES)) % len(_NAMES)]}"
+        )
         if i >= len(_ADJECTIVES) * len(_NAMES):
             name += f"{i}"
         if not state.name_taken(name):
@@ -87,19 +118,16 @@ def _random_name() -> str:
 
 def check_name(name: str) -> None:
     if not state.valid_name(name):
-        raise CocinError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
-                         "are allowed")
+        raise CocinError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     if len(name) > state.NAME_MAX:
-        raise CocinError(f"invalid container name: {len(name)} characters, at most "
-                         f"{state.NAME_MAX} are allowed")
+        raise CocinError(f"invalid container name: {len(name)} characters, at most {state.NAME_MAX} are allowed")
 
 
 def check_volume(host: str, ctr: str) -> None:
     if not os.path.isabs(host):
         raise CocinError(f"invalid volume {host}:{ctr}: the host path must be absolute")
     if not os.path.isabs(ctr) or ".." in ctr.split("/") or ctr.rstrip("/") == "":
-        raise CocinError(f"invalid volume {host}:{ctr}: the container path must be absolute, "
-                         "not '/', without '..'")
+        raise CocinError(f"invalid volume {host}:{ctr}: the container path must be absolute, not '/', without '..'")
     if os.path.exists(host) and not (os.path.isdir(host) or os.path.isfile(host)):
         raise CocinError(f"invalid volume {host}:{ctr}: the host path is not a file or directory")
 
@@ -114,8 +142,7 @@ def _resolv_conf(dns: list[str]) -> str:
             lines = f.read().splitlines()
     except OSError:
         return ""
-    keep = [ln for ln in lines
-            if not (ln.startswith("nameserver") and (" 127." in ln or " ::1" in ln))]
+    keep = [ln for ln in lines if not (ln.startswith("nameserver") and (" 127." in ln or " ::1" in ln))]
     return "\n".join(keep) + "\n"
 
 
@@ -135,6 +162,7 @@ def check_network(opts: RunOptions) -> None:
         network.parse_publish(spec)
     if opts.ip:
         import ipaddress
+
         try:
             ipaddress.IPv4Address(opts.ip)
         except ValueError:
@@ -187,11 +215,11 @@ def parse_device(spec: str) -> list[str]:
     try:
         mode = os.stat(host).st_mode
     except OSError as e:
-        raise CocinError(f"error gathering device information while adding custom device "
-                         f"{host!r}: {e.strerror.lower()}") from None
+        raise CocinError(
+            f"error gathering device information while adding custom device {host!r}: {e.strerror.lower()}"
+        ) from None
     if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
-        raise CocinError(f"error gathering device information while adding custom device "
-                         f"{host!r}: not a device node")
+        raise CocinError(f"error gathering device information while adding custom device {host!r}: not a device node")
     return [os.path.normpath(host), ctr, perms]
 
 
@@ -314,8 +342,7 @@ def create(opts: RunOptions) -> Container:
     for host, ctr, _ro in opts.volumes:
         check_volume(host, ctr)
     if opts.workdir is not None and not opts.workdir.startswith("/"):
-        raise CocinError(f"the working directory {opts.workdir!r} is invalid: it needs to be "
-                         "an absolute path")
+        raise CocinError(f"the working directory {opts.workdir!r} is invalid: it needs to be an absolute path")
     restart = monitor.parse_restart(opts.restart)
     if restart["name"] != "no" and opts.rm:
         raise CocinError("conflicting options: --restart and --rm")
@@ -375,8 +402,11 @@ def create(opts: RunOptions) -> Container:
     try:
         for sub in ("upper", "work", "rootfs"):
             os.mkdir(os.path.join(d, sub), 0o755)
-        etc = {"hostname": hostname + "\n", "hosts": resources.hosts_text(hostname),
-               "resolv.conf": _resolv_conf(opts.dns)}
+        etc = {
+            "hostname": hostname + "\n",
+            "hosts": resources.hosts_text(hostname),
+            "resolv.conf": _resolv_conf(opts.dns),
+        }
         if seccomp_text is not None:
             etc["seccomp.json"] = seccomp_text
         for fname, text in etc.items():
@@ -389,8 +419,9 @@ def create(opts: RunOptions) -> Container:
             name = opts.name or _random_name()
             if not state.claim_name(name, cid):  # before the record: see claim_name
                 raise CocinError(f"the container name {name!r} is already in use")
-            rec = Container(id=cid, name=name, image=images.normalize(opts.image),
-                            argv=argv, created=time.time(), config=cfg)
+            rec = Container(
+                id=cid, name=name, image=images.normalize(opts.image), argv=argv, created=time.time(), config=cfg
+            )
             state.save(rec)
     except BaseException:
         state.remove_tree(d)
@@ -399,6 +430,7 @@ def create(opts: RunOptions) -> Container:
 
 
 # --- start, run ------------------------------------------------------------------
+
 
 def start(rec: Container, attach: bool = False) -> int | None:
     """Start a created or exited container: same filesystem, same config.
@@ -411,8 +443,7 @@ def start(rec: Container, attach: bool = False) -> int | None:
         rec = state.reconcile(state.load(rec.id))
         if rec.state == "running" and not state.is_running(rec):
             rec = _wait_recorded(rec)  # just ended: its monitor is still tearing down
-        if state.is_running(rec) or (rec.state == "restarting"
-                                     and state.alive(rec.monitor_pid, rec.monitor_start)):
+        if state.is_running(rec) or (rec.state == "restarting" and state.alive(rec.monitor_pid, rec.monitor_start)):
             return None
         resources.teardown(rec)  # whatever a crash left behind
         rec = state.update(rec.id, manually_stopped=False, restart_count=0, network={})
@@ -445,6 +476,7 @@ def run(opts: RunOptions) -> tuple[Container, int]:
 
 
 # --- stop, kill, restart, wait ----------------------------------------------------
+
 
 def _wait_dead(pid: int, start: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
@@ -548,6 +580,7 @@ def wait(rec: Container) -> int:
 
 # --- rm, rename, prune --------------------------------------------------------------
 
+
 def remove(rec: Container, force: bool = False) -> None:
     with state.container_lock(rec.id):
         try:
@@ -556,8 +589,10 @@ def remove(rec: Container, force: bool = False) -> None:
             raise NotFound(f"No such container: {rec.name}") from None
         if state.is_running(rec) or rec.state == "restarting":
             if not force:
-                raise CocinError(f"cannot remove container {rec.name}: container is {rec.state}: "
-                                 "stop the container before removing or force remove")
+                raise CocinError(
+                    f"cannot remove container {rec.name}: container is {rec.state}: "
+                    "stop the container before removing or force remove"
+                )
             state.update(rec.id, manually_stopped=True)
             if state.is_running(rec):
                 _signal(rec, signal.SIGKILL)
@@ -635,6 +670,7 @@ def top_pids(rec: Container) -> list[int]:
 
 # --- network connect / disconnect ------------------------------------------------
 
+
 def connect(rec: Container, net: str, ip: str | None = None) -> None:
     """``network connect``: a running container without a network joins one.
 
@@ -646,8 +682,9 @@ def connect(rec: Container, net: str, ip: str | None = None) -> None:
         if not state.is_running(rec):
             raise CocinError(f"container {rec.name} is not running")
         if (rec.network or {}).get("network"):
-            raise CocinError(f"container {rec.name} is already connected to network "
-                             f"{rec.network['network']}: disconnect it first")
+            raise CocinError(
+                f"container {rec.name} is already connected to network {rec.network['network']}: disconnect it first"
+            )
         if rec.config.get("network_mode") == "host":
             raise CocinError(f"container {rec.name} uses the host's network")
         endpoint = resources.connect(rec, rec.pid, net, ip)

@@ -113,14 +113,32 @@ ACTIONS = {
     "SCMP_ACT_LOG": SECCOMP_RET_LOG,
     "SCMP_ACT_ALLOW": SECCOMP_RET_ALLOW,
 }
-OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",
-       "SCMP_CMP_MASKED_EQ")
-SCMP_ARCHES = {"SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
-               "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL",
-               "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64",
-               "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X", "SCMP_ARCH_PARISC",
-               "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64", "SCMP_ARCH_LOONGARCH64", "SCMP_ARCH_M68K",
-               "SCMP_ARCH_SH", "SCMP_ARCH_SHEB"}
+OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")
+SCMP_ARCHES = {
+    "SCMP_ARCH_X86",
+    "SCMP_ARCH_X86_64",
+    "SCMP_ARCH_X32",
+    "SCMP_ARCH_ARM",
+    "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_MIPS",
+    "SCMP_ARCH_MIPS64",
+    "SCMP_ARCH_MIPS64N32",
+    "SCMP_ARCH_MIPSEL",
+    "SCMP_ARCH_MIPSEL64",
+    "SCMP_ARCH_MIPSEL64N32",
+    "SCMP_ARCH_PPC",
+    "SCMP_ARCH_PPC64",
+    "SCMP_ARCH_PPC64LE",
+    "SCMP_ARCH_S390",
+    "SCMP_ARCH_S390X",
+    "SCMP_ARCH_PARISC",
+    "SCMP_ARCH_PARISC64",
+    "SCMP_ARCH_RISCV64",
+    "SCMP_ARCH_LOONGARCH64",
+    "SCMP_ARCH_M68K",
+    "SCMP_ARCH_SH",
+    "SCMP_ARCH_SHEB",
+}
 
 
 class Machine:
@@ -131,8 +149,10 @@ class Machine:
         if uname_m == "x86_64":
             self.goarch, self.native = "amd64", "SCMP_ARCH_X86_64"
             # SCMP_ARCH_X32 is refused on purpose (see the module docstring).
-            self.abis = {"SCMP_ARCH_X86_64": (AUDIT_ARCH_X86_64, syscalls.X86_64, 64),
-                         "SCMP_ARCH_X86": (AUDIT_ARCH_I386, syscalls.I386, 32)}
+            self.abis = {
+                "SCMP_ARCH_X86_64": (AUDIT_ARCH_X86_64, syscalls.X86_64, 64),
+                "SCMP_ARCH_X86": (AUDIT_ARCH_I386, syscalls.I386, 32),
+            }
         elif uname_m in ("aarch64", "arm64"):
             # No 32-bit ARM table: 32-bit ARM binaries are refused.
             self.goarch, self.native = "arm64", "SCMP_ARCH_AARCH64"
@@ -155,8 +175,10 @@ def parse(text: str) -> dict:
         if profile.get(key):
             raise ProfileError(f"seccomp profile: {key!r} is not supported by cocin")
     if profile.get("architectures") and profile.get("archMap"):
-        raise ProfileError("'architectures' and 'archMap' were specified in the seccomp profile, "
-                           "use either 'architectures' or 'archMap'")
+        raise ProfileError(
+            "'architectures' and 'archMap' were specified in the seccomp profile, "
+            "use either 'architectures' or 'archMap'"
+        )
     _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), "defaultAction")
     arches = list(_list(profile, "architectures", "seccomp profile"))
     for entry in _list(profile, "archMap", "seccomp profile", dict):
@@ -434,8 +456,10 @@ def compile_profile(profile: dict, caps, uname_m: str, kernel: tuple[int, int]) 
     default = _action(profile["defaultAction"], profile.get("defaultErrnoRet"), "defaultAction")
     rules = select(profile, caps, machine.goarch, kernel)
     # runc's -ENOSYS stub: not for permissive defaults, nor when the default is ENOSYS already.
-    enosys = default & 0xFFFF0000 not in (SECCOMP_RET_ALLOW, SECCOMP_RET_LOG, SECCOMP_RET_TRACE) \
+    enosys = (
+        default & 0xFFFF0000 not in (SECCOMP_RET_ALLOW, SECCOMP_RET_LOG, SECCOMP_RET_TRACE)
         and default != SECCOMP_RET_ERRNO | ENOSYS
+    )
     names = abis(profile, machine)
     blocks = []
     for name in names:
@@ -454,8 +478,9 @@ def compile_profile(profile: dict, caps, uname_m: str, kernel: tuple[int, int]) 
     for block in blocks:
         code += block
     if len(code) > BPF_MAXINSNS:
-        raise ProfileError(f"seccomp profile: the filter needs {len(code)} instructions, "
-                           f"more than the kernel's {BPF_MAXINSNS}")
+        raise ProfileError(
+            f"seccomp profile: the filter needs {len(code)} instructions, more than the kernel's {BPF_MAXINSNS}"
+        )
     if sys.byteorder != "little":
         raise ProfileError("seccomp: big-endian machines are not supported")
     return b"".join(struct.pack("=HBBI", *insn) for insn in code)

@@ -463,8 +463,9 @@ def load_all() -> list[Container]:
         if cid.startswith("."):
             continue  # being removed
         try:
-            recs.append(Container.from_dict(fastjson.loads(read_bytes(
-                os.path.join(containers_dir(), cid, "config.json")))))
+            recs.append(
+                Container.from_dict(fastjson.loads(read_bytes(os.path.join(containers_dir(), cid, "config.json"))))
+            )
         except (FileNotFoundError, NotADirectoryError, ValueError):
             continue
     recs.sort(key=lambda r: r.created)
@@ -591,6 +592,7 @@ def update(cid: str, **changes: Any) -> Container:
 
 # --- is a process still the one we started? -----------------------------------
 
+
 def proc_start_time(pid: int) -> int:
     """Field 22 of /proc/PID/stat (start time in clock ticks since boot),
     or 0 when the process is gone or is a zombie (dead, not yet reaped)."""
@@ -629,8 +631,11 @@ def reconcile(rec: Container) -> Container:
             fresh = load(rec.id)
         except NotFound:
             return rec
-        if fresh.state in ("running", "restarting") and not alive(fresh.pid, fresh.pid_start) \
-                and not alive(fresh.monitor_pid, fresh.monitor_start):
+        if (
+            fresh.state in ("running", "restarting")
+            and not alive(fresh.pid, fresh.pid_start)
+            and not alive(fresh.monitor_pid, fresh.monitor_start)
+        ):
             fresh.state = "exited"
             fresh.exit_code = 255 if fresh.exit_code is None else fresh.exit_code
             fresh.finished = fresh.finished or time.time()

@@ -54,15 +54,13 @@ def check_member(m: tarfile.TarInfo) -> str:
     if m.islnk():
         target = m.linkname
         if target.startswith("/") or ".." in target.split("/"):
-            raise CocinError(f"refusing tarball member {raw!r}: hard link to {target!r} "
-                             "points outside the image")
+            raise CocinError(f"refusing tarball member {raw!r}: hard link to {target!r} points outside the image")
     elif m.issym():
         target = m.linkname
         if not target.startswith("/"):
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
             if resolved == ".." or resolved.startswith("../"):
-                raise CocinError(f"refusing tarball member {raw!r}: symlink to {target!r} "
-                                 "points outside the image")
+                raise CocinError(f"refusing tarball member {raw!r}: symlink to {target!r} points outside the image")
     elif not (m.isfile() or m.isdir() or m.ischr() or m.isblk() or m.isfifo()):
         raise CocinError(f"refusing tarball member {raw!r}: unsupported type")
     return name
@@ -136,7 +134,7 @@ class _Extractor:
         if base == WH_OPAQUE:
             self.opaque.append(parent)  # set once the directory is complete
             return
-        target = base[len(WH_PREFIX):]
+        target = base[len(WH_PREFIX) :]
         if target in ("", ".", "..") or target.startswith(WH_PREFIX):
             raise CocinError(f"refusing tarball member {m.name!r}: not a valid whiteout")
         remove_at(pfd, target)
@@ -160,7 +158,7 @@ class _Extractor:
                     if not chunk:
                         break
                     while chunk:
-                        chunk = chunk[os.write(fd, chunk):]
+                        chunk = chunk[os.write(fd, chunk) :]
             except (tarfile.TarError, EOFError) as e:
                 raise CocinError(f"cannot extract {self.path}: {e}") from None
             self.attrs_fd(fd, m)
@@ -175,11 +173,11 @@ class _Extractor:
             try:
                 st = os.stat(tbase, dir_fd=tfd, follow_symlinks=False)
             except FileNotFoundError:
-                raise CocinError(f"refusing tarball member {m.name!r}: hard link to "
-                                 f"{m.linkname!r}, which is not in the image") from None
+                raise CocinError(
+                    f"refusing tarball member {m.name!r}: hard link to {m.linkname!r}, which is not in the image"
+                ) from None
             if stat.S_ISDIR(st.st_mode):
-                raise CocinError(f"refusing tarball member {m.name!r}: hard link to "
-                                 f"the directory {m.linkname!r}")
+                raise CocinError(f"refusing tarball member {m.name!r}: hard link to the directory {m.linkname!r}")
             # linkat(2) without AT_SYMLINK_FOLLOW: a symlink target is linked itself.
             os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
         finally:

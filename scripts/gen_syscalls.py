@@ -43,13 +43,15 @@ AARCH64_WANTS = (
 )
 
 _DEFINE = re.compile(r"#define\s+(__NR3264_\w+|__NR_\w+)\s+(\w+)\s*$")
+
+
 def parse_flat(text: str) -> dict[str, int]:
     """``#define __NR_name N`` lines (unistd_64.h, unistd_32.h)."""
     table = {}
     for line in text.splitlines():
         m = _DEFINE.match(line.strip())
         if m and m.group(1).startswith("__NR_") and m.group(2).isdigit():
-            table[m.group(1)[len("__NR_"):]] = int(m.group(2))
+            table[m.group(1)[len("__NR_") :]] = int(m.group(2))
     return table
 
 
@@ -67,7 +69,7 @@ def _condition(expr: str, defined: set[str], bits: int) -> bool:
             raise ValueError(f"unsupported #if expression: {expr!r}")
         tok, pos = m.group(1), m.end()
         if tok.startswith("defined"):
-            name = tok[len("defined"):].strip(" ()")
+            name = tok[len("defined") :].strip(" ()")
             words.append(str(name in defined))
         else:
             words.append({"__BITS_PER_LONG": str(bits), "&&": "and", "||": "or", "!": "not"}.get(tok, tok))
@@ -116,7 +118,7 @@ def parse_generic(text: str, wants: tuple[str, ...], bits: int = 64) -> dict[str
         while value in values:  # __NR_fcntl -> __NR3264_fcntl -> 25
             value = values[value]
         if value.isdigit():
-            table[name[len("__NR_"):]] = int(value)
+            table[name[len("__NR_") :]] = int(value)
     return table
 
 

@@ -27,8 +27,7 @@ KEY = "net.ipv4.ip_forward"
 def _state() -> tuple[dict, list[str]]:
     """cocin's bookkeeping, and the live state roots holding ip_forward."""
     state = store.read_json(os.path.join(sysctl.RUN_DIR, "network-sysctl.json"), {}) or {}
-    holders = [root for root, values in state.get("holders", {}).items()
-               if KEY in values and os.path.isdir(root)]
+    holders = [root for root, values in state.get("holders", {}).items() if KEY in values and os.path.isdir(root)]
     return state, holders
 
 

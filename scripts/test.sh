@@ -38,6 +38,7 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 
 # COCIN_TEST_IP_FORWARD=0|1|flip: run with the host's ip_forward set so (flip:
 # the opposite of its value now), and put the machine's value back afterwards.

@@ -59,8 +59,11 @@ def _running_machine() -> str:
         except OSError:
             continue
         if provider == "libvirt":
-            info = dict(line.split(":", 1) for line in _output(
-                ["virsh", "-c", "qemu:///system", "dominfo", vid]).splitlines() if ":" in line)
+            info = dict(
+                line.split(":", 1)
+                for line in _output(["virsh", "-c", "qemu:///system", "dominfo", vid]).splitlines()
+                if ":" in line
+            )
             if info.get("State", "").strip() == "running":
                 return f"libvirt {vid} {info.get('Id', '').strip()}"
         elif ",state,running" in _output(["vagrant", "status", "--machine-readable"], timeout=120):
@@ -124,8 +127,11 @@ def prepare_vm() -> None:
     _PREPARED.append(True)
     machine = _MACHINE_KEY or _running_machine()
     if not machine:
-        pytest.exit("COCIN_TEST_TARGET=vagrant but no machine of this Vagrantfile is running: "
-                    "vagrant up (or scripts/vm_test.sh)", returncode=3)
+        pytest.exit(
+            "COCIN_TEST_TARGET=vagrant but no machine of this Vagrantfile is running: "
+            "vagrant up (or scripts/vm_test.sh)",
+            returncode=3,
+        )
     cfg = _vagrant_ssh_config()
     stamp = f"# cocin: {machine}\n"
     if not _read(cfg).startswith(stamp):
@@ -133,8 +139,7 @@ def prepare_vm() -> None:
         if "HostName" not in out:
             pytest.exit("vagrant ssh-config failed: is the machine up? (vagrant status)", returncode=3)
         # one shared connection: an ssh handshake costs seconds in an emulated guest
-        _write(cfg, stamp + out + "  ControlMaster auto\n  ControlPath /tmp/cocin-ssh-%C\n"
-               "  ControlPersist 120\n")
+        _write(cfg, stamp + out + "  ControlMaster auto\n  ControlPath /tmp/cocin-ssh-%C\n  ControlPersist 120\n")
     synced = os.path.join(REPO, ".vagrant", "cocin-rsync.stamp")
     tree = _tree_key()
     key = f"{machine} {tree}"
@@ -142,9 +147,19 @@ def prepare_vm() -> None:
         r = subprocess.run(["vagrant", "rsync"], cwd=REPO, capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             pytest.exit(f"vagrant rsync failed: {r.stderr.strip()[-500:]}", returncode=3)
-        stub = subprocess.run(["ssh", "-F", cfg, "default", "cd /vagrant && { test cocin/nsenter_stub "
-                               "-nt cocin/nsenter_stub.c || sudo bash scripts/build_stub.sh; }"],
-                              capture_output=True, text=True, timeout=300)
+        stub = subprocess.run(
+            [
+                "ssh",
+                "-F",
+                cfg,
+                "default",
+                "cd /vagrant && { test cocin/nsenter_stub "
+                "-nt cocin/nsenter_stub.c || sudo bash scripts/build_stub.sh; }",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if stub.returncode != 0:
             pytest.exit(f"building the exec stub in the guest failed: {stub.stderr.strip()}", returncode=3)
         if tree:
@@ -158,10 +173,13 @@ def guest_info() -> str:
     """One line about the VM: kernel and cgroup file system (asked once)."""
     if not _GUEST:
         import testinfra
+
         prepare_vm()
         h = testinfra.get_host("ssh://default", ssh_config=_vagrant_ssh_config(), sudo=True)
-        r = h.run("echo \"kernel $(uname -r), /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup)"
-                  " (controllers: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null))\"")
+        r = h.run(
+            'echo "kernel $(uname -r), /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup)'
+            ' (controllers: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null))"'
+        )
         _GUEST.append(r.stdout.strip() if r.rc == 0 else f"unreachable: {r.stderr.strip()}")
     return _GUEST[0]
 
@@ -180,8 +198,10 @@ def pytest_report_header(config):
         if not os.path.exists(_vagrant_ssh_config()):
             return "cocin target: vagrant VM (no ssh-config yet)"
         return f"cocin target: vagrant VM; guest: {guest_info()}; {_how()}"
-    return (f"cocin target: local; cgroup2 at /sys/fs/cgroup: "
-            f"{os.path.exists('/sys/fs/cgroup/cgroup.controllers')}; {_how()}")
+    return (
+        f"cocin target: local; cgroup2 at /sys/fs/cgroup: "
+        f"{os.path.exists('/sys/fs/cgroup/cgroup.controllers')}; {_how()}"
+    )
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -194,9 +214,13 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--cocin-order", default="", metavar="reverse|random[:SEED]",
-                     help="run the tests in reverse or in a random order (SEED repeats one): "
-                          "no test may depend on another having run before it")
+    parser.addoption(
+        "--cocin-order",
+        default="",
+        metavar="reverse|random[:SEED]",
+        help="run the tests in reverse or in a random order (SEED repeats one): "
+        "no test may depend on another having run before it",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -210,6 +234,7 @@ def pytest_collection_modifyitems(config, items):
         items.reverse()
     elif kind == "random":
         import random
+
         seed = seed or str(random.SystemRandom().randrange(1, 1_000_000))
         random.Random(seed).shuffle(items)
         order = f"random:{seed}"
@@ -231,8 +256,7 @@ class Cocin:
     def root(self) -> str:
         return self.env["COCIN_ROOT"]
 
-    def cmdline(self, *args: str, timeout: int = DEFAULT_TIMEOUT, env: dict | None = None,
-                tty: bool = False) -> str:
+    def cmdline(self, *args: str, timeout: int = DEFAULT_TIMEOUT, env: dict | None = None, tty: bool = False) -> str:
         """The shell command line for ``cocin.py ARGS``, bounded by timeout(1).
 
         ``tty=True`` is for commands that use their terminal (``-it``): timeout(1)
@@ -244,11 +268,12 @@ class Cocin:
         envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in {**self.env, **(env or {})}.items())
         argv = " ".join(shlex.quote(a) for a in args)
         # -u PYTHONDONTWRITEBYTECODE: some shells set it; cocin's bytecode cache matters.
-        return (f"timeout {fg}-k 5 {timeout} env -u PYTHONDONTWRITEBYTECODE {envs} {self.python} "
-                f"{shlex.quote(self.repo)}/cocin.py {argv}")
+        return (
+            f"timeout {fg}-k 5 {timeout} env -u PYTHONDONTWRITEBYTECODE {envs} {self.python} "
+            f"{shlex.quote(self.repo)}/cocin.py {argv}"
+        )
 
-    def __call__(self, *args: str, timeout: int = DEFAULT_TIMEOUT, env: dict | None = None,
-                 stdin: str | None = None):
+    def __call__(self, *args: str, timeout: int = DEFAULT_TIMEOUT, env: dict | None = None, stdin: str | None = None):
         cmd = self.cmdline(*args, timeout=timeout, env=env)
         if stdin is not None:
             cmd = f"printf %s {shlex.quote(stdin)} | {cmd}"
@@ -272,35 +297,39 @@ class Cocin:
         """
         return self.sh(
             "m=$(mktemp) && export m && "
-            "( i=0; while [ $i -lt 600 ] && ! stty -F \"$(cat $m)\" -a 2>/dev/null | grep -q -- -icanon; "
+            '( i=0; while [ $i -lt 600 ] && ! stty -F "$(cat $m)" -a 2>/dev/null | grep -q -- -icanon; '
             "do sleep 0.1; i=$((i+1)); done; "
             f"printf %s {shlex.quote(feed)}; sleep 2 ) | "
-            f"script -qefc {shlex.quote('tty > $m; ' + command)} /dev/null; r=$?; rm -f $m; exit $r")
+            f"script -qefc {shlex.quote('tty > $m; ' + command)} /dev/null; r=$?; rm -f $m; exit $r"
+        )
 
     def containers(self) -> list[str]:
         return self.ok("ps", "-aq", "--no-trunc").stdout.split()
 
     def wait_for(self, ref: str, state: str, timeout: float = 20.0) -> dict:
         import json
+
         deadline = time.monotonic() + timeout
         while True:
-            rec = json.loads(self.host.check_output(
-                f"cat {shlex.quote(self.root)}/containers/{self.full_id(ref)}/config.json"))
+            rec = json.loads(
+                self.host.check_output(f"cat {shlex.quote(self.root)}/containers/{self.full_id(ref)}/config.json")
+            )
             if rec["state"] == state or time.monotonic() > deadline:
                 return rec
             time.sleep(0.1)
 
     def record(self, ref: str) -> dict:
         import json
-        return json.loads(self.host.check_output(
-            f"cat {shlex.quote(self.root)}/containers/{self.full_id(ref)}/config.json"))
+
+        return json.loads(
+            self.host.check_output(f"cat {shlex.quote(self.root)}/containers/{self.full_id(ref)}/config.json")
+        )
 
     def full_id(self, ref: str) -> str:
         for cid in self.containers():
             if cid.startswith(ref):
                 return cid
-        out = self.host.check_output(
-            f"grep -l '\"name\": \"{ref}\"' {shlex.quote(self.root)}/containers/*/config.json")
+        out = self.host.check_output(f'grep -l \'"name": "{ref}"\' {shlex.quote(self.root)}/containers/*/config.json')
         return out.split("/")[-2]
 
 
@@ -311,9 +340,12 @@ def host():
         prepare_vm()
         cfg = _vagrant_ssh_config()
         if not os.path.exists(cfg):
-            pytest.exit("COCIN_TEST_TARGET=vagrant but .vagrant/ssh-config is missing: "
-                        "run scripts/vm_test.sh (or vagrant up && vagrant ssh-config > "
-                        ".vagrant/ssh-config)", returncode=3)
+            pytest.exit(
+                "COCIN_TEST_TARGET=vagrant but .vagrant/ssh-config is missing: "
+                "run scripts/vm_test.sh (or vagrant up && vagrant ssh-config > "
+                ".vagrant/ssh-config)",
+                returncode=3,
+            )
         return testinfra.get_host("ssh://default", ssh_config=cfg, sudo=True)
     return testinfra.get_host("local://")
 
@@ -324,28 +356,42 @@ def cocin_session(host, request):
         pytest.skip("end-to-end tests need root (namespaces, mounts, cgroups): run with sudo")
     tag = uuid.uuid4().hex[:8]
     root = f"/tmp/cocin-test-{tag}"
-    env = {"COCIN_ROOT": root, "COCIN_CGROUP_PARENT": f"cocin-test-{tag}",
-           "COCIN_DEFAULT_BRIDGE": f"cocint{tag[:4]}",
-           "COCIN_DEFAULT_SUBNET": os.environ.get("COCIN_TEST_SUBNET", "10.213.0.0/24")}
+    env = {
+        "COCIN_ROOT": root,
+        "COCIN_CGROUP_PARENT": f"cocin-test-{tag}",
+        "COCIN_DEFAULT_BRIDGE": f"cocint{tag[:4]}",
+        "COCIN_DEFAULT_SUBNET": os.environ.get("COCIN_TEST_SUBNET", "10.213.0.0/24"),
+    }
     if TARGET == "vagrant":
         c = Cocin(host, VM_REPO, "/usr/bin/python3", env)
         guest_info()
     else:
-        c = Cocin(host, REPO, sys.executable if os.path.basename(sys.executable).startswith(
-            "python") else "/usr/bin/python3", env)
+        c = Cocin(
+            host,
+            REPO,
+            sys.executable if os.path.basename(sys.executable).startswith("python") else "/usr/bin/python3",
+            env,
+        )
     # cocin keeps its cgroup parent (as Docker keeps docker/); the session's goes
     # at the end. rmdir fails on a parent that still holds a container's cgroup.
-    remove_cgroup_parent = (f"find /sys/fs/cgroup -maxdepth 3 -type d -name "
-                            f"{shlex.quote(env['COCIN_CGROUP_PARENT'])} -exec rmdir {{}} + 2>/dev/null")
+    remove_cgroup_parent = (
+        f"find /sys/fs/cgroup -maxdepth 3 -type d -name "
+        f"{shlex.quote(env['COCIN_CGROUP_PARENT'])} -exec rmdir {{}} + 2>/dev/null"
+    )
     if host.run("command -v busybox || ls /bin/busybox /usr/bin/busybox").rc != 0:
-        pytest.skip("the end-to-end tests need busybox on the host (apt-get install busybox-static): "
-                    "the busybox image is built from it, and tests use its wget")
+        pytest.skip(
+            "the end-to-end tests need busybox on the host (apt-get install busybox-static): "
+            "the busybox image is built from it, and tests use its wget"
+        )
     try:
         # The busybox image is built once here, so single tests do not pay for it.
         first = c("run", "--rm", "busybox", "true")
         if first.rc != 0 and "overlaps" in first.stderr:
-            pytest.fail(f"the session's subnet is taken on this host: {first.stderr.strip()} "
-                        "(choose a free one with COCIN_TEST_SUBNET=CIDR)", pytrace=False)
+            pytest.fail(
+                f"the session's subnet is taken on this host: {first.stderr.strip()} "
+                "(choose a free one with COCIN_TEST_SUBNET=CIDR)",
+                pytrace=False,
+            )
         assert first.rc == 0, f"cocin run --rm busybox true failed rc={first.rc}: {first.stderr}"
         before = _snapshot(host, env["COCIN_CGROUP_PARENT"])
         yield c
@@ -382,9 +428,10 @@ def cocin(cocin_session):
     # Every cgroup the test made must belong to a container that still exists.
     dirs = set(cocin_session.sh(listing).stdout.split()) - cgroups_before
     stray = {d for d in dirs if len(d) == 64} - set(cocin_session.containers())
-    for d in stray:   # reported once, here, and not blamed on the tests after this one
-        cocin_session.sh(f"find /sys/fs/cgroup -maxdepth 3 -depth -type d -path '*/{parent}/{d}' "
-                         "-exec rmdir {} + 2>/dev/null")
+    for d in stray:  # reported once, here, and not blamed on the tests after this one
+        cocin_session.sh(
+            f"find /sys/fs/cgroup -maxdepth 3 -depth -type d -path '*/{parent}/{d}' -exec rmdir {{}} + 2>/dev/null"
+        )
     assert not stray, f"cgroups of removed containers left behind: {stray}"
 
 
@@ -412,8 +459,7 @@ class TargetDir:
         raw = data.encode() if isinstance(data, str) else data
         b64 = base64.b64encode(raw).decode()
         q = shlex.quote(path)
-        r = self.host.run(f"mkdir -p {shlex.quote(posixpath.dirname(path))} && "
-                          f"printf %s {b64} | base64 -d > {q}")
+        r = self.host.run(f"mkdir -p {shlex.quote(posixpath.dirname(path))} && printf %s {b64} | base64 -d > {q}")
         assert r.rc == 0, f"cannot write {path} on the target: {r.stderr}"
         return path
 
@@ -448,7 +494,8 @@ def _snapshot(host, cgroup_parent: str) -> set[str]:
     out = host.run(
         f"for p in /proc/[0-9]*; do grep -qF :/{shlex.quote(cgroup_parent)}/ $p/cgroup 2>/dev/null "
         "|| continue; set -- $(sed 's/.*) //' $p/stat 2>/dev/null); [ \"$1\" = Z ] && continue; "
-        "[ -n \"$1\" ] && echo ${p#/proc/}:${20}; done").stdout
+        '[ -n "$1" ] && echo ${p#/proc/}:${20}; done'
+    ).stdout
     return set(out.split())
 
 
@@ -457,12 +504,14 @@ def _assert_no_leftovers(host, c: Cocin, before: set[str]) -> None:
     mounts = host.run(f"grep -F {shlex.quote(c.root)} /proc/self/mountinfo").stdout.strip()
     if mounts:
         problems.append(f"mounts: {mounts}")
-    cg = host.run(f"find /sys/fs/cgroup -maxdepth 3 -type d -name "
-                  f"{shlex.quote(c.env['COCIN_CGROUP_PARENT'])}*").stdout.strip()
+    cg = host.run(
+        f"find /sys/fs/cgroup -maxdepth 3 -type d -name {shlex.quote(c.env['COCIN_CGROUP_PARENT'])}*"
+    ).stdout.strip()
     if cg:
         problems.append(f"cgroups: {cg}")
-    procs = host.run(f"grep -lF COCIN_ROOT={shlex.quote(c.root)} /proc/[0-9]*/environ "
-                     "2>/dev/null | grep -v self").stdout.strip()
+    procs = host.run(
+        f"grep -lF COCIN_ROOT={shlex.quote(c.root)} /proc/[0-9]*/environ 2>/dev/null | grep -v self"
+    ).stdout.strip()
     procs = [p for p in procs.split() if not p.startswith(("/proc/self", "/proc/thread-self"))]
     procs = [p for p in procs if host.run(f"test -e {p}").rc == 0]
     if procs:

@@ -152,9 +152,7 @@ def parse_size(text: str, what: str = "size") -> int:
     if unit not in _SIZE_UNITS or not _is_decimal(number):
         if number.startswith("-") and _is_decimal(number[1:]):
             raise CgroupError(f"invalid {what} '{raw}': it must not be negative")
-        raise CgroupError(
-            f"invalid {what} '{raw}': use a number with an optional b, k, m or g suffix"
-        )
+        raise CgroupError(f"invalid {what} '{raw}': use a number with an optional b, k, m or g suffix")
     return int(float(number) * _SIZE_UNITS[unit])
 
 
@@ -211,9 +209,7 @@ def parse_limits(
     if memory is not None:
         lim.memory = parse_size(memory, "memory size") or None
         if lim.memory is not None and lim.memory < MIN_MEMORY:
-            raise CgroupError(
-                f"invalid --memory '{memory}': minimum memory limit allowed is 6MB"
-            )
+            raise CgroupError(f"invalid --memory '{memory}': minimum memory limit allowed is 6MB")
     if memory_swap is not None:
         if str(memory_swap).strip() == "-1":
             lim.memory_swap = -1
@@ -247,10 +243,7 @@ def parse_limits(
     if pids_limit is not None:
         pids = _int_flag("--pids-limit", pids_limit)
         if pids < -1:
-            raise CgroupError(
-                f"invalid --pids-limit '{pids_limit}': use a positive number, "
-                "or 0 or -1 for unlimited"
-            )
+            raise CgroupError(f"invalid --pids-limit '{pids_limit}': use a positive number, or 0 or -1 for unlimited")
         lim.pids_limit = -1 if pids == 0 else pids
     return lim
 
@@ -288,8 +281,16 @@ def required_controllers(limits: Limits) -> dict[str, str]:
 
 # Mount options of a v1 cgroup mount that are not controller names.
 _V1_NON_CONTROLLER_OPTIONS = {
-    "rw", "ro", "none", "all", "noprefix", "xattr", "clone_children",
-    "cpuset_v2_mode", "favordynmods", "nofavordynmods",
+    "rw",
+    "ro",
+    "none",
+    "all",
+    "noprefix",
+    "xattr",
+    "clone_children",
+    "cpuset_v2_mode",
+    "favordynmods",
+    "nofavordynmods",
 }
 
 
@@ -340,8 +341,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
                     name = opt[5:]
                 elif "=" not in opt and opt not in _V1_NON_CONTROLLER_OPTIONS:
                     controllers.append(opt)
-        mounts.append(Mount(_unescape(head[4]), tail[0], _unescape(head[3]), head[2],
-                            tuple(controllers), name))
+        mounts.append(Mount(_unescape(head[4]), tail[0], _unescape(head[3]), head[2], tuple(controllers), name))
     return mounts
 
 
@@ -391,7 +391,7 @@ def _root_magic() -> int | None:
 
 
 def layout() -> str:
-    """"v1", "v2" or "hybrid" for this host, detected once per process."""
+    """ "v1", "v2" or "hybrid" for this host, detected once per process."""
     if "layout" not in _cache:
         _cache["layout"] = detect_layout(cgroup_mounts(), _root_magic())
     return _cache["layout"]  # type: ignore[return-value]
@@ -473,17 +473,13 @@ def write_limit(path: str, value: str, flag: str) -> None:
         write_text(path, value)
     except OSError as e:
         if e.errno in (errno.EINVAL, errno.ERANGE):
-            raise CgroupError(f"invalid {flag}: the kernel refused {value!r} for "
-                              f"{os.path.basename(path)}") from None
+            raise CgroupError(f"invalid {flag}: the kernel refused {value!r} for {os.path.basename(path)}") from None
         if e.errno == errno.ENOENT:
-            raise CgroupError(
-                f"{flag} is not supported on this host: {path} does not exist"
-            ) from None
+            raise CgroupError(f"{flag} is not supported on this host: {path} does not exist") from None
         raise CgroupError(f"cannot set {flag}: writing {path}: {e.strerror}") from None
 
 
-def make_dirs(root: str, parent: str, cid: str,
-              prepare: Callable[[str], None] | None = None) -> str:
+def make_dirs(root: str, parent: str, cid: str, prepare: Callable[[str], None] | None = None) -> str:
     """mkdir ``root/parent/cid`` and return it; ``prepare`` runs on each directory.
 
     ``prepare(path)`` is called for every directory below ``root`` (parents
@@ -548,8 +544,7 @@ def _move(procs_file: str, pid: int, missing_ok: bool = True) -> None:
             return
         if e.errno == errno.ESRCH:
             raise CgroupError(f"cannot add process {pid} to cgroup: no such process") from None
-        raise CgroupError(f"cannot add process {pid} to {os.path.dirname(procs_file)}: "
-                          f"{e.strerror}") from None
+        raise CgroupError(f"cannot add process {pid} to {os.path.dirname(procs_file)}: {e.strerror}") from None
 
 
 class Cgroup:
@@ -624,9 +619,7 @@ class Cgroup:
         deadline = time.monotonic() + RMDIR_TIMEOUT
         busy = [p for p in self.dirs.values() if not _rmdir_tree(p, deadline)]
         if busy:
-            raise CgroupError(
-                f"cannot remove cgroup {busy[0]}: processes are still in it"
-            )
+            raise CgroupError(f"cannot remove cgroup {busy[0]}: processes are still in it")
 
 
 # --------------------------------------------------------------------------

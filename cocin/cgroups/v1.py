@@ -137,9 +137,7 @@ def files_for(limits: Limits, swap_accounting: bool = True) -> dict[tuple[str, s
 
 
 def _missing_controller(ctrl: str, flag: str) -> CgroupError:
-    return CgroupError(
-        f"{flag} needs the {ctrl} cgroup controller, which is not mounted on this host"
-    )
+    return CgroupError(f"{flag} needs the {ctrl} cgroup controller, which is not mounted on this host")
 
 
 def check(limits: Limits, hiers: list[Hierarchy] | None = None) -> None:
@@ -150,19 +148,21 @@ def check(limits: Limits, hiers: list[Hierarchy] | None = None) -> None:
             raise _missing_controller(ctrl, flag)
     quota = os.path.join(cmap["cpu"].mountpoint, "cpu.cfs_quota_us") if "cpu" in cmap else ""
     if limits.cpus is not None and not os.path.exists(quota):
-        raise CgroupError("--cpus needs CFS bandwidth control, which this kernel lacks "
-                          "(CONFIG_CFS_BANDWIDTH)")
+        raise CgroupError("--cpus needs CFS bandwidth control, which this kernel lacks (CONFIG_CFS_BANDWIDTH)")
     memsw = os.path.join(cmap["memory"].mountpoint, MEMSW_LIMIT) if "memory" in cmap else ""
     if limits.memory_swap not in (None, -1) and not os.path.exists(memsw):
-        raise CgroupError("--memory-swap needs swap accounting, which this kernel has "
-                          "turned off (boot with swapaccount=1)")
-    for field, name, sysfs in (("cpuset_cpus", "cpus", SYS_CPU_ONLINE),
-                               ("cpuset_mems", "mems", SYS_NODE_ONLINE)):
+        raise CgroupError(
+            "--memory-swap needs swap accounting, which this kernel has turned off (boot with swapaccount=1)"
+        )
+    for field, name, sysfs in (("cpuset_cpus", "cpus", SYS_CPU_ONLINE), ("cpuset_mems", "mems", SYS_NODE_ONLINE)):
         requested = getattr(limits, field)
         if requested is not None:
             root = cmap["cpuset"].mountpoint
-            available = (read_text(os.path.join(root, f"cpuset.effective_{name}"))
-                         or read_text(os.path.join(root, f"cpuset.{name}")) or read_text(sysfs))
+            available = (
+                read_text(os.path.join(root, f"cpuset.effective_{name}"))
+                or read_text(os.path.join(root, f"cpuset.{name}"))
+                or read_text(sysfs)
+            )
             check_cpuset(FLAG_OF_FIELD[field], requested, available)
 
 
@@ -283,15 +283,15 @@ def write_devices(path: str, rules: tuple) -> None:
                     fds[name] = os.open(os.path.join(path, name), os.O_WRONLY | os.O_CLOEXEC)
                 os.write(fds[name], line.encode())
             except OSError as e:
-                raise CgroupError(f"cannot set device rule {line!r} in {path}: "
-                                  f"{e.strerror}") from None
+                raise CgroupError(f"cannot set device rule {line!r} in {path}: {e.strerror}") from None
     finally:
         for fd in fds.values():
             os.close(fd)
 
 
-def create(cid: str, limits: Limits, parent: str,
-           hiers: list[Hierarchy] | None = None, devices: tuple | None = None) -> V1Cgroup:
+def create(
+    cid: str, limits: Limits, parent: str, hiers: list[Hierarchy] | None = None, devices: tuple | None = None
+) -> V1Cgroup:
     """Make ``<parent>/<cid>`` in the hierarchies it needs, then write the limits
     and, with ``devices``, the device rules (the container then sits in a
     devices cgroup of its own, not in the host's)."""

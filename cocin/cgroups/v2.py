@@ -130,8 +130,9 @@ def swap_accounting(root: str, parent: str) -> bool | None:
     cgroup that has the memory controller: cocin's parent, or our own.
     """
     candidates = [os.path.join(root, parent)]
-    own = next((line[3:] for line in (read_text("/proc/self/cgroup") or "").splitlines()
-                if line.startswith("0::")), "/")
+    own = next(
+        (line[3:] for line in (read_text("/proc/self/cgroup") or "").splitlines() if line.startswith("0::")), "/"
+    )
     if own.strip("/"):
         candidates.append(os.path.join(root, own.strip("/")))
     for path in candidates:
@@ -147,13 +148,12 @@ def check(limits: Limits, root: str | None = None, parent: str | None = None) ->
     available = available_controllers(root)
     for ctrl, flag in required_controllers(limits).items():
         if ctrl not in available:
-            raise CgroupError(f"{flag} needs the {ctrl} cgroup controller, which this kernel "
-                              f"does not offer in {root}")
+            raise CgroupError(f"{flag} needs the {ctrl} cgroup controller, which this kernel does not offer in {root}")
     if limits.memory_swap not in (None, -1) and swap_accounting(root, parent) is False:
-        raise CgroupError("--memory-swap needs swap accounting, which this kernel has "
-                          "turned off (CONFIG_MEMCG_SWAP, swapaccount=1)")
-    for field, name, sysfs in (("cpuset_cpus", "cpus", SYS_CPU_ONLINE),
-                               ("cpuset_mems", "mems", SYS_NODE_ONLINE)):
+        raise CgroupError(
+            "--memory-swap needs swap accounting, which this kernel has turned off (CONFIG_MEMCG_SWAP, swapaccount=1)"
+        )
+    for field, name, sysfs in (("cpuset_cpus", "cpus", SYS_CPU_ONLINE), ("cpuset_mems", "mems", SYS_NODE_ONLINE)):
         requested = getattr(limits, field)
         if requested is not None:
             have = read_text(os.path.join(root, f"cpuset.{name}.effective")) or read_text(sysfs)
@@ -178,10 +178,10 @@ def enable_controllers(path: str, needed: dict[str, str]) -> None:
             if e.errno in VANISHED:
                 raise  # the directory vanished: make_dirs retries
             if ctrl in needed:
-                hint = (" (it holds processes: is cocin running inside a container?)"
-                        if e.errno == errno.EBUSY else "")
-                raise CgroupError(f"{needed[ctrl]}: cannot enable the {ctrl} controller in "
-                                  f"{path}: {e.strerror}{hint}") from None
+                hint = " (it holds processes: is cocin running inside a container?)" if e.errno == errno.EBUSY else ""
+                raise CgroupError(
+                    f"{needed[ctrl]}: cannot enable the {ctrl} controller in {path}: {e.strerror}{hint}"
+                ) from None
 
 
 def attach_devices(path: str, rules: tuple) -> None:
@@ -227,8 +227,7 @@ def open_existing(cid: str, parent: str, root: str | None = None) -> V2Cgroup:
     return V2Cgroup(cid, {"": os.path.join(root, parent, cid)})
 
 
-def create(cid: str, limits: Limits, parent: str, root: str | None = None,
-           devices: tuple | None = None) -> V2Cgroup:
+def create(cid: str, limits: Limits, parent: str, root: str | None = None, devices: tuple | None = None) -> V2Cgroup:
     """Enable controllers down to ``<parent>``, make ``<parent>/<cid>``, write the limits.
 
     v2 has no devices controller: ``devices`` (rules, see cocin/devices.py)

@@ -66,6 +66,7 @@ def default_network() -> dict[str, Any]:
     clear message when a host route already covers that subnet.
     """
     from cocin.network import bridge
+
     return bridge.default_network()
 
 
@@ -73,6 +74,7 @@ def check_default_network() -> None:
     """Refuse early (before a container is made) when the default network
     cannot be created here, e.g. its bridge name is another root's."""
     from cocin.network import bridge
+
     bridge.check_default_network()
 
 
@@ -80,6 +82,7 @@ def prune_networks() -> tuple[list[str], list[str]]:
     """Remove unused networks of this state root, and the chains, nft table
     and default bridge left by state roots whose directory was deleted."""
     from cocin.network import bridge
+
     return bridge.prune_networks()
 
 
@@ -87,16 +90,19 @@ def create_network(name: str, subnet: str | None, gateway: str | None = None) ->
     """Record a new bridge network (its bridge appears with its first container
     and stays until ``remove_network``); no subnet: a free one of Docker's pools."""
     from cocin.network import bridge
+
     return bridge.create_network(name, subnet, gateway)
 
 
 def list_networks() -> list[dict[str, Any]]:
     from cocin.network import bridge
+
     return bridge.list_networks()
 
 
 def inspect_network(name: str) -> dict[str, Any]:
     from cocin.network import bridge
+
     return bridge.inspect_network(name)
 
 
@@ -105,6 +111,7 @@ def remove_network(name: str) -> None:
     between containers, as docker0 does); refused while containers are
     attached. The default network "bridge" too: it is made again on first use."""
     from cocin.network import bridge
+
     bridge.remove_network(name)
 
 
@@ -115,11 +122,13 @@ def parse_publish(spec: str) -> dict[str, Any]:
     0 meaning "pick a free one at attach time".
     """
     from cocin.network import ports
+
     return ports.parse_publish(spec)
 
 
-def attach(network: str, cid: str, name: str, pid: int, ip: str | None = None,
-           publish: Iterable[dict[str, Any] | str] = ()) -> dict[str, Any]:
+def attach(
+    network: str, cid: str, name: str, pid: int, ip: str | None = None, publish: Iterable[dict[str, Any] | str] = ()
+) -> dict[str, Any]:
     """Connect the network namespace of process ``pid`` to ``network``.
 
     Returns the endpoint record to keep in the container's record and pass
@@ -128,6 +137,7 @@ def attach(network: str, cid: str, name: str, pid: int, ip: str | None = None,
     ``proxies``.
     """
     from cocin.network import bridge
+
     return bridge.attach(network, cid, name, pid, ip, publish)
 
 
@@ -139,28 +149,33 @@ def detach(network: str, cid: str, endpoint: dict[str, Any] | None = None) -> No
     the host end is deleted, which takes the kernel ~20 ms.
     """
     from cocin.network import bridge
+
     bridge.detach(network, cid, endpoint)
 
 
 def hosts_entries(network: str) -> list[tuple[str, str]]:
     """``(ip, container name)`` for every container on ``network``."""
     from cocin.network import bridge
+
     return bridge.hosts_entries(network)
 
 
 def addresses(network: str) -> dict[str, str]:
     """Container ID -> IP address of every container on ``network``."""
     from cocin.network import bridge
+
     return bridge.addresses(network)
 
 
 def rename_endpoint(network: str, cid: str, name: str) -> bool:
     """Record a container's new name in its endpoint on ``network`` (``network inspect``)."""
     from cocin.network import bridge
+
     return bridge.rename_endpoint(network, cid, name)
 
 
 def port_backend() -> str:
     """How ports are published here: "iptables", "nft" or "userspace-proxy"."""
     from cocin.network import ports
+
     return ports.port_backend()

@@ -68,6 +68,7 @@ CONTAINER_IFNAME = "eth0"
 
 # ----------------------------------------------------------------- records --
 
+
 def _locked() -> store.locked:
     """``with _locked():`` — the one lock every change of the records takes."""
     return store.locked(os.path.join(state_dir(), ".lock"))
@@ -115,8 +116,7 @@ def _load(name: str) -> dict[str, Any] | None:
 
 def _save(net: dict[str, Any]) -> None:
     """Save the runtime part of ``net`` (its definition does not change)."""
-    store.write_json(_runtime_path(net["name"]), {k: net.get(k) for k in RUNTIME_KEYS},
-                     durable=False)
+    store.write_json(_runtime_path(net["name"]), {k: net.get(k) for k in RUNTIME_KEYS}, durable=False)
 
 
 def _all() -> list[dict[str, Any]]:
@@ -143,10 +143,16 @@ def _find(nets: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
 def _check_name(name: str) -> None:
     """Docker's rule, ``[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}`` (without ``re``,
     whose import costs ~6 ms)."""
-    if (not isinstance(name, str) or not 0 < len(name) <= 64 or name[0] in "_.-"
-            or not all(c in NAME_CHARS for c in name)):
-        raise NetworkError(f"invalid network name {name!r}: use letters, digits, '_', '.' "
-                           "and '-', starting with a letter or digit (at most 64)")
+    if (
+        not isinstance(name, str)
+        or not 0 < len(name) <= 64
+        or name[0] in "_.-"
+        or not all(c in NAME_CHARS for c in name)
+    ):
+        raise NetworkError(
+            f"invalid network name {name!r}: use letters, digits, '_', '.' "
+            "and '-', starting with a letter or digit (at most 64)"
+        )
     if name in RESERVED_NAMES:
         raise NetworkError(f"network name {name!r} is reserved")
 
@@ -192,8 +198,8 @@ def rename_endpoint(network: str, cid: str, name: str) -> bool:
 
 # ---------------------------------------------------------------- creation --
 
-def _host_route_clash(subnet: ipaddress.IPv4Network,
-                      ours: set[str]) -> str | None:
+
+def _host_route_clash(subnet: ipaddress.IPv4Network, ours: set[str]) -> str | None:
     """Describe a host route or address inside/around ``subnet``, if any.
 
     If the host already routes (part of) that range somewhere, containers
@@ -202,6 +208,7 @@ def _host_route_clash(subnet: ipaddress.IPv4Network,
     the way *out*, so it does not count; nor do cocin's own bridges.
     """
     import ipaddress
+
     names = {link.index: link.name for link in netlink.list_links()}
     for route in netlink.list_routes():
         dev = names.get(route.oif or -1, "?")
@@ -211,17 +218,18 @@ def _host_route_clash(subnet: ipaddress.IPv4Network,
             via = f" via {route.gateway}" if route.gateway else ""
             return f"host route {route.network}{via} dev {dev}"
     for addr in netlink.list_addresses():
-        if (ipaddress.IPv4Address(addr.address) in subnet
-                and names.get(addr.index) not in ours):
+        if ipaddress.IPv4Address(addr.address) in subnet and names.get(addr.index) not in ours:
             return f"host address {addr.address} on {names.get(addr.index, '?')}"
     return None
 
 
-def _create_locked(name: str, subnet: str, gateway: str | None, bridge: str | None,
-                   others: list[dict[str, Any]]) -> dict[str, Any]:
+def _create_locked(
+    name: str, subnet: str, gateway: str | None, bridge: str | None, others: list[dict[str, Any]]
+) -> dict[str, Any]:
     """Check and record a new network; ``others`` are the existing ones.
     (User input: ``ipaddress``, imported here, explains what is wrong.)"""
     import ipaddress
+
     try:
         net = ipaddress.IPv4Network(subnet)
     except ValueError as e:
@@ -241,9 +249,8 @@ def _create_locked(name: str, subnet: str, gateway: str | None, bridge: str | No
         raise NetworkError(f"gateway {gw} is not a usable address of {net}")
     for other in others:
         if ipaddress.IPv4Network(other["subnet"]).overlaps(net):
-            raise NetworkError(f"subnet {net} overlaps network {other['name']} "
-                               f"({other['subnet']})")
-    net_id = os.urandom(32).hex()   # what secrets.token_hex(32) does
+            raise NetworkError(f"subnet {net} overlaps network {other['name']} ({other['subnet']})")
+    net_id = os.urandom(32).hex()  # what secrets.token_hex(32) does
     bridge = bridge or f"cocin-{net_id[:8]}"
     try:
         netlink.check_ifname(bridge)
@@ -252,10 +259,11 @@ def _create_locked(name: str, subnet: str, gateway: str | None, bridge: str | No
     if any(other["bridge"] == bridge for other in others):
         raise NetworkError(f"bridge {bridge} is already used by another network")
     if netlink.link_exists(bridge):
-        raise NetworkError(f"a network interface named {bridge} already exists on this host: "
-                           f"{_whose_link(bridge)}"
-                           + ("; set COCIN_DEFAULT_BRIDGE to use another name"
-                              if name == DEFAULT_NAME else ""))
+        raise NetworkError(
+            f"a network interface named {bridge} already exists on this host: "
+            f"{_whose_link(bridge)}"
+            + ("; set COCIN_DEFAULT_BRIDGE to use another name" if name == DEFAULT_NAME else "")
+        )
     clash = _host_route_clash(net, {o["bridge"] for o in others})
     if clash:
         hint = " (set COCIN_DEFAULT_SUBNET)" if name == DEFAULT_NAME else ""
@@ -269,7 +277,7 @@ def _create_locked(name: str, subnet: str, gateway: str | None, bridge: str | No
         "gateway": str(gw),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    store.remove(_runtime_path(name))   # a leftover of a crash, if any
+    store.remove(_runtime_path(name))  # a leftover of a crash, if any
     store.write_json(_record_path(name), record)
     return _with_runtime(record)
 
@@ -277,6 +285,7 @@ def _create_locked(name: str, subnet: str, gateway: str | None, bridge: str | No
 def _whose_link(link: str) -> str:
     """Who an existing interface belongs to, as far as cocin can tell."""
     from cocin.network import firewall
+
     roots = set(firewall.registered_roots().values()) | {os.path.join(state.DEFAULT_ROOT, "networks")}
     for directory in sorted(roots):
         if os.path.abspath(directory) == os.path.abspath(state_dir()):
@@ -292,15 +301,21 @@ def _whose_link(link: str) -> str:
                 except (OSError, ValueError):
                     continue
                 if other.get("bridge") == link:
-                    return (f"it is the bridge of network {other.get('name')!r} of another cocin "
-                            f"state root ({os.path.dirname(directory)})")
+                    return (
+                        f"it is the bridge of network {other.get('name')!r} of another cocin "
+                        f"state root ({os.path.dirname(directory)})"
+                    )
     owner = firewall.owner_of(link)
     if owner and not os.path.isdir(owner):
-        return (f"it was made for the cocin state root {os.path.dirname(owner)}, which no longer "
-                f"exists (remove what it left with: cocin network prune)")
+        return (
+            f"it was made for the cocin state root {os.path.dirname(owner)}, which no longer "
+            f"exists (remove what it left with: cocin network prune)"
+        )
     if link.startswith("cocin"):
-        return ("it looks like a bridge of another cocin state root, or a leftover of one "
-                "(cocin network prune removes those of deleted state roots)")
+        return (
+            "it looks like a bridge of another cocin state root, or a leftover of one "
+            "(cocin network prune removes those of deleted state roots)"
+        )
     return "it is not cocin's"
 
 
@@ -322,10 +337,12 @@ def default_bridge_and_subnet(others: list[dict[str, Any]] = ()) -> tuple[str, s
     if root == state.DEFAULT_ROOT:
         return bridge or DEFAULT_BRIDGE, subnet or DEFAULT_SUBNET
     from cocin.network import firewall
+
     suffix = firewall.root_suffix()
     bridge = bridge or "cocin" + suffix
     if not subnet:
         import ipaddress
+
         pool = list(ipaddress.IPv4Network(DERIVED_POOL).subnets(new_prefix=24))
         start = int(suffix[1:], 16) % len(pool)
         ours = {bridge} | {o["bridge"] for o in others}
@@ -359,6 +376,7 @@ def _free_subnet(others: list[dict[str, Any]]) -> str:
     then 192.168.0.0/20 ... 192.168.240.0/20; skip what a network of this root
     or a host route or address (not cocin's own bridges) already covers."""
     import ipaddress
+
     pool = [ipaddress.IPv4Network(f"172.{i}.0.0/16") for i in range(17, 32)]
     pool += list(ipaddress.IPv4Network("192.168.0.0/16").subnets(new_prefix=20))
     taken = [ipaddress.IPv4Network(o["subnet"]) for o in others]
@@ -366,8 +384,9 @@ def _free_subnet(others: list[dict[str, Any]]) -> str:
     for candidate in pool:
         if not any(t.overlaps(candidate) for t in taken) and not _host_route_clash(candidate, ours):
             return str(candidate)
-    raise NetworkError("could not find an available, non-overlapping IPv4 address pool among the "
-                       "defaults to assign to the network")
+    raise NetworkError(
+        "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"
+    )
 
 
 def default_network() -> dict[str, Any]:
@@ -405,6 +424,7 @@ def prune_networks() -> tuple[list[str], list[str]]:
     directory was deleted left on the host (``firewall.prune_orphans``).
     Returns (networks removed, other things removed)."""
     from cocin.network import firewall
+
     removed = []
     with _locked():
         nets = _all()
@@ -416,7 +436,7 @@ def prune_networks() -> tuple[list[str], list[str]]:
             nets.remove(net)
             removed.append(net["name"])
         orphans = firewall.prune_orphans()
-        _reconcile_locked(nets)   # also drops the sysctl holds of deleted roots
+        _reconcile_locked(nets)  # also drops the sysctl holds of deleted roots
     return removed, orphans
 
 
@@ -443,6 +463,7 @@ def remove_network(name: str) -> None:
 
 # ------------------------------------------------------------- host links --
 
+
 def veth_names(cid: str) -> tuple[str, str]:
     """Host end ``veth`` + 7 hex characters of the container id (so ``ip
     link`` and ``cocin ps`` can be matched by eye), and a name for the other
@@ -451,6 +472,7 @@ def veth_names(cid: str) -> tuple[str, str]:
     short = cid[:7].lower()
     if len(short) < 7 or any(c not in "0123456789abcdef" for c in short):
         import hashlib
+
         short = hashlib.sha256(cid.encode()).hexdigest()[:7]
     return f"veth{short}", f"ceth{short}"
 
@@ -482,8 +504,7 @@ def _ensure_bridge(net: dict[str, Any]) -> int:
         netlink.set_mac(bridge, mac_for(net["gateway"]))
         link = netlink.get_link(bridge)
     try:
-        netlink.add_address(bridge, net["gateway"], ipv4.prefixlen_of(net["subnet"]),
-                            index=link.index)
+        netlink.add_address(bridge, net["gateway"], ipv4.prefixlen_of(net["subnet"]), index=link.index)
     except OSError as e:
         if e.errno != errno.EEXIST:
             raise
@@ -515,17 +536,16 @@ def _create_veth(veth: str, mac: str, bridge_index: int, pid: int) -> None:
     request sent once more.
     """
     try:
-        netlink.create_veth(veth, CONTAINER_IFNAME, mac, master=bridge_index, up=True,
-                            peer_netns_pid=pid)
+        netlink.create_veth(veth, CONTAINER_IFNAME, mac, master=bridge_index, up=True, peer_netns_pid=pid)
     except OSError as e:
         if e.errno != errno.EEXIST:
             raise
         _delete_link(veth)
-        netlink.create_veth(veth, CONTAINER_IFNAME, mac, master=bridge_index, up=True,
-                            peer_netns_pid=pid)
+        netlink.create_veth(veth, CONTAINER_IFNAME, mac, master=bridge_index, up=True, peer_netns_pid=pid)
 
 
 # -------------------------------------------------------- the namespace --
+
 
 def netns_id(pid: int | str) -> str:
     """Which network namespace process ``pid`` (or "self") is in.
@@ -553,16 +573,17 @@ def _netns_alive(endpoint: dict[str, Any]) -> bool:
     if not pid or not netns:
         return True
     try:
-        return netns_id(pid) == netns   # another one: the PID was reused
+        return netns_id(pid) == netns  # another one: the PID was reused
     except FileNotFoundError:
         return False
     except OSError:
-        return True   # cannot tell: treat as alive, the safe side
+        return True  # cannot tell: treat as alive, the safe side
 
 
 def _setns_net(pid: int) -> None:
     """Move the calling *thread* into the network namespace of ``pid``."""
     from cocin.libc import CLONE_NEWNET, setns
+
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         setns(fd, CLONE_NEWNET)
@@ -582,6 +603,7 @@ def netlink_in(pid: int) -> netlink.NetlinkSocket:
     costs milliseconds to import.
     """
     import _thread
+
     result: list[Any] = []
     done = _thread.allocate_lock()
     done.acquire()
@@ -596,11 +618,10 @@ def netlink_in(pid: int) -> netlink.NetlinkSocket:
             done.release()
 
     _thread.start_new_thread(enter_and_open, ())
-    done.acquire()   # released by the thread when it is done
+    done.acquire()  # released by the thread when it is done
     if not result or isinstance(result[0], BaseException):
         error = result[0] if result else None
-        raise NetworkError(f"cannot enter the network namespace of process {pid}: "
-                           f"{error or 'no answer'}") from None
+        raise NetworkError(f"cannot enter the network namespace of process {pid}: {error or 'no answer'}") from None
     return result[0]
 
 
@@ -618,56 +639,71 @@ def _configure_inside(pid: int, ip: str, prefixlen: int, gateway: str) -> None:
 
 # ---------------------------------------------------------- attach/detach --
 
-def attach(network: str, cid: str, name: str, pid: int, ip: str | None = None,
-           publish: Iterable[dict[str, Any] | str] = ()) -> dict[str, Any]:
+
+def attach(
+    network: str, cid: str, name: str, pid: int, ip: str | None = None, publish: Iterable[dict[str, Any] | str] = ()
+) -> dict[str, Any]:
     """Connect process ``pid``'s network namespace to ``network``."""
     try:
         netns = netns_id(pid)
     except FileNotFoundError:
         raise NetworkError(f"process {pid} does not exist") from None
     if netns == netns_id("self"):
-        raise NetworkError(f"process {pid} is in the host's network namespace; "
-                           "refusing to configure it")
+        raise NetworkError(f"process {pid} is in the host's network namespace; refusing to configure it")
     wanted_ports: list[dict[str, Any]] = []
     if publish:
         from cocin.network import ports
+
         wanted_ports = ports.normalize(publish)
     with _locked():
         nets = _all()
         _prune_locked(nets)
         net = _network_locked(nets, network)
-        if cid in net["containers"]:   # a restart without detach: start afresh
+        if cid in net["containers"]:  # a restart without detach: start afresh
             _detach_locked(net, cid, net["containers"][cid])
         endpoint: dict[str, Any] = {
-            "network": net["name"], "container": cid, "name": name, "ip": None,
-            "prefixlen": ipv4.prefixlen_of(net["subnet"]), "gateway": net["gateway"],
-            "mac": None, "veth": veth_names(cid)[0], "bridge": net["bridge"], "ports": [],
-            "port_backend": None, "proxy": None,
+            "network": net["name"],
+            "container": cid,
+            "name": name,
+            "ip": None,
+            "prefixlen": ipv4.prefixlen_of(net["subnet"]),
+            "gateway": net["gateway"],
+            "mac": None,
+            "veth": veth_names(cid)[0],
+            "bridge": net["bridge"],
+            "ports": [],
+            "port_backend": None,
+            "proxy": None,
             # The namespace, to tell later whether it is still alive.
-            "pid": pid, "netns": netns,
+            "pid": pid,
+            "netns": netns,
         }
         try:
             _attach_locked(nets, net, endpoint, ip, wanted_ports)
         except BaseException as e:
             _rollback(nets, net, cid, endpoint)
             if isinstance(e, OSError):
-                raise NetworkError(f"cannot attach {name} to network {net['name']}: {e}") \
-                    from e
+                raise NetworkError(f"cannot attach {name} to network {net['name']}: {e}") from e
             raise
     return dict(endpoint)
 
 
-def _attach_locked(nets: list[dict[str, Any]], net: dict[str, Any], endpoint: dict[str, Any],
-                   ip: str | None, wanted_ports: list[dict[str, Any]]) -> None:
+def _attach_locked(
+    nets: list[dict[str, Any]],
+    net: dict[str, Any],
+    endpoint: dict[str, Any],
+    ip: str | None,
+    wanted_ports: list[dict[str, Any]],
+) -> None:
     """Fill in ``endpoint`` (address, ports) and make it real; the record is
     saved last, so a failure leaves nothing to forget but what
     ``_rollback`` undoes."""
     cid, pid = endpoint["container"], endpoint["pid"]
     if wanted_ports:
         from cocin.network import ports
+
         endpoint["port_backend"] = ports.port_backend()
-        published = {ep["name"]: ep["ports"] for other in nets
-                     for ep in other["containers"].values()}
+        published = {ep["name"]: ep["ports"] for other in nets for ep in other["containers"].values()}
         endpoint["ports"] = ports.resolve(wanted_ports, published)
     endpoint["ip"] = net["last_ip"] = ipam.allocate(net, cid, ip)
     endpoint["mac"] = mac_for(endpoint["ip"])
@@ -684,14 +720,14 @@ def _attach_locked(nets: list[dict[str, Any]], net: dict[str, Any], endpoint: di
     _configure_inside(pid, endpoint["ip"], endpoint["prefixlen"], net["gateway"])
     if endpoint["ports"] and endpoint["port_backend"] == "userspace-proxy":
         from cocin.network import ports
+
         endpoint["proxy"] = ports.start_proxy(endpoint["ports"], endpoint["ip"], pid)
-    net["containers"][cid] = endpoint   # this also takes the address (ipam)
+    net["containers"][cid] = endpoint  # this also takes the address (ipam)
     _save(net)
     _reconcile_locked(nets)
 
 
-def _rollback(nets: list[dict[str, Any]], net: dict[str, Any], cid: str,
-              endpoint: dict[str, Any]) -> None:
+def _rollback(nets: list[dict[str, Any]], net: dict[str, Any], cid: str, endpoint: dict[str, Any]) -> None:
     """Undo a half-done attach, ignoring errors (the first one is reported)."""
     try:
         _detach_locked(net, cid, endpoint)
@@ -718,8 +754,7 @@ def detach(network: str, cid: str, endpoint: dict[str, Any] | None = None) -> No
         _reconcile_locked(nets)
 
 
-def _detach_locked(net: dict[str, Any] | None, cid: str,
-                   endpoint: dict[str, Any] | None) -> None:
+def _detach_locked(net: dict[str, Any] | None, cid: str, endpoint: dict[str, Any] | None) -> None:
     """Forget the endpoint (which frees its address), stop its port proxy,
     and delete the host end of the veth pair if the namespace is alive."""
     endpoint = endpoint or {}
@@ -731,6 +766,7 @@ def _detach_locked(net: dict[str, Any] | None, cid: str,
     # name may linger: _create_veth knows.
     if endpoint.get("proxy"):
         from cocin.network import ports
+
         ports.stop_proxy(endpoint["proxy"])
     if net is not None and net["containers"].pop(cid, None) is not None:
         _save(net)
@@ -761,6 +797,7 @@ def _prune_locked(nets: list[dict[str, Any]]) -> None:
 
 # ---------------------------------------------------- firewall and sysctls --
 
+
 def _is_active(net: dict[str, Any]) -> bool:
     """Has the host side of ``net`` been made (and not removed since)?
     (Records written before the flag existed: while they have containers.)"""
@@ -775,6 +812,7 @@ def _reconcile_locked(nets: list[dict[str, Any]]) -> None:
     changed, which is the common case of a container coming or going."""
     from cocin.network import firewall, sysctl
     from cocin.network.firewall import Rule
+
     active = [n for n in nets if _is_active(n)]
     forward = bool(active) and firewall.forward_policy_drops()
     rules: list[Rule] = []
@@ -783,15 +821,16 @@ def _reconcile_locked(nets: list[dict[str, Any]]) -> None:
     wanted = {"net.ipv4.ip_forward": "1"} if any(n["containers"] for n in active) else {}
     for net in active:
         tag = f"cocin:{net['name']}"
-        rules.append(Rule("postrouting", "MASQUERADE", src=net["subnet"],
-                          out_iface=net["bridge"], out_negated=True, comment=tag))
+        rules.append(
+            Rule("postrouting", "MASQUERADE", src=net["subnet"], out_iface=net["bridge"], out_negated=True, comment=tag)
+        )
         if forward:
             rules.append(Rule("forward", "ACCEPT", in_iface=net["bridge"], comment=tag))
-            rules.append(Rule("forward", "ACCEPT", out_iface=net["bridge"], established=True,
-                              comment=tag))
+            rules.append(Rule("forward", "ACCEPT", out_iface=net["bridge"], established=True, comment=tag))
         for ep in net["containers"].values():
             if ep.get("ports") and ep.get("port_backend") in ("iptables", "nft"):
                 from cocin.network import ports
+
                 rules += ports.rules(ep, forward)
                 wanted.update(ports.sysctls(ep))
     firewall.apply(list(dict.fromkeys(rules)))  # drop duplicates, keep order

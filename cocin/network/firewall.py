@@ -81,8 +81,11 @@ def chain_names() -> dict[str, tuple[str, str]]:
 def names_for(suffix: str) -> dict[str, tuple[str, str]]:
     """The chains of the state root whose ``root_suffix`` is ``suffix``."""
     base = "COCIN" + suffix
-    return {"dnat": ("nat", base), "postrouting": ("nat", f"{base}-POSTROUTING"),
-            "forward": ("filter", f"{base}-FORWARD")}
+    return {
+        "dnat": ("nat", base),
+        "postrouting": ("nat", f"{base}-POSTROUTING"),
+        "forward": ("filter", f"{base}-FORWARD"),
+    }
 
 
 def nft_table(suffix: str | None = None) -> str:
@@ -90,7 +93,7 @@ def nft_table(suffix: str | None = None) -> str:
 
 
 def root_suffix() -> str:
-    """"" for the normal root, else "-" and 6 hex digits of a hash of its
+    """ "" for the normal root, else "-" and 6 hex digits of a hash of its
     state directory: what names this root's chains (and its default bridge)."""
     return _suffix()
 
@@ -105,6 +108,7 @@ def _suffix() -> str:
         if directory != DEFAULT_STATE_DIR:
             # Imported only here: most runs never render a rule.
             import hashlib
+
             suffix = "-" + hashlib.sha256(directory.encode()).hexdigest()[:6]
         _suffixes[directory] = suffix
     return _suffixes[directory]
@@ -153,14 +157,14 @@ def _run(args: list[str], stdin: str | None = None, check: bool = True) -> tuple
     """Run a command; return (exit status, stdout). Imported lazily: most
     cocin commands never touch the firewall."""
     import subprocess
+
     try:
         proc = subprocess.run(args, input=stdin, capture_output=True, text=True)
     except FileNotFoundError:
         raise NetworkError(f"{args[0]} is not installed") from None
     if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise NetworkError(f"{' '.join(args[:4])} failed: "
-                           f"{detail[-1] if detail else f'exit status {proc.returncode}'}")
+        raise NetworkError(f"{' '.join(args[:4])} failed: {detail[-1] if detail else f'exit status {proc.returncode}'}")
     return proc.returncode, proc.stdout
 
 
@@ -195,8 +199,7 @@ def _write_cache(path: str, data: Any) -> None:
         pass  # a cache that cannot be written only costs time
 
 
-TOOL_BINARIES = {"iptables": ("iptables", "iptables-restore", "iptables-save"),
-                 "nft": ("nft",)}
+TOOL_BINARIES = {"iptables": ("iptables", "iptables-restore", "iptables-save"), "nft": ("nft",)}
 
 
 def _which(binary: str) -> str | None:
@@ -271,7 +274,7 @@ def _wanted() -> str:
 
 
 def backend() -> str | None:
-    """"iptables", "nft", or None when neither can be used.
+    """ "iptables", "nft", or None when neither can be used.
 
     While the recorded state is trusted (see ``_trusted_state``), the
     backend it was applied with; otherwise the tools are checked.
@@ -308,6 +311,7 @@ def forward_policy_drops() -> bool:
 
 
 # ---------------------------------------------------------------- iptables --
+
 
 def iptables_args(rule: Rule) -> list[str]:
     """``Rule`` → the arguments after ``-A CHAIN``."""
@@ -387,8 +391,12 @@ def parse_iptables_save(text: str, chains: dict[str, tuple[str, str]] | None = N
             parts = line.split(None, 2)
             if len(parts) == 3:
                 words = parts[2].split()
-                if (len(words) >= 2 and words[-2] in ("-j", "--jump")
-                        and ours.get(words[-1]) == table and parts[1] not in ours):
+                if (
+                    len(words) >= 2
+                    and words[-2] in ("-j", "--jump")
+                    and ours.get(words[-1]) == table
+                    and parts[1] not in ours
+                ):
                     present["jumps"].append([table, parts[1], parts[2]])
     return present
 
@@ -404,15 +412,13 @@ def _snapshot() -> Present:
     if status != 0:
         # Some table it cannot show (one made by nft with features iptables
         # lacks, say): the two cocin uses will do.
-        text = "".join(_run(["iptables-save", "-t", table], check=False)[1]
-                       for table in ("nat", "filter"))
+        text = "".join(_run(["iptables-save", "-t", table], check=False)[1] for table in ("nat", "filter"))
     present = parse_iptables_save(text)
     _last_snapshot = (time.monotonic(), present)
     return present
 
 
-def iptables_transaction(rules: list[Rule], present: Present,
-                         chains: dict[str, tuple[str, str]] | None = None) -> str:
+def iptables_transaction(rules: list[Rule], present: Present, chains: dict[str, tuple[str, str]] | None = None) -> str:
     """The one ``iptables-restore --noflush`` input taking the host from
     ``present`` to exactly ``rules``: wanted chains declared (created, or
     emptied) and filled, the jumps into them added where missing, and
@@ -424,8 +430,8 @@ def iptables_transaction(rules: list[Rule], present: Present,
         wanted |= {chains["dnat"], chains["postrouting"]}
     existing = {tuple(c) for c in present["chains"]}
     per_table: dict[str, dict[str, list[str]]] = {
-        t: {"declare": [], "delete_jumps": [], "delete_chains": [], "rules": [], "jumps": []}
-        for t in ("nat", "filter")}
+        t: {"declare": [], "delete_jumps": [], "delete_chains": [], "rules": [], "jumps": []} for t in ("nat", "filter")
+    }
     for table, chain in chains.values():
         if (table, chain) in wanted:
             per_table[table]["declare"].append(f":{chain} - [0:0]")
@@ -433,11 +439,11 @@ def iptables_transaction(rules: list[Rule], present: Present,
             per_table[table]["delete_chains"] += [f"-F {chain}", f"-X {chain}"]
     for rule in rules:
         table, chain = chains[rule.chain]
-        per_table[table]["rules"].append(
-            " ".join([f"-A {chain}"] + [_quote(a) for a in iptables_args(rule)]))
+        per_table[table]["rules"].append(" ".join([f"-A {chain}"] + [_quote(a) for a in iptables_args(rule)]))
     for table, host_chain, match, chain in jumps(chains):
-        found = [spec for t, h, spec in present["jumps"]
-                 if t == table and h == host_chain and spec.split()[-1] == chain]
+        found = [
+            spec for t, h, spec in present["jumps"] if t == table and h == host_chain and spec.split()[-1] == chain
+        ]
         if (table, chain) not in wanted:
             per_table[table]["delete_jumps"] += [f"-D {host_chain} {spec}" for spec in found]
         elif not found:
@@ -446,8 +452,7 @@ def iptables_transaction(rules: list[Rule], present: Present,
             per_table[table]["jumps"].append(f"{op} {host_chain} {_jump_spec(match, chain)}")
     text = ""
     for table, parts in per_table.items():
-        lines = (parts["declare"] + parts["delete_jumps"] + parts["delete_chains"]
-                 + parts["rules"] + parts["jumps"])
+        lines = parts["declare"] + parts["delete_jumps"] + parts["delete_chains"] + parts["rules"] + parts["jumps"]
         if lines:
             text += f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n"
     return text
@@ -486,6 +491,7 @@ def _apply_iptables(rules: list[Rule], present: Present | None = None) -> tuple[
 
 # --------------------------------------------------------------------- nft --
 
+
 def nft_rule(rule: Rule) -> str:
     """``Rule`` → one nft rule statement."""
     parts: list[str] = []
@@ -503,8 +509,7 @@ def nft_rule(rule: Rule) -> str:
         parts.append(f"meta l4proto {rule.proto}")
     if rule.established:
         parts.append("ct state related,established")
-    parts.append({"DNAT": f"dnat to {rule.to}", "MASQUERADE": "masquerade",
-                  "ACCEPT": "accept"}[rule.target])
+    parts.append({"DNAT": f"dnat to {rule.to}", "MASQUERADE": "masquerade", "ACCEPT": "accept"}[rule.target])
     if rule.comment:
         parts.append(f'comment "{rule.comment}"')
     return " ".join(parts)
@@ -524,7 +529,9 @@ def nft_script(rules: list[Rule]) -> str:
         return script
     dnat = "\n".join(f"    {nft_rule(r)}" for r in rules if r.chain == "dnat")
     postrouting = "\n".join(f"    {nft_rule(r)}" for r in rules if r.chain == "postrouting")
-    return script + f"""table ip {table} {{
+    return (
+        script
+        + f"""table ip {table} {{
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
     fib daddr type local jump ports
@@ -542,6 +549,7 @@ def nft_script(rules: list[Rule]) -> str:
   }}
 }}
 """
+    )
 
 
 def _apply_nft(rules: list[Rule]) -> None:
@@ -549,6 +557,7 @@ def _apply_nft(rules: list[Rule]) -> None:
 
 
 # ------------------------------------------------------------------- apply --
+
 
 def _state_path() -> str:
     return os.path.join(state_dir(), ".firewall.json")
@@ -580,8 +589,10 @@ def _trusted_state(state: dict[str, Any] | None = None) -> dict[str, Any] | None
     # Asked again after a moment: a monitor lives for days, and a firewall
     # reload in the meantime must be noticed at its container's next restart.
     if answer is None or time.monotonic() - answer[1] > UNCHANGED_MEMO_SECONDS:
-        answer = (_choose_backend() == state["backend"]
-                  and _ruleset_version(state["backend"]) == version, time.monotonic())
+        answer = (
+            _choose_backend() == state["backend"] and _ruleset_version(state["backend"]) == version,
+            time.monotonic(),
+        )
         _unchanged[key] = answer
     return state if answer[0] else None
 
@@ -606,6 +617,7 @@ def _ruleset_version(chosen: str | None) -> list[Any] | None:
     else:
         return None
     from cocin.network import netlink
+
     try:
         return [tool, netlink.nftables_generation()]
     except OSError:
@@ -638,23 +650,28 @@ def apply(rules: list[Rule]) -> None:
     # next apply looks at what is really there.
     if state is not None:
         store.remove(_state_path())
-    new: dict[str, Any] = {"boot": boot_id(), "backend": chosen, "wanted": _wanted(),
-                           "applied": key, "checked": time.time()}
+    new: dict[str, Any] = {
+        "boot": boot_id(),
+        "backend": chosen,
+        "wanted": _wanted(),
+        "applied": key,
+        "checked": time.time(),
+    }
     if rules:
-        register_root()   # before the chains exist: whose they are (see prune_orphans)
+        register_root()  # before the chains exist: whose they are (see prune_orphans)
     else:
-        store.remove(_registry_path(_suffix()))   # the chains go: nothing left to tell
+        store.remove(_registry_path(_suffix()))  # the chains go: nothing left to tell
     try:
         if chosen == "iptables":
             present, looked = _apply_iptables(rules, (fresh or {}).get("present"))
             if not looked and fresh is not None:
-                new["checked"] = fresh["checked"]   # trusted, not looked at
+                new["checked"] = fresh["checked"]  # trusted, not looked at
             new["present"] = present
             new["forward_drops"] = present["forward_drops"]
         elif chosen == "nft":
             _apply_nft(rules)
         elif fresh is not None:
-            new["checked"] = fresh["checked"]   # no tool: nothing was looked at
+            new["checked"] = fresh["checked"]  # no tool: nothing was looked at
         if state is None or state.get("backend") != chosen:
             # First apply of this boot, or another backend: clean the other.
             if chosen != "iptables" and _works("iptables") and _has_leftovers("iptables"):
@@ -663,7 +680,7 @@ def apply(rules: list[Rule]) -> None:
                 _apply_nft([])
     finally:
         _last_snapshot = None
-    new["version"] = _ruleset_version(chosen)   # read after our own change
+    new["version"] = _ruleset_version(chosen)  # read after our own change
     _write_cache(_state_path(), new)
 
 
@@ -685,6 +702,7 @@ def _has_leftovers(tool: str) -> bool:
 # table and default bridge. Chains of a root that is not registered (made
 # by an older cocin) and chains that are not cocin's are never touched.
 
+
 def _registry_path(suffix: str) -> str:
     return os.path.join(RUN_DIR, "roots", suffix.lstrip("-") or "default")
 
@@ -696,7 +714,7 @@ def register_root() -> None:
         try:
             store.write_json(path, {"state_dir": os.path.abspath(state_dir())}, durable=False)
         except OSError:
-            pass   # only costs the ability to prune them later
+            pass  # only costs the ability to prune them later
 
 
 def registered_roots() -> dict[str, str]:
@@ -721,7 +739,7 @@ def owner_of(chain_or_bridge: str) -> str | None:
     name = chain_or_bridge.upper()
     if not name.startswith("COCIN"):
         return None
-    rest = name[len("COCIN"):]
+    rest = name[len("COCIN") :]
     suffix = rest[:7].lower() if len(rest) >= 7 and rest[0] == "-" else ""
     if suffix and any(c not in "0123456789abcdef" for c in suffix[1:]):
         suffix = ""
@@ -735,7 +753,7 @@ def prune_orphans() -> list[str]:
     removed: list[str] = []
     for suffix, directory in sorted(registered_roots().items()):
         if os.path.isdir(directory):
-            continue   # a live root: its chains are its own business
+            continue  # a live root: its chains are its own business
         root = os.path.dirname(directory)
         chains = names_for(suffix)
         if _works("iptables"):
@@ -744,17 +762,17 @@ def prune_orphans() -> list[str]:
             if text:
                 _run(["iptables-restore", "-w", "--noflush"], stdin=text)
                 removed += [f"chain {c} (of {root})" for _t, c in present["chains"]]
-        if _works("nft") and _run(["nft", "list", "table", "ip", nft_table(suffix)],
-                                  check=False)[0] == 0:
+        if _works("nft") and _run(["nft", "list", "table", "ip", nft_table(suffix)], check=False)[0] == 0:
             _run(["nft", "delete", "table", "ip", nft_table(suffix)])
             removed.append(f"nft table ip {nft_table(suffix)} (of {root})")
         if suffix:
             from cocin.network import netlink
+
             bridge = "cocin" + suffix
             try:
                 netlink.delete_link(bridge)
                 removed.append(f"bridge {bridge} (of {root})")
             except OSError:
-                pass   # not there
+                pass  # not there
         store.remove(_registry_path(suffix))
     return removed

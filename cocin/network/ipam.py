@@ -75,14 +75,12 @@ def candidates(network: dict[str, Any]) -> Iterator[str]:
         start = first
     if not first <= start < end:
         start = first
-    return (ipv4.text(ip) for span in (range(start, end), range(first, start)) for ip in span
-            if ip not in skip)
+    return (ipv4.text(ip) for span in (range(start, end), range(first, start)) for ip in span if ip not in skip)
 
 
 def allocations(network: dict[str, Any]) -> dict[str, str]:
     """``{ip: owner}`` handed out on ``network``: its endpoints' addresses."""
-    return {ep["ip"]: owner for owner, ep in network.get("containers", {}).items()
-            if ep.get("ip")}
+    return {ep["ip"]: owner for owner, ep in network.get("containers", {}).items() if ep.get("ip")}
 
 
 def check_requested(network: dict[str, Any], requested_ip: str) -> str:
@@ -96,8 +94,10 @@ def check_requested(network: dict[str, Any], requested_ip: str) -> str:
     if not ipv4.contains(*subnet_of(network), wanted):
         raise NetworkError(f"address {ipv4.text(wanted)} is outside network {name} ({subnet})")
     if wanted in reserved(network):
-        raise NetworkError(f"address {ipv4.text(wanted)} is reserved in network {name} "
-                           f"({subnet}): network, gateway or broadcast address")
+        raise NetworkError(
+            f"address {ipv4.text(wanted)} is reserved in network {name} "
+            f"({subnet}): network, gateway or broadcast address"
+        )
     return ipv4.text(wanted)
 
 
@@ -117,11 +117,9 @@ def allocate(network: dict[str, Any], owner_id: str, requested_ip: str | None = 
     if wanted is not None:
         owner = taken.get(wanted)
         if owner is not None:
-            raise NetworkError(f"address {wanted} is already in use on network "
-                               f"{network['name']} (by {owner[:12]})")
+            raise NetworkError(f"address {wanted} is already in use on network {network['name']} (by {owner[:12]})")
         return wanted
     chosen = next((ip for ip in candidates(network) if ip not in taken), None)
     if chosen is None:
-        raise NetworkError(f"network {network['name']} has no free address "
-                           f"({network['subnet']})")
+        raise NetworkError(f"network {network['name']} has no free address ({network['subnet']})")
     return chosen

@@ -32,8 +32,7 @@ def parse(text: str) -> int:
 
 
 def _octet(part: str) -> bool:
-    return (part.isascii() and part.isdigit() and len(part) <= 3 and int(part) <= 255
-            and (part == "0" or part[0] != "0"))
+    return part.isascii() and part.isdigit() and len(part) <= 3 and int(part) <= 255 and (part == "0" or part[0] != "0")
 
 
 def text(value: int) -> str:

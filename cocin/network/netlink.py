@@ -141,24 +141,30 @@ AF_UNSPEC = 0
 AF_INET = _socket.AF_INET
 
 MESSAGE_NAMES = {
-    RTM_NEWLINK: "RTM_NEWLINK", RTM_DELLINK: "RTM_DELLINK",
-    RTM_GETLINK: "RTM_GETLINK", RTM_SETLINK: "RTM_SETLINK",
-    RTM_NEWADDR: "RTM_NEWADDR", RTM_DELADDR: "RTM_DELADDR",
-    RTM_GETADDR: "RTM_GETADDR", RTM_NEWROUTE: "RTM_NEWROUTE",
-    RTM_DELROUTE: "RTM_DELROUTE", RTM_GETROUTE: "RTM_GETROUTE",
+    RTM_NEWLINK: "RTM_NEWLINK",
+    RTM_DELLINK: "RTM_DELLINK",
+    RTM_GETLINK: "RTM_GETLINK",
+    RTM_SETLINK: "RTM_SETLINK",
+    RTM_NEWADDR: "RTM_NEWADDR",
+    RTM_DELADDR: "RTM_DELADDR",
+    RTM_GETADDR: "RTM_GETADDR",
+    RTM_NEWROUTE: "RTM_NEWROUTE",
+    RTM_DELROUTE: "RTM_DELROUTE",
+    RTM_GETROUTE: "RTM_GETROUTE",
 }
 
 # struct formats; "=" means native byte order, no implicit padding.
-NLMSGHDR = struct.Struct("=IHHII")      # len, type, flags, seq, pid
-IFINFOMSG = struct.Struct("=BxHiII")    # family, pad, type, index, flags, change
-IFADDRMSG = struct.Struct("=BBBBi")     # family, prefixlen, flags, scope, index
-RTMSG = struct.Struct("=BBBBBBBBI")     # family, dst_len, src_len, tos, table,
-                                        # protocol, scope, type, flags
-RTATTR = struct.Struct("=HH")           # len, type
-NLMSGERR = struct.Struct("=i")          # error, followed by the request header
+NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+IFINFOMSG = struct.Struct("=BxHiII")  # family, pad, type, index, flags, change
+IFADDRMSG = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
+RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table,
+# protocol, scope, type, flags
+RTATTR = struct.Struct("=HH")  # len, type
+NLMSGERR = struct.Struct("=i")  # error, followed by the request header
 
 
 # ---------------------------------------------------------------- encoding --
+
 
 def align(length: int) -> int:
     """Round up to a multiple of 4: netlink pads every header and attribute."""
@@ -204,22 +210,29 @@ def attr_nested(attr_type: int, *attrs: bytes) -> bytes:
     return pack_attr(attr_type, b"".join(attrs))
 
 
-def pack_ifinfomsg(index: int = 0, flags: int = 0, change: int = 0,
-                   family: int = AF_UNSPEC, dev_type: int = 0) -> bytes:
+def pack_ifinfomsg(
+    index: int = 0, flags: int = 0, change: int = 0, family: int = AF_UNSPEC, dev_type: int = 0
+) -> bytes:
     """``struct ifinfomsg``: which link (by index; 0 = "by IFLA_IFNAME") and
     which IFF_* flags to change (``change`` is the mask, ``flags`` the value)."""
     return IFINFOMSG.pack(family, dev_type, index, flags, change)
 
 
-def pack_ifaddrmsg(index: int, prefixlen: int, family: int = AF_INET,
-                   scope: int = RT_SCOPE_UNIVERSE, flags: int = 0) -> bytes:
+def pack_ifaddrmsg(
+    index: int, prefixlen: int, family: int = AF_INET, scope: int = RT_SCOPE_UNIVERSE, flags: int = 0
+) -> bytes:
     """``struct ifaddrmsg``: the link an address belongs to and its prefix."""
     return IFADDRMSG.pack(family, prefixlen, flags, scope, index)
 
 
-def pack_rtmsg(dst_len: int = 0, table: int = RT_TABLE_MAIN,
-               protocol: int = RTPROT_BOOT, scope: int = RT_SCOPE_UNIVERSE,
-               route_type: int = RTN_UNICAST, family: int = AF_INET) -> bytes:
+def pack_rtmsg(
+    dst_len: int = 0,
+    table: int = RT_TABLE_MAIN,
+    protocol: int = RTPROT_BOOT,
+    scope: int = RT_SCOPE_UNIVERSE,
+    route_type: int = RTN_UNICAST,
+    family: int = AF_INET,
+) -> bytes:
     """``struct rtmsg``: family, destination prefix length, table, who made
     the route (protocol), how far it reaches (scope) and its type."""
     return RTMSG.pack(family, dst_len, 0, 0, table, protocol, scope, route_type, 0)
@@ -231,6 +244,7 @@ def pack_message(msg_type: int, flags: int, seq: int, body: bytes, pid: int = 0)
 
 
 # ---------------------------------------------------------------- decoding --
+
 
 class Message(Record):
     """One decoded netlink message; ``payload`` starts after the nlmsghdr."""
@@ -251,8 +265,7 @@ def parse_messages(data: bytes) -> list[Message]:
         length, msg_type, flags, seq, pid = NLMSGHDR.unpack_from(data, offset)
         if length < NLMSGHDR.size or offset + length > len(data):
             raise ValueError(f"truncated netlink message at offset {offset}")
-        messages.append(Message(msg_type, flags, seq, pid,
-                                data[offset + NLMSGHDR.size:offset + length]))
+        messages.append(Message(msg_type, flags, seq, pid, data[offset + NLMSGHDR.size : offset + length]))
         offset += align(length)
     return messages
 
@@ -269,7 +282,7 @@ def parse_attrs(data: bytes) -> dict[int, bytes]:
         length, attr_type = RTATTR.unpack_from(data, offset)
         if length < RTATTR.size or offset + length > len(data):
             raise ValueError(f"truncated netlink attribute at offset {offset}")
-        attrs[attr_type & NLA_TYPE_MASK] = data[offset + RTATTR.size:offset + length]
+        attrs[attr_type & NLA_TYPE_MASK] = data[offset + RTATTR.size : offset + length]
         offset += align(length)
     return attrs
 
@@ -314,8 +327,8 @@ class Link(Record):
     index: int
     name: str
     flags: int
-    kind: str | None = None      # "bridge", "veth", ... (None for plain devices)
-    master: int | None = None    # index of the bridge this link is a port of
+    kind: str | None = None  # "bridge", "veth", ... (None for plain devices)
+    master: int | None = None  # index of the bridge this link is a port of
     mac: str | None = None
     mtu: int | None = None
     attrs: dict[int, bytes] = Factory(dict)
@@ -328,7 +341,7 @@ class Link(Record):
 def parse_link(payload: bytes) -> Link:
     """Decode an RTM_NEWLINK message: ``ifinfomsg`` then IFLA_* attributes."""
     _family, _type, index, flags, _change = IFINFOMSG.unpack_from(payload)
-    attrs = parse_attrs(payload[IFINFOMSG.size:])
+    attrs = parse_attrs(payload[IFINFOMSG.size :])
     kind = None
     if IFLA_LINKINFO in attrs:
         info = parse_attrs(attrs[IFLA_LINKINFO])
@@ -363,15 +376,15 @@ class Route(Record):
         """The destination as an ``ipaddress`` network (imported here: only
         ``network create`` compares routes with a subnet)."""
         import ipaddress
+
         return ipaddress.IPv4Network(f"{self.dst}/{self.dst_len}", strict=False)
 
 
 def parse_route(payload: bytes) -> Route:
     """Decode an RTM_NEWROUTE message: ``rtmsg`` then RTA_* attributes."""
-    (_family, dst_len, _src_len, _tos, table, protocol, scope, route_type,
-     _flags) = RTMSG.unpack_from(payload)
-    attrs = parse_attrs(payload[RTMSG.size:])
-    if RTA_TABLE in attrs:        # tables above 255 only fit in the attribute
+    (_family, dst_len, _src_len, _tos, table, protocol, scope, route_type, _flags) = RTMSG.unpack_from(payload)
+    attrs = parse_attrs(payload[RTMSG.size :])
+    if RTA_TABLE in attrs:  # tables above 255 only fit in the attribute
         table = decode_u32(attrs[RTA_TABLE])
     dst = ipv4.unpacked(attrs[RTA_DST]) if RTA_DST in attrs else "0.0.0.0"
     gateway = ipv4.unpacked(attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None
@@ -394,12 +407,13 @@ def parse_address(payload: bytes) -> Address:
     except on point-to-point links, where it is the peer's.
     """
     _family, prefixlen, _flags, _scope, index = IFADDRMSG.unpack_from(payload)
-    attrs = parse_attrs(payload[IFADDRMSG.size:])
+    attrs = parse_attrs(payload[IFADDRMSG.size :])
     raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS) or bytes(4)
     return Address(index, ipv4.unpacked(raw), prefixlen)
 
 
 # ------------------------------------------------------------------ socket --
+
 
 class NetlinkSocket:
     """A ``NETLINK_ROUTE`` socket that sends one request at a time.
@@ -411,8 +425,7 @@ class NetlinkSocket:
     """
 
     def __init__(self, protocol: int = NETLINK_ROUTE) -> None:
-        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
-                                   protocol)
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, protocol)
         try:
             # Port id 0: let the kernel choose a unique address for us.
             self.sock.bind((0, 0))
@@ -423,7 +436,7 @@ class NetlinkSocket:
             # Ask for human-readable error text alongside the errno.
             self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         except OSError:
-            pass   # a kernel older than 4.12: errno only
+            pass  # a kernel older than 4.12: errno only
         self.seq = 0
 
     def __enter__(self) -> NetlinkSocket:
@@ -435,8 +448,7 @@ class NetlinkSocket:
     def close(self) -> None:
         self.sock.close()
 
-    def request(self, msg_type: int, body: bytes, flags: int = 0,
-                what: str | None = None) -> list[Message]:
+    def request(self, msg_type: int, body: bytes, flags: int = 0, what: str | None = None) -> list[Message]:
         """Send one request and collect the kernel's answer.
 
         Returns the data messages (for a GET or a dump); raises ``OSError``
@@ -453,12 +465,12 @@ class NetlinkSocket:
         while True:
             for message in parse_messages(self.sock.recv(1 << 16)):
                 if message.seq != seq:
-                    continue            # a late answer to an earlier request
+                    continue  # a late answer to an earlier request
                 if message.type == NLMSG_ERROR:
                     code, text = parse_error(message)
                     if code:
                         raise netlink_error(msg_type, code, what, text)
-                    return replies      # the ACK: the request is complete
+                    return replies  # the ACK: the request is complete
                 if message.type == NLMSG_DONE:
                     # The end of a dump; its payload is an int error code too.
                     if len(message.payload) >= NLMSGERR.size:
@@ -507,8 +519,7 @@ class using:
         _current = self.previous
 
 
-def _request(msg_type: int, body: bytes, flags: int = 0,
-             what: str | None = None) -> list[Message]:
+def _request(msg_type: int, body: bytes, flags: int = 0, what: str | None = None) -> list[Message]:
     """Send one request: through the ``using()`` socket if there is one, else
     on a new socket, which talks to the namespace the caller is in *now*."""
     if _current is not None:
@@ -519,12 +530,12 @@ def _request(msg_type: int, body: bytes, flags: int = 0,
 
 # -------------------------------------------------------------- operations --
 
+
 def check_ifname(name: str) -> None:
     """Interface names are at most 15 bytes, without "/" or whitespace."""
     raw = name.encode()
     if not raw or len(raw) >= IFNAMSIZ or b"/" in raw or any(c in raw for c in b" \t\n:"):
-        raise ValueError(f"invalid interface name {name!r} (at most 15 characters, "
-                         "no '/', ':' or spaces)")
+        raise ValueError(f"invalid interface name {name!r} (at most 15 characters, no '/', ':' or spaces)")
 
 
 def get_link(name: str) -> Link:
@@ -533,8 +544,7 @@ def get_link(name: str) -> Link:
     Raises ``OSError(ENODEV)`` when there is no such link.
     """
     check_ifname(name)
-    replies = _request(RTM_GETLINK, pack_ifinfomsg() + attr_str(IFLA_IFNAME, name),
-                       what=name)
+    replies = _request(RTM_GETLINK, pack_ifinfomsg() + attr_str(IFLA_IFNAME, name), what=name)
     if not replies:
         raise OSError(_errno.ENODEV, f"netlink RTM_GETLINK: {os.strerror(_errno.ENODEV)}", name)
     return parse_link(replies[0].payload)
@@ -582,9 +592,15 @@ def create_bridge(name: str) -> None:
     _request(RTM_NEWLINK, body, _CREATE, what=name)
 
 
-def create_veth(name: str, peer: str, peer_mac: str | None = None, *,
-                master: int | None = None, up: bool = False,
-                peer_netns_pid: int | None = None) -> None:
+def create_veth(
+    name: str,
+    peer: str,
+    peer_mac: str | None = None,
+    *,
+    master: int | None = None,
+    up: bool = False,
+    peer_netns_pid: int | None = None,
+) -> None:
     """``ip link add NAME [master BRIDGE] [up] type veth peer name PEER
     [address MAC] [netns PID]``.
 
@@ -651,8 +667,11 @@ def set_hairpin(name: str, on: bool = True) -> None:
     the rewritten frame must go back to where it came from. The setting
     belongs to the port, so it travels as IFLA_INFO_SLAVE_DATA.
     """
-    info = attr_nested(IFLA_LINKINFO, attr_str(IFLA_INFO_SLAVE_KIND, "bridge"),
-                       attr_nested(IFLA_INFO_SLAVE_DATA, attr_u8(IFLA_BRPORT_MODE, int(on))))
+    info = attr_nested(
+        IFLA_LINKINFO,
+        attr_str(IFLA_INFO_SLAVE_KIND, "bridge"),
+        attr_nested(IFLA_INFO_SLAVE_DATA, attr_u8(IFLA_BRPORT_MODE, int(on))),
+    )
     _set_link(name, info)
 
 
@@ -691,9 +710,11 @@ def add_address(name: str, address: str, prefixlen: int, index: int | None = Non
     name their link by index only: pass ``index`` if known, to save asking.
     """
     value = ipv4.parse(address)
-    body = (pack_ifaddrmsg(link_index(name) if index is None else index, prefixlen)
-            + attr_ipv4(IFA_LOCAL, address)
-            + attr_ipv4(IFA_ADDRESS, address))
+    body = (
+        pack_ifaddrmsg(link_index(name) if index is None else index, prefixlen)
+        + attr_ipv4(IFA_LOCAL, address)
+        + attr_ipv4(IFA_ADDRESS, address)
+    )
     if prefixlen < 31:
         network = value & ipv4.mask(prefixlen)
         body += attr_ipv4(IFA_BROADCAST, ipv4.text(ipv4.broadcast(network, prefixlen)))
@@ -719,8 +740,7 @@ def add_default_route(gateway: str, dev: str | None = None, index: int | None = 
 def list_routes(table: int | None = RT_TABLE_MAIN) -> list[Route]:
     """``ip route``: an RTM_GETROUTE dump, keeping one table (None = all;
     the kernel also keeps "local" and "broadcast" routes in table 255)."""
-    replies = _request(RTM_GETROUTE, pack_rtmsg(table=0, protocol=0, route_type=0),
-                       NLM_F_DUMP)
+    replies = _request(RTM_GETROUTE, pack_rtmsg(table=0, protocol=0, route_type=0), NLM_F_DUMP)
     routes = [parse_route(m.payload) for m in replies if m.type == RTM_NEWROUTE]
     return [r for r in routes if table is None or r.table == table]
 
@@ -732,7 +752,7 @@ NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETGEN = 16
 NFTA_GEN_ID = 1
-NFGENMSG = struct.Struct("!BBH")        # family, version, resource id (big-endian)
+NFGENMSG = struct.Struct("!BBH")  # family, version, resource id (big-endian)
 
 
 def nftables_generation() -> int:
@@ -749,10 +769,11 @@ def nftables_generation() -> int:
     cannot be asked (no nf_tables in this kernel, no CAP_NET_ADMIN).
     """
     with NetlinkSocket(NETLINK_NETFILTER) as nl:
-        replies = nl.request((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN,
-                             NFGENMSG.pack(AF_UNSPEC, 0, 0), what="nftables generation")
+        replies = nl.request(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, NFGENMSG.pack(AF_UNSPEC, 0, 0), what="nftables generation"
+        )
     for message in replies:
-        attrs = parse_attrs(message.payload[NFGENMSG.size:])
+        attrs = parse_attrs(message.payload[NFGENMSG.size :])
         if NFTA_GEN_ID in attrs:
             return int.from_bytes(attrs[NFTA_GEN_ID][:4], "big")
     raise OSError(_errno.ENODATA, "netlink NFT_MSG_GETGEN: no generation in the answer")

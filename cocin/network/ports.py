@@ -47,14 +47,16 @@ ANY = "0.0.0.0"
 
 
 def port_backend() -> str:
-    """"iptables", "nft" or "userspace-proxy" (``$COCIN_PORT_BACKEND`` wins)."""
+    """ "iptables", "nft" or "userspace-proxy" (``$COCIN_PORT_BACKEND`` wins)."""
     if os.environ.get("COCIN_PORT_BACKEND") == "userspace-proxy":
         return "userspace-proxy"
     from cocin.network import firewall
+
     return firewall.backend() or "userspace-proxy"
 
 
 # ----------------------------------------------------------------- parsing --
+
 
 def _port(text: str, spec: str, what: str, allow_zero: bool) -> int:
     if "-" in text:
@@ -63,8 +65,9 @@ def _port(text: str, spec: str, what: str, allow_zero: bool) -> int:
         raise NetworkError(f"invalid publish spec {spec!r}: {what} {text!r} is not a number")
     port = int(text)
     if not (0 if allow_zero else 1) <= port <= 65535:
-        raise NetworkError(f"invalid publish spec {spec!r}: {what} {port} is out of range "
-                           f"({0 if allow_zero else 1}-65535)")
+        raise NetworkError(
+            f"invalid publish spec {spec!r}: {what} {port} is out of range ({0 if allow_zero else 1}-65535)"
+        )
     return port
 
 
@@ -81,22 +84,19 @@ def parse_publish(spec: str) -> dict[str, Any]:
     rest, slash, proto = spec.partition("/")
     proto = proto.lower() if slash else "tcp"
     if proto not in PROTOCOLS:
-        raise NetworkError(f"invalid publish spec {spec!r}: protocol must be tcp or udp, "
-                           f"not {proto!r}")
+        raise NetworkError(f"invalid publish spec {spec!r}: protocol must be tcp or udp, not {proto!r}")
     if rest.startswith("["):
         raise NetworkError(f"invalid publish spec {spec!r}: IPv6 addresses are not supported")
     parts = rest.split(":")
     if len(parts) > 3:
-        raise NetworkError(f"invalid publish spec {spec!r}: expected "
-                           "[HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]")
+        raise NetworkError(f"invalid publish spec {spec!r}: expected [HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]")
     host_ip, host_port = ANY, "0"
     if len(parts) == 3:
         host_ip = parts[0] or ANY
         try:
             host_ip = ipv4.text(ipv4.parse(host_ip))
         except ValueError:
-            raise NetworkError(f"invalid publish spec {spec!r}: {host_ip!r} is not an "
-                               "IPv4 address") from None
+            raise NetworkError(f"invalid publish spec {spec!r}: {host_ip!r} is not an IPv4 address") from None
     if len(parts) >= 2:
         host_port = parts[-2] or "0"
     return {
@@ -115,8 +115,10 @@ def normalize(publish: Iterable[dict[str, Any] | str]) -> list[dict[str, Any]]:
             result.append(parse_publish(item))
         else:
             port = dict(item)
-            text = (f"{port.get('host_ip') or ANY}:{port.get('host_port') or 0}:"
-                    f"{port.get('container_port')}/{port.get('proto') or 'tcp'}")
+            text = (
+                f"{port.get('host_ip') or ANY}:{port.get('host_port') or 0}:"
+                f"{port.get('container_port')}/{port.get('proto') or 'tcp'}"
+            )
             result.append(parse_publish(text))
     return result
 
@@ -128,11 +130,15 @@ def format_port(port: dict[str, Any]) -> str:
 
 # ------------------------------------------------------- host port choice --
 
+
 def overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Would ``a`` and ``b`` claim the same host port? 0.0.0.0 means every
     address, so it clashes with any address on the same port."""
-    return (a["proto"] == b["proto"] and a["host_port"] == b["host_port"]
-            and (a["host_ip"] == b["host_ip"] or ANY in (a["host_ip"], b["host_ip"])))
+    return (
+        a["proto"] == b["proto"]
+        and a["host_port"] == b["host_port"]
+        and (a["host_ip"] == b["host_ip"] or ANY in (a["host_ip"], b["host_ip"]))
+    )
 
 
 def _probe(host_ip: str, port: int, proto: str) -> int:
@@ -143,6 +149,7 @@ def _probe(host_ip: str, port: int, proto: str) -> int:
     uses it.
     """
     import _socket as socket  # socket.py's enums cost milliseconds on every "run -p"
+
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     s = socket.socket(socket.AF_INET, kind)
     try:
@@ -152,20 +159,18 @@ def _probe(host_ip: str, port: int, proto: str) -> int:
             s.bind((host_ip, port))
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise NetworkError(f"host port {host_ip}:{port}/{proto} is already in use "
-                                   "on this host") from None
+                raise NetworkError(f"host port {host_ip}:{port}/{proto} is already in use on this host") from None
             if e.errno == errno.EADDRNOTAVAIL:
-                raise NetworkError(f"cannot publish on {host_ip}: not an address of "
-                                   "this host") from None
-            raise NetworkError(f"cannot use host port {host_ip}:{port}/{proto}: "
-                               f"{e.strerror}") from None
+                raise NetworkError(f"cannot publish on {host_ip}: not an address of this host") from None
+            raise NetworkError(f"cannot use host port {host_ip}:{port}/{proto}: {e.strerror}") from None
         return s.getsockname()[1]
     finally:
         s.close()
 
 
-def resolve(publish: Iterable[dict[str, Any] | str],
-            published: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def resolve(
+    publish: Iterable[dict[str, Any] | str], published: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """Check the ports a container wants and give host port 0 a real number.
 
     ``published`` maps other containers (by name) to their resolved ports;
@@ -178,13 +183,14 @@ def resolve(publish: Iterable[dict[str, Any] | str],
         for owner, ports in published.items():
             for other in ports:
                 if port["host_port"] and overlaps(port, other):
-                    raise NetworkError(f"host port {other['host_ip']}:{other['host_port']}/"
-                                       f"{other['proto']} is already published by "
-                                       f"container {owner}")
+                    raise NetworkError(
+                        f"host port {other['host_ip']}:{other['host_port']}/"
+                        f"{other['proto']} is already published by "
+                        f"container {owner}"
+                    )
         for other in resolved:
             if port["host_port"] and overlaps(port, other):
-                raise NetworkError(f"host port {port['host_port']}/{port['proto']} "
-                                   "is published twice")
+                raise NetworkError(f"host port {port['host_port']}/{port['proto']} is published twice")
         if port["host_port"] == 0:
             taken = [p for ps in published.values() for p in ps] + resolved
             for _ in range(100):
@@ -198,6 +204,7 @@ def resolve(publish: Iterable[dict[str, Any] | str],
 
 
 # ---------------------------------------------------------- firewall rules --
+
 
 def wants_localhost(port: dict[str, Any]) -> bool:
     """Is the port reachable as 127.0.0.1 (published on it or on 0.0.0.0)?"""
@@ -213,22 +220,28 @@ def rules(endpoint: dict[str, Any], forward_accept: bool) -> list[Any]:
     FORWARD policy drops, an ACCEPT for the new connections.
     """
     from cocin.network.firewall import Rule
+
     result = []
     ip, bridge = endpoint["ip"], endpoint["bridge"]
     tag = f"cocin:{endpoint.get('container', '')[:12]}"
     for port in endpoint.get("ports", ()):
         proto, cport = port["proto"], port["container_port"]
-        result.append(Rule("dnat", "DNAT", proto=proto, dport=port["host_port"],
-                           dst=None if port["host_ip"] == ANY else port["host_ip"],
-                           to=f"{ip}:{cport}", comment=tag))
-        result.append(Rule("postrouting", "MASQUERADE", proto=proto, src=ip, dst=ip,
-                           dport=cport, comment=tag))
+        result.append(
+            Rule(
+                "dnat",
+                "DNAT",
+                proto=proto,
+                dport=port["host_port"],
+                dst=None if port["host_ip"] == ANY else port["host_ip"],
+                to=f"{ip}:{cport}",
+                comment=tag,
+            )
+        )
+        result.append(Rule("postrouting", "MASQUERADE", proto=proto, src=ip, dst=ip, dport=cport, comment=tag))
         if forward_accept:
-            result.append(Rule("forward", "ACCEPT", proto=proto, dst=ip, dport=cport,
-                               out_iface=bridge, comment=tag))
+            result.append(Rule("forward", "ACCEPT", proto=proto, dst=ip, dport=cport, out_iface=bridge, comment=tag))
     if any(wants_localhost(p) for p in endpoint.get("ports", ())):
-        result.append(Rule("postrouting", "MASQUERADE", src="127.0.0.0/8", out_iface=bridge,
-                           comment=f"cocin:{bridge}"))
+        result.append(Rule("postrouting", "MASQUERADE", src="127.0.0.0/8", out_iface=bridge, comment=f"cocin:{bridge}"))
     return result
 
 
@@ -241,6 +254,7 @@ def sysctls(endpoint: dict[str, Any]) -> dict[str, str]:
 
 # ---------------------------------------------------------- userspace proxy --
 
+
 def proc_start_time(pid: int) -> int | None:
     """When ``pid`` started (clock ticks since boot, field 22 of
     ``/proc/PID/stat``), or None if it is gone or a zombie. PIDs are reused:
@@ -250,7 +264,7 @@ def proc_start_time(pid: int) -> int | None:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     if fields[0] == "Z":
         return None
     return int(fields[19])
@@ -265,6 +279,7 @@ def start_proxy(ports: list[dict[str, Any]], target_ip: str, watch_pid: int) -> 
     container process (``watch_pid``) is gone. Returns ``{"pid", "start"}``.
     """
     import socket
+
     listeners = []
     try:
         for port in ports:
@@ -276,8 +291,9 @@ def start_proxy(ports: list[dict[str, Any]], target_ip: str, watch_pid: int) -> 
             try:
                 s.bind((port["host_ip"], port["host_port"]))
             except OSError as e:
-                raise NetworkError(f"cannot listen on {port['host_ip']}:{port['host_port']}/"
-                                   f"{port['proto']}: {e.strerror}") from None
+                raise NetworkError(
+                    f"cannot listen on {port['host_ip']}:{port['host_port']}/{port['proto']}: {e.strerror}"
+                ) from None
             if port["proto"] == "tcp":
                 s.listen(128)
         watch_start = proc_start_time(watch_pid)
@@ -313,6 +329,7 @@ def stop_proxy(proxy: dict[str, int] | None) -> None:
         return
     import signal
     import time
+
     pid = proxy["pid"]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if proc_start_time(pid) != proxy["start"]:
@@ -332,15 +349,18 @@ def _daemonize(keep: set[int]) -> None:  # pragma: no cover - in the daemon
     terminal) except ``keep``, point stdin/out/err at /dev/null, and undo
     signal settings inherited from the caller so SIGTERM stops the proxy."""
     import signal
+
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     try:
         from cocin.libc import set_process_name
-        set_process_name("cocin-proxy")   # what ps -o comm and top show
+
+        set_process_name("cocin-proxy")  # what ps -o comm and top show
     except Exception:
         pass
     from cocin.process import close_fds_except
+
     close_fds_except(*keep)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -349,11 +369,13 @@ def _daemonize(keep: set[int]) -> None:  # pragma: no cover - in the daemon
         os.close(null)
 
 
-def _serve(listeners: list[tuple[socket.socket, dict[str, Any]]], target_ip: str,
-           watch_pid: int, watch_start: int | None) -> None:  # pragma: no cover
+def _serve(
+    listeners: list[tuple[socket.socket, dict[str, Any]]], target_ip: str, watch_pid: int, watch_start: int | None
+) -> None:  # pragma: no cover
     """The proxy's main loop: one thread per listening socket."""
     import threading
     import time
+
     for sock, port in listeners:
         target = (target_ip, port["container_port"])
         loop = _tcp_accept_loop if port["proto"] == "tcp" else _udp_loop
@@ -364,6 +386,7 @@ def _serve(listeners: list[tuple[socket.socket, dict[str, Any]]], target_ip: str
 
 def _tcp_accept_loop(listener: socket.socket, target: tuple[str, int]) -> None:
     import threading
+
     while True:
         client, _addr = listener.accept()
         threading.Thread(target=_tcp_relay, args=(client, target), daemon=True).start()
@@ -373,6 +396,7 @@ def _tcp_relay(client: socket.socket, target: tuple[str, int]) -> None:
     """Connect to the container and copy bytes both ways until both close."""
     import socket
     import threading
+
     try:
         upstream = socket.create_connection(target, timeout=10)
     except OSError:
@@ -390,6 +414,7 @@ def _tcp_relay(client: socket.socket, target: tuple[str, int]) -> None:
 def _pump(src: socket.socket, dst: socket.socket) -> None:
     """Copy until end of file, then pass the end of file on (half-close)."""
     import socket  # already loaded in the proxy: a dictionary lookup
+
     try:
         while True:
             data = src.recv(65536)
@@ -409,6 +434,7 @@ def _udp_loop(listener: socket.socket, target: tuple[str, int]) -> None:
     forgotten after 60 idle seconds."""
     import socket
     import threading
+
     sessions: dict[Any, socket.socket] = {}
 
     def replies(upstream: socket.socket, client: Any) -> None:

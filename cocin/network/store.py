@@ -42,7 +42,7 @@ class locked:
     def __enter__(self) -> None:
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:   # the first time: make the directory
+        except FileNotFoundError:  # the first time: make the directory
             os.makedirs(os.path.dirname(self.lock_path), mode=0o700, exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -88,7 +88,7 @@ def write_json(path: str, data: Any, durable: bool = True) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
         fd = os.open(tmp, flags, 0o600)
-    except FileNotFoundError:   # the first time: make the directory
+    except FileNotFoundError:  # the first time: make the directory
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(tmp, flags, 0o600)
     try:

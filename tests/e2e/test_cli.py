@@ -59,8 +59,7 @@ def test_top_errors_and_help(cocin):
     assert r.rc == 0 and r.stdout.startswith("Usage:  cocin top CONTAINER [ps OPTIONS]\n"), r.stdout
     r = cocin("top")
     assert r.rc == 125
-    assert one_error_line(r) == ('cocin: error: "cocin top" requires at least 1 argument '
-                                 "(see 'cocin top --help')")
+    assert one_error_line(r) == ("cocin: error: \"cocin top\" requires at least 1 argument (see 'cocin top --help')")
 
 
 def test_inspect_go_templates(cocin):
@@ -85,12 +84,17 @@ def test_inspect_go_templates(cocin):
     assert compact == '{"Name":"no","MaximumRetryCount":0}\n'
 
 
-@pytest.mark.parametrize("tmpl,error", [
-    ("{{nope}}", 'template parsing error: template: :1: function "nope" not defined'),
-    ("{{if .Name}}open", "template parsing error: template: :1: unexpected EOF"),
-    ("{{.Nope}}", 'template parsing error: template: :1:2: executing "" at <.Nope>: '
-                  'map has no entry for key "Nope"'),
-])
+@pytest.mark.parametrize(
+    "tmpl,error",
+    [
+        ("{{nope}}", 'template parsing error: template: :1: function "nope" not defined'),
+        ("{{if .Name}}open", "template parsing error: template: :1: unexpected EOF"),
+        (
+            "{{.Nope}}",
+            'template parsing error: template: :1:2: executing "" at <.Nope>: map has no entry for key "Nope"',
+        ),
+    ],
+)
 def test_bad_template_is_an_error_never_echoed(cocin, tmpl, error):
     cocin.ok("run", "-d", "--name", "tplbad", "busybox", "sleep", "300")
     r = cocin("inspect", "-f", tmpl, "tplbad")
@@ -102,9 +106,10 @@ def test_ps_and_images_format(cocin):
     cid = cocin.ok("run", "-d", "--name", "fmtbox", "busybox", "sleep", "300").stdout.strip()
     r = cocin.ok("ps", "--format", r"table {{.ID}}\t{{.Names}}\t{{.Command}}")
     lines = r.stdout.splitlines()
-    assert lines[0].split("   ") == ["CONTAINER ID", "NAMES", "COMMAND"] or \
-        lines[0].startswith("CONTAINER ID   NAMES"), r.stdout
-    assert f'{cid[:12]}   fmtbox' in r.stdout and '"sleep 300"' in r.stdout
+    assert lines[0].split("   ") == ["CONTAINER ID", "NAMES", "COMMAND"] or lines[0].startswith(
+        "CONTAINER ID   NAMES"
+    ), r.stdout
+    assert f"{cid[:12]}   fmtbox" in r.stdout and '"sleep 300"' in r.stdout
     r = cocin.ok("ps", "--format", "{{.Names}}:{{.State}}")
     assert "fmtbox:running" in r.stdout.splitlines()
     r = cocin.ok("images", "--format", "{{.Repository}}:{{.Tag}}")
@@ -120,8 +125,7 @@ def test_ps_shows_restarting_containers(cocin):
         before = cocin.record("crashy")
         out = cocin.ok("ps").stdout
         after = cocin.record("crashy")
-        if before["state"] == after["state"] == "restarting" and \
-                before["restart_count"] == after["restart_count"]:
+        if before["state"] == after["state"] == "restarting" and before["restart_count"] == after["restart_count"]:
             break
         assert time.monotonic() < deadline, "crashy never seen restarting"
         time.sleep(0.2)
@@ -138,8 +142,9 @@ def test_network_host_has_the_hosts_name(cocin):
 
 
 def test_init_shows_a_tidy_command_line(cocin):
-    r = cocin.ok("run", "--rm", "--init", "busybox", "sh", "-c",
-                 "tr '\\0' '|' < /proc/1/cmdline; echo; cat /proc/1/comm")
+    r = cocin.ok(
+        "run", "--rm", "--init", "busybox", "sh", "-c", "tr '\\0' '|' < /proc/1/cmdline; echo; cat /proc/1/comm"
+    )
     cmdline, comm = r.stdout.splitlines()
     assert cmdline.rstrip("|") == "cocin-init|--|sh|-c|tr '\\0' '|' < /proc/1/cmdline; echo; cat /proc/1/comm"
     assert comm == "cocin-init"
@@ -172,8 +177,9 @@ def test_many_arguments_every_one_tried(cocin):
 def test_container_prune_asks_first(cocin):
     cocin.ok("run", "--name", "stopped17", "busybox", "true")
     r = cocin.ok("container", "prune", stdin="n\n")
-    assert r.stdout.startswith("WARNING! This will remove all stopped containers.\n"
-                               "Are you sure you want to continue? [y/N] "), r.stdout
+    assert r.stdout.startswith(
+        "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
+    ), r.stdout
     assert cocin.record("stopped17")["state"] == "exited"
     r = cocin.ok("container", "prune", "--force")
     assert "WARNING" not in r.stdout and "Deleted Containers:" in r.stdout
@@ -190,10 +196,13 @@ def test_commit_message_and_author(cocin):
         cocin("rmi", "x2img")
 
 
-@pytest.mark.parametrize("verb,usage,desc", [
-    ("stop", "cocin stop [OPTIONS] CONTAINER [CONTAINER...]", "Stop running containers"),
-    ("commit", "cocin commit [OPTIONS] CONTAINER IMAGE", "Create a new image from a container's changes"),
-])
+@pytest.mark.parametrize(
+    "verb,usage,desc",
+    [
+        ("stop", "cocin stop [OPTIONS] CONTAINER [CONTAINER...]", "Stop running containers"),
+        ("commit", "cocin commit [OPTIONS] CONTAINER IMAGE", "Create a new image from a container's changes"),
+    ],
+)
 def test_verbs_have_docker_style_help(cocin, verb, usage, desc):
     r = cocin.ok(verb, "--help")
     lines = r.stdout.splitlines()
@@ -207,6 +216,7 @@ def test_verbs_have_docker_style_help(cocin, verb, usage, desc):
 
 def test_network_create_picks_a_free_subnet_and_is_docker_shaped(cocin):
     import ipaddress
+
     pool = [ipaddress.IPv4Network(f"172.{i}.0.0/16") for i in range(17, 32)]
     pool += list(ipaddress.IPv4Network("192.168.0.0/16").subnets(new_prefix=20))
     made = []
@@ -217,8 +227,9 @@ def test_network_create_picks_a_free_subnet_and_is_docker_shaped(cocin):
         nets = json.loads(cocin.ok("network", "inspect", "auto17a", "auto17b").stdout)
         subnets = [ipaddress.IPv4Network(n["IPAM"]["Config"][0]["Subnet"]) for n in nets]
         assert all(s in pool for s in subnets) and not subnets[0].overlaps(subnets[1]), subnets
-        cid = cocin.ok("run", "-d", "--name", "onauto", "--network", "auto17a", "busybox",
-                       "sleep", "300").stdout.strip()
+        cid = cocin.ok(
+            "run", "-d", "--name", "onauto", "--network", "auto17a", "busybox", "sleep", "300"
+        ).stdout.strip()
         (net,) = json.loads(cocin.ok("network", "inspect", "auto17a").stdout)
         assert (net["Name"], net["Driver"], net["Scope"]) == ("auto17a", "bridge", "local")
         assert len(net["Id"]) == 64 and net["Created"]
@@ -226,8 +237,10 @@ def test_network_create_picks_a_free_subnet_and_is_docker_shaped(cocin):
         ep = net["Containers"][cid]
         assert ep["Name"] == "onauto" and ep["MacAddress"]
         assert ipaddress.IPv4Interface(ep["IPv4Address"]).network == subnets[0]
-        assert cocin.ok("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
-                        "auto17a").stdout == f"{subnets[0]}\n"
+        assert (
+            cocin.ok("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "auto17a").stdout
+            == f"{subnets[0]}\n"
+        )
         lines = cocin.ok("network", "ls").stdout.splitlines()
         assert lines[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
         row = [ln.split() for ln in lines if " auto17a " in ln + " "][0]

@@ -37,11 +37,13 @@ def test_exit_codes(cocin):
 
 
 def test_namespaces_and_filesystem(cocin):
-    script = ("echo pid=$$; hostname; grep -c . /proc/net/dev; "
-              "ls /dev | tr '\\n' ' '; echo; "
-              "touch /sys/x 2>/dev/null && echo sys-rw || echo sys-ro; "
-              "grep -q \"$(hostname)\" /etc/hosts && echo hosts-ok; cat /etc/hostname; "
-              "mount | grep -c ' / type overlay'; ls /proc | grep -c '^[0-9]'")
+    script = (
+        "echo pid=$$; hostname; grep -c . /proc/net/dev; "
+        "ls /dev | tr '\\n' ' '; echo; "
+        "touch /sys/x 2>/dev/null && echo sys-rw || echo sys-ro; "
+        'grep -q "$(hostname)" /etc/hosts && echo hosts-ok; cat /etc/hostname; '
+        "mount | grep -c ' / type overlay'; ls /proc | grep -c '^[0-9]'"
+    )
     r = cocin("run", "--rm", "--name", "nscheck", "--network", "none", "busybox", "sh", "-c", script)
     assert r.rc == 0, r.stderr
     out = r.stdout.splitlines()
@@ -61,24 +63,39 @@ def test_namespaces_and_filesystem(cocin):
 
 def test_env_workdir(cocin, target_tmp):
     envfile = target_tmp.write("env", "# comment\nFROMFILE=yes\n\nSPACED=a b\n")
-    r = cocin("run", "--rm", "-e", "FOO=bar baz", "-e", "PASSED", "-e", "UNSET_XYZ",
-              "--env-file", envfile, "-w", "/tmp/work", "busybox", "sh", "-c",
-              'echo "$FOO|$PASSED|${UNSET_XYZ-unset}|$FROMFILE|$SPACED"; pwd',
-              env={"PASSED": "from-caller"})
+    r = cocin(
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar baz",
+        "-e",
+        "PASSED",
+        "-e",
+        "UNSET_XYZ",
+        "--env-file",
+        envfile,
+        "-w",
+        "/tmp/work",
+        "busybox",
+        "sh",
+        "-c",
+        'echo "$FOO|$PASSED|${UNSET_XYZ-unset}|$FROMFILE|$SPACED"; pwd',
+        env={"PASSED": "from-caller"},
+    )
     assert r.rc == 0, r.stderr
     assert r.stdout.splitlines() == ["bar baz|from-caller|unset|yes|a b", "/tmp/work"]
 
 
 def test_volumes(cocin, target_tmp):
     host_dir = target_tmp / "vol/new"
-    r = cocin("run", "--name", "volbox", "-v", f"{host_dir}:/data", "busybox", "sh", "-c",
-              "echo kept > /data/file")
+    r = cocin("run", "--name", "volbox", "-v", f"{host_dir}:/data", "busybox", "sh", "-c", "echo kept > /data/file")
     assert r.rc == 0, r.stderr
     assert target_tmp.read("vol/new/file") == "kept\n"
     cocin.ok("rm", "volbox")
     assert target_tmp.read("vol/new/file") == "kept\n"  # the data survives rm
-    r = cocin("run", "--rm", "-v", f"{host_dir}:/data:ro", "busybox", "sh", "-c",
-              "cat /data/file; echo x > /data/other")
+    r = cocin(
+        "run", "--rm", "-v", f"{host_dir}:/data:ro", "busybox", "sh", "-c", "cat /data/file; echo x > /data/other"
+    )
     assert r.stdout == "kept\n" and r.rc != 0
     assert not target_tmp.exists("vol/new/other")
 
@@ -92,8 +109,18 @@ def test_volume_under_an_image_symlink_stays_in_the_container(cocin, target_tmp)
     cocin.ok("commit", "linker", "linkimg")
     vol = target_tmp / "vol"
     try:
-        r = cocin("run", "--rm", "-v", f"{vol}:/data/sub", "-v", f"{target_tmp.write('f', 'in-file')}:/data/f",
-                  "linkimg", "sh", "-c", "cat /data/f; echo via-link > /data/sub/x")
+        r = cocin(
+            "run",
+            "--rm",
+            "-v",
+            f"{vol}:/data/sub",
+            "-v",
+            f"{target_tmp.write('f', 'in-file')}:/data/f",
+            "linkimg",
+            "sh",
+            "-c",
+            "cat /data/f; echo via-link > /data/sub/x",
+        )
         assert r.rc == 0, r.stderr
         assert r.stdout == "in-file"
         assert target_tmp.read("vol/x") == "via-link\n"  # the volume was mounted where the link leads
@@ -111,8 +138,9 @@ def test_writable_layer_is_per_container(cocin):
 
 
 def test_detached_exit_is_recorded(cocin):
-    cid = cocin.ok("run", "-d", "--name", "quick", "busybox", "sh", "-c",
-                   "echo to-out; echo to-err >&2; sleep 0.3; exit 3").stdout.strip()
+    cid = cocin.ok(
+        "run", "-d", "--name", "quick", "busybox", "sh", "-c", "echo to-out; echo to-err >&2; sleep 0.3; exit 3"
+    ).stdout.strip()
     assert len(cid) == 64
     ps = cocin.ok("ps").stdout
     assert "quick" in ps and "Up " in ps
@@ -127,8 +155,7 @@ def test_detached_exit_is_recorded(cocin):
 
 
 def test_logs_follow(cocin):
-    cocin.ok("run", "-d", "--name", "ticker", "busybox", "sh", "-c",
-             "for i in 1 2 3; do echo tick$i; sleep 0.2; done")
+    cocin.ok("run", "-d", "--name", "ticker", "busybox", "sh", "-c", "for i in 1 2 3; do echo tick$i; sleep 0.2; done")
     r = cocin("logs", "-f", "ticker", timeout=20)
     assert r.rc == 0 and r.stdout.split() == ["tick1", "tick2", "tick3"]
 
@@ -145,8 +172,9 @@ def test_stop_escalates_to_sigkill(cocin):
 
 
 def test_stop_graceful(cocin):
-    cocin.ok("run", "-d", "--name", "polite", "busybox", "sh", "-c",
-             "trap 'exit 0' TERM; while true; do sleep 0.1; done")
+    cocin.ok(
+        "run", "-d", "--name", "polite", "busybox", "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"
+    )
     cocin.ok("stop", "polite")
     rec = cocin.record("polite")
     assert rec["state"] == "exited" and rec["exit_code"] == 0
@@ -172,8 +200,9 @@ def test_id_prefix_and_full_id(cocin):
 
 
 def _dirs(cocin) -> str:
-    return cocin.sh(f"ls -A {cocin.root}/containers {cocin.root}/layers/sha256 {cocin.root}/imagedb "
-                    f"{cocin.root}/l").stdout
+    return cocin.sh(
+        f"ls -A {cocin.root}/containers {cocin.root}/layers/sha256 {cocin.root}/imagedb {cocin.root}/l"
+    ).stdout
 
 
 def test_bad_input_leaves_nothing(cocin):
@@ -211,20 +240,25 @@ def _make_tar(cocin, target_tmp, name: str, members: str) -> str:
     return str(path)
 
 
-ADD = ("def add(name, data=b'', **kw):\n"
-       "    i = tarfile.TarInfo(name)\n"
-       "    for k, v in kw.items(): setattr(i, k, v)\n"
-       "    i.size = len(data)\n"
-       "    t.addfile(i, io.BytesIO(data) if data else None)\n")
+ADD = (
+    "def add(name, data=b'', **kw):\n"
+    "    i = tarfile.TarInfo(name)\n"
+    "    for k, v in kw.items(): setattr(i, k, v)\n"
+    "    i.size = len(data)\n"
+    "    t.addfile(i, io.BytesIO(data) if data else None)\n"
+)
 
 
-@pytest.mark.parametrize("members,text", [
-    ("add('../evil', b'x')", "outside the image"),
-    ("add('/abs', b'x')", "outside the image"),
-    ("add('link', type=tarfile.LNKTYPE, linkname='/etc/passwd')", "outside"),
-    ("add('sym', type=tarfile.SYMTYPE, linkname='../../etc')", "outside"),
-    ("add('dir', type=tarfile.SYMTYPE, linkname='/tmp')\nadd('dir/owned', b'x')", "symlink"),
-])
+@pytest.mark.parametrize(
+    "members,text",
+    [
+        ("add('../evil', b'x')", "outside the image"),
+        ("add('/abs', b'x')", "outside the image"),
+        ("add('link', type=tarfile.LNKTYPE, linkname='/etc/passwd')", "outside"),
+        ("add('sym', type=tarfile.SYMTYPE, linkname='../../etc')", "outside"),
+        ("add('dir', type=tarfile.SYMTYPE, linkname='/tmp')\nadd('dir/owned', b'x')", "symlink"),
+    ],
+)
 def test_import_refuses_escaping_tarball(cocin, target_tmp, members, text):
     before = _dirs(cocin)
     tar = _make_tar(cocin, target_tmp, "evil.tar", ADD + members)
@@ -307,7 +341,7 @@ def test_killed_monitor_then_ps_and_rm(cocin):
 
 def all_succeed(commands: list[str]) -> str:
     """A shell script running ``commands`` at once; it fails if any of them fails."""
-    start = " ".join(f"{c} >/dev/null & p=\"$p $!\";" for c in commands)
+    start = " ".join(f'{c} >/dev/null & p="$p $!";' for c in commands)
     return f"p=''; {start} rc=0; for j in $p; do wait $j || rc=1; done; exit $rc"
 
 
@@ -315,8 +349,12 @@ def test_parallel_run_and_rm(cocin):
     n = 20
     # 20 cocin processes at once: in an emulated (TCG) VM one takes up to ~50 s
     slow = 300
-    run = all_succeed([cocin.cmdline("run", "-d", "--name", f"par{i}", "busybox", "sleep", "300",
-                                     timeout=slow) for i in range(1, n + 1)])
+    run = all_succeed(
+        [
+            cocin.cmdline("run", "-d", "--name", f"par{i}", "busybox", "sleep", "300", timeout=slow)
+            for i in range(1, n + 1)
+        ]
+    )
     assert cocin.sh(run).rc == 0
     ids = cocin.containers()
     names = {cocin.record(c)["name"] for c in ids}

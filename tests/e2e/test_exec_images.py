@@ -18,8 +18,18 @@ def exec_path(request, cocin):
 
 def test_exec_runs_inside(cocin, exec_path):
     cocin.ok("run", "-d", "--name", "target", "-e", "FROMRUN=1", "busybox", "sleep", "300")
-    r = cocin("exec", "-e", "FOO=bar baz", "-w", "/tmp", "target", "sh", "-c",
-              'echo "$FOO|$FROMRUN|$(pwd)|$(hostname)"; exit 7', env=exec_path)
+    r = cocin(
+        "exec",
+        "-e",
+        "FOO=bar baz",
+        "-w",
+        "/tmp",
+        "target",
+        "sh",
+        "-c",
+        'echo "$FOO|$FROMRUN|$(pwd)|$(hostname)"; exit 7',
+        env=exec_path,
+    )
     assert r.rc == 7, r.stderr
     hostname = cocin.record("target")["config"]["hostname"]
     assert r.stdout == f"bar baz|1|/tmp|{hostname}\n"
@@ -40,9 +50,11 @@ def test_exec_sleep_is_in_pidns_and_cgroup_and_dies_with_stop(cocin, exec_path):
     ps = cocin.ok("exec", "host1", "ps", "-o", "pid,args", env=exec_path).stdout
     assert "sleep 260" in ps and "sleep 270" in ps and "1 sleep 300" in " ".join(ps.split())
     rec = cocin.record("host1")
-    procs = cocin.sh("cat /sys/fs/cgroup/pids/{0}/{1}/cgroup.procs 2>/dev/null || "
-                     "cat /sys/fs/cgroup/{0}/{1}/cgroup.procs".format(
-                         cocin.env["COCIN_CGROUP_PARENT"], rec["id"])).stdout.split()
+    procs = cocin.sh(
+        "cat /sys/fs/cgroup/pids/{0}/{1}/cgroup.procs 2>/dev/null || cat /sys/fs/cgroup/{0}/{1}/cgroup.procs".format(
+            cocin.env["COCIN_CGROUP_PARENT"], rec["id"]
+        )
+    ).stdout.split()
     host_pids = cocin.sh("pgrep -f '^sleep 2[67]0'").stdout.split()
     assert host_pids and set(host_pids) <= set(procs)
     cocin.ok("stop", "-t", "1", "host1")
@@ -71,13 +83,26 @@ def test_exec_tty(cocin):
 
 
 def test_commit_keeps_changes(cocin):
-    cocin.ok("run", "--name", "changer", "busybox", "sh", "-c",
-             "echo data > /made; chmod 640 /made; ln -s /made /sym; ln /made /hard; "
-             "rm /bin/vi; rm -rf /var; mknod /null2 c 1 3; chown 1:2 /made")
+    cocin.ok(
+        "run",
+        "--name",
+        "changer",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /made; chmod 640 /made; ln -s /made /sym; ln /made /hard; "
+        "rm /bin/vi; rm -rf /var; mknod /null2 c 1 3; chown 1:2 /made",
+    )
     cocin.ok("commit", "changer", "committed")
-    r = cocin("run", "--rm", "committed", "sh", "-c",
-              "stat -c '%A %u:%g %h' /made; readlink /sym; stat -c '%F' /null2; "
-              "ls /bin/vi /var 2>&1; ls -a /bin | grep -c wh")
+    r = cocin(
+        "run",
+        "--rm",
+        "committed",
+        "sh",
+        "-c",
+        "stat -c '%A %u:%g %h' /made; readlink /sym; stat -c '%F' /null2; "
+        "ls /bin/vi /var 2>&1; ls -a /bin | grep -c wh",
+    )
     lines = r.stdout.splitlines()
     assert lines[0] == "-rw-r----- 1:2 2"
     assert lines[1] == "/made"

@@ -33,11 +33,29 @@ def test_commit_adds_one_shared_layer_and_rmi_removes_only_its_own(cocin, cleanu
     cleanup += ["layered1", "layered2"]
     base = _inspect(cocin, "busybox")
     before = _layers(cocin)
-    cocin.ok("run", "--name", "l1", "--network", "none", "busybox", "sh", "-c",
-             "echo one > /one; mkdir -p /opq/sub; echo old > /opq/sub/f")
+    cocin.ok(
+        "run",
+        "--name",
+        "l1",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one > /one; mkdir -p /opq/sub; echo old > /opq/sub/f",
+    )
     cocin.ok("commit", "l1", "layered1")
-    cocin.ok("run", "--name", "l2", "--network", "none", "layered1", "sh", "-c",
-             "rm /one; rm -rf /opq; mkdir /opq; echo new > /opq/g; echo two > /two")
+    cocin.ok(
+        "run",
+        "--name",
+        "l2",
+        "--network",
+        "none",
+        "layered1",
+        "sh",
+        "-c",
+        "rm /one; rm -rf /opq; mkdir /opq; echo new > /opq/g; echo two > /two",
+    )
     cocin.ok("commit", "l2", "layered2")
     one, two = _inspect(cocin, "layered1"), _inspect(cocin, "layered2")
     assert one["RootFS"]["Layers"][:1] == base["RootFS"]["Layers"]
@@ -52,13 +70,31 @@ def test_commit_adds_one_shared_layer_and_rmi_removes_only_its_own(cocin, cleanu
     lower = cocin.record("l3")["config"]["lower"].split(":")
     assert len(lower) == 3 and lower[1] == top
     opaque = "import os; print(os.getxattr('opq', 'trusted.overlay.opaque').decode())"
-    newest = cocin.sh(f"cd {shlex.quote(lower[0])}/ && find . | sort && stat -c '%F %t:%T' one && "
-                      f"{cocin.python} -c {shlex.quote(opaque)}")
-    assert newest.stdout.split("\n") == [".", "./one", "./opq", "./opq/g", "./two",
-                                         "character special file 0:0", "y", ""], newest.stdout
+    newest = cocin.sh(
+        f"cd {shlex.quote(lower[0])}/ && find . | sort && stat -c '%F %t:%T' one && "
+        f"{cocin.python} -c {shlex.quote(opaque)}"
+    )
+    assert newest.stdout.split("\n") == [
+        ".",
+        "./one",
+        "./opq",
+        "./opq/g",
+        "./two",
+        "character special file 0:0",
+        "y",
+        "",
+    ], newest.stdout
     # Inside: the whiteout and the opaque directory act through three layers.
-    r = cocin.ok("run", "--rm", "--network", "none", "layered2", "sh", "-c",
-                 "ls /one 2>&1; ls /opq; cat /two; grep -c ' / overlay' /proc/mounts")
+    r = cocin.ok(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "layered2",
+        "sh",
+        "-c",
+        "ls /one 2>&1; ls /opq; cat /two; grep -c ' / overlay' /proc/mounts",
+    )
     assert r.stdout.splitlines() == ["ls: /one: No such file or directory", "g", "two", "1"]
     cocin.ok("rm", "l3")
     cocin.ok("rmi", "layered2")
@@ -115,8 +151,9 @@ def test_an_old_flat_store_is_upgraded_in_place(cocin, target_tmp):
     script = (
         f"mkdir -p {root}/images {root}/layers/{flat} && chmod 700 {root} && "
         f"cp -a {busybox_tree}/. {root}/layers/{flat}/ && echo hello-old > {root}/layers/{flat}/hello && "
-        f"printf '%s' '{{\"name\": \"old\", \"id\": \"{flat}\", \"created\": 1000.0, \"size\": 1, "
-        f"\"source\": \"import old.tar\"}}' > {root}/images/old.json")
+        f'printf \'%s\' \'{{"name": "old", "id": "{flat}", "created": 1000.0, "size": 1, '
+        f'"source": "import old.tar"}}\' > {root}/images/old.json'
+    )
     assert cocin.sh(script).rc == 0
     inode = cocin.sh(f"stat -c %i {root}/layers/{flat}/bin/busybox").stdout
     try:
@@ -127,8 +164,7 @@ def test_an_old_flat_store_is_upgraded_in_place(cocin, target_tmp):
         # moved, not copied: the same inode under its chain ID
         assert cocin.sh(f"stat -c %i {root}/layers/sha256/*/diff/bin/busybox").stdout == inode
         assert cocin.ok("start", "-a", "keep", env=env).stdout == "hello-old\n"
-        assert cocin.ok("run", "--rm", "--network", "none", "old", "cat", "/hello", env=env).stdout == \
-            "hello-old\n"
+        assert cocin.ok("run", "--rm", "--network", "none", "old", "cat", "/hello", env=env).stdout == "hello-old\n"
         info = json.loads(cocin.ok("inspect", "old", env=env).stdout)[0]
         assert len(info["RootFS"]["Layers"]) == 1 and info["Comment"] == "import old.tar"
     finally:
@@ -145,17 +181,20 @@ def test_an_old_store_with_a_container_is_upgraded(cocin, target_tmp):
     cid = cocin.ok("inspect", "-f", "{{.Id}}", "proto2", env=env).stdout.strip()
     flat = "cd" * 32
     try:
-        script = "; ".join([
-            f"set -e; cd {root}",
-            f"mkdir -p images layers/{flat}",
-            f"cp -a l/*/. layers/{flat}/",
-            f"echo hello-rec > layers/{flat}/hello",
-            f"printf '%s' '{{\"name\": \"bb\", \"id\": \"{flat}\", \"created\": 1.0, \"size\": 1, "
-            f"\"source\": \"s\"}}' > images/bb.json",
-            "rm -rf imagedb l layers/sha256 repositories.json",
-            f"{cocin.python} -c \"import json,sys; p='containers/{cid}/config.json'; d=json.load(open(p)); "
-            f"d['config']['image_id']='{flat}'; d['config']['lower']='{root}/layers/{flat}'; "
-            "json.dump(d, open(p, 'w'))\""])
+        script = "; ".join(
+            [
+                f"set -e; cd {root}",
+                f"mkdir -p images layers/{flat}",
+                f"cp -a l/*/. layers/{flat}/",
+                f"echo hello-rec > layers/{flat}/hello",
+                f'printf \'%s\' \'{{"name": "bb", "id": "{flat}", "created": 1.0, "size": 1, '
+                f'"source": "s"}}\' > images/bb.json',
+                "rm -rf imagedb l layers/sha256 repositories.json",
+                f"{cocin.python} -c \"import json,sys; p='containers/{cid}/config.json'; d=json.load(open(p)); "
+                f"d['config']['image_id']='{flat}'; d['config']['lower']='{root}/layers/{flat}'; "
+                "json.dump(d, open(p, 'w'))\"",
+            ]
+        )
         r = cocin.sh(script)
         assert r.rc == 0, r.stderr
         assert cocin.ok("start", "-a", "proto2", env=env).stdout == "hello-rec\n"  # not upgraded yet
@@ -165,25 +204,34 @@ def test_an_old_store_with_a_container_is_upgraded(cocin, target_tmp):
         assert rec["config"]["image_id"] != flat and rec["config"]["lower"].startswith(f"{root}/l/")
         cocin.ok("rmi", "-f", "bb", env=env)
         cocin.ok("rm", "proto2", env=env)
-        assert cocin.sh(f"ls -A {root}/layers/sha256 {root}/imagedb").stdout.split() == \
-            [f"{root}/imagedb:", f"{root}/layers/sha256:"]
+        assert cocin.sh(f"ls -A {root}/layers/sha256 {root}/imagedb").stdout.split() == [
+            f"{root}/imagedb:",
+            f"{root}/layers/sha256:",
+        ]
     finally:
         cocin("rm", "-f", "proto2", env=env)
 
 
 # --- the image config: run honours it, commit carries it ---------------------------------
 
-CONFIG_CHANGES = ['ENTRYPOINT ["/bin/sh", "-c"]',
-                  'CMD ["echo \\"hello from $GREETING as $(id -u):$(id -g) in $(pwd)\\""]',
-                  "ENV GREETING=cocin-test-image", "WORKDIR /app", "USER 1000:1000", "EXPOSE 8080",
-                  "LABEL org.example=yes", "STOPSIGNAL SIGINT"]
+CONFIG_CHANGES = [
+    'ENTRYPOINT ["/bin/sh", "-c"]',
+    'CMD ["echo \\"hello from $GREETING as $(id -u):$(id -g) in $(pwd)\\""]',
+    "ENV GREETING=cocin-test-image",
+    "WORKDIR /app",
+    "USER 1000:1000",
+    "EXPOSE 8080",
+    "LABEL org.example=yes",
+    "STOPSIGNAL SIGINT",
+]
 
 
 @pytest.fixture
 def config_image(cocin):
     """busybox plus /app (owned by 1000), with the config of ../shared/registry's test image."""
-    cocin.ok("run", "--name", "cfgsrc", "--network", "none", "busybox", "sh", "-c",
-             "mkdir -p /app && chown 1000:1000 /app")
+    cocin.ok(
+        "run", "--name", "cfgsrc", "--network", "none", "busybox", "sh", "-c", "mkdir -p /app && chown 1000:1000 /app"
+    )
     args = [a for c in CONFIG_CHANGES for a in ("-c", c)]
     try:
         cocin.ok("commit", *args, "-m", "with a config", "cfgsrc", "cfgimg")
@@ -198,8 +246,12 @@ def test_run_honours_the_image_config(cocin, config_image):
     assert cocin.ok(*run, config_image).stdout == "hello from cocin-test-image as 1000:1000 in /app\n"
     # A command replaces Cmd, not Entrypoint; -u, -w, -e override the image's.
     assert cocin.ok(*run, config_image, "id -u; pwd").stdout == "1000\n/app\n"
-    assert cocin.ok(*run, "-u", "0", "-w", "/tmp", "-e", "GREETING=flag", config_image,
-                    'echo "$GREETING $(id -u) $(pwd) $HOME"').stdout == "flag 0 /tmp /root\n"
+    assert (
+        cocin.ok(
+            *run, "-u", "0", "-w", "/tmp", "-e", "GREETING=flag", config_image, 'echo "$GREETING $(id -u) $(pwd) $HOME"'
+        ).stdout
+        == "flag 0 /tmp /root\n"
+    )
     # --entrypoint replaces Entrypoint and drops the image's Cmd.
     assert cocin.ok(*run, "--entrypoint", "echo", config_image, "a", "b").stdout == "a b\n"
     r = cocin(*run, "--entrypoint", "", config_image)
@@ -230,8 +282,19 @@ def test_inspect_and_history_show_the_config(cocin, config_image):
 
 def test_commit_carries_the_containers_config(cocin, config_image, cleanup):
     cleanup.append("carried")
-    cocin.ok("run", "--name", "carry", "--network", "none", "-e", "EXTRA=1", "-w", "/tmp", config_image,
-             "echo $EXTRA > /tmp/x; cat /tmp/x")
+    cocin.ok(
+        "run",
+        "--name",
+        "carry",
+        "--network",
+        "none",
+        "-e",
+        "EXTRA=1",
+        "-w",
+        "/tmp",
+        config_image,
+        "echo $EXTRA > /tmp/x; cat /tmp/x",
+    )
     cocin.ok("commit", "-c", 'CMD ["cat /tmp/x; echo $EXTRA"]', "carry", "carried")
     cfg = _inspect(cocin, "carried")["Config"]
     assert cfg["Cmd"] == ["cat /tmp/x; echo $EXTRA"]  # the image's Entrypoint is sh -c
@@ -248,11 +311,20 @@ def test_commit_carries_the_containers_config(cocin, config_image, cleanup):
 
 # --- references, tag, rmi, images, image inspect ---------------------------------------------
 
+
 def test_references_and_ids_name_images(cocin, cleanup):
     cleanup += ["127.0.0.1:5999/team/box:v1", "user/app:1.0", "bb17"]
     bid = _inspect(cocin, "busybox")["Id"]
-    for ref in ("busybox", "busybox:latest", "library/busybox", "docker.io/library/busybox:latest", bid,
-                bid[7:], bid[7:19], bid[7:13]):
+    for ref in (
+        "busybox",
+        "busybox:latest",
+        "library/busybox",
+        "docker.io/library/busybox:latest",
+        bid,
+        bid[7:],
+        bid[7:19],
+        bid[7:13],
+    ):
         assert _inspect(cocin, ref)["Id"] == bid, ref
         assert cocin.ok("run", "--rm", "--network", "none", ref, "true").rc == 0
     cocin.ok("tag", "busybox", "127.0.0.1:5999/team/box:v1")
@@ -272,17 +344,23 @@ def test_references_and_ids_name_images(cocin, cleanup):
     assert cocin.ok("images", "user/app:1.*", "-q").stdout == bid[7:19] + "\n"
     assert cocin.ok("image", "ls", "--no-trunc", "-q", "bb17").stdout == bid + "\n"
     r = cocin("run", "--rm", "Busybox", "true")
-    assert r.rc == 125 and r.stderr == \
-        "cocin: error: invalid reference format: repository name (Busybox) must be lowercase\n"
+    assert (
+        r.rc == 125
+        and r.stderr == "cocin: error: invalid reference format: repository name (Busybox) must be lowercase\n"
+    )
     r = cocin("tag", "busybox", f"x@sha256:{'a' * 64}")
     assert r.rc == 125 and "digest" in r.stderr
     # By name: a tag at a time; by ID: refused while several names point at it.
     assert cocin.ok("rmi", "bb17").stdout == "Untagged: bb17:latest\n"
     r = cocin("rmi", bid[7:19])
-    assert r.rc == 125 and r.stderr == (f"cocin: error: conflict: unable to delete {bid[7:19]} (must be forced) - "
-                                      "image is referenced in multiple repositories\n")
-    assert cocin.ok("image", "rm", "127.0.0.1:5999/team/box:v1", "docker.io/user/app:1.0").stdout == \
-        "Untagged: 127.0.0.1:5999/team/box:v1\nUntagged: user/app:1.0\n"
+    assert r.rc == 125 and r.stderr == (
+        f"cocin: error: conflict: unable to delete {bid[7:19]} (must be forced) - "
+        "image is referenced in multiple repositories\n"
+    )
+    assert (
+        cocin.ok("image", "rm", "127.0.0.1:5999/team/box:v1", "docker.io/user/app:1.0").stdout
+        == "Untagged: 127.0.0.1:5999/team/box:v1\nUntagged: user/app:1.0\n"
+    )
     assert _inspect(cocin, "busybox")["RepoTags"] == ["busybox:latest"]
     r = cocin("rmi", "nosuch:tag")
     assert r.rc == 125 and r.stderr == "cocin: error: No such image: nosuch:tag\n"
@@ -307,8 +385,9 @@ def test_rmi_rules_with_containers(cocin, cleanup):
     # -f by name: untagged; the image stays (untagged, images -a) for its container.
     assert cocin.ok("rmi", "-f", "rules1").stdout == "Untagged: rules1:latest\n"
     assert img[:12] not in cocin.ok("images").stdout
-    assert [ln.split()[:3] for ln in cocin.ok("images", "-a").stdout.splitlines() if img[:12] in ln] == \
-        [["<none>", "<none>", img[:12]]]
+    assert [ln.split()[:3] for ln in cocin.ok("images", "-a").stdout.splitlines() if img[:12] in ln] == [
+        ["<none>", "<none>", img[:12]]
+    ]
     cocin.ok("start", "rrun")  # its layers are all there
     cocin.ok("rm", "-f", "rrun")
     assert img[:12] not in cocin.ok("images", "-a").stdout
@@ -316,6 +395,7 @@ def test_rmi_rules_with_containers(cocin, cleanup):
 
 
 # --- save / load (docker-archive), export / import through pipes -----------------------------
+
 
 def test_save_load_round_trip_keeps_ids(cocin, target_tmp, cleanup):
     cleanup += ["saved1", "saved2"]
@@ -356,9 +436,11 @@ def test_load_refuses_a_tampered_archive(cocin, target_tmp, cleanup):
     top = _inspect(cocin, "tampered")["RootFS"]["Layers"][-1][7:]
     cocin.ok("rmi", "tampered")
     before = _layers(cocin)
-    fix = (f"mkdir {d} && tar -C {d} -xf {target_tmp / 't.tar'} && cd {d} && "
-           f"mkdir w && tar -C w -xf blobs/sha256/{top} && echo evil > w/t && tar -C w -cf blobs/sha256/{top} . "
-           f"&& rm -rf w && tar -cf {target_tmp / 'bad.tar'} *")
+    fix = (
+        f"mkdir {d} && tar -C {d} -xf {target_tmp / 't.tar'} && cd {d} && "
+        f"mkdir w && tar -C w -xf blobs/sha256/{top} && echo evil > w/t && tar -C w -cf blobs/sha256/{top} . "
+        f"&& rm -rf w && tar -cf {target_tmp / 'bad.tar'} *"
+    )
     assert cocin.sh(fix).rc == 0
     r = cocin("load", "-i", target_tmp / "bad.tar")
     assert r.rc == 125 and "the config says" in r.stderr and r.stderr.count("\n") == 1, r.stderr
@@ -383,8 +465,19 @@ def test_import_with_changes(cocin, target_tmp, cleanup):
     cocin.ok("export", "ic", "-o", tar)
     r = cocin("import", "-c", "FROM x", tar, "changed")
     assert r.rc == 125 and r.stderr == "cocin: error: from is not a valid change command\n"
-    cocin.ok("import", "-c", 'ENTRYPOINT ["cat"]', "-c", 'CMD ["/c"]', "-c", "ENV K=v", "-m", "imported with changes",
-             tar, "changed")
+    cocin.ok(
+        "import",
+        "-c",
+        'ENTRYPOINT ["cat"]',
+        "-c",
+        'CMD ["/c"]',
+        "-c",
+        "ENV K=v",
+        "-m",
+        "imported with changes",
+        tar,
+        "changed",
+    )
     assert cocin.ok("run", "--rm", "--network", "none", "changed").stdout == "c\n"
     info = _inspect(cocin, "changed")
     assert info["Comment"] == "imported with changes" and "K=v" in info["Config"]["Env"]
@@ -393,8 +486,9 @@ def test_import_with_changes(cocin, target_tmp, cleanup):
 
 def test_pull_option(cocin):
     r = cocin("run", "--rm", "--pull", "sometimes", "busybox", "true")
-    assert r.rc == 125 and r.stderr == ('cocin: error: invalid pull option: \'sometimes\': must be one of '
-                                        '"always", "missing" or "never"\n')
+    assert r.rc == 125 and r.stderr == (
+        'cocin: error: invalid pull option: \'sometimes\': must be one of "always", "missing" or "never"\n'
+    )
     r = cocin("run", "--rm", "--pull", "never", "127.0.0.1:1/nothing/here", "true")
     assert r.rc == 125 and r.stderr == "cocin: error: No such image: 127.0.0.1:1/nothing/here:latest\n"
     assert cocin.ok("run", "--rm", "--network", "none", "--pull", "never", "busybox", "true").rc == 0
@@ -404,9 +498,19 @@ def test_stop_sends_the_images_stop_signal(cocin, cleanup):
     cleanup += ["usr1img", "badsig"]
     cocin.ok("run", "--name", "ss", "--network", "none", "busybox", "true")
     cocin.ok("commit", "-c", "STOPSIGNAL SIGUSR1", "ss", "usr1img")
-    cocin.ok("run", "-d", "--name", "ssrun", "--network", "none", "usr1img", "sh", "-c",
-             "trap 'echo got-usr1; exit 3' USR1; trap 'echo got-term; exit 4' TERM; "
-             "echo ready; while true; do sleep 0.1; done")
+    cocin.ok(
+        "run",
+        "-d",
+        "--name",
+        "ssrun",
+        "--network",
+        "none",
+        "usr1img",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1; exit 3' USR1; trap 'echo got-term; exit 4' TERM; "
+        "echo ready; while true; do sleep 0.1; done",
+    )
     for _ in range(50):
         if "ready" in cocin.ok("logs", "ssrun").stdout:
             break

@@ -14,8 +14,9 @@ def ps_line(cocin, name: str) -> str:
 
 
 def test_create_then_start_keeps_filesystem(cocin):
-    cid = cocin.ok("create", "--name", "c", "busybox", "sh", "-c",
-                   "cat /count 2>/dev/null; echo x >> /count; exit 3").stdout.strip()
+    cid = cocin.ok(
+        "create", "--name", "c", "busybox", "sh", "-c", "cat /count 2>/dev/null; echo x >> /count; exit 3"
+    ).stdout.strip()
     assert len(cid) == 64
     assert "Created" in ps_line(cocin, "c")
     r = cocin("start", "-a", "c")
@@ -45,8 +46,16 @@ def logs_count(cocin, ref: str, text: str, n: int, timeout: float = 10.0) -> int
 
 
 def test_restart_and_kill(cocin):
-    cocin.ok("run", "-d", "--name", "k", "busybox", "sh", "-c",
-             "trap 'echo got-hup' HUP; trap 'exit 0' TERM; echo up; while true; do sleep 0.1; done")
+    cocin.ok(
+        "run",
+        "-d",
+        "--name",
+        "k",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-hup' HUP; trap 'exit 0' TERM; echo up; while true; do sleep 0.1; done",
+    )
     assert logs_count(cocin, "k", "up", 1) == 1  # the traps are set
     # one signal at a time: two HUPs pending at once would be delivered as one
     cocin.ok("kill", "-s", "HUP", "k")
@@ -68,8 +77,9 @@ def test_restart_and_kill(cocin):
 
 
 def test_inspect(cocin):
-    cocin.ok("run", "-d", "--name", "ins", "-m", "64m", "-e", "A=1", "--restart", "on-failure:2",
-             "busybox", "sleep", "300")
+    cocin.ok(
+        "run", "-d", "--name", "ins", "-m", "64m", "-e", "A=1", "--restart", "on-failure:2", "busybox", "sleep", "300"
+    )
     data = json.loads(cocin.ok("inspect", "ins").stdout)[0]
     assert data["Name"] == "/ins" and data["State"]["Running"] is True
     assert data["State"]["Pid"] == cocin.record("ins")["pid"]
@@ -120,8 +130,7 @@ def test_init_reaps_zombies_and_forwards_sigterm(cocin):
 
 
 def test_on_failure_restarts_exactly_n_times(cocin):
-    cocin.ok("run", "-d", "--name", "flaky", "--restart", "on-failure:3", "busybox", "sh", "-c",
-             "echo run; exit 1")
+    cocin.ok("run", "-d", "--name", "flaky", "--restart", "on-failure:3", "busybox", "sh", "-c", "echo run; exit 1")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         rec = cocin.record("flaky")
@@ -156,8 +165,7 @@ def test_always_shows_restarting_and_stop_ends_it(cocin):
 @pytest.mark.parametrize("point", ["before-namespaces", "after-mounts", "after-record"])
 def test_client_killed_during_run(cocin, point):
     # The container would hold the output pipes open: send them elsewhere.
-    cmd = cocin.cmdline("run", "--name", f"crash-{point}", "busybox", "sleep", "300",
-                        env={"COCIN_FAULT": point})
+    cmd = cocin.cmdline("run", "--name", f"crash-{point}", "busybox", "sleep", "300", env={"COCIN_FAULT": point})
     r = cocin.sh(f"{cmd} </dev/null >/dev/null 2>&1")
     assert r.rc in (137, 128 + 9), r.rc
     time.sleep(0.5)
@@ -174,8 +182,7 @@ def test_client_killed_during_run(cocin, point):
 
 def test_simulated_reboot(cocin):
     for i in range(3):
-        cocin.ok("run", "-d", "--name", f"boot{i}", "busybox", "sh", "-c",
-                 f"echo {i} >> /state; sleep 300")
+        cocin.ok("run", "-d", "--name", f"boot{i}", "busybox", "sh", "-c", f"echo {i} >> /state; sleep 300")
     time.sleep(0.3)
     recs = [cocin.record(f"boot{i}") for i in range(3)]
     pids = " ".join(f"{r['pid']} {r['monitor_pid']}" for r in recs)
@@ -196,9 +203,7 @@ def test_concurrent_lifecycle_hammering(cocin):
     for n in names:
         cocin.ok("run", "-d", "--name", n, "busybox", "sleep", "300")
     verbs = ["start", "stop -t 1", "restart -t 1", "rm -f", "start", "stop -t 0"]
-    loop = " ".join(
-        f"v=$(( (RANDOM + {w}) % {len(verbs)} )); c=$(( RANDOM % 5 )); "
-        for w in range(1))
+    loop = " ".join(f"v=$(( (RANDOM + {w}) % {len(verbs)} )); c=$(( RANDOM % 5 )); " for w in range(1))
     workers = []
     for w in range(4):
         cmds = []
@@ -206,8 +211,9 @@ def test_concurrent_lifecycle_hammering(cocin):
             verb = verbs[(w * 5 + k * 7) % len(verbs)]
             name = names[(w + k * 3) % 5]
             cmds.append(cocin.cmdline(*verb.split(), name, timeout=30) + " >/dev/null 2>&1")
-        workers.append("( end=$(( $(date +%s) + 20 )); while [ $(date +%s) -lt $end ]; do "
-                       + "; ".join(cmds) + "; done ) &")
+        workers.append(
+            "( end=$(( $(date +%s) + 20 )); while [ $(date +%s) -lt $end ]; do " + "; ".join(cmds) + "; done ) &"
+        )
     assert loop  # (kept simple: each worker cycles through a fixed mix of verbs)
     assert cocin.sh(" ".join(workers) + " wait").rc == 0
     for cid in cocin.containers():

@@ -11,8 +11,9 @@ def cgroup_dirs(cocin) -> list[str]:
 
 
 def test_memory_limit_oom_kill_is_recorded(cocin):
-    r = cocin("run", "--name", "hog", "-m", "32m", "busybox", "sh", "-c",
-              "head -c 100000000 /dev/zero | tail > /dev/null")
+    r = cocin(
+        "run", "--name", "hog", "-m", "32m", "busybox", "sh", "-c", "head -c 100000000 /dev/zero | tail > /dev/null"
+    )
     assert r.rc == 137
     rec = cocin.record("hog")
     assert rec["oom_killed"] is True and rec["exit_code"] == 137
@@ -22,18 +23,29 @@ def test_memory_limit_oom_kill_is_recorded(cocin):
 
 
 def test_memory_within_limit_is_fine(cocin):
-    r = cocin("run", "--rm", "-m", "64m", "busybox", "sh", "-c",
-              "head -c 10000000 /dev/zero | tail -c 1 | wc -c")
+    r = cocin("run", "--rm", "-m", "64m", "busybox", "sh", "-c", "head -c 10000000 /dev/zero | tail -c 1 | wc -c")
     assert (r.rc, r.stdout) == (0, "1\n")
 
 
 def test_pids_limit(cocin):
-    cocin.ok("run", "-d", "--name", "forky", "--pids-limit", "20", "busybox", "sh", "-c",
-             'sh -c "for i in \\$(seq 50); do sleep 60 & done"; sleep 60')
+    cocin.ok(
+        "run",
+        "-d",
+        "--name",
+        "forky",
+        "--pids-limit",
+        "20",
+        "busybox",
+        "sh",
+        "-c",
+        'sh -c "for i in \\$(seq 50); do sleep 60 & done"; sleep 60',
+    )
     time.sleep(1.5)
     cid = cocin.full_id("forky")
-    procs = cocin.sh(f"cat /sys/fs/cgroup/pids/{cocin.env['COCIN_CGROUP_PARENT']}/{cid}/cgroup.procs "
-                     f"2>/dev/null || cat /sys/fs/cgroup/{cocin.env['COCIN_CGROUP_PARENT']}/{cid}/cgroup.procs")
+    procs = cocin.sh(
+        f"cat /sys/fs/cgroup/pids/{cocin.env['COCIN_CGROUP_PARENT']}/{cid}/cgroup.procs "
+        f"2>/dev/null || cat /sys/fs/cgroup/{cocin.env['COCIN_CGROUP_PARENT']}/{cid}/cgroup.procs"
+    )
     n = len(procs.stdout.split())
     assert 10 <= n <= 20, n
     assert "fork" in cocin.ok("logs", "forky").stdout
@@ -42,8 +54,7 @@ def test_pids_limit(cocin):
 
 
 def test_cpus_quota(cocin):
-    r = cocin("run", "--rm", "--cpus", "0.5", "busybox", "sh", "-c",
-              "timeout 2 sh -c 'while :; do :; done'; times")
+    r = cocin("run", "--rm", "--cpus", "0.5", "busybox", "sh", "-c", "timeout 2 sh -c 'while :; do :; done'; times")
     assert r.rc == 0, r.stderr
     children = r.stdout.splitlines()[-1].split()  # user and system time of the children
     used = sum(float(t.split("m")[0]) * 60 + float(t.split("m")[1].rstrip("s")) for t in children)
@@ -60,8 +71,10 @@ def test_exec_joins_the_cgroup(cocin):
     cocin.ok("exec", "-d", "cgx", "sleep", "250")
     time.sleep(0.5)
     cid = cocin.full_id("cgx")
-    procs = cocin.sh(f"cat /sys/fs/cgroup/pids/{cocin.env['COCIN_CGROUP_PARENT']}/{cid}/cgroup.procs "
-                     f"2>/dev/null || cat /sys/fs/cgroup/{cocin.env['COCIN_CGROUP_PARENT']}/{cid}/cgroup.procs")
+    procs = cocin.sh(
+        f"cat /sys/fs/cgroup/pids/{cocin.env['COCIN_CGROUP_PARENT']}/{cid}/cgroup.procs "
+        f"2>/dev/null || cat /sys/fs/cgroup/{cocin.env['COCIN_CGROUP_PARENT']}/{cid}/cgroup.procs"
+    )
     assert len(procs.stdout.split()) == 2
     cocin.ok("stop", "-t", "1", "cgx")
     assert cgroup_dirs(cocin) == []

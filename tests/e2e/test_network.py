@@ -14,10 +14,12 @@ import time
 import pytest
 
 HOST_PY = ["-v", "/usr:/usr:ro", "-v", "/lib:/lib:ro", "-v", "/lib64:/lib64:ro"]
-UDP_ECHO = ("import socket\n"
-            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 53))\n"
-            "while True:\n"
-            "    d, a = s.recvfrom(100); s.sendto(b'got-' + d, a)\n")
+UDP_ECHO = (
+    "import socket\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 53))\n"
+    "while True:\n"
+    "    d, a = s.recvfrom(100); s.sendto(b'got-' + d, a)\n"
+)
 
 
 @pytest.fixture
@@ -29,6 +31,7 @@ def net(cocin):
         cocin.ok("network", "create", "--subnet", subnet, *extra, name)
         made.append(name)
         return name
+
     yield create
     for cid in cocin.containers():
         cocin("rm", "-f", cid)
@@ -81,13 +84,20 @@ def same_sysctls(before: tuple, after: tuple) -> bool:
 
 def test_tcp_between_containers_by_address_and_name(cocin, net):
     net("backend", "10.214.0.0/24")
-    cocin.ok("run", "-d", "--name", "api", "--network", "backend", "busybox",
-             "httpd", "-f", "-p", "80", "-h", "/etc")
+    cocin.ok("run", "-d", "--name", "api", "--network", "backend", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
     ip = cocin.record("api")["network"]["ip"]
     assert ip.startswith("10.214.0.") and ip not in ("10.214.0.0", "10.214.0.1", "10.214.0.255")
     time.sleep(0.3)
-    r = cocin("run", "--rm", "--network", "backend", "busybox", "sh", "-c",
-              f"timeout 5 wget -qO- http://{ip}/hostname; timeout 5 wget -qO- http://api/hostname")
+    r = cocin(
+        "run",
+        "--rm",
+        "--network",
+        "backend",
+        "busybox",
+        "sh",
+        "-c",
+        f"timeout 5 wget -qO- http://{ip}/hostname; timeout 5 wget -qO- http://api/hostname",
+    )
     hostname = cocin.record("api")["config"]["hostname"]
     assert r.rc == 0, r.stderr
     assert r.stdout == f"{hostname}\n{hostname}\n"
@@ -115,8 +125,7 @@ def test_networks_are_isolated(cocin, net):
 
 def test_published_tcp_port_reachable_from_host(cocin, net):
     before = sysctls(cocin)
-    cocin.ok("run", "-d", "--name", "web", "-p", "18080:80", "busybox",
-             "httpd", "-f", "-p", "80", "-h", "/etc")
+    cocin.ok("run", "-d", "--name", "web", "-p", "18080:80", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
     time.sleep(0.3)
     hostname = cocin.record("web")["config"]["hostname"]
     assert http_get(cocin, "http://127.0.0.1:18080/hostname") == hostname + "\n"
@@ -130,11 +139,24 @@ def test_published_tcp_port_reachable_from_host(cocin, net):
 
 
 def test_published_udp_port_on_loopback(cocin):
-    cocin.ok("run", "-d", "--name", "udp", "-p", "127.0.0.1:15353:53/udp", *HOST_PY,
-             "busybox", "/usr/bin/python3", "-c", UDP_ECHO)
+    cocin.ok(
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-p",
+        "127.0.0.1:15353:53/udp",
+        *HOST_PY,
+        "busybox",
+        "/usr/bin/python3",
+        "-c",
+        UDP_ECHO,
+    )
     time.sleep(1.5)
-    probe = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); "
-             "s.sendto(b'ping', ('127.0.0.1', 15353)); print(s.recvfrom(100)[0].decode())")
+    probe = (
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); "
+        "s.sendto(b'ping', ('127.0.0.1', 15353)); print(s.recvfrom(100)[0].decode())"
+    )
     assert cocin.sh(f"{cocin.python} -c {shlex.quote(probe)}").stdout == "got-ping\n"
 
 

@@ -19,12 +19,18 @@ import pytest
 
 # The team's registry kit sits next to the checkout (../shared/registry); a clone elsewhere
 # (CI's) finds it through COCIN_REGISTRY_KIT, or at the workplace's /work/shared.
-REGISTRY = next((d for d in (os.environ.get("COCIN_REGISTRY_KIT", ""),
-                             os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..",
-                                                           "shared", "registry")),
-                             "/work/shared/registry")
-                 if d and os.path.exists(os.path.join(d, "start.sh"))),
-                os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "registry")))
+REGISTRY = next(
+    (
+        d
+        for d in (
+            os.environ.get("COCIN_REGISTRY_KIT", ""),
+            os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "registry")),
+            "/work/shared/registry",
+        )
+        if d and os.path.exists(os.path.join(d, "start.sh"))
+    ),
+    os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "registry")),
+)
 OUTPUT = "hello from cocin-test-image as 1000:1000 in /app\n"
 
 
@@ -57,8 +63,11 @@ def registry(cocin_session, tmp_path_factory):
     try:
         r = c.sh(f"{env} timeout 600 bash {REGISTRY}/start.sh")
         assert r.rc == 0, f"the test registries did not start: {r.stdout[-2000:]} {r.stderr[-2000:]}"
-        info = dict(line.split("=", 1) for line in c.sh(f"cat {d}/env").stdout.splitlines()
-                    if "=" in line and not line.startswith("#"))
+        info = dict(
+            line.split("=", 1)
+            for line in c.sh(f"cat {d}/env").stdout.splitlines()
+            if "=" in line and not line.startswith("#")
+        )
         info["images"] = json.loads(c.sh(f"cat {d}/images.json").stdout)
         yield info
     finally:
@@ -78,8 +87,10 @@ def fresh(cocin, target_tmp):
 def _left(cocin, env) -> str:
     """What a failed pull could have left: layers, images, staging and pull directories."""
     root = env["COCIN_ROOT"]
-    return cocin.sh(f"find {root}/layers/sha256 {root}/imagedb {root}/l -mindepth 1 2>/dev/null; "
-                    f"cat {root}/repositories.json 2>/dev/null").stdout
+    return cocin.sh(
+        f"find {root}/layers/sha256 {root}/imagedb {root}/l -mindepth 1 2>/dev/null; "
+        f"cat {root}/repositories.json 2>/dev/null"
+    ).stdout
 
 
 @pytest.mark.parametrize("tag", ["latest", "multi", "multi-v2s2", "oci", "v2s2", "uncompressed", "zstd", "digest"])
@@ -91,14 +102,24 @@ def test_pull_runs_with_its_config_and_layers(cocin, registry, fresh, tag):
     out = cocin.ok("pull", ref, env=fresh).stdout
     assert out.count("Pull complete") == 2 and "Digest: sha256:" in out
     assert cocin.ok("run", "--rm", "--network", "none", ref, env=fresh).stdout == OUTPUT
-    check = ("cat /hello.txt; ls /opq; ls /gone.txt /gonedir 2>&1; find / -xdev -name '.wh.*' | wc -l; "
-             "[ $(stat -c %i /data/original.txt) = $(stat -c %i /data/hardlink.txt) ] && echo hardlinked; "
-             "stat -c %a /tmp; cat /replaced/inside.txt; cat /arch.txt; readlink /data/abs-link")
+    check = (
+        "cat /hello.txt; ls /opq; ls /gone.txt /gonedir 2>&1; find / -xdev -name '.wh.*' | wc -l; "
+        "[ $(stat -c %i /data/original.txt) = $(stat -c %i /data/hardlink.txt) ] && echo hardlinked; "
+        "stat -c %a /tmp; cat /replaced/inside.txt; cat /arch.txt; readlink /data/abs-link"
+    )
     r = cocin.ok("run", "--rm", "--network", "none", "-u", "0", ref, check, env=fresh)
     assert r.stdout.splitlines() == [
-        "hello from layer 2", "new.txt", "ls: /gone.txt: No such file or directory",
-        "ls: /gonedir: No such file or directory", "0", "hardlinked", "1777", "replaced is a directory now",
-        "linux/amd64", "/hello.txt"]
+        "hello from layer 2",
+        "new.txt",
+        "ls: /gone.txt: No such file or directory",
+        "ls: /gonedir: No such file or directory",
+        "0",
+        "hardlinked",
+        "1777",
+        "replaced is a directory now",
+        "linux/amd64",
+        "/hello.txt",
+    ]
     info = json.loads(cocin.ok("image", "inspect", ref, env=fresh).stdout)[0]
     cfg = registry["images"]["expected_amd64_config"]
     assert all(info["Config"][k] == cfg[k] for k in ("Entrypoint", "Cmd", "Env", "WorkingDir", "User"))
@@ -119,11 +140,14 @@ def test_layers_are_shared_between_pulls(cocin, registry, fresh):
     assert len(cocin.sh(f"ls {fresh['COCIN_ROOT']}/layers/sha256").stdout.split()) == 2
 
 
-@pytest.mark.parametrize("tag,text", [
-    ("arm64", "the image's platform (linux/arm64) does not match the host's (linux/amd64)"),
-    ("arm64-only", "no matching manifest for linux/amd64 in the manifest list entries (found: linux/arm64/v8)"),
-    ("nosuchtag", "manifest for"),
-])
+@pytest.mark.parametrize(
+    "tag,text",
+    [
+        ("arm64", "the image's platform (linux/arm64) does not match the host's (linux/amd64)"),
+        ("arm64-only", "no matching manifest for linux/amd64 in the manifest list entries (found: linux/arm64/v8)"),
+        ("nosuchtag", "manifest for"),
+    ],
+)
 def test_failed_pulls_leave_nothing(cocin, registry, fresh, tag, text):
     if os.uname().machine != "x86_64":
         pytest.skip("the platform cases are written for an amd64 host")
@@ -217,5 +241,6 @@ def test_pull_for_another_platform(cocin, registry, fresh):
     r = cocin("pull", "--platform", "linux/s390x", ref, env=fresh)
     assert r.rc == 125 and "no matching manifest for linux/s390x" in r.stderr and "linux/amd64" in r.stderr
     r = cocin("pull", "--platform", "arm64", ref, env=fresh)
-    assert r.rc == 125 and r.stderr == ("cocin: error: invalid platform 'arm64': use os/arch[/variant], "
-                                        "e.g. linux/arm64\n")
+    assert r.rc == 125 and r.stderr == (
+        "cocin: error: invalid platform 'arm64': use os/arch[/variant], e.g. linux/arm64\n"
+    )

@@ -23,11 +23,14 @@ PATHS = ["stub", "python", "tty"]
 
 def _has_seccomp() -> bool:
     from cocin import libc
+
     return os.path.exists(os.path.join(REPO, "cocin", "seccomp.py")) and hasattr(libc, "seccomp_set_mode_filter")
 
 
-needs_seccomp = pytest.mark.skipif(not _has_seccomp(), reason="cocin/seccomp.py (the seccomp compiler) or "
-                                   "libc.seccomp_set_mode_filter is not in this tree yet")
+needs_seccomp = pytest.mark.skipif(
+    not _has_seccomp(),
+    reason="cocin/seccomp.py (the seccomp compiler) or libc.seccomp_set_mode_filter is not in this tree yet",
+)
 
 
 @pytest.fixture(params=PATHS)
@@ -78,8 +81,13 @@ def start(cocin, name: str, *flags: str) -> str:
 def test_exec_gets_the_containers_capabilities_filter_and_no_new_privs(cocin, path):
     ctr = start(cocin, "sec-default")
     fields = exec_status(cocin, path, ctr)
-    assert caps(fields) == {"CapInh": NONE, "CapPrm": DOCKER_CAPS, "CapEff": DOCKER_CAPS,
-                            "CapBnd": DOCKER_CAPS, "CapAmb": NONE}
+    assert caps(fields) == {
+        "CapInh": NONE,
+        "CapPrm": DOCKER_CAPS,
+        "CapEff": DOCKER_CAPS,
+        "CapBnd": DOCKER_CAPS,
+        "CapAmb": NONE,
+    }
     own = container_status(cocin, ctr)
     assert caps(fields) == caps(own)
     assert fields["Seccomp"] == own["Seccomp"] and fields["NoNewPrivs"] == own["NoNewPrivs"] == "0"
@@ -130,7 +138,8 @@ def test_exec_privileged_gets_every_capability_and_no_filter(cocin, path):
 def test_exec_into_a_cap_drop_all_container_has_none(cocin, path):
     ctr = start(cocin, "sec-dropall", "--cap-drop", "ALL")
     assert caps(exec_status(cocin, path, ctr)) == dict.fromkeys(
-        ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), NONE)
+        ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"), NONE
+    )
 
 
 def test_exec_keeps_no_new_privileges(cocin, path):
@@ -156,10 +165,17 @@ def test_exec_user_is_looked_up_in_the_containers_files_only(cocin, target_tmp, 
     inside = target_tmp / "passwd"
     target_tmp.write("passwd", "probe:x:2222:2222::/host:/bin/sh\n")  # must never be read
     ctr = start(cocin, "sec-symlink")
-    cocin.ok("exec", ctr, "sh", "-c", f"mkdir -p {target_tmp.path} && "
-             f"echo 'probe:x:1111:1111::/in:/bin/sh' > {inside} && ln -sf {inside} /etc/passwd")
-    out = cocin.ok("exec", "-u", "probe", ctr, "sh", "-c", 'echo "$(id -u):$(id -g):$HOME"',
-                   env={"COCIN_EXEC_STUB": stub}).stdout
+    cocin.ok(
+        "exec",
+        ctr,
+        "sh",
+        "-c",
+        f"mkdir -p {target_tmp.path} && "
+        f"echo 'probe:x:1111:1111::/in:/bin/sh' > {inside} && ln -sf {inside} /etc/passwd",
+    )
+    out = cocin.ok(
+        "exec", "-u", "probe", ctr, "sh", "-c", 'echo "$(id -u):$(id -g):$HOME"', env={"COCIN_EXEC_STUB": stub}
+    ).stdout
     assert out == "1111:1111:/in\n"
 
 
@@ -193,9 +209,11 @@ def test_exec_stub_runs_from_a_sealed_copy_not_the_hosts_file(cocin):
         pytest.skip("the exec stub is not built (scripts/build_stub.sh)")
     ctr = start(cocin, "sec-memfd")
     cmd = cocin.cmdline("exec", ctr, "sleep", "3131", env={"COCIN_EXEC_STUB": "1"})
-    r = cocin.sh(f"({cmd} >/dev/null 2>&1 &); i=0; while [ $i -lt 300 ]; do "
-                 "p=$(pgrep -f -x 'sleep 3131'); [ -n \"$p\" ] && break; sleep 0.1; i=$((i+1)); done; "
-                 "readlink /proc/$(ps -o ppid= -p $p | tr -d ' ')/exe; kill $p")
+    r = cocin.sh(
+        f"({cmd} >/dev/null 2>&1 &); i=0; while [ $i -lt 300 ]; do "
+        "p=$(pgrep -f -x 'sleep 3131'); [ -n \"$p\" ] && break; sleep 0.1; i=$((i+1)); done; "
+        "readlink /proc/$(ps -o ppid= -p $p | tr -d ' ')/exe; kill $p"
+    )
     assert r.rc == 0, r.stderr
     assert r.stdout.startswith("/memfd:cocin-stub"), r.stdout
 
@@ -207,8 +225,9 @@ def test_exec_does_not_get_the_callers_terminal_as_controlling_terminal(cocin, s
     and any process of the container may ptrace the exec'd one. tty_nr (field 7 of
     /proc/self/stat) must be 0. Run under script(1)."""
     ctr = start(cocin, "sec-ctty")
-    inner = cocin.cmdline("exec", ctr, "cut", "-d", " ", "-f7", "/proc/self/stat", tty=True,
-                          env={"COCIN_EXEC_STUB": stub})
+    inner = cocin.cmdline(
+        "exec", ctr, "cut", "-d", " ", "-f7", "/proc/self/stat", tty=True, env={"COCIN_EXEC_STUB": stub}
+    )
     r = cocin.sh(f"script -qec {shlex.quote(inner)} /dev/null </dev/null")
     assert r.rc == 0, r.stdout + r.stderr
     assert r.stdout.replace("\r", "").split() == ["0"], r.stdout
@@ -224,10 +243,12 @@ def test_exec_stub_runs_with_none_of_the_containers_environment(cocin):
         pytest.skip("the exec stub is not built (scripts/build_stub.sh)")
     ctr = start(cocin, "sec-stubenv", "-e", "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096")
     cmd = cocin.cmdline("exec", "-e", "PROBE=1", ctr, "sleep", "3132", env={"COCIN_EXEC_STUB": "1"})
-    r = cocin.sh(f"({cmd} >/dev/null 2>&1 &); i=0; while [ $i -lt 300 ]; do "
-                 "p=$(pgrep -f -x 'sleep 3132'); [ -n \"$p\" ] && break; sleep 0.1; i=$((i+1)); done; "
-                 "echo stub: $(tr '\\0' ' ' < /proc/$(ps -o ppid= -p $p | tr -d ' ')/environ); "
-                 "echo command: $(tr '\\0' ' ' < /proc/$p/environ); kill $p")
+    r = cocin.sh(
+        f"({cmd} >/dev/null 2>&1 &); i=0; while [ $i -lt 300 ]; do "
+        "p=$(pgrep -f -x 'sleep 3132'); [ -n \"$p\" ] && break; sleep 0.1; i=$((i+1)); done; "
+        "echo stub: $(tr '\\0' ' ' < /proc/$(ps -o ppid= -p $p | tr -d ' ')/environ); "
+        "echo command: $(tr '\\0' ' ' < /proc/$p/environ); kill $p"
+    )
     assert r.rc == 0, r.stderr
     lines = dict(line.split(":", 1) for line in r.stdout.splitlines() if ":" in line)
     assert "GLIBC_TUNABLES" not in lines["stub"] and "PROBE" not in lines["stub"], r.stdout

@@ -59,7 +59,8 @@ def _make_tar(cocin, path: str, members: str, pax: dict | None = None) -> str:
         "    i.size = len(data)\n"
         "    t.addfile(i, io.BytesIO(data) if data else None)\n"
         f"{members}\n"
-        "t.close()\n")
+        "t.close()\n"
+    )
     r = cocin.sh(f"{cocin.python} -c {shlex.quote(script)}")
     assert r.rc == 0, r.stderr
     return path
@@ -80,6 +81,7 @@ PAX = {"COCIN.image": '{"name": "evil", "source": "test"}'}
 
 # --- findings 2 and 3: evil tarballs ---------------------------------------------------
 
+
 @pytest.mark.parametrize("how", ["import", "load"])
 def test_tarball_hard_link_through_symlink_leaves_host_file_alone(cocin, target_tmp, how):
     """``h -> /host/dir`` then a hard link ``stolen -> h/victim`` (04777, uid
@@ -87,10 +89,15 @@ def test_tarball_hard_link_through_symlink_leaves_host_file_alone(cocin, target_
     chowned and chmodded it. Now the member is refused: it goes through a symlink."""
     d, victim = _victim(cocin, target_tmp)
     before = _stat(cocin, victim)
-    tar = _make_tar(cocin, target_tmp / "evil.tar", (
-        f"add('h', type=tarfile.SYMTYPE, linkname={d!r})\n"
-        "add('stolen', type=tarfile.LNKTYPE, linkname='h/victim', mode=0o4777, uid=65534, gid=65534)\n"),
-        PAX if how == "load" else None)
+    tar = _make_tar(
+        cocin,
+        target_tmp / "evil.tar",
+        (
+            f"add('h', type=tarfile.SYMTYPE, linkname={d!r})\n"
+            "add('stolen', type=tarfile.LNKTYPE, linkname='h/victim', mode=0o4777, uid=65534, gid=65534)\n"
+        ),
+        PAX if how == "load" else None,
+    )
     try:
         r = _import_or_load(cocin, how, tar)
         assert _stat(cocin, victim) == before
@@ -108,11 +115,16 @@ def test_tarball_hard_link_to_absolute_symlink_links_the_symlink(cocin, target_t
     the host file); linkat without AT_SYMLINK_FOLLOW links the symlink itself."""
     _d, victim = _victim(cocin, target_tmp)
     before = _stat(cocin, victim)
-    tar = _make_tar(cocin, target_tmp / "evil.tar", (
-        f"add('s', type=tarfile.SYMTYPE, linkname={victim!r})\n"
-        "add('l', type=tarfile.LNKTYPE, linkname='s', mode=0o4777, uid=65534, gid=65534)\n"
-        "add('bin/busybox', open('/bin/busybox', 'rb').read(), mode=0o755)\n"),
-        PAX if how == "load" else None)
+    tar = _make_tar(
+        cocin,
+        target_tmp / "evil.tar",
+        (
+            f"add('s', type=tarfile.SYMTYPE, linkname={victim!r})\n"
+            "add('l', type=tarfile.LNKTYPE, linkname='s', mode=0o4777, uid=65534, gid=65534)\n"
+            "add('bin/busybox', open('/bin/busybox', 'rb').read(), mode=0o755)\n"
+        ),
+        PAX if how == "load" else None,
+    )
     try:
         r = _import_or_load(cocin, how, tar)
         assert _stat(cocin, victim) == before
@@ -131,23 +143,30 @@ def test_tarball_directory_member_over_symlink_leaves_host_dir_alone(cocin, targ
     its mode, owner and times."""
     d, _victim_file = _victim(cocin, target_tmp)
     before = cocin.sh(f"stat -c '%a %u %g %Y' {d}").stdout
-    tar = _make_tar(cocin, target_tmp / "evil.tar", (
-        f"add('x', type=tarfile.SYMTYPE, linkname={d!r})\n"
-        "add('x/', type=tarfile.DIRTYPE, mode=0o7777, uid=65534, gid=65534, mtime=0)\n"
-        "add('bin/busybox', open('/bin/busybox', 'rb').read(), mode=0o755)\n"),
-        PAX if how == "load" else None)
+    tar = _make_tar(
+        cocin,
+        target_tmp / "evil.tar",
+        (
+            f"add('x', type=tarfile.SYMTYPE, linkname={d!r})\n"
+            "add('x/', type=tarfile.DIRTYPE, mode=0o7777, uid=65534, gid=65534, mtime=0)\n"
+            "add('bin/busybox', open('/bin/busybox', 'rb').read(), mode=0o755)\n"
+        ),
+        PAX if how == "load" else None,
+    )
     try:
         r = _import_or_load(cocin, how, tar)
         assert cocin.sh(f"stat -c '%a %u %g %Y' {d}").stdout == before
         assert r.rc == 0, r.stderr
-        out = cocin.ok("run", "--rm", "--network", "none", "evil", "/bin/busybox", "stat", "-c", "%F %a %u",
-                       "/x").stdout
+        out = cocin.ok(
+            "run", "--rm", "--network", "none", "evil", "/bin/busybox", "stat", "-c", "%F %a %u", "/x"
+        ).stdout
         assert out == "directory 7777 65534\n"
     finally:
         cocin("rmi", "-f", "evil")
 
 
 # --- finding 1: export/commit racing a symlink swap ----------------------------------------
+
 
 @pytest.fixture
 def rename_exchange(cocin, target_tmp):
@@ -173,10 +192,24 @@ def test_export_and_commit_do_not_follow_a_racing_symlink(cocin, target_tmp, ren
     secret = cocin.sh(f"cat {victim}").stdout.strip()
     ls = f"ls -lAi --time-style=+%s {d} && stat -c '%a %u %Y' {d}"
     before, listing = _stat(cocin, victim), cocin.sh(ls).stdout
-    script = ("mkdir -p /race/d && echo from-container > /race/d/victim && chmod 4755 /race/d/victim && "
-              f"ln -s {d} /race/s && exec /probe/rename_exchange /race/d /race/s")
-    cocin.ok("run", "-d", "--name", "racer", "--network", "none", "-v", f"{rename_exchange}:/probe",
-             "busybox", "sh", "-c", script)
+    script = (
+        "mkdir -p /race/d && echo from-container > /race/d/victim && chmod 4755 /race/d/victim && "
+        f"ln -s {d} /race/s && exec /probe/rename_exchange /race/d /race/s"
+    )
+    cocin.ok(
+        "run",
+        "-d",
+        "--name",
+        "racer",
+        "--network",
+        "none",
+        "-v",
+        f"{rename_exchange}:/probe",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    )
     out = target_tmp / "out.tar"
     try:
         for i in range(30):
@@ -189,8 +222,9 @@ def test_export_and_commit_do_not_follow_a_racing_symlink(cocin, target_tmp, ren
                 assert not found, f"commit {i}: the host file was copied into the image: {found}"
             else:
                 cocin.ok("export", "racer", "-o", out)
-                assert cocin.sh(f"grep -cF {shlex.quote(secret)} {out}").stdout.strip() == "0", \
+                assert cocin.sh(f"grep -cF {shlex.quote(secret)} {out}").stdout.strip() == "0", (
                     f"export {i}: the host file is in the export"
+                )
             assert _stat(cocin, victim) == before, f"round {i}: the host file changed"
             assert cocin.sh(ls).stdout == listing, f"round {i}: the host directory changed"
     finally:
@@ -203,13 +237,30 @@ def test_a_tree_deeper_than_the_recursion_limit_is_committed_exported_and_remove
     ``export`` and ``rm`` walk them with a stack of directory fds, not Python
     recursion (the old ones died with a RecursionError traceback; ``rm`` left
     the directory behind)."""
-    cocin.ok("run", "--name", "deep", "--network", "none", "busybox", "sh", "-c",
-             "i=0; while [ $i -lt 1100 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done")
+    cocin.ok(
+        "run",
+        "--name",
+        "deep",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 1100 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done",
+    )
     try:
         cid = cocin.full_id("deep")
         cocin.ok("commit", "deep", "deepimg")
-        r = cocin.ok("run", "--rm", "--network", "none", "deepimg", "sh", "-c",
-                     "n=0; while cd d 2>/dev/null; do n=$((n+1)); done; echo $n")
+        r = cocin.ok(
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "deepimg",
+            "sh",
+            "-c",
+            "n=0; while cd d 2>/dev/null; do n=$((n+1)); done; echo $n",
+        )
         assert r.stdout == "1100\n"
         cocin.ok("export", "deep", "-o", target_tmp / "deep.tar")
         assert cocin.sh(f"tar -tf {target_tmp / 'deep.tar'} | grep -c '^d/'").stdout == "1100\n"
@@ -227,10 +278,13 @@ def test_a_tree_deeper_than_the_recursion_limit_is_committed_exported_and_remove
 
 # --- finding 4: the state root ----------------------------------------------------------------
 
+
 def _as_nobody(cocin, test_args: str) -> int:
     """``test ARGS`` as user nobody (a probe: test -x / -r, never running the file)."""
-    for tool in (f"setpriv --reuid=65534 --regid=65534 --clear-groups test {test_args}",
-                 f"runuser -u nobody -- test {test_args}"):
+    for tool in (
+        f"setpriv --reuid=65534 --regid=65534 --clear-groups test {test_args}",
+        f"runuser -u nobody -- test {test_args}",
+    ):
         r = cocin.sh(f"command -v {tool.split()[0]} >/dev/null && {tool}")
         if r.rc in (0, 1):
             return r.rc
@@ -241,8 +295,17 @@ def test_committed_setuid_file_is_out_of_other_users_reach(cocin):
     """A container makes a set-user-ID copy of busybox and commits it: with the
     old world-traversable state root (0755) any host user could run it from
     ``layers/sha256/<chain>/diff/`` as root. Checked with ``test -x``/``test -r`` as nobody."""
-    cocin.ok("run", "--name", "suid", "--network", "none", "busybox", "sh", "-c",
-             "cp /bin/busybox /suidsh && chmod 4755 /suidsh")
+    cocin.ok(
+        "run",
+        "--name",
+        "suid",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "cp /bin/busybox /suidsh && chmod 4755 /suidsh",
+    )
     try:
         cocin.ok("commit", "suid", "suidimg")
         suid = cocin.sh(f"ls {cocin.root}/layers/sha256/*/diff/suidsh").stdout.strip()
@@ -250,8 +313,10 @@ def test_committed_setuid_file_is_out_of_other_users_reach(cocin):
         assert _as_nobody(cocin, f"-x {suid}") == 1, "a host user can run the committed setuid file"
         assert _as_nobody(cocin, f"-r {cocin.root}/repositories.json") == 1
         assert _as_nobody(cocin, f"-e {cocin.root}/names") == 1
-        modes = cocin.sh(f"cd {cocin.root} && stat -c '%n %a' . layers imagedb l containers names "
-                         f"repositories.json imagedb/* containers/*/config.json").stdout.split("\n")
+        modes = cocin.sh(
+            f"cd {cocin.root} && stat -c '%n %a' . layers imagedb l containers names "
+            f"repositories.json imagedb/* containers/*/config.json"
+        ).stdout.split("\n")
         for line in filter(None, modes):
             name, mode = line.split()
             assert mode in ("700", "600"), f"{name} is {mode}"
@@ -268,8 +333,12 @@ def test_an_open_state_root_is_closed_by_the_next_command(cocin, target_tmp):
     cocin.ok("run", "-d", "--name", "old", "--network", "none", "busybox", "true", env=env)
     try:
         cocin.ok("wait", "old", env=env)
-        files = {"repositories.json": "600", "names/old": "600",
-                 "containers/*/config.json": "600", "containers/*/container.log": "640"}
+        files = {
+            "repositories.json": "600",
+            "names/old": "600",
+            "containers/*/config.json": "600",
+            "containers/*/container.log": "640",
+        }
         dirs = {d: "700" for d in (".", "layers", "imagedb", "l", "containers", "names", "locks")}
         assert cocin.sh(f"cd {root} && chmod 755 {' '.join(dirs)} && chmod 644 {' '.join(files)}").rc == 0
         cocin.ok("ps", "-a", env=env)
@@ -280,6 +349,7 @@ def test_an_open_state_root_is_closed_by_the_next_command(cocin, target_tmp):
 
 
 # --- finding 5: save/export -o through a planted symlink ------------------------------------
+
 
 @pytest.mark.parametrize("verb", ["save", "export"])
 def test_output_is_not_written_through_a_planted_symlink(cocin, target_tmp, verb):
@@ -294,8 +364,10 @@ def test_output_is_not_written_through_a_planted_symlink(cocin, target_tmp, verb
         cocin.ok("run", "--name", "exp5", "--network", "none", "busybox", "true")
     envs = " ".join(f"{k}={shlex.quote(v)}" for k, v in cocin.env.items())
     argv = ["save", "busybox", "-o", out] if verb == "save" else ["export", "exp5", "-o", out]
-    cmd = (f"ln -s {victim} {out}.tmp-$$ && exec env -u PYTHONDONTWRITEBYTECODE {envs} "
-           f"{cocin.python} {cocin.repo}/cocin.py {' '.join(map(shlex.quote, argv))}")
+    cmd = (
+        f"ln -s {victim} {out}.tmp-$$ && exec env -u PYTHONDONTWRITEBYTECODE {envs} "
+        f"{cocin.python} {cocin.repo}/cocin.py {' '.join(map(shlex.quote, argv))}"
+    )
     try:
         r = cocin.sh(f"timeout 60 sh -c {shlex.quote(cmd)}")
         assert _stat(cocin, victim) == before, "cocin wrote through the planted symlink"

@@ -46,8 +46,7 @@ def probe(cocin_session):
     try:
         if host.sh("command -v gcc").rc != 0:
             pytest.skip("gcc is needed to build the access(2) probe")
-        r = host.sh(f"printf %s {shlex.quote(PROBE_C)} > {d}/probe.c && "
-                    f"gcc -static -O2 -o {d}/access_w {d}/probe.c")
+        r = host.sh(f"printf %s {shlex.quote(PROBE_C)} > {d}/probe.c && gcc -static -O2 -o {d}/access_w {d}/probe.c")
         if r.rc != 0:
             pytest.skip(f"cannot build a static probe: {r.stderr.strip()[:200]}")
         yield f"{d}/access_w:/probe/access_w:ro"
@@ -76,6 +75,7 @@ def host_has(cocin, path: str) -> bool:
 
 # --- defaults ----------------------------------------------------------------------------
 
+
 def test_masked_paths_are_covered_and_empty(cocin):
     files = [p for p in ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/interrupts") if host_has(cocin, p)]
     dirs = [p for p in ("/proc/acpi", "/sys/firmware") if host_has(cocin, p)]
@@ -90,8 +90,12 @@ def test_masked_paths_are_covered_and_empty(cocin):
 
 
 def test_readonly_paths_and_sys(cocin, probe):
-    paths = ["/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sys/net/ipv4/ip_forward",
-             "/sys/kernel/mm/transparent_hugepage/enabled"]
+    paths = [
+        "/proc/sys/kernel/core_pattern",
+        "/proc/sys/vm/drop_caches",
+        "/proc/sys/net/ipv4/ip_forward",
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+    ]
     paths = [p for p in paths if host_has(cocin, p)]
     if host_has(cocin, "/proc/sysrq-trigger"):
         paths.append("/proc/sysrq-trigger")
@@ -105,9 +109,15 @@ def test_readonly_paths_and_sys(cocin, probe):
 
 def test_sys_cannot_be_remounted_or_mounted_again(cocin):
     """Without CAP_SYS_ADMIN: no remount of /sys, no second sysfs (tried in the container's namespace)."""
-    r = cocin("run", "--rm", "busybox", "sh", "-c",
-              "mount -o remount,rw /sys; echo remount=$?; mkdir /s; mount -t sysfs sysfs /s; echo mount=$?; "
-              "awk '$5 == \"/sys\" || $5 == \"/s\" {print $5, $6}' /proc/self/mountinfo")
+    r = cocin(
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "mount -o remount,rw /sys; echo remount=$?; mkdir /s; mount -t sysfs sysfs /s; echo mount=$?; "
+        'awk \'$5 == "/sys" || $5 == "/s" {print $5, $6}\' /proc/self/mountinfo',
+    )
     lines = r.stdout.splitlines()
     assert lines[:2] == ["remount=1", "mount=1"], r.stdout
     assert [ln.split()[0] for ln in lines[2:]] == ["/sys"] and lines[2].split()[1].startswith("ro,")
@@ -115,10 +125,16 @@ def test_sys_cannot_be_remounted_or_mounted_again(cocin):
 
 def test_device_nodes_outside_the_allow_list_cannot_be_opened(cocin):
     """mknod is allowed (Docker's 'c *:* m', 'b *:* m'); opening is what the cgroup refuses."""
-    r = cocin("run", "--rm", "busybox", "sh", "-c",
-              "mknod /tmp/kmsg c 1 11 && echo mknod-ok; head -c1 /tmp/kmsg; echo kmsg=$?; "
-              "mknod /tmp/loop b 7 0 && head -c1 /tmp/loop; echo loop=$?; "
-              "echo hi > /dev/null && echo null-ok; head -c4 /dev/zero | wc -c")
+    r = cocin(
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "mknod /tmp/kmsg c 1 11 && echo mknod-ok; head -c1 /tmp/kmsg; echo kmsg=$?; "
+        "mknod /tmp/loop b 7 0 && head -c1 /tmp/loop; echo loop=$?; "
+        "echo hi > /dev/null && echo null-ok; head -c4 /dev/zero | wc -c",
+    )
     assert r.stdout.split() == ["mknod-ok", "kmsg=1", "loop=1", "null-ok", "4"], (r.stdout, r.stderr)
     assert r.stderr.count("Operation not permitted") == 2, r.stderr
 
@@ -127,8 +143,24 @@ def test_dev_holds_only_the_default_nodes_and_mqueue(cocin):
     table = mountpoints(cocin)
     assert table["/dev/mqueue"].endswith("mqueue")
     out = cocin.ok("run", "--rm", "busybox", "ls", "/dev").stdout.split()
-    assert sorted(out) == sorted(["fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm",
-                                  "stderr", "stdin", "stdout", "tty", "urandom", "zero"])
+    assert sorted(out) == sorted(
+        [
+            "fd",
+            "full",
+            "mqueue",
+            "null",
+            "ptmx",
+            "pts",
+            "random",
+            "shm",
+            "stderr",
+            "stdin",
+            "stdout",
+            "tty",
+            "urandom",
+            "zero",
+        ]
+    )
 
 
 @pytest.mark.parametrize("stub", ["1", "0"], ids=["stub", "python"])
@@ -140,9 +172,14 @@ def test_exec_joins_the_devices_cgroup(cocin, stub):
     try:
         cid = cocin.full_id("devx")
         main = cocin.sh(f"cat /proc/{cocin.record('devx')['pid']}/cgroup").stdout
-        out = cocin.ok("exec", "devx", "sh", "-c",
-                       "cat /proc/self/cgroup; mknod /tmp/k c 1 11; head -c1 /tmp/k; echo kmsg=$?",
-                       env={"COCIN_EXEC_STUB": stub}).stdout
+        out = cocin.ok(
+            "exec",
+            "devx",
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup; mknod /tmp/k c 1 11; head -c1 /tmp/k; echo kmsg=$?",
+            env={"COCIN_EXEC_STUB": stub},
+        ).stdout
         if ":devices:" in main:  # v1: the container's own devices cgroup, joined by exec too
             line = next(ln for ln in out.splitlines() if ":devices:" in ln)
             assert line.endswith(f"/{cid}"), line
@@ -155,8 +192,7 @@ def test_ro_volume_keeps_its_source_flags(cocin, target_tmp):
     """A :ro volume is remounted read-only keeping its source's nosuid/nodev/noexec;
     a tmpfs (nosuid,nodev here) as the source shows it."""
     src = target_tmp / "ro-src"
-    cocin.sh(f"mkdir -p {src} && mount -t tmpfs -o nosuid,nodev,size=1m cocin-test {src} "
-             f"&& echo kept > {src}/f")
+    cocin.sh(f"mkdir -p {src} && mount -t tmpfs -o nosuid,nodev,size=1m cocin-test {src} && echo kept > {src}/f")
     try:
         table = mountpoints(cocin, "-v", f"{src}:/data:ro")
         opts = table["/data"].split()[0].split(",")
@@ -168,29 +204,53 @@ def test_ro_volume_keeps_its_source_flags(cocin, target_tmp):
 def test_ro_volume_cannot_be_remounted_rw(cocin, target_tmp):
     """Without CAP_SYS_ADMIN the remount is refused; the host file stays unchanged."""
     f = target_tmp.write("vol/f", "original\n")
-    r = cocin("run", "--rm", "-v", f"{target_tmp / 'vol'}:/data:ro", "busybox", "sh", "-c",
-              "mount -o remount,rw /data; mount -o remount,bind,rw /data; echo changed > /data/f; "
-              "cat /data/f")
+    r = cocin(
+        "run",
+        "--rm",
+        "-v",
+        f"{target_tmp / 'vol'}:/data:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "mount -o remount,rw /data; mount -o remount,bind,rw /data; echo changed > /data/f; cat /data/f",
+    )
     assert r.rc != 0 or "changed" not in r.stdout
     assert cocin.sh(f"cat {f}").stdout == "original\n"
 
 
 # --- knobs ---------------------------------------------------------------------------------
 
+
 def test_device_flag_makes_the_node_with_its_permissions(cocin):
     if not host_has(cocin, "/dev/loop-control"):
         pytest.skip("the host has no /dev/loop-control")
-    r = cocin("run", "--rm", "--device", "/dev/loop-control:/dev/lc:r", "--device", "/dev/full:/dev/mydev",
-              "busybox", "sh", "-c",
-              "ls -l /dev/lc | cut -c1; head -c0 /dev/lc && echo read-ok; (: > /dev/lc) 2>&1; "
-              "head -c2 /dev/mydev | wc -c")
+    r = cocin(
+        "run",
+        "--rm",
+        "--device",
+        "/dev/loop-control:/dev/lc:r",
+        "--device",
+        "/dev/full:/dev/mydev",
+        "busybox",
+        "sh",
+        "-c",
+        "ls -l /dev/lc | cut -c1; head -c0 /dev/lc && echo read-ok; (: > /dev/lc) 2>&1; head -c2 /dev/mydev | wc -c",
+    )
     assert r.rc == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "c" and lines[1] == "read-ok"
     assert "Operation not permitted" in lines[2]  # write was not in the rule
     assert lines[3].strip() == "2"
-    out = cocin.ok("run", "--rm", "--device", "/dev/loop-control", "busybox", "sh", "-c",
-                   "head -c0 /dev/loop-control && echo same-path").stdout
+    out = cocin.ok(
+        "run",
+        "--rm",
+        "--device",
+        "/dev/loop-control",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c0 /dev/loop-control && echo same-path",
+    ).stdout
     assert out == "same-path\n"
     r = cocin("run", "--rm", "--device", "/dev/no-such-device", "busybox", "true")
     assert r.rc == 125 and r.stderr.count("\n") == 1 and "/dev/no-such-device" in r.stderr
@@ -202,8 +262,9 @@ def test_privileged_sees_the_hosts_devices_and_a_writable_sys(cocin):
     table = mountpoints(cocin, "--privileged")
     assert table["/sys"].startswith("rw,")
     assert "/proc/keys" not in table and "/proc/sys" not in table
-    out = cocin.ok("run", "--rm", "--privileged", "busybox", "sh", "-c",
-                   " ".join(f"head -c0 {p} && echo {p};" for p in host_devs)).stdout
+    out = cocin.ok(
+        "run", "--rm", "--privileged", "busybox", "sh", "-c", " ".join(f"head -c0 {p} && echo {p};" for p in host_devs)
+    ).stdout
     assert out.split() == host_devs
 
 
@@ -214,18 +275,40 @@ def test_systempaths_unconfined_unmasks(cocin, probe):
     table = mountpoints(cocin, "--security-opt", "systempaths=unconfined")
     assert not confined & set(table)  # ... but not with the option
     assert table["/sys"].startswith("ro,")  # only the paths; /sys stays read-only
-    out = cocin.ok("run", "--rm", "--security-opt", "systempaths=unconfined", "-v", probe, "busybox",
-                   "sh", "-c", "wc -c < /proc/timer_list; /probe/access_w /proc/sys/kernel/core_pattern").stdout
+    out = cocin.ok(
+        "run",
+        "--rm",
+        "--security-opt",
+        "systempaths=unconfined",
+        "-v",
+        probe,
+        "busybox",
+        "sh",
+        "-c",
+        "wc -c < /proc/timer_list; /probe/access_w /proc/sys/kernel/core_pattern",
+    ).stdout
     lines = out.splitlines()
     assert int(lines[0]) > 0 and lines[1] == "/proc/sys/kernel/core_pattern writable"
 
 
 def test_read_only_root_with_tmpfs(cocin, target_tmp):
     vol = target_tmp / "rw-vol"
-    r = cocin("run", "--rm", "--read-only", "--tmpfs", "/tmp", "-v", f"{vol}:/data", "-w", "/work/dir",
-              "busybox", "sh", "-c",
-              "touch /x 2>&1; touch /tmp/y && echo tmp-ok; echo v > /data/v && echo vol-ok; "
-              "touch /dev/shm/z && echo shm-ok; pwd")
+    r = cocin(
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "-v",
+        f"{vol}:/data",
+        "-w",
+        "/work/dir",
+        "busybox",
+        "sh",
+        "-c",
+        "touch /x 2>&1; touch /tmp/y && echo tmp-ok; echo v > /data/v && echo vol-ok; "
+        "touch /dev/shm/z && echo shm-ok; pwd",
+    )
     assert r.rc == 0, r.stderr
     lines = r.stdout.splitlines()
     assert "Read-only file system" in lines[0]
@@ -239,15 +322,33 @@ def test_tmpfs_options_are_honoured(cocin):
     assert table["/t1"].split()[0].split(",")[:4] == ["rw", "nosuid", "nodev", "noexec"]
     assert set(table["/run/t2"].split()[0].split(",")) >= {"rw", "nosuid", "nodev"}
     assert "noexec" not in table["/run/t2"]
-    out = cocin.ok("run", "--rm", "--tmpfs", "/run/t2:size=1m,mode=700,uid=1", "busybox", "sh", "-c",
-                   "stat -c '%a %u' /run/t2; grep ' /run/t2 ' /proc/mounts").stdout
+    out = cocin.ok(
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/run/t2:size=1m,mode=700,uid=1",
+        "busybox",
+        "sh",
+        "-c",
+        "stat -c '%a %u' /run/t2; grep ' /run/t2 ' /proc/mounts",
+    ).stdout
     assert out.splitlines()[0] == "700 1" and "size=1024k" in out
 
 
 def test_sysctls_are_set_in_the_containers_namespaces_only(cocin):
     before = cocin.sh("cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shm_rmid_forced").stdout
-    out = cocin.ok("run", "--rm", "--sysctl", "net.ipv4.ip_forward=1", "--sysctl", "kernel.shm_rmid_forced=1",
-                   "busybox", "cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/kernel/shm_rmid_forced").stdout
+    out = cocin.ok(
+        "run",
+        "--rm",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "--sysctl",
+        "kernel.shm_rmid_forced=1",
+        "busybox",
+        "cat",
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/kernel/shm_rmid_forced",
+    ).stdout
     assert out.split() == ["1", "1"]
     assert cocin.sh("cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shm_rmid_forced").stdout == before
     r = cocin("run", "--rm", "--sysctl", "net.ipv4.no_such_knob=1", "busybox", "true")

@@ -30,6 +30,7 @@ def other_root(cocin):
         env["COCIN_ROOT"] = root
         roots.append(env)
         return env
+
     yield make
     for env in roots:
         for cid in run_without_defaults(cocin, env, "ps", "-aq", "--no-trunc").stdout.split():
@@ -61,14 +62,18 @@ def test_two_state_roots_run_on_their_default_networks_at_once(cocin, other_root
     assert theirs["bridge"] != mine["bridge"] and theirs["subnet"] != mine["subnet"]
     # Both containers are up on their networks and reach their own gateways.
     for env, name, net in ((cocin.env, "first", mine), (second, "second", theirs)):
-        out = run_without_defaults(cocin, env, "exec", name, "ping", "-c", "1", "-W", "5",
-                                   net["gateway"])
+        out = run_without_defaults(cocin, env, "exec", name, "ping", "-c", "1", "-W", "5", net["gateway"])
         assert out.rc == 0, (name, out.stdout, out.stderr)
     # A third root told to use the second's bridge is refused before anything is
     # made, with whose it is and what to do.
     third = other_root()
-    r = cocin("run", "--rm", "busybox", "true",
-              env={**third, "COCIN_DEFAULT_BRIDGE": theirs["bridge"], "COCIN_DEFAULT_SUBNET": ""})
+    r = cocin(
+        "run",
+        "--rm",
+        "busybox",
+        "true",
+        env={**third, "COCIN_DEFAULT_BRIDGE": theirs["bridge"], "COCIN_DEFAULT_SUBNET": ""},
+    )
     assert r.rc == 125
     assert r.stderr.startswith("cocin: error: ") and len(r.stderr.strip().splitlines()) == 1
     assert second["COCIN_ROOT"] in r.stderr and "COCIN_DEFAULT_BRIDGE" in r.stderr
@@ -99,8 +104,9 @@ def test_network_prune_removes_what_a_deleted_state_root_left(cocin, other_root)
         for cid in run_without_defaults(cocin, gone, "ps", "-q", "--no-trunc").stdout.split():
             pid = run_without_defaults(cocin, gone, "inspect", "-f", "{{.State.Pid}}", cid).stdout.strip()
             cocin.sh(f"kill -9 {pid}")
-        run_without_defaults(cocin, gone, "rm", "-f", *run_without_defaults(
-            cocin, gone, "ps", "-aq", "--no-trunc").stdout.split())
+        run_without_defaults(
+            cocin, gone, "rm", "-f", *run_without_defaults(cocin, gone, "ps", "-aq", "--no-trunc").stdout.split()
+        )
         cocin.sh(f"rm -rf {shlex.quote(gone['COCIN_ROOT'])}")
         saved = iptables_save(cocin)
         assert f":{gone_chain}-POSTROUTING" in saved and cocin.sh(f"ip link show {gone_bridge}").rc == 0

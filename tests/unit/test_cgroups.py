@@ -103,16 +103,28 @@ def test_parse_size_rejects_negative():
 def test_parse_limits_memory_message_names_the_flag():
     with pytest.raises(CgroupError) as e:
         parse_limits(memory="12q")
-    assert str(e.value) == (
-        "invalid memory size '12q': use a number with an optional b, k, m or g suffix"
-    )
+    assert str(e.value) == ("invalid memory size '12q': use a number with an optional b, k, m or g suffix")
 
 
 def test_parse_limits_all_flags():
-    lim = parse_limits(memory="64m", memory_swap="128m", cpus="1.5", cpu_shares="512",
-                       cpuset_cpus="0-1", cpuset_mems="0", pids_limit="100")
-    assert lim == Limits(memory=64 * MiB, memory_swap=128 * MiB, cpus=1.5, cpu_shares=512,
-                         cpuset_cpus="0-1", cpuset_mems="0", pids_limit=100)
+    lim = parse_limits(
+        memory="64m",
+        memory_swap="128m",
+        cpus="1.5",
+        cpu_shares="512",
+        cpuset_cpus="0-1",
+        cpuset_mems="0",
+        pids_limit="100",
+    )
+    assert lim == Limits(
+        memory=64 * MiB,
+        memory_swap=128 * MiB,
+        cpus=1.5,
+        cpu_shares=512,
+        cpuset_cpus="0-1",
+        cpuset_mems="0",
+        pids_limit=100,
+    )
 
 
 def test_parse_limits_nothing_is_empty():
@@ -179,8 +191,13 @@ def test_pids_limit():
 
 
 def test_errors_are_one_line():
-    for kwargs in ({"memory": "1"}, {"memory": "64m", "memory_swap": "1m"}, {"cpus": "-3"},
-                   {"cpuset_cpus": "x"}, {"pids_limit": "-5"}):
+    for kwargs in (
+        {"memory": "1"},
+        {"memory": "64m", "memory_swap": "1m"},
+        {"cpus": "-3"},
+        {"cpuset_cpus": "x"},
+        {"pids_limit": "-5"},
+    ):
         with pytest.raises(CgroupError) as e:
             parse_limits(**kwargs)
         assert "\n" not in str(e.value)
@@ -242,8 +259,18 @@ def test_layout_of_this_host_is_cached():
 def test_v1_hierarchies_hybrid():
     hiers = v1.hierarchies(parse_mountinfo(HYBRID))
     names = [h.name for h in hiers]
-    assert names == ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio",
-                     "pids", "name=systemd", "unified"]
+    assert names == [
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "memory",
+        "devices",
+        "freezer",
+        "blkio",
+        "pids",
+        "name=systemd",
+        "unified",
+    ]
     cmap = v1.controller_map(hiers)
     assert cmap["cpu"].mountpoint == "/sys/fs/cgroup/cpu"
     assert cmap["cpuacct"].mountpoint == "/sys/fs/cgroup/cpuacct"
@@ -298,8 +325,7 @@ def test_v1_memory_swap():
     assert files["memory", "memory.memsw.limit_in_bytes"] == "-1"
 
 
-@pytest.mark.parametrize("cpus, quota", [(1.5, "150000"), (0.1, "10000"), (2, "200000"),
-                                         (0.01, "1000")])
+@pytest.mark.parametrize("cpus, quota", [(1.5, "150000"), (0.1, "10000"), (2, "200000"), (0.01, "1000")])
 def test_v1_cpus(cpus, quota):
     assert v1.files_for(Limits(cpus=cpus)) == {
         ("cpu", "cpu.cfs_period_us"): "100000",
@@ -329,8 +355,9 @@ def test_v1_no_limits_no_files():
 
 
 def test_v1_every_file_names_its_flag():
-    lim = parse_limits(memory="64m", memory_swap="128m", cpus="1", cpu_shares="100",
-                       cpuset_cpus="0", cpuset_mems="0", pids_limit="5")
+    lim = parse_limits(
+        memory="64m", memory_swap="128m", cpus="1", cpu_shares="100", cpuset_cpus="0", cpuset_mems="0", pids_limit="5"
+    )
     for _ctrl, name in v1.files_for(lim):
         assert v1.FLAG_OF_FILE[name].startswith("--")
 
@@ -343,9 +370,7 @@ def test_v2_memory_and_swap():
         "memory.max": str(64 * MiB),
         "memory.swap.max": str(64 * MiB),  # docker: memory+swap = 2 x memory
     }
-    assert v2.files_for(Limits(memory=64 * MiB), swap_accounting=False) == {
-        "memory.max": str(64 * MiB)
-    }
+    assert v2.files_for(Limits(memory=64 * MiB), swap_accounting=False) == {"memory.max": str(64 * MiB)}
     files = v2.files_for(Limits(memory=64 * MiB, memory_swap=100 * MiB))
     assert files["memory.swap.max"] == str(36 * MiB)  # swap alone = total - memory
     files = v2.files_for(Limits(memory=64 * MiB, memory_swap=64 * MiB))
@@ -359,8 +384,7 @@ def test_v2_cpu_max():
     assert v2.files_for(Limits(cpus=0.5)) == {"cpu.max": "50000 100000"}
 
 
-@pytest.mark.parametrize("shares, weight", [(2, 1), (1024, 39), (512, 20), (262144, 10000),
-                                            (1, 1), (10**6, 10000)])
+@pytest.mark.parametrize("shares, weight", [(2, 1), (1024, 39), (512, 20), (262144, 10000), (1, 1), (10**6, 10000)])
 def test_v2_shares_to_weight(shares, weight):
     # weight = 1 + ((shares - 2) * 9999) / 262142, on shares clamped to 2..262144
     assert v2.shares_to_weight(shares) == weight
@@ -377,17 +401,21 @@ def test_v2_cpuset_and_pids():
 
 
 def test_v2_every_file_names_its_flag():
-    lim = parse_limits(memory="64m", memory_swap="128m", cpus="1", cpu_shares="100",
-                       cpuset_cpus="0", cpuset_mems="0", pids_limit="5")
+    lim = parse_limits(
+        memory="64m", memory_swap="128m", cpus="1", cpu_shares="100", cpuset_cpus="0", cpuset_mems="0", pids_limit="5"
+    )
     assert set(v2.files_for(lim)) == set(v2.FLAG_OF_FILE)
 
 
 def test_required_controllers():
     assert cgroups.required_controllers(Limits()) == {}
     assert cgroups.required_controllers(Limits(pids_limit=-1)) == {}
-    assert cgroups.required_controllers(
-        Limits(memory=1, cpus=1.0, cpuset_mems="0", pids_limit=3)
-    ) == {"memory": "--memory", "cpu": "--cpus", "cpuset": "--cpuset-mems", "pids": "--pids-limit"}
+    assert cgroups.required_controllers(Limits(memory=1, cpus=1.0, cpuset_mems="0", pids_limit=3)) == {
+        "memory": "--memory",
+        "cpu": "--cpus",
+        "cpuset": "--cpuset-mems",
+        "pids": "--pids-limit",
+    }
 
 
 # -- host checks against fake trees ------------------------------------------
@@ -411,8 +439,7 @@ def _fake_v1(tmp_path, controllers=("cpu", "cpuacct", "cpuset", "memory", "pids"
 
 
 def test_v1_check_passes_on_capable_host(tmp_path):
-    lim = parse_limits(memory="64m", memory_swap="1g", cpus="1", cpuset_cpus="1",
-                       cpuset_mems="0", pids_limit="9")
+    lim = parse_limits(memory="64m", memory_swap="1g", cpus="1", cpuset_cpus="1", cpuset_mems="0", pids_limit="9")
     v1.check(lim, _fake_v1(tmp_path))
 
 
@@ -520,15 +547,15 @@ def test_v2_enable_controllers_failure_fatal_only_when_needed(tmp_path, monkeypa
 
 
 def test_handle_on_missing_cgroup_is_empty(tmp_path):
-    hiers = [v1.Hierarchy("memory", str(tmp_path / "m"), ("memory",)),
-             v1.Hierarchy("pids", str(tmp_path / "p"), ("pids",))]
-    for cg in (v1.open_existing("gone", "cocin", hiers),
-               v2.open_existing("gone", "cocin", str(tmp_path))):
+    hiers = [
+        v1.Hierarchy("memory", str(tmp_path / "m"), ("memory",)),
+        v1.Hierarchy("pids", str(tmp_path / "p"), ("pids",)),
+    ]
+    for cg in (v1.open_existing("gone", "cocin", hiers), v2.open_existing("gone", "cocin", str(tmp_path))):
         assert not cg.exists()
         assert cg.procs() == []
         assert cg.oom_killed() is False
-        assert cg.stats() == {"memory_usage": 0, "memory_limit": None, "cpu_usage_ns": 0,
-                              "pids": 0}
+        assert cg.stats() == {"memory_usage": 0, "memory_limit": None, "cpu_usage_ns": 0, "pids": 0}
         cg.add(os.getpid())  # no directory: nothing to join
         cg.destroy()
         cg.destroy()
@@ -546,8 +573,7 @@ def test_v1_stats_and_oom(tmp_path):
     (mem / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
     (tmp_path / "cpuacct" / "cocin" / "c1" / "cpuacct.usage").write_text("123456789\n")
     (tmp_path / "pids" / "cocin" / "c1" / "pids.current").write_text("3\n")
-    assert cg.stats() == {"memory_usage": 4000000, "memory_limit": None,
-                          "cpu_usage_ns": 123456789, "pids": 3}
+    assert cg.stats() == {"memory_usage": 4000000, "memory_limit": None, "cpu_usage_ns": 123456789, "pids": 3}
     assert cg.oom_killed() is False
     (mem / "memory.limit_in_bytes").write_text("67108864\n")
     assert cg.stats()["memory_limit"] == 64 * MiB
@@ -571,8 +597,7 @@ def test_v2_stats_and_oom(tmp_path):
     (d / "cpu.stat").write_text("usage_usec 250\nuser_usec 200\n")
     (d / "cgroup.procs").write_text("10\n11\n")
     (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n")
-    assert cg.stats() == {"memory_usage": 2000, "memory_limit": None, "cpu_usage_ns": 250000,
-                          "pids": 2}
+    assert cg.stats() == {"memory_usage": 2000, "memory_limit": None, "cpu_usage_ns": 250000, "pids": 2}
     assert cg.procs() == [10, 11]
     assert cg.oom_killed() is False
     (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
@@ -619,9 +644,7 @@ def test_container_id_must_be_one_component(cid):
 
 # -- real cgroups (root only) -------------------------------------------------
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="creating real cgroups needs root (run the suite with sudo)"
-)
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creating real cgroups needs root (run the suite with sudo)")
 PARENT = "cocin-unittest"
 
 
@@ -634,8 +657,13 @@ def _roots() -> list[str]:
 
 def _leftovers() -> list[str]:
     """Container cgroups under PARENT (which itself stays, as cocin's parent does)."""
-    return [os.path.join(r, PARENT, d) for r in _roots() if os.path.isdir(os.path.join(r, PARENT))
-            for d in os.listdir(os.path.join(r, PARENT)) if os.path.isdir(os.path.join(r, PARENT, d))]
+    return [
+        os.path.join(r, PARENT, d)
+        for r in _roots()
+        if os.path.isdir(os.path.join(r, PARENT))
+        for d in os.listdir(os.path.join(r, PARENT))
+        if os.path.isdir(os.path.join(r, PARENT, d))
+    ]
 
 
 def _remove_parents() -> None:
@@ -658,8 +686,7 @@ def real(monkeypatch):
 
 @needs_root
 def test_real_cgroup_lifecycle(real, monkeypatch):
-    limits = parse_limits(memory="64m", pids_limit="50", cpus="0.5", cpu_shares="512",
-                          cpuset_cpus="0", cpuset_mems="0")
+    limits = parse_limits(memory="64m", pids_limit="50", cpus="0.5", cpu_shares="512", cpuset_cpus="0", cpuset_mems="0")
     cgroups.check(limits)
     cg = cgroups.create("unit-life", limits)
     child = subprocess.Popen(["sleep", "30"])
@@ -675,8 +702,7 @@ def test_real_cgroup_lifecycle(real, monkeypatch):
         same = cgroups.open_existing("unit-life")
         assert same.procs() == cg.procs()
         if cg.version == "v2":
-            assert (open(os.path.join(cg.path, "cpu.max")).read().split()
-                    == ["50000", "100000"])
+            assert open(os.path.join(cg.path, "cpu.max")).read().split() == ["50000", "100000"]
         else:
             cpu = cg._dir("cpu")
             assert open(os.path.join(cpu, "cpu.cfs_quota_us")).read().strip() == "50000"
@@ -767,6 +793,7 @@ def test_real_v2_code_path_on_a_cgroup2_mount(real, monkeypatch):
 
 # -- device rules (issue 13) ----------------------------------------------------
 
+
 @needs_root
 def test_real_v1_devices_cgroup_holds_dockers_rules(real):
     """The container gets a devices cgroup of its own: deny all, then Docker's allow-list."""
@@ -803,8 +830,10 @@ def test_real_v2_backend_attaches_the_device_program(real, monkeypatch, tmp_path
     os.mknod(node, 0o600 | stat.S_IFCHR, os.makedev(1, 11))
     cg = v2.create("unit-v2dev", Limits(), PARENT, root, devices=devices.DEFAULT_RULES)
     try:
-        script = (f"echo 0 > {cg.path}/cgroup.procs; cat /dev/null && echo null-ok; "
-                  f"head -c0 {node} 2>/dev/null || echo node-refused")
+        script = (
+            f"echo 0 > {cg.path}/cgroup.procs; cat /dev/null && echo null-ok; "
+            f"head -c0 {node} 2>/dev/null || echo node-refused"
+        )
         out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
         assert out.split() == ["null-ok", "node-refused"]
     finally:

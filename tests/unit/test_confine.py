@@ -16,6 +16,7 @@ REPO = __file__.rsplit("/tests/", 1)[0]
 
 # --- capabilities -------------------------------------------------------------------
 
+
 def test_default_caps_are_dockers_14():
     assert len(DEFAULT_CAPS) == 14
     assert cap_mask(DEFAULT_CAPS) == 0xA80425FB  # what `docker run busybox grep CapEff` shows
@@ -27,12 +28,15 @@ def test_cap_numbers_follow_the_kernel_header():
     assert sorted(confine.CAPS.values()) == list(range(41))
 
 
-@pytest.mark.parametrize("names, expected", [
-    (["net_admin"], ["NET_ADMIN"]),
-    (["CAP_NET_ADMIN", "cap_sys_time"], ["NET_ADMIN", "SYS_TIME"]),
-    (["all"], ["ALL"]),
-    (["CHOWN", "chown"], ["CHOWN"]),
-])
+@pytest.mark.parametrize(
+    "names, expected",
+    [
+        (["net_admin"], ["NET_ADMIN"]),
+        (["CAP_NET_ADMIN", "cap_sys_time"], ["NET_ADMIN", "SYS_TIME"]),
+        (["all"], ["ALL"]),
+        (["CHOWN", "chown"], ["CHOWN"]),
+    ],
+)
 def test_normalize_caps(names, expected):
     assert confine.normalize_caps(names) == expected
 
@@ -55,32 +59,39 @@ def test_cap_add_and_drop_as_moby():
 
 # --- --security-opt, --ulimit, --sysctl, --user ------------------------------------------------
 
-@pytest.mark.parametrize("opts, expected", [
-    ([], {}),
-    (["no-new-privileges"], {"no_new_privileges": True}),
-    (["no-new-privileges=true"], {"no_new_privileges": True}),
-    (["no-new-privileges:true"], {"no_new_privileges": True}),
-    (["no-new-privileges", "no-new-privileges=false"], {}),
-    (["seccomp=unconfined"], {"seccomp": "unconfined"}),
-    (["seccomp=builtin"], {}),
-    (["seccomp=/p.json"], {"seccomp": "/p.json"}),
-    (["systempaths=unconfined"], {"systempaths_unconfined": True}),
-    (["label=disable", "apparmor=unconfined"], {}),
-])
+
+@pytest.mark.parametrize(
+    "opts, expected",
+    [
+        ([], {}),
+        (["no-new-privileges"], {"no_new_privileges": True}),
+        (["no-new-privileges=true"], {"no_new_privileges": True}),
+        (["no-new-privileges:true"], {"no_new_privileges": True}),
+        (["no-new-privileges", "no-new-privileges=false"], {}),
+        (["seccomp=unconfined"], {"seccomp": "unconfined"}),
+        (["seccomp=builtin"], {}),
+        (["seccomp=/p.json"], {"seccomp": "/p.json"}),
+        (["systempaths=unconfined"], {"systempaths_unconfined": True}),
+        (["label=disable", "apparmor=unconfined"], {}),
+    ],
+)
 def test_security_opts(opts, expected):
     defaults = {"no_new_privileges": False, "systempaths_unconfined": False, "seccomp": "default"}
     assert confine.parse_security_opts(opts) == {**defaults, **expected}
 
 
-@pytest.mark.parametrize("opt, message", [
-    ("bogus", 'invalid --security-opt 1: "bogus"'),
-    ("no-new-privileges=yes", 'invalid --security-opt 2'),
-    ("systempaths=other", 'invalid --security-opt 2'),
-    ("foo=bar", 'invalid --security-opt 2'),
-    ("seccomp=", 'invalid --security-opt 2'),
-    ("label=type:svirt_t", "no SELinux or AppArmor"),
-    ("apparmor=docker-default", "no SELinux or AppArmor"),
-])
+@pytest.mark.parametrize(
+    "opt, message",
+    [
+        ("bogus", 'invalid --security-opt 1: "bogus"'),
+        ("no-new-privileges=yes", "invalid --security-opt 2"),
+        ("systempaths=other", "invalid --security-opt 2"),
+        ("foo=bar", "invalid --security-opt 2"),
+        ("seccomp=", "invalid --security-opt 2"),
+        ("label=type:svirt_t", "no SELinux or AppArmor"),
+        ("apparmor=docker-default", "no SELinux or AppArmor"),
+    ],
+)
 def test_bad_security_opts(opt, message):
     with pytest.raises(ValueError, match=message):
         confine.parse_security_opts([opt])
@@ -93,27 +104,52 @@ def test_ulimits():
     assert confine.parse_ulimits(["nofile=1:2", "core=0", "nofile=3:4"]) == [["nofile", 3, 4], ["core", 0, 0]]
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("nofile", "invalid ulimit argument"), ("nofile=", "invalid ulimit argument"),
-    ("nofile=a", "invalid ulimit argument"), ("nofile=-2", "invalid ulimit argument"),
-    ("as=1", "invalid ulimit type: as"), ("nofile=2:1", "soft limit must be less than or equal"),
-    ("nofile=-1:5", "soft limit must be less than or equal"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nofile", "invalid ulimit argument"),
+        ("nofile=", "invalid ulimit argument"),
+        ("nofile=a", "invalid ulimit argument"),
+        ("nofile=-2", "invalid ulimit argument"),
+        ("as=1", "invalid ulimit type: as"),
+        ("nofile=2:1", "soft limit must be less than or equal"),
+        ("nofile=-1:5", "soft limit must be less than or equal"),
+    ],
+)
 def test_bad_ulimits(spec, message):
     with pytest.raises(ValueError, match=message):
         confine.parse_ulimit(spec)
 
 
-@pytest.mark.parametrize("spec", ["kernel.msgmax=1", "kernel.sem=1 2 3 4", "kernel.shm_rmid_forced=1",
-                                  "fs.mqueue.msg_max=20", "net.ipv4.ip_forward=1", "net.core.somaxconn=9"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "kernel.msgmax=1",
+        "kernel.sem=1 2 3 4",
+        "kernel.shm_rmid_forced=1",
+        "fs.mqueue.msg_max=20",
+        "net.ipv4.ip_forward=1",
+        "net.core.somaxconn=9",
+    ],
+)
 def test_namespaced_sysctls(spec):
     key, value = spec.split("=", 1)
     assert confine.parse_sysctl(spec) == [key, value]
 
 
-@pytest.mark.parametrize("spec", ["vm.swappiness=1", "kernel.core_pattern=|x", "kernel.hostname=x",
-                                  "kernel.domainname=x", "fs.file-max=1", "net.ipv4", "kernel.msgmaxx=1",
-                                  "net.../../vm/x=1"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "vm.swappiness=1",
+        "kernel.core_pattern=|x",
+        "kernel.hostname=x",
+        "kernel.domainname=x",
+        "fs.file-max=1",
+        "net.ipv4",
+        "kernel.msgmaxx=1",
+        "net.../../vm/x=1",
+    ],
+)
 def test_host_sysctls_are_refused(spec):
     with pytest.raises(ValueError, match="not allowed"):
         confine.parse_sysctl(spec)
@@ -129,26 +165,27 @@ def test_net_sysctls_with_the_host_network():
 def image_root(tmp_path):
     etc = tmp_path / "etc"
     etc.mkdir()
-    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
-                                "app:x:1234:1234:app:/home/app:/bin/sh\n"
-                                "nohome:x:1500:1500::\n"
-                                "# comment\n")
-    (etc / "group").write_text("root:x:0:\nwheel:x:10:root\napp:x:1234:\n"
-                               "extra:x:2345:app,other\nmore:x:3456:\n")
+    (etc / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234:app:/home/app:/bin/sh\nnohome:x:1500:1500::\n# comment\n"
+    )
+    (etc / "group").write_text("root:x:0:\nwheel:x:10:root\napp:x:1234:\nextra:x:2345:app,other\nmore:x:3456:\n")
     return str(tmp_path)
 
 
-@pytest.mark.parametrize("spec, expected", [
-    (None, Identity(0, 0, [10], "/root")),
-    ("root", Identity(0, 0, [10], "/root")),
-    ("app", Identity(1234, 1234, [2345], "/home/app")),
-    ("1234", Identity(1234, 1234, [2345], "/home/app")),
-    ("app:more", Identity(1234, 3456, [], "/home/app")),
-    ("app:0", Identity(1234, 0, [], "/home/app")),
-    ("1000", Identity(1000, 0, [], "/")),          # a uid need not exist
-    ("1000:777", Identity(1000, 777, [], "/")),    # nor a gid
-    ("nohome", Identity(1500, 1500, [], "/")),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        (None, Identity(0, 0, [10], "/root")),
+        ("root", Identity(0, 0, [10], "/root")),
+        ("app", Identity(1234, 1234, [2345], "/home/app")),
+        ("1234", Identity(1234, 1234, [2345], "/home/app")),
+        ("app:more", Identity(1234, 3456, [], "/home/app")),
+        ("app:0", Identity(1234, 0, [], "/home/app")),
+        ("1000", Identity(1000, 0, [], "/")),  # a uid need not exist
+        ("1000:777", Identity(1000, 777, [], "/")),  # nor a gid
+        ("nohome", Identity(1500, 1500, [], "/")),
+    ],
+)
 def test_resolve_user(image_root, spec, expected):
     assert resolve_user(spec, [], root=image_root) == expected
 
@@ -157,11 +194,14 @@ def test_group_add(image_root):
     assert resolve_user("app", ["more", "99", "extra"], root=image_root).groups == [2345, 3456, 99]
 
 
-@pytest.mark.parametrize("spec, group_add, message", [
-    ("nosuch", [], "unable to find user nosuch: no matching entries in passwd file"),
-    ("app:nosuch", [], "unable to find group nosuch: no matching entries in group file"),
-    ("app", ["nosuch"], "unable to find group nosuch"),
-])
+@pytest.mark.parametrize(
+    "spec, group_add, message",
+    [
+        ("nosuch", [], "unable to find user nosuch: no matching entries in passwd file"),
+        ("app:nosuch", [], "unable to find group nosuch: no matching entries in group file"),
+        ("app", ["nosuch"], "unable to find group nosuch"),
+    ],
+)
 def test_unknown_names(image_root, spec, group_add, message):
     with pytest.raises(LookupError, match=message):
         resolve_user(spec, group_add, root=image_root)
@@ -182,16 +222,30 @@ def test_bad_user_specs(spec):
 def test_stub_args():
     ident = Identity(1000, 1000, [10, 20], "/home/x")
     assert confine.stub_args(DEFAULT_CAPS, ident, True, "/c/seccomp.bpf") == [
-        "--uid", "1000", "--gid", "1000", "--groups", "10,20", "--caps", "a80425fb", "--nnp",
-        "--seccomp", "/c/seccomp.bpf"]
-    assert confine.stub_args([], Identity(), False, None) == [
-        "--uid", "0", "--gid", "0", "--groups", "", "--caps", "0"]
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+        "--groups",
+        "10,20",
+        "--caps",
+        "a80425fb",
+        "--nnp",
+        "--seccomp",
+        "/c/seccomp.bpf",
+    ]
+    assert confine.stub_args([], Identity(), False, None) == ["--uid", "0", "--gid", "0", "--groups", "", "--caps", "0"]
 
 
 def test_imports_nothing_heavy():
     """confine is on every container's start path: ``os`` and cocin.libc only."""
-    out = subprocess.run(["/usr/bin/python3", "-X", "importtime", "-c", "import cocin.confine"],
-                         cwd=REPO, capture_output=True, text=True, check=True).stderr
+    out = subprocess.run(
+        ["/usr/bin/python3", "-X", "importtime", "-c", "import cocin.confine"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     imported = {line.split("|")[-1].strip() for line in out.splitlines() if line.startswith("import time:")}
     assert "cocin.confine" in imported
     assert not imported & {"re", "enum", "json", "resource", "typing", "dataclasses", "argparse"}

@@ -63,11 +63,14 @@ def layer(tmp_path):
 
 # --- tarball.extract ------------------------------------------------------------------------
 
+
 def test_hard_link_through_a_symlink_is_refused(tmp_path, host, layer):
     before = fingerprint(host / "victim")
-    tar = make_tar(tmp_path / "t.tar",
-                   ("h", tarfile.SYMTYPE, {"linkname": str(host)}, b""),
-                   ("stolen", tarfile.LNKTYPE, {"linkname": "h/victim", "mode": 0o4777, "uid": 65534}, b""))
+    tar = make_tar(
+        tmp_path / "t.tar",
+        ("h", tarfile.SYMTYPE, {"linkname": str(host)}, b""),
+        ("stolen", tarfile.LNKTYPE, {"linkname": "h/victim", "mode": 0o4777, "uid": 65534}, b""),
+    )
     with pytest.raises(CocinError, match="goes through the symlink 'h'"):
         tarball.extract(tar, str(layer))
     assert fingerprint(host / "victim") == before
@@ -75,9 +78,11 @@ def test_hard_link_through_a_symlink_is_refused(tmp_path, host, layer):
 
 def test_hard_link_to_a_symlink_links_the_symlink(tmp_path, host, layer):
     before = fingerprint(host / "victim")
-    tar = make_tar(tmp_path / "t.tar",
-                   ("s", tarfile.SYMTYPE, {"linkname": str(host / "victim")}, b""),
-                   ("l", tarfile.LNKTYPE, {"linkname": "s", "mode": 0o4777, "uid": 65534}, b""))
+    tar = make_tar(
+        tmp_path / "t.tar",
+        ("s", tarfile.SYMTYPE, {"linkname": str(host / "victim")}, b""),
+        ("l", tarfile.LNKTYPE, {"linkname": "s", "mode": 0o4777, "uid": 65534}, b""),
+    )
     tarball.extract(tar, str(layer))
     assert fingerprint(host / "victim") == before
     assert os.readlink(layer / "l") == str(host / "victim")
@@ -86,9 +91,11 @@ def test_hard_link_to_a_symlink_links_the_symlink(tmp_path, host, layer):
 
 def test_directory_member_replaces_a_symlink(tmp_path, host, layer):
     before = fingerprint(host)
-    tar = make_tar(tmp_path / "t.tar",
-                   ("x", tarfile.SYMTYPE, {"linkname": str(host)}, b""),
-                   ("x/", tarfile.DIRTYPE, {"mode": 0o7777, "mtime": 0}, b""))
+    tar = make_tar(
+        tmp_path / "t.tar",
+        ("x", tarfile.SYMTYPE, {"linkname": str(host)}, b""),
+        ("x/", tarfile.DIRTYPE, {"mode": 0o7777, "mtime": 0}, b""),
+    )
     tarball.extract(tar, str(layer))
     assert fingerprint(host) == before
     st = os.lstat(layer / "x")
@@ -97,23 +104,36 @@ def test_directory_member_replaces_a_symlink(tmp_path, host, layer):
 
 def test_file_member_replaces_a_symlink_instead_of_writing_through_it(tmp_path, host, layer):
     before = fingerprint(host / "victim")
-    tar = make_tar(tmp_path / "t.tar",
-                   ("v", tarfile.SYMTYPE, {"linkname": str(host / "victim")}, b""),
-                   ("v", tarfile.REGTYPE, {"mode": 0o4755}, b"image\n"))
+    tar = make_tar(
+        tmp_path / "t.tar",
+        ("v", tarfile.SYMTYPE, {"linkname": str(host / "victim")}, b""),
+        ("v", tarfile.REGTYPE, {"mode": 0o4755}, b"image\n"),
+    )
     tarball.extract(tar, str(layer))
     assert fingerprint(host / "victim") == before
     assert (layer / "v").read_bytes() == b"image\n" and not (layer / "v").is_symlink()
 
 
-@pytest.mark.parametrize("members,text", [
-    ([("d", tarfile.SYMTYPE, {"linkname": "/tmp"}, b""), ("d/f", tarfile.REGTYPE, {}, b"x")],
-     "goes through the symlink 'd'"),
-    ([("rel", tarfile.SYMTYPE, {"linkname": "sub"}, b""), ("sub/", tarfile.DIRTYPE, {}, b""),
-      ("rel/f", tarfile.REGTYPE, {}, b"x")], "goes through the symlink 'rel'"),
-    ([("f", tarfile.REGTYPE, {}, b"x"), ("f/g", tarfile.REGTYPE, {}, b"x")], "'f' is not a directory"),
-    ([("l", tarfile.LNKTYPE, {"linkname": "missing"}, b"")], "not in the image"),
-    ([("d/", tarfile.DIRTYPE, {}, b""), ("l", tarfile.LNKTYPE, {"linkname": "d"}, b"")], "directory"),
-])
+@pytest.mark.parametrize(
+    "members,text",
+    [
+        (
+            [("d", tarfile.SYMTYPE, {"linkname": "/tmp"}, b""), ("d/f", tarfile.REGTYPE, {}, b"x")],
+            "goes through the symlink 'd'",
+        ),
+        (
+            [
+                ("rel", tarfile.SYMTYPE, {"linkname": "sub"}, b""),
+                ("sub/", tarfile.DIRTYPE, {}, b""),
+                ("rel/f", tarfile.REGTYPE, {}, b"x"),
+            ],
+            "goes through the symlink 'rel'",
+        ),
+        ([("f", tarfile.REGTYPE, {}, b"x"), ("f/g", tarfile.REGTYPE, {}, b"x")], "'f' is not a directory"),
+        ([("l", tarfile.LNKTYPE, {"linkname": "missing"}, b"")], "not in the image"),
+        ([("d/", tarfile.DIRTYPE, {}, b""), ("l", tarfile.LNKTYPE, {"linkname": "d"}, b"")], "directory"),
+    ],
+)
 def test_refused_members(tmp_path, layer, members, text):
     with pytest.raises(CocinError, match=text):
         tarball.extract(make_tar(tmp_path / "t.tar", *members), str(layer))
@@ -121,13 +141,15 @@ def test_refused_members(tmp_path, layer, members, text):
 
 @needs_root
 def test_extract_keeps_owners_modes_times_links_and_nodes(tmp_path, layer):
-    tar = make_tar(tmp_path / "t.tar",
-                   ("ro/", tarfile.DIRTYPE, {"mode": 0o555, "uid": 7, "mtime": 1000}, b""),
-                   ("ro/f", tarfile.REGTYPE, {"mode": 0o4750, "uid": 7, "gid": 8, "mtime": 2000}, b"data"),
-                   ("ro/hard", tarfile.LNKTYPE, {"linkname": "ro/f"}, b""),
-                   ("sym", tarfile.SYMTYPE, {"linkname": "/bin/busybox", "uid": 9, "mtime": 3000}, b""),
-                   ("null", tarfile.CHRTYPE, {"devmajor": 1, "devminor": 3, "mode": 0o666}, b""),
-                   ("fifo", tarfile.FIFOTYPE, {"mode": 0o640}, b""))
+    tar = make_tar(
+        tmp_path / "t.tar",
+        ("ro/", tarfile.DIRTYPE, {"mode": 0o555, "uid": 7, "mtime": 1000}, b""),
+        ("ro/f", tarfile.REGTYPE, {"mode": 0o4750, "uid": 7, "gid": 8, "mtime": 2000}, b"data"),
+        ("ro/hard", tarfile.LNKTYPE, {"linkname": "ro/f"}, b""),
+        ("sym", tarfile.SYMTYPE, {"linkname": "/bin/busybox", "uid": 9, "mtime": 3000}, b""),
+        ("null", tarfile.CHRTYPE, {"devmajor": 1, "devminor": 3, "mode": 0o666}, b""),
+        ("fifo", tarfile.FIFOTYPE, {"mode": 0o640}, b""),
+    )
     tarball.extract(tar, str(layer))
     st = os.lstat(layer / "ro/f")
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime, st.st_nlink) == (0o4750, 7, 8, 2000, 2)
@@ -142,6 +164,7 @@ def test_extract_keeps_owners_modes_times_links_and_nodes(tmp_path, layer):
 
 
 # --- layers.flatten -----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def overlay(tmp_path):
@@ -266,7 +289,8 @@ def test_deep_trees_with_a_low_limit_on_open_files(overlay):
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
         f"state.remove_tree({str(upper)!r})\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
-        f"state.remove_tree({str(dst)!r})\n")
+        f"state.remove_tree({str(dst)!r})\n"
+    )
     try:
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if r.returncode == 77:
@@ -294,6 +318,7 @@ def test_remove_tree_removes_symlinks_never_their_targets(tmp_path, host):
 
 
 # --- state.AtomicFile -------------------------------------------------------------------------
+
 
 def test_atomic_file_replaces_a_symlink_at_the_name_without_following_it(tmp_path, host):
     before = fingerprint(host / "victim")
@@ -328,6 +353,7 @@ def test_atomic_file_temporary_names_cannot_be_guessed(tmp_path):
 
 # --- state.make_private -------------------------------------------------------------------------
 
+
 def test_a_new_state_root_is_private(tmp_path):
     root = tmp_path / "new" / "root"
     state.make_private(str(root))
@@ -338,8 +364,13 @@ def test_an_open_state_root_is_tightened_and_layers_keep_their_modes(tmp_path):
     root = tmp_path / "root"
     for d in ("layers/abc/bin", "images", "names", "containers/c1/upper"):
         (root / d).mkdir(parents=True)
-    files = {"images/busybox.json": 0o600, "names/web": 0o600, "containers/c1/config.json": 0o600,
-             "containers/c1/container.log": 0o640, "lock": 0o600}
+    files = {
+        "images/busybox.json": 0o600,
+        "names/web": 0o600,
+        "containers/c1/config.json": 0o600,
+        "containers/c1/container.log": 0o640,
+        "lock": 0o600,
+    }
     for f in [*files, "layers/abc/bin/sh", "containers/c1/hosts"]:
         (root / f).write_text("x")
         os.chmod(root / f, 0o644)
@@ -348,10 +379,10 @@ def test_an_open_state_root_is_tightened_and_layers_keep_their_modes(tmp_path):
             os.chmod(d, 0o755)
     os.chmod(root, 0o755)
     state.make_private(str(root))
-    mode = {p: stat.S_IMODE(os.stat(root / p).st_mode) for p in [".", "layers", "images", "names",
-                                                                  "containers", *files]}
-    assert mode == {".": 0o700, "layers": 0o700, "images": 0o700, "names": 0o700, "containers": 0o700,
-                    **files}
+    mode = {
+        p: stat.S_IMODE(os.stat(root / p).st_mode) for p in [".", "layers", "images", "names", "containers", *files]
+    }
+    assert mode == {".": 0o700, "layers": 0o700, "images": 0o700, "names": 0o700, "containers": 0o700, **files}
     # An image's files and a container's bind-mounted files keep theirs.
     for p in ("layers/abc", "layers/abc/bin"):
         assert stat.S_IMODE(os.stat(root / p).st_mode) == 0o755

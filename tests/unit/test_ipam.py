@@ -39,6 +39,7 @@ def take(net: dict, owner: str, requested: str | None = None) -> str:
 
 # ------------------------------------------------------------------ ipam --
 
+
 def test_a_29_serves_exactly_its_usable_addresses_then_fails():
     net = network(NET29)
     got = [take(net, f"c{i}") for i in range(5)]
@@ -53,7 +54,7 @@ def test_a_detached_container_frees_its_address():
     net = network(NET29)
     for i in range(5):
         take(net, f"c{i}")
-    del net["containers"]["c2"]   # what detach does to the record
+    del net["containers"]["c2"]  # what detach does to the record
     assert take(net, "new") == "10.77.0.4"
 
 
@@ -90,8 +91,10 @@ def test_custom_gateway_is_skipped():
 
 # ------------------------------------------------------------------ ipv4 --
 
-@pytest.mark.parametrize("text", ["0.0.0.0", "10.77.0.2", "172.29.255.255", "255.255.255.255",
-                                  "1.2.3.4", "192.168.100.10"])
+
+@pytest.mark.parametrize(
+    "text", ["0.0.0.0", "10.77.0.2", "172.29.255.255", "255.255.255.255", "1.2.3.4", "192.168.100.10"]
+)
 def test_ipv4_agrees_with_ipaddress(text):
     value = ipv4.parse(text)
     assert value == int(ipaddress.IPv4Address(text))
@@ -100,8 +103,9 @@ def test_ipv4_agrees_with_ipaddress(text):
     assert ipv4.unpacked(ipv4.packed(text)) == text
 
 
-@pytest.mark.parametrize("text", ["256.0.0.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.-4",
-                                  "1.2.3.4 ", "a.b.c.d", "1..3.4", "１.2.3.4", ""])
+@pytest.mark.parametrize(
+    "text", ["256.0.0.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.-4", "1.2.3.4 ", "a.b.c.d", "1..3.4", "１.2.3.4", ""]
+)
 def test_ipv4_parse_is_as_strict_as_ipaddress(text):
     with pytest.raises(ValueError):
         ipaddress.IPv4Address(text)
@@ -109,8 +113,9 @@ def test_ipv4_parse_is_as_strict_as_ipaddress(text):
         ipv4.parse(text)
 
 
-@pytest.mark.parametrize("subnet", ["10.0.0.0/8", "172.29.0.0/16", "10.77.0.0/29", "10.80.0.0/30",
-                                    "0.0.0.0/0", "1.2.3.4/32"])
+@pytest.mark.parametrize(
+    "subnet", ["10.0.0.0/8", "172.29.0.0/16", "10.77.0.0/29", "10.80.0.0/30", "0.0.0.0/0", "1.2.3.4/32"]
+)
 def test_ipv4_subnets_agree_with_ipaddress(subnet):
     ref = ipaddress.IPv4Network(subnet)
     network_address, prefixlen = ipv4.parse_subnet(subnet)
@@ -118,7 +123,7 @@ def test_ipv4_subnets_agree_with_ipaddress(subnet):
     assert ipv4.mask(prefixlen) == int(ref.netmask)
     assert ipv4.broadcast(network_address, prefixlen) == int(ref.broadcast_address)
     assert ipv4.contains(network_address, prefixlen, int(ref.broadcast_address))
-    after = (int(ref.broadcast_address) + 1) & 0xFFFFFFFF   # wraps to 0.0.0.0 for /0
+    after = (int(ref.broadcast_address) + 1) & 0xFFFFFFFF  # wraps to 0.0.0.0 for /0
     assert ipv4.contains(network_address, prefixlen, after) == (prefixlen == 0)
 
 
@@ -129,6 +134,7 @@ def test_ipv4_rejects_bad_subnets(subnet):
 
 
 # ------------------------------------------------- through the records --
+
 
 def _record(base: dict) -> None:
     """A network definition on disk, as ``network create`` writes it."""

@@ -32,8 +32,7 @@ def layer_tar(top) -> bytes:
 def test_empty_layer_has_dockers_empty_diff_id(tmp_path):
     """An empty tarball is two zero blocks, with no padding to tar's 10 KiB
     record (as Go's archive/tar writes it): Docker's well-known empty layer."""
-    assert layers.diff_id(str(tmp_path)) == \
-        "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+    assert layers.diff_id(str(tmp_path)) == "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
 
 def test_layer_tar_is_canonical(tmp_path):
@@ -68,8 +67,12 @@ def test_overlay_markers_become_oci_whiteouts_and_back(tmp_path):
     data = layer_tar(src)
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         names = [(m.name, m.type, m.size) for m in tf.getmembers()]
-    assert names == [(".wh.gone", tarfile.REGTYPE, 0), ("opq", tarfile.DIRTYPE, 0),
-                     ("opq/.wh..wh..opq", tarfile.REGTYPE, 0), ("opq/new", tarfile.REGTYPE, 5)]
+    assert names == [
+        (".wh.gone", tarfile.REGTYPE, 0),
+        ("opq", tarfile.DIRTYPE, 0),
+        ("opq/.wh..wh..opq", tarfile.REGTYPE, 0),
+        ("opq/new", tarfile.REGTYPE, 5),
+    ]
     (tmp_path / "l.tar").write_bytes(data)
     dst = tmp_path / "dst"
     dst.mkdir()
@@ -87,9 +90,12 @@ def test_opaque_marker_before_or_after_the_directorys_files(tmp_path):
     """A registry layer may list ``opq/new`` before ``opq/.wh..wh..opq``."""
     path = tmp_path / "l.tar"
     with tarfile.open(path, "w") as t:
-        for name, kind, data in (("opq", tarfile.DIRTYPE, b""), ("opq/new", tarfile.REGTYPE, b"x"),
-                                 ("opq/.wh..wh..opq", tarfile.REGTYPE, b""),
-                                 ("d/.wh.sub", tarfile.REGTYPE, b"")):
+        for name, kind, data in (
+            ("opq", tarfile.DIRTYPE, b""),
+            ("opq/new", tarfile.REGTYPE, b"x"),
+            ("opq/.wh..wh..opq", tarfile.REGTYPE, b""),
+            ("d/.wh.sub", tarfile.REGTYPE, b""),
+        ):
             info = tarfile.TarInfo(name)
             info.type, info.size, info.mode = kind, len(data), 0o755
             t.addfile(info, io.BytesIO(data))
@@ -148,8 +154,12 @@ def test_config_of_a_commit_adds_one_layer_and_one_history_step():
     child = images.new_config(base, "sha256:" + "2" * 64, 60.5, "commit x", comment="m", author="me")
     assert child["rootfs"]["diff_ids"] == ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
     assert child["config"]["Cmd"] == ["sh"]
-    assert child["history"][-1] == {"created": "1970-01-01T00:01:00.500000000Z", "created_by": "commit x",
-                                    "comment": "m", "author": "me"}
+    assert child["history"][-1] == {
+        "created": "1970-01-01T00:01:00.500000000Z",
+        "created_by": "commit x",
+        "comment": "m",
+        "author": "me",
+    }
     assert len(base["history"]) == 1  # the base config is not changed
 
 
@@ -176,28 +186,55 @@ def test_store_config_refuses_missing_layers(tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "root" / "imagedb")
 
 
-@pytest.mark.parametrize("text,t", [("1970-01-01T00:01:00Z", 60.0), ("1970-01-01T00:01:00.25Z", 60.25),
-                                    ("1970-01-01T01:01:00+01:00", 60.0), ("garbage", 0.0)])
+@pytest.mark.parametrize(
+    "text,t",
+    [
+        ("1970-01-01T00:01:00Z", 60.0),
+        ("1970-01-01T00:01:00.25Z", 60.25),
+        ("1970-01-01T01:01:00+01:00", 60.0),
+        ("garbage", 0.0),
+    ],
+)
 def test_parse_time(text, t):
     assert images.parse_time(text) == t
 
 
 def test_commit_changes_as_dockerfile_instructions():
     base = {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"]}
-    cfg = images.apply_changes(base, [
-        'CMD ["echo", "hi"]', "ENTRYPOINT /bin/run it", "ENV A=2 B=\"x y\"", "env C some value",
-        "WORKDIR /app", "USER 1000:1000", "EXPOSE 80 53/udp", "LABEL k=v", "STOPSIGNAL SIGINT",
-        "VOLUME /data /logs"])
-    assert cfg == {"Env": ["PATH=/bin", "A=2", "B=x y", "C=some value"], "Cmd": ["echo", "hi"],
-                   "Entrypoint": ["/bin/sh", "-c", "/bin/run it"], "WorkingDir": "/app", "User": "1000:1000",
-                   "ExposedPorts": {"80/tcp": {}, "53/udp": {}}, "Labels": {"k": "v"}, "StopSignal": "SIGINT",
-                   "Volumes": {"/data": {}, "/logs": {}}}
+    cfg = images.apply_changes(
+        base,
+        [
+            'CMD ["echo", "hi"]',
+            "ENTRYPOINT /bin/run it",
+            'ENV A=2 B="x y"',
+            "env C some value",
+            "WORKDIR /app",
+            "USER 1000:1000",
+            "EXPOSE 80 53/udp",
+            "LABEL k=v",
+            "STOPSIGNAL SIGINT",
+            "VOLUME /data /logs",
+        ],
+    )
+    assert cfg == {
+        "Env": ["PATH=/bin", "A=2", "B=x y", "C=some value"],
+        "Cmd": ["echo", "hi"],
+        "Entrypoint": ["/bin/sh", "-c", "/bin/run it"],
+        "WorkingDir": "/app",
+        "User": "1000:1000",
+        "ExposedPorts": {"80/tcp": {}, "53/udp": {}},
+        "Labels": {"k": "v"},
+        "StopSignal": "SIGINT",
+        "Volumes": {"/data": {}, "/logs": {}},
+    }
     assert base == {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"]}  # not changed in place
     assert images.apply_changes({}, ["CMD echo $HOME"])["Cmd"] == ["/bin/sh", "-c", "echo $HOME"]
 
 
-@pytest.mark.parametrize("change,text", [("RUN make", "run is not a valid change command"),
-                                         ("ENV =x", "blank"), ("", "not a valid change command")])
+@pytest.mark.parametrize(
+    "change,text",
+    [("RUN make", "run is not a valid change command"), ("ENV =x", "blank"), ("", "not a valid change command")],
+)
 def test_bad_commit_changes(change, text):
     with pytest.raises(images.CocinError, match=text):
         images.apply_changes({}, [change])
@@ -209,9 +246,16 @@ def test_history_maps_layers_to_steps_newest_first(tmp_path, monkeypatch):
     for c, size in zip(chains, ("10", "20")):
         os.makedirs(tmp_path / "layers" / "sha256" / c[7:])
         (tmp_path / "layers" / "sha256" / c[7:] / "size").write_text(size)
-    cfg = {"history": [{"created": "1970-01-01T00:00:01Z", "created_by": "base"},
-                       {"created": "1970-01-01T00:00:02Z", "created_by": "ENV x", "empty_layer": True},
-                       {"created": "1970-01-01T00:00:03Z", "created_by": "top", "comment": "c"}]}
+    cfg = {
+        "history": [
+            {"created": "1970-01-01T00:00:01Z", "created_by": "base"},
+            {"created": "1970-01-01T00:00:02Z", "created_by": "ENV x", "empty_layer": True},
+            {"created": "1970-01-01T00:00:03Z", "created_by": "top", "comment": "c"},
+        ]
+    }
     img = images.Image("1" * 64, cfg, {"chains": chains}, [])
-    assert [(s["id"][:1], s["created_by"], s["size"], s["created"]) for s in images.history(img)] == \
-        [("1", "top", 20, 3.0), ("", "ENV x", 0, 2.0), ("", "base", 10, 1.0)]
+    assert [(s["id"][:1], s["created_by"], s["size"], s["created"]) for s in images.history(img)] == [
+        ("1", "top", 20, 3.0),
+        ("", "ENV x", 0, 2.0),
+        ("", "base", 10, 1.0),
+    ]

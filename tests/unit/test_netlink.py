@@ -28,22 +28,36 @@ def test_struct_sizes_match_the_kernel():
     assert nl.RTATTR.size == 4
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/include/linux/netlink.h"),
-                    reason="kernel headers (linux-libc-dev) not installed")
+@pytest.mark.skipif(
+    not os.path.exists("/usr/include/linux/netlink.h"), reason="kernel headers (linux-libc-dev) not installed"
+)
 def test_constants_match_the_kernel_headers():
     defines = {}
     for header in ("netlink.h", "rtnetlink.h"):
         with open(f"/usr/include/linux/{header}") as f:
             for name, value in re.findall(r"#define\s+(\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", f.read()):
                 defines.setdefault(name, int(value, 0))
-    for name in ("NETLINK_ROUTE", "NLM_F_REQUEST", "NLM_F_MULTI", "NLM_F_ACK", "NLM_F_ROOT",
-                 "NLM_F_MATCH", "NLM_F_EXCL", "NLM_F_CREATE", "NLM_F_CAPPED", "NLM_F_ACK_TLVS",
-                 "NLMSG_ERROR", "NLMSG_DONE", "NETLINK_EXT_ACK", "RTPROT_BOOT"):
+    for name in (
+        "NETLINK_ROUTE",
+        "NLM_F_REQUEST",
+        "NLM_F_MULTI",
+        "NLM_F_ACK",
+        "NLM_F_ROOT",
+        "NLM_F_MATCH",
+        "NLM_F_EXCL",
+        "NLM_F_CREATE",
+        "NLM_F_CAPPED",
+        "NLM_F_ACK_TLVS",
+        "NLMSG_ERROR",
+        "NLMSG_DONE",
+        "NETLINK_EXT_ACK",
+        "RTPROT_BOOT",
+    ):
         assert getattr(nl, name) == defines[name], name
 
 
 def test_attribute_is_padded_to_four_bytes():
-    raw = nl.attr_str(nl.IFLA_IFNAME, "eth0")          # 4 + "eth0\0" = 9 bytes
+    raw = nl.attr_str(nl.IFLA_IFNAME, "eth0")  # 4 + "eth0\0" = 9 bytes
     assert len(raw) == 12
     length, attr_type = struct.unpack_from("=HH", raw)
     assert (length, attr_type) == (9, nl.IFLA_IFNAME)
@@ -52,9 +66,12 @@ def test_attribute_is_padded_to_four_bytes():
 
 
 def test_attributes_round_trip():
-    raw = (nl.attr_str(nl.IFLA_IFNAME, "cocin0") + nl.attr_u32(nl.IFLA_MTU, 1500)
-           + nl.attr_mac(nl.IFLA_ADDRESS, "02:42:ac:1d:00:01")
-           + nl.attr_ipv4(nl.IFA_LOCAL, "172.29.0.1"))
+    raw = (
+        nl.attr_str(nl.IFLA_IFNAME, "cocin0")
+        + nl.attr_u32(nl.IFLA_MTU, 1500)
+        + nl.attr_mac(nl.IFLA_ADDRESS, "02:42:ac:1d:00:01")
+        + nl.attr_ipv4(nl.IFA_LOCAL, "172.29.0.1")
+    )
     attrs = nl.parse_attrs(raw)
     assert nl.decode_str(attrs[nl.IFLA_IFNAME]) == "cocin0"
     assert nl.decode_u32(attrs[nl.IFLA_MTU]) == 1500
@@ -94,21 +111,25 @@ def test_ifinfomsg_fields():
 
 
 def test_parse_link_of_a_veth_bridge_port():
-    body = (nl.pack_ifinfomsg(index=12, flags=nl.IFF_UP)
-            + nl.attr_str(nl.IFLA_IFNAME, "veth1234567")
-            + nl.attr_u32(nl.IFLA_MASTER, 9)
-            + nl.attr_u32(nl.IFLA_MTU, 1500)
-            + nl.attr_mac(nl.IFLA_ADDRESS, "aa:bb:cc:dd:ee:ff")
-            + nl.attr_nested(nl.IFLA_LINKINFO, nl.attr_str(nl.IFLA_INFO_KIND, "veth")))
+    body = (
+        nl.pack_ifinfomsg(index=12, flags=nl.IFF_UP)
+        + nl.attr_str(nl.IFLA_IFNAME, "veth1234567")
+        + nl.attr_u32(nl.IFLA_MASTER, 9)
+        + nl.attr_u32(nl.IFLA_MTU, 1500)
+        + nl.attr_mac(nl.IFLA_ADDRESS, "aa:bb:cc:dd:ee:ff")
+        + nl.attr_nested(nl.IFLA_LINKINFO, nl.attr_str(nl.IFLA_INFO_KIND, "veth"))
+    )
     link = nl.parse_link(body)
     assert (link.index, link.name, link.master, link.mtu) == (12, "veth1234567", 9, 1500)
     assert link.kind == "veth" and link.mac == "aa:bb:cc:dd:ee:ff" and link.up
 
 
 def test_parse_route_and_address():
-    route = nl.parse_route(nl.pack_rtmsg(dst_len=16, protocol=nl.RTPROT_KERNEL,
-                                         scope=nl.RT_SCOPE_LINK)
-                           + nl.attr_ipv4(nl.RTA_DST, "172.29.0.0") + nl.attr_u32(nl.RTA_OIF, 4))
+    route = nl.parse_route(
+        nl.pack_rtmsg(dst_len=16, protocol=nl.RTPROT_KERNEL, scope=nl.RT_SCOPE_LINK)
+        + nl.attr_ipv4(nl.RTA_DST, "172.29.0.0")
+        + nl.attr_u32(nl.RTA_OIF, 4)
+    )
     assert (route.dst, route.dst_len, route.oif, route.table) == ("172.29.0.0", 16, 4, 254)
     assert str(route.network) == "172.29.0.0/16"
     default = nl.parse_route(nl.pack_rtmsg() + nl.attr_ipv4(nl.RTA_GATEWAY, "10.0.0.1"))
@@ -118,6 +139,7 @@ def test_parse_route_and_address():
 
 
 # ------------------------------------------------------------- errors/ACK --
+
 
 def _error_message(code: int, request: bytes, ext_text: str | None = None) -> nl.Message:
     flags = 0
@@ -156,6 +178,7 @@ def test_interface_names_are_checked():
 
 # ------------------------------------------------- requests, as bytes sent --
 
+
 @pytest.fixture
 def sent(monkeypatch):
     """Capture requests instead of sending them; links "exist" with index 7."""
@@ -176,28 +199,27 @@ def test_create_veth_request_nests_the_peer(sent):
     nl.create_veth("veth1234567", "ceth1234567", "02:42:0a:00:00:02")
     ((msg_type, body, flags),) = sent
     assert msg_type == nl.RTM_NEWLINK and flags == nl.NLM_F_CREATE | nl.NLM_F_EXCL
-    attrs = nl.parse_attrs(body[nl.IFINFOMSG.size:])
+    attrs = nl.parse_attrs(body[nl.IFINFOMSG.size :])
     assert nl.decode_str(attrs[nl.IFLA_IFNAME]) == "veth1234567"
     info = nl.parse_attrs(attrs[nl.IFLA_LINKINFO])
     assert nl.decode_str(info[nl.IFLA_INFO_KIND]) == "veth"
     peer = nl.parse_attrs(info[nl.IFLA_INFO_DATA])[nl.VETH_INFO_PEER]
     # The peer is a whole ifinfomsg followed by its own attributes.
-    peer_attrs = nl.parse_attrs(peer[nl.IFINFOMSG.size:])
+    peer_attrs = nl.parse_attrs(peer[nl.IFINFOMSG.size :])
     assert nl.decode_str(peer_attrs[nl.IFLA_IFNAME]) == "ceth1234567"
     assert nl.decode_mac(peer_attrs[nl.IFLA_ADDRESS]) == "02:42:0a:00:00:02"
 
 
 def test_create_veth_plugged_up_and_peer_born_in_another_namespace(sent):
-    nl.create_veth("veth1234567", "eth0", "02:42:0a:00:00:02", master=9, up=True,
-                   peer_netns_pid=4242)
+    nl.create_veth("veth1234567", "eth0", "02:42:0a:00:00:02", master=9, up=True, peer_netns_pid=4242)
     ((_type, body, _flags),) = sent
-    assert nl.IFINFOMSG.unpack_from(body)[3:] == (nl.IFF_UP, nl.IFF_UP)   # flags, change
-    attrs = nl.parse_attrs(body[nl.IFINFOMSG.size:])
+    assert nl.IFINFOMSG.unpack_from(body)[3:] == (nl.IFF_UP, nl.IFF_UP)  # flags, change
+    attrs = nl.parse_attrs(body[nl.IFINFOMSG.size :])
     assert nl.decode_u32(attrs[nl.IFLA_MASTER]) == 9
     info = nl.parse_attrs(attrs[nl.IFLA_LINKINFO])
     peer = nl.parse_attrs(info[nl.IFLA_INFO_DATA])[nl.VETH_INFO_PEER]
-    assert nl.IFINFOMSG.unpack_from(peer)[3:] == (0, 0)   # the peer comes up later
-    peer_attrs = nl.parse_attrs(peer[nl.IFINFOMSG.size:])
+    assert nl.IFINFOMSG.unpack_from(peer)[3:] == (0, 0)  # the peer comes up later
+    peer_attrs = nl.parse_attrs(peer[nl.IFINFOMSG.size :])
     assert nl.decode_str(peer_attrs[nl.IFLA_IFNAME]) == "eth0"
     assert nl.decode_u32(peer_attrs[nl.IFLA_NET_NS_PID]) == 4242
 
@@ -215,7 +237,7 @@ def test_using_sends_requests_through_the_given_socket():
     with nl.using(fake):
         nl.delete_link("veth1234567")
     assert fake.sent == [(nl.RTM_DELLINK, "veth1234567")]
-    assert nl._current is None   # and afterwards a fresh socket again
+    assert nl._current is None  # and afterwards a fresh socket again
 
 
 def test_create_bridge_request(sent):
@@ -257,15 +279,15 @@ def test_add_address_and_default_route_requests(sent):
     addr = sent[-1]
     assert addr[0] == nl.RTM_NEWADDR
     assert nl.IFADDRMSG.unpack_from(addr[1]) == (socket.AF_INET, 16, 0, 0, 7)
-    attrs = nl.parse_attrs(addr[1][nl.IFADDRMSG.size:])
+    attrs = nl.parse_attrs(addr[1][nl.IFADDRMSG.size :])
     assert attrs[nl.IFA_LOCAL] == attrs[nl.IFA_ADDRESS] == socket.inet_aton("172.29.0.2")
     assert attrs[nl.IFA_BROADCAST] == socket.inet_aton("172.29.255.255")
     nl.add_default_route("172.29.0.1", "eth0")
     route = sent[-1]
     assert route[0] == nl.RTM_NEWROUTE
     fields = nl.RTMSG.unpack_from(route[1])
-    assert fields[1] == 0 and fields[4] == nl.RT_TABLE_MAIN   # dst_len 0: default
-    attrs = nl.parse_attrs(route[1][nl.RTMSG.size:])
+    assert fields[1] == 0 and fields[4] == nl.RT_TABLE_MAIN  # dst_len 0: default
+    attrs = nl.parse_attrs(route[1][nl.RTMSG.size :])
     assert attrs[nl.RTA_GATEWAY] == socket.inet_aton("172.29.0.1")
     assert nl.decode_u32(attrs[nl.RTA_OIF]) == 7
 
@@ -273,14 +295,15 @@ def test_add_address_and_default_route_requests(sent):
 def test_a_known_index_saves_the_lookup(sent):
     nl.add_address("eth0", "10.231.0.130", 25, index=3)
     nl.add_default_route("10.231.0.129", index=3)
-    (addr, route) = sent   # no RTM_GETLINK
+    (addr, route) = sent  # no RTM_GETLINK
     assert nl.IFADDRMSG.unpack_from(addr[1]) == (socket.AF_INET, 25, 0, 0, 3)
-    attrs = nl.parse_attrs(addr[1][nl.IFADDRMSG.size:])
+    attrs = nl.parse_attrs(addr[1][nl.IFADDRMSG.size :])
     assert attrs[nl.IFA_BROADCAST] == socket.inet_aton("10.231.0.255")
-    assert nl.decode_u32(nl.parse_attrs(route[1][nl.RTMSG.size:])[nl.RTA_OIF]) == 3
+    assert nl.decode_u32(nl.parse_attrs(route[1][nl.RTMSG.size :])[nl.RTA_OIF]) == 3
 
 
 # ---------------------------------------------- a real socket, read only --
+
 
 def test_list_links_and_routes_on_this_host():
     links = nl.list_links()

@@ -34,32 +34,38 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # ------------------------------------------------------------------- pure --
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("80", ("0.0.0.0", 0, 80, "tcp")),
-    ("8080:80", ("0.0.0.0", 8080, 80, "tcp")),
-    ("8080:80/udp", ("0.0.0.0", 8080, 80, "udp")),
-    ("8080:80/TCP", ("0.0.0.0", 8080, 80, "tcp")),
-    ("127.0.0.1:8080:80", ("127.0.0.1", 8080, 80, "tcp")),
-    ("127.0.0.1::80/udp", ("127.0.0.1", 0, 80, "udp")),
-    ("0:53/udp", ("0.0.0.0", 0, 53, "udp")),
-    ("::80", ("0.0.0.0", 0, 80, "tcp")),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("80", ("0.0.0.0", 0, 80, "tcp")),
+        ("8080:80", ("0.0.0.0", 8080, 80, "tcp")),
+        ("8080:80/udp", ("0.0.0.0", 8080, 80, "udp")),
+        ("8080:80/TCP", ("0.0.0.0", 8080, 80, "tcp")),
+        ("127.0.0.1:8080:80", ("127.0.0.1", 8080, 80, "tcp")),
+        ("127.0.0.1::80/udp", ("127.0.0.1", 0, 80, "udp")),
+        ("0:53/udp", ("0.0.0.0", 0, 53, "udp")),
+        ("::80", ("0.0.0.0", 0, 80, "tcp")),
+    ],
+)
 def test_parse_publish(spec, expected):
     got = network.parse_publish(spec)
     assert (got["host_ip"], got["host_port"], got["container_port"], got["proto"]) == expected
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("", "empty"),
-    ("80/sctp", "protocol must be tcp or udp"),
-    ("8080:0", "container port 0 is out of range"),
-    ("70000:80", "host port 70000 is out of range"),
-    ("8080:http", "container port 'http' is not a number"),
-    ("8000-8010:80", "port ranges are not supported"),
-    ("1.2.3:8080:80", "'1.2.3' is not an IPv4 address"),
-    ("[::1]:8080:80", "IPv6 addresses are not supported"),
-    ("a:b:c:d", "expected [HOSTIP:][HOSTPORT:]CONTAINERPORT"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("", "empty"),
+        ("80/sctp", "protocol must be tcp or udp"),
+        ("8080:0", "container port 0 is out of range"),
+        ("70000:80", "host port 70000 is out of range"),
+        ("8080:http", "container port 'http' is not a number"),
+        ("8000-8010:80", "port ranges are not supported"),
+        ("1.2.3:8080:80", "'1.2.3' is not an IPv4 address"),
+        ("[::1]:8080:80", "IPv6 addresses are not supported"),
+        ("a:b:c:d", "expected [HOSTIP:][HOSTPORT:]CONTAINERPORT"),
+    ],
+)
 def test_parse_publish_rejects(spec, message):
     with pytest.raises(NetworkError) as info:
         network.parse_publish(spec)
@@ -75,6 +81,7 @@ def test_overlapping_host_ports():
     assert not ports.overlaps(any80, network.parse_publish("8080:80/udp"))
     with pytest.raises(NetworkError, match="already published by container web"):
         ports.resolve(["127.0.0.1:8080:81"], {"web": [any80]})
+
 
 def test_a_host_port_published_twice_by_one_container(monkeypatch):
     monkeypatch.setenv("COCIN_PORT_BACKEND", "userspace-proxy")  # no bind probe
@@ -101,9 +108,12 @@ def test_host_port_used_by_a_host_program_is_refused(monkeypatch):
 
 
 def _endpoint(**kw):
-    ep = {"container": "0123456789abcdef", "ip": "10.231.0.2", "bridge": "cocintest0",
-          "ports": [network.parse_publish("8080:80"),
-                    network.parse_publish("127.0.0.1:5353:53/udp")]}
+    ep = {
+        "container": "0123456789abcdef",
+        "ip": "10.231.0.2",
+        "bridge": "cocintest0",
+        "ports": [network.parse_publish("8080:80"), network.parse_publish("127.0.0.1:5353:53/udp")],
+    }
     ep.update(kw)
     return ep
 
@@ -113,8 +123,9 @@ def test_port_rules_render_for_iptables_and_nft(monkeypatch):
     rules = ports.rules(_endpoint(), forward_accept=True)
     text = firewall.iptables_restore_input(rules)
     assert "*nat\n:COCIN - [0:0]\n:COCIN-POSTROUTING - [0:0]\n" in text
-    assert ("-A COCIN -p tcp --dport 8080 -m comment --comment cocin:0123456789ab "
-            "-j DNAT --to-destination 10.231.0.2:80") in text
+    assert (
+        "-A COCIN -p tcp --dport 8080 -m comment --comment cocin:0123456789ab -j DNAT --to-destination 10.231.0.2:80"
+    ) in text
     assert "-A COCIN -d 127.0.0.1 -p udp --dport 5353" in text
     assert "-A COCIN-POSTROUTING -o cocintest0 -s 127.0.0.0/8" in text
     assert "*filter\n:COCIN-FORWARD - [0:0]\n" in text
@@ -130,10 +141,8 @@ def test_port_rules_render_for_iptables_and_nft(monkeypatch):
 
 def test_masquerade_rule_renders_negated_interface(monkeypatch):
     monkeypatch.setenv("COCIN_ROOT", "/var/lib/cocin")
-    rule = Rule("postrouting", "MASQUERADE", src="10.231.0.0/24", out_iface="cocintest0",
-                out_negated=True)
-    assert firewall.iptables_args(rule) == ["!", "-o", "cocintest0", "-s", "10.231.0.0/24",
-                                            "-j", "MASQUERADE"]
+    rule = Rule("postrouting", "MASQUERADE", src="10.231.0.0/24", out_iface="cocintest0", out_negated=True)
+    assert firewall.iptables_args(rule) == ["!", "-o", "cocintest0", "-s", "10.231.0.0/24", "-j", "MASQUERADE"]
     assert firewall.nft_rule(rule) == 'oifname != "cocintest0" ip saddr 10.231.0.0/24 masquerade'
     assert firewall.nft_script([]) == "table ip cocin\ndelete table ip cocin\n"
 
@@ -162,25 +171,29 @@ def test_iptables_save_is_read_for_our_chains_and_jumps(monkeypatch):
     assert sorted(present["chains"]) == [["nat", "COCIN"], ["nat", "COCIN-POSTROUTING"]]
     assert present["jumps"] == [
         ["nat", "PREROUTING", "-m addrtype --dst-type LOCAL -j COCIN"],
-        ["nat", "POSTROUTING", "-j COCIN-POSTROUTING"]]
+        ["nat", "POSTROUTING", "-j COCIN-POSTROUTING"],
+    ]
     assert present["forward_drops"] is True
 
 
 def test_one_restore_adds_missing_jumps_and_removes_what_is_not_wanted(monkeypatch):
     monkeypatch.setenv("COCIN_ROOT", "/var/lib/cocin")
     present = firewall.parse_iptables_save(SAVED)
-    masquerade = Rule("postrouting", "MASQUERADE", src="10.231.0.0/24", out_iface="cocintest0",
-                      out_negated=True)
+    masquerade = Rule("postrouting", "MASQUERADE", src="10.231.0.0/24", out_iface="cocintest0", out_negated=True)
     text = firewall.iptables_transaction([masquerade], present)
     # Chains declared (emptied) and refilled; only the missing OUTPUT jump added.
-    assert text == ("*nat\n:COCIN - [0:0]\n:COCIN-POSTROUTING - [0:0]\n"
-                    "-A COCIN-POSTROUTING ! -o cocintest0 -s 10.231.0.0/24 -j MASQUERADE\n"
-                    "-A OUTPUT -m addrtype --dst-type LOCAL -j COCIN\nCOMMIT\n")
+    assert text == (
+        "*nat\n:COCIN - [0:0]\n:COCIN-POSTROUTING - [0:0]\n"
+        "-A COCIN-POSTROUTING ! -o cocintest0 -s 10.231.0.0/24 -j MASQUERADE\n"
+        "-A OUTPUT -m addrtype --dst-type LOCAL -j COCIN\nCOMMIT\n"
+    )
     # Nothing wanted: jumps deleted (as iptables-save spelled them), then chains.
     text = firewall.iptables_transaction([], present)
-    assert text == ("*nat\n-D PREROUTING -m addrtype --dst-type LOCAL -j COCIN\n"
-                    "-D POSTROUTING -j COCIN-POSTROUTING\n"
-                    "-F COCIN\n-X COCIN\n-F COCIN-POSTROUTING\n-X COCIN-POSTROUTING\nCOMMIT\n")
+    assert text == (
+        "*nat\n-D PREROUTING -m addrtype --dst-type LOCAL -j COCIN\n"
+        "-D POSTROUTING -j COCIN-POSTROUTING\n"
+        "-F COCIN\n-X COCIN\n-F COCIN-POSTROUTING\n-X COCIN-POSTROUTING\nCOMMIT\n"
+    )
     # What the restore leaves is what the next one starts from: no more jumps to add.
     after = firewall._present_after([masquerade], False)
     assert "-A OUTPUT" not in firewall.iptables_transaction([masquerade], after)
@@ -197,7 +210,7 @@ def test_which_tools_work_is_probed_once_per_boot(tmp_path, monkeypatch):
     firewall._works_cache.clear()
     try:
         assert firewall._works("iptables") and probes == ["iptables"]
-        firewall._works_cache.clear()           # another cocin process
+        firewall._works_cache.clear()  # another cocin process
         assert firewall._works("iptables") and probes == ["iptables"]
         signature = [["/usr/sbin/iptables", 3, 4]]  # say iptables was upgraded
         firewall._works_cache.clear()
@@ -207,25 +220,30 @@ def test_which_tools_work_is_probed_once_per_boot(tmp_path, monkeypatch):
 
 
 def test_an_old_firewall_state_is_trusted_while_nftables_is_unchanged(monkeypatch):
-    state = {"boot": "b", "backend": "iptables", "wanted": "", "applied": "k",
-             "checked": time.time() - 3600, "version": ["/usr/sbin/xtables-nft-multi", 41]}
+    state = {
+        "boot": "b",
+        "backend": "iptables",
+        "wanted": "",
+        "applied": "k",
+        "checked": time.time() - 3600,
+        "version": ["/usr/sbin/xtables-nft-multi", 41],
+    }
     generation = [41]
     monkeypatch.delenv("COCIN_PORT_BACKEND", raising=False)
     monkeypatch.setattr(firewall, "_load_state", lambda: dict(state))
     monkeypatch.setattr(firewall, "_choose_backend", lambda: "iptables")
-    monkeypatch.setattr(firewall, "_ruleset_version",
-                        lambda chosen: ["/usr/sbin/xtables-nft-multi", generation[0]])
+    monkeypatch.setattr(firewall, "_ruleset_version", lambda chosen: ["/usr/sbin/xtables-nft-multi", generation[0]])
     monkeypatch.setattr(firewall, "_unchanged", {})
-    assert firewall._trusted_state() == state          # too old, but nothing changed
+    assert firewall._trusted_state() == state  # too old, but nothing changed
     assert firewall.backend() == "iptables"
-    generation[0] = 42                                  # someone changed a rule
-    monkeypatch.setattr(firewall, "_unchanged", {})    # (another process)
+    generation[0] = 42  # someone changed a rule
+    monkeypatch.setattr(firewall, "_unchanged", {})  # (another process)
     assert firewall._trusted_state() is None
-    del state["version"]                                # legacy iptables: no counter
+    del state["version"]  # legacy iptables: no counter
     assert firewall._trusted_state() is None
-    state["checked"] = time.time()                      # but recent enough
+    state["checked"] = time.time()  # but recent enough
     assert firewall._trusted_state() == state
-    monkeypatch.setenv("COCIN_PORT_BACKEND", "nft")     # another choice: look again
+    monkeypatch.setenv("COCIN_PORT_BACKEND", "nft")  # another choice: look again
     assert firewall._trusted_state() is None
 
 
@@ -260,15 +278,14 @@ def test_sysctl_values_are_saved_and_restored(tmp_path, monkeypatch, fake_proc_s
     assert not os.path.exists(os.path.join(sysctl.RUN_DIR, "network-sysctl.json"))
 
 
-def test_sysctl_is_restored_only_when_no_state_root_needs_it(tmp_path, monkeypatch,
-                                                             fake_proc_sys):
+def test_sysctl_is_restored_only_when_no_state_root_needs_it(tmp_path, monkeypatch, fake_proc_sys):
     _use_root(monkeypatch, tmp_path, "a")
     sysctl.apply({"net.ipv4.ip_forward": "1"})
     _use_root(monkeypatch, tmp_path, "b")
     sysctl.apply({"net.ipv4.ip_forward": "1"})
     _use_root(monkeypatch, tmp_path, "a")
     sysctl.apply({})
-    assert sysctl.read("net.ipv4.ip_forward") == "1"     # b still needs it
+    assert sysctl.read("net.ipv4.ip_forward") == "1"  # b still needs it
     _use_root(monkeypatch, tmp_path, "b")
     sysctl.apply({})
     assert sysctl.read("net.ipv4.ip_forward") == "0"
@@ -278,6 +295,7 @@ def test_ip_forward_is_wanted_only_while_a_container_is_attached(monkeypatch):
     """Issue 6: ``ip_forward`` goes back to the host's value when no container
     needs it any more, even though the network (and its bridge) stays."""
     from cocin.network import bridge
+
     wanted: list[dict] = []
     monkeypatch.setattr(firewall, "apply", lambda rules: None)
     monkeypatch.setattr(firewall, "forward_policy_drops", lambda: False)
@@ -302,6 +320,7 @@ def test_each_state_root_owns_its_own_chains(tmp_path, monkeypatch):
 
 def test_each_state_root_gets_its_own_default_bridge_and_subnet(tmp_path, monkeypatch):
     from cocin.network import bridge
+
     monkeypatch.delenv("COCIN_DEFAULT_BRIDGE", raising=False)
     monkeypatch.delenv("COCIN_DEFAULT_SUBNET", raising=False)
     monkeypatch.setattr(bridge, "_host_route_clash", lambda subnet, ours: None)
@@ -315,15 +334,14 @@ def test_each_state_root_gets_its_own_default_bridge_and_subnet(tmp_path, monkey
         assert br == "cocin" + firewall.root_suffix() and len(br) == 12 <= 15
         assert ipaddress.IPv4Network(subnet).subnet_of(ipaddress.IPv4Network("172.30.0.0/16"))
         assert ipaddress.IPv4Network(subnet).prefixlen == 24
-        assert bridge.default_bridge_and_subnet() == (br, subnet)   # deterministic
+        assert bridge.default_bridge_and_subnet() == (br, subnet)  # deterministic
         derived[name] = (br, subnet)
     assert derived["a"][0] != derived["b"][0]
     # The environment wins; a subnet the host (or another network) uses is passed over.
     monkeypatch.setenv("COCIN_DEFAULT_BRIDGE", "mybr0")
     assert bridge.default_bridge_and_subnet()[0] == "mybr0"
     taken = ipaddress.IPv4Network(derived["b"][1])
-    monkeypatch.setattr(bridge, "_host_route_clash",
-                        lambda subnet, ours: "a host route" if subnet == taken else None)
+    monkeypatch.setattr(bridge, "_host_route_clash", lambda subnet, ours: "a host route" if subnet == taken else None)
     moved = ipaddress.IPv4Network(bridge.default_bridge_and_subnet()[1])
     assert moved != taken and not moved.overlaps(taken)
     other = {"name": "x", "bridge": "br-x", "subnet": str(moved)}
@@ -349,11 +367,14 @@ def test_chains_and_bridges_are_traced_to_their_state_root(tmp_path, monkeypatch
 
 def test_importing_cocin_network_is_cheap():
     # cocin.state (imported by every command anyway) brings json; nothing more may come.
-    code = ("import sys, cocin.state; before = set(sys.modules); import cocin.network; "
-            "print(sorted(m for m in ('subprocess', 'ctypes', 'json', 'cocin.network.bridge') "
-            "if m in sys.modules and m not in before))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": REPO}, check=True).stdout
+    code = (
+        "import sys, cocin.state; before = set(sys.modules); import cocin.network; "
+        "print(sorted(m for m in ('subprocess', 'ctypes', 'json', 'cocin.network.bridge') "
+        "if m in sys.modules and m not in before))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO}, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -361,19 +382,37 @@ def test_attach_and_detach_import_nothing_costly():
     # What a container on the default network needs, -p or not, and the rules
     # of other containers' ports: none of these modules, each of which costs
     # "cocin run" milliseconds to import (the rare paths import them lazily).
-    costly = ("enum", "re", "json", "socket", "signal", "shutil", "subprocess", "ipaddress",
-              "hashlib", "threading", "typing", "contextlib", "collections", "functools")
-    code = ("import sys, cocin.state; before = set(sys.modules)\n"
-            "import cocin.network.bridge, cocin.network.firewall, cocin.network.sysctl\n"
-            "import cocin.network.ports, cocin.network.ipam, cocin.network.store\n"
-            f"print(sorted(m for m in {costly!r} if m in sys.modules and m not in before))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": REPO}, check=True).stdout
+    costly = (
+        "enum",
+        "re",
+        "json",
+        "socket",
+        "signal",
+        "shutil",
+        "subprocess",
+        "ipaddress",
+        "hashlib",
+        "threading",
+        "typing",
+        "contextlib",
+        "collections",
+        "functools",
+    )
+    code = (
+        "import sys, cocin.state; before = set(sys.modules)\n"
+        "import cocin.network.bridge, cocin.network.firewall, cocin.network.sysctl\n"
+        "import cocin.network.ports, cocin.network.ipam, cocin.network.store\n"
+        f"print(sorted(m for m in {costly!r} if m in sys.modules and m not in before))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO}, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
 def test_names_and_macs():
     from cocin.network import bridge
+
     assert bridge.veth_names("0f1e2d3c4b5a69788") == ("veth0f1e2d3", "ceth0f1e2d3")
     host, peer = bridge.veth_names("not-hex")
     assert len(host) == 11 and host.startswith("veth")
@@ -386,8 +425,8 @@ SUBNET = "10.231.0.0/24"
 BRIDGE = "cocintest0"
 
 needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root: creates network namespaces, a bridge, veth pairs "
-                              "and NAT rules")
+    os.geteuid() != 0, reason="needs root: creates network namespaces, a bridge, veth pairs and NAT rules"
+)
 
 
 def _available_backends() -> list[str]:
@@ -421,7 +460,7 @@ class Host:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
         self.helpers: list[subprocess.Popen] = []
-        self.start = "0"   # what the host's switches were set to before the test
+        self.start = "0"  # what the host's switches were set to before the test
 
     def container(self) -> subprocess.Popen:
         """A process in a new, empty network namespace, like a container
@@ -438,23 +477,25 @@ class Host:
 
     def serve(self, pid: int, port: int, reply: str) -> None:
         """A TCP server inside ``pid``'s namespace answering ``reply PEER``."""
-        code = ("import socket, sys\n"
-                "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-                f"s.bind(('0.0.0.0', {port})); s.listen()\n"
-                "while True:\n"
-                "    c, a = s.accept(); c.sendall(f'{sys.argv[1]} {a[0]}'.encode()); c.close()\n")
-        self.helpers.append(subprocess.Popen(
-            ["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code, reply]))
+        code = (
+            "import socket, sys\n"
+            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('0.0.0.0', {port})); s.listen()\n"
+            "while True:\n"
+            "    c, a = s.accept(); c.sendall(f'{sys.argv[1]} {a[0]}'.encode()); c.close()\n"
+        )
+        self.helpers.append(subprocess.Popen(["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code, reply]))
 
     def serve_udp(self, pid: int, port: int) -> None:
         """A UDP server inside ``pid``'s namespace answering ``echo DATA``."""
-        code = ("import socket\n"
-                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                f"s.bind(('0.0.0.0', {port}))\n"
-                "while True:\n"
-                "    data, a = s.recvfrom(100); s.sendto(b'echo ' + data, a)\n")
-        self.helpers.append(subprocess.Popen(
-            ["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code]))
+        code = (
+            "import socket\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"s.bind(('0.0.0.0', {port}))\n"
+            "while True:\n"
+            "    data, a = s.recvfrom(100); s.sendto(b'echo ' + data, a)\n"
+        )
+        self.helpers.append(subprocess.Popen(["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code]))
 
     def kill_all(self) -> None:
         for proc in self.helpers + self.procs:
@@ -494,15 +535,21 @@ def fetch_udp(host: str, port: int, timeout: float = 8.0) -> str:
 
 def fetch_inside(pid: int, host: str, port: int) -> str:
     """``fetch`` from inside ``pid``'s network namespace."""
-    code = ("import socket, sys, time\n"
-            "for _ in range(80):\n"
-            "    try:\n"
-            "        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)\n"
-            "        print(s.recv(200).decode()); break\n"
-            "    except OSError:\n"
-            "        time.sleep(0.1)\n")
-    out = subprocess.run(["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code, host,
-                          str(port)], capture_output=True, text=True, timeout=30)
+    code = (
+        "import socket, sys, time\n"
+        "for _ in range(80):\n"
+        "    try:\n"
+        "        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)\n"
+        "        print(s.recv(200).decode()); break\n"
+        "    except OSError:\n"
+        "        time.sleep(0.1)\n"
+    )
+    out = subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", sys.executable, "-c", code, host, str(port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return out.stdout.strip()
 
 
@@ -535,6 +582,7 @@ def leftovers(cids: list[str], bridges: tuple[str, ...] = (BRIDGE,)) -> list[str
     installation, another test run) keep their bridges and rules meanwhile.
     """
     from cocin.network import bridge
+
     lingering([name for cid in cids for name in bridge.veth_names(cid)])
     found = []
     links = {link.name for link in netlink.list_links()}
@@ -543,14 +591,13 @@ def leftovers(cids: list[str], bridges: tuple[str, ...] = (BRIDGE,)) -> list[str
     found += [f"link {n}" for n in links if n in bridges]
     if shutil.which("iptables-save"):
         out = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
-        ours = firewall.chain_names()["dnat"][1]   # every chain's name starts with it
+        ours = firewall.chain_names()["dnat"][1]  # every chain's name starts with it
         for line in out.splitlines():
             words = [w.lstrip(":") for w in line.split()]
             if any(w == ours or w.startswith(ours + "-") or w in bridges for w in words):
                 found.append(f"iptables: {line}")
     if shutil.which("nft"):
-        if subprocess.run(["nft", "list", "table", "ip", firewall.nft_table()],
-                          capture_output=True).returncode == 0:
+        if subprocess.run(["nft", "list", "table", "ip", firewall.nft_table()], capture_output=True).returncode == 0:
             found.append(f"nft table ip {firewall.nft_table()}")
     return found
 
@@ -565,8 +612,11 @@ def _sysctl_holders(key: str) -> list[str]:
     bookkeeping (another test session, a user's containers)."""
     me = os.path.abspath(network.state_dir())
     state = store.read_json(os.path.join(sysctl.RUN_DIR, "network-sysctl.json"), {}) or {}
-    return sorted(root for root, values in state.get("holders", {}).items()
-                  if root != me and key in values and os.path.isdir(root))
+    return sorted(
+        root
+        for root, values in state.get("holders", {}).items()
+        if root != me and key in values and os.path.isdir(root)
+    )
 
 
 def _host_value(key: str) -> str | None:
@@ -615,8 +665,10 @@ def host(tmp_path, monkeypatch, request):
     for key in HOST_SWITCHES:
         holders = _sysctl_holders(key)
         if holders and request.param != "1":
-            pytest.skip(f"{key} is held at 1 by another cocin state root ({', '.join(holders)}) "
-                        f"with containers attached; setting it to {request.param} would disturb them")
+            pytest.skip(
+                f"{key} is held at 1 by another cocin state root ({', '.join(holders)}) "
+                f"with containers attached; setting it to {request.param} would disturb them"
+            )
     keys = [*HOST_SWITCHES, "net.ipv4.conf.all.route_localnet", "net.ipv4.conf.lo.route_localnet"]
     before = {key: _host_value(key) for key in keys}
     nat_before = _nat_table_exists()
@@ -645,8 +697,11 @@ def host(tmp_path, monkeypatch, request):
         with contextlib.suppress(Exception):
             sysctl.apply({})
         # cocin must have put back the values the test started with...
-        changed = {key: sysctl.read(key) for key in HOST_SWITCHES if sysctl.read(key) != handle.start
-                   and not _sysctl_holders(key)}
+        changed = {
+            key: sysctl.read(key)
+            for key in HOST_SWITCHES
+            if sysctl.read(key) != handle.start and not _sysctl_holders(key)
+        }
         # ...and the fixture puts back the machine's own.
         for key, value in before.items():
             if value is not None:
@@ -655,10 +710,11 @@ def host(tmp_path, monkeypatch, request):
         # first use and never deletes it; remove it if we caused it and it
         # holds no rules.
         if not nat_before and _nat_table_exists():
-            listing = subprocess.run(["nft", "list", "table", "ip", "nat"], capture_output=True,
-                                     text=True).stdout
-            if not any(line.strip() and not line.strip().startswith(
-                    ("table", "chain", "type", "}")) for line in listing.splitlines()):
+            listing = subprocess.run(["nft", "list", "table", "ip", "nat"], capture_output=True, text=True).stdout
+            if not any(
+                line.strip() and not line.strip().startswith(("table", "chain", "type", "}"))
+                for line in listing.splitlines()
+            ):
                 subprocess.run(["nft", "delete", "table", "ip", "nat"], capture_output=True)
         after = {key: _host_value(key) for key in keys}
         assert after == before, "sysctls were not restored"
@@ -675,14 +731,15 @@ def test_two_containers_talk_and_publish_a_port(host, monkeypatch, backend):
     monkeypatch.setenv("COCIN_PORT_BACKEND", backend)
     assert network.port_backend() == backend
     if backend == "nft" and _iptables_forward_drops():
-        pytest.skip("iptables' FORWARD policy is DROP, which rules in cocin's own nft table "
-                    "cannot overrule (the nft backend is for hosts without iptables)")
+        pytest.skip(
+            "iptables' FORWARD policy is DROP, which rules in cocin's own nft table "
+            "cannot overrule (the nft backend is for hosts without iptables)"
+        )
     assert sysctl.read("net.ipv4.ip_forward") == host.start
     web, client = host.container(), host.container()
     cid_web, cid_client = _cid(10), _cid(11)
 
-    ep_web = network.attach("bridge", cid_web, "web", web.pid,
-                            publish=["8080", "127.0.0.1::5353/udp"])
+    ep_web = network.attach("bridge", cid_web, "web", web.pid, publish=["8080", "127.0.0.1::5353/udp"])
     ep_client = network.attach("bridge", cid_client, "client", client.pid, ip="10.231.0.77")
     assert ep_web["ip"] == "10.231.0.2" and ep_client["ip"] == "10.231.0.77"
     assert ep_web["gateway"] == "10.231.0.1" and ep_web["veth"] == "vethaaaaaaa"
@@ -718,8 +775,7 @@ def test_two_containers_talk_and_publish_a_port(host, monkeypatch, backend):
     # The host port is taken now.
     third = host.container()
     with pytest.raises(NetworkError, match="already published by container web"):
-        network.attach("bridge", _cid(12), "third", third.pid,
-                       publish=[f"{port['host_port']}:80"])
+        network.attach("bridge", _cid(12), "third", third.pid, publish=[f"{port['host_port']}:80"])
     assert network.hosts_entries("bridge") == [("10.231.0.2", "web"), ("10.231.0.77", "client")]
 
     # Detach: once with the process alive, once after it died; twice each.
@@ -744,7 +800,7 @@ def test_two_containers_talk_and_publish_a_port(host, monkeypatch, backend):
     if ep_web["proxy"]:
         assert ports.proc_start_time(ep_web["proxy"]["pid"]) != ep_web["proxy"]["start"]
     assert sysctl.read("net.ipv4.ip_forward") == host.start
-    assert sysctl.read(localnet) == host.start   # the bridge's own value, from the default
+    assert sysctl.read(localnet) == host.start  # the bridge's own value, from the default
     assert network.inspect_network("bridge")["containers"] == {}
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port["host_port"]), timeout=1).close()
@@ -799,16 +855,17 @@ def test_the_bridge_stays_and_the_next_container_costs_no_iptables_process(host,
 
     calls = []
     real_run = firewall._run
-    monkeypatch.setattr(firewall, "_run", lambda args, *a, **kw: calls.append(args)
-                        or real_run(args, *a, **kw))
+    monkeypatch.setattr(firewall, "_run", lambda args, *a, **kw: calls.append(args) or real_run(args, *a, **kw))
     second = host.container()
     ep = network.attach("bridge", _cid(2), "second", second.pid)
     assert netlink.get_link(ep["veth"]).master == netlink.link_index(BRIDGE)
     from cocin.network import bridge
-    with bridge.netlink_in(second.pid) as nl, netlink.using(nl):   # its namespace
+
+    with bridge.netlink_in(second.pid) as nl, netlink.using(nl):  # its namespace
         assert [link.name for link in netlink.list_links() if link.up] == ["lo", "eth0"]
-        assert [(a.address, a.prefixlen) for a in netlink.list_addresses()
-                if a.address != "127.0.0.1"] == [("10.231.0.3", 24)]  # in turn: .2 was first's
+        assert [(a.address, a.prefixlen) for a in netlink.list_addresses() if a.address != "127.0.0.1"] == [
+            ("10.231.0.3", 24)
+        ]  # in turn: .2 was first's
         assert [r.gateway for r in netlink.list_routes() if r.dst_len == 0] == ["10.231.0.1"]
     network.detach("bridge", _cid(2), ep)
     assert calls == [], "nothing changed, yet iptables ran"
@@ -827,13 +884,14 @@ def test_the_bridge_stays_and_the_next_container_costs_no_iptables_process(host,
 @needs_root
 def test_a_dead_namespace_is_left_to_the_kernel_and_a_leftover_link_replaced(host, monkeypatch):
     from cocin.network import bridge
+
     deleted = []
     real_delete = netlink.delete_link
     monkeypatch.setattr(netlink, "delete_link", lambda name: deleted.append(name) or real_delete(name))
     proc = host.container()
     ep = network.attach("bridge", _cid(5), "c", proc.pid)
     assert ep["pid"] == proc.pid and ep["netns"] == bridge.netns_id(proc.pid)
-    assert deleted == []   # nothing was in the way
+    assert deleted == []  # nothing was in the way
     proc.kill()
     proc.wait()
     network.detach("bridge", _cid(5), ep)

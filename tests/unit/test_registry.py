@@ -14,41 +14,62 @@ from cocin.state import CocinError
 
 def test_challenge_values_may_hold_commas():
     scheme, params = registry.parse_challenge(
-        'Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull,push"')
+        'Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull,push"'
+    )
     assert scheme == "bearer"
     assert params == {"realm": "https://auth.example/token", "service": "reg", "scope": "repository:a/b:pull,push"}
     assert registry.parse_challenge('Basic realm="x y"') == ("basic", {"realm": "x y"})
-    assert registry.parse_challenge('Bearer error="insufficient_scope", realm=r')[1] == \
-        {"error": "insufficient_scope", "realm": "r"}
+    assert registry.parse_challenge('Bearer error="insufficient_scope", realm=r')[1] == {
+        "error": "insufficient_scope",
+        "realm": "r",
+    }
 
 
-INDEX = {"manifests": [
-    {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
-    {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}},
-    {"digest": "sha256:att", "platform": {"os": "unknown", "architecture": "unknown"},
-     "annotations": {"vnd.docker.reference.type": "attestation-manifest"}},
-]}
+INDEX = {
+    "manifests": [
+        {"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}},
+        {
+            "digest": "sha256:att",
+            "platform": {"os": "unknown", "architecture": "unknown"},
+            "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+        },
+    ]
+}
 
 
 def test_the_hosts_platform_is_picked_never_the_first():
     assert registry.pick_platform(INDEX, "linux", "amd64")["digest"] == "sha256:amd"
     assert registry.pick_platform(INDEX, "linux", "arm64", "v8")["digest"] == "sha256:arm"
-    with pytest.raises(CocinError, match=r"no matching manifest for linux/s390x .*found: linux/arm64/v8, "
-                                         r"linux/amd64\)"):
+    with pytest.raises(
+        CocinError,
+        match=r"no matching manifest for linux/s390x .*found: linux/arm64/v8, "
+        r"linux/amd64\)",
+    ):
         registry.pick_platform(INDEX, "linux", "s390x")
 
 
-@pytest.mark.parametrize("host,local", [("127.0.0.1:5000", True), ("localhost", True), ("localhost:5000", True),
-                                        ("127.1.2.3", True), ("registry-1.docker.io", False),
-                                        ("128.0.0.1:5000", False), ("127.evil.com", False)])
+@pytest.mark.parametrize(
+    "host,local",
+    [
+        ("127.0.0.1:5000", True),
+        ("localhost", True),
+        ("localhost:5000", True),
+        ("127.1.2.3", True),
+        ("registry-1.docker.io", False),
+        ("128.0.0.1:5000", False),
+        ("127.evil.com", False),
+    ],
+)
 def test_plain_http_only_for_loopback(host, local):
     assert registry._is_local(host) is local
 
 
 def test_credentials_from_dockers_config(tmp_path, monkeypatch):
     auth = base64.b64encode(b"u:p:w").decode()
-    (tmp_path / "config.json").write_text(json.dumps({"auths": {
-        "127.0.0.1:5556": {"auth": auth}, "https://index.docker.io/v1/": {"auth": auth}}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"auths": {"127.0.0.1:5556": {"auth": auth}, "https://index.docker.io/v1/": {"auth": auth}}})
+    )
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     assert registry.credentials("127.0.0.1:5556") == ("u", "p:w")
     assert registry.credentials("docker.io") == ("u", "p:w")

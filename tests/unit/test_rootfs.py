@@ -33,9 +33,9 @@ def tree(tmp_path):
     root = tmp_path / "rootfs"
     (root / "etc").mkdir(parents=True)
     (root / "srv" / "www").mkdir(parents=True)
-    os.symlink("/etc", root / "abs")                  # absolute: the container's /etc
-    os.symlink("srv/www", root / "rel")               # relative to where it is
-    os.symlink("../../../../../..", root / "up")      # climbs: stops at the root
+    os.symlink("/etc", root / "abs")  # absolute: the container's /etc
+    os.symlink("srv/www", root / "rel")  # relative to where it is
+    os.symlink("../../../../../..", root / "up")  # climbs: stops at the root
     os.symlink(str(tmp_path / "outside"), root / "host")  # a host path, as seen from the container
     os.symlink("loop2", root / "loop1")
     os.symlink("loop1", root / "loop2")
@@ -68,7 +68,6 @@ def test_link_loops_are_refused(tree):
 
 
 # --- mount targets opened by fd, never through a link (no root, no mounts) ----------
-
 
 
 @pytest.fixture
@@ -137,6 +136,7 @@ def test_open_target_never_follows_the_last_name(tree, tmp_path):
 
 # --- option parsing ----------------------------------------------------------------
 
+
 def test_tmpfs_options_start_from_dockers_defaults():
     flags, data = tmpfs_options("")
     assert flags == libc.MS_NOEXEC | libc.MS_NOSUID | libc.MS_NODEV and data == ""
@@ -164,8 +164,17 @@ def test_sysctl_keys_become_proc_paths():
 
 def test_dockers_masked_and_readonly_paths():
     assert set(MASKED_PATHS) == {
-        "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
-        "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-        "/sys/firmware", "/sys/devices/virtual/powercap"}
-    assert set(READONLY_PATHS) == {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                                   "/proc/sysrq-trigger"}
+        "/proc/asound",
+        "/proc/acpi",
+        "/proc/interrupts",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    }
+    assert set(READONLY_PATHS) == {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}

@@ -35,8 +35,22 @@ ENOSYS = RET_ERRNO | errno.ENOSYS
 CLONE_NEWUSER, CLONE_NEWNS, CLONE_THREAD, SIGCHLD = 0x10000000, 0x00020000, 0x00010000, 17
 AF_INET, AF_VSOCK = 2, 40
 
-DOCKER_CAPS = ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
-               "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"]
+DOCKER_CAPS = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+]
 
 with open(seccomp.DEFAULT_PROFILE) as _f:
     DEFAULT_TEXT = _f.read()
@@ -85,18 +99,67 @@ def prog():
     return default()
 
 
-@pytest.mark.parametrize("name", ["read", "write", "getpid", "execve", "openat", "mmap", "futex", "exit_group",
-                                  "rt_sigreturn", "chown", "setuid", "capset", "prctl", "arch_prctl", "chroot",
-                                  "name_to_handle_at", "ptrace", "wait4", "fork", "seccomp"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "read",
+        "write",
+        "getpid",
+        "execve",
+        "openat",
+        "mmap",
+        "futex",
+        "exit_group",
+        "rt_sigreturn",
+        "chown",
+        "setuid",
+        "capset",
+        "prctl",
+        "arch_prctl",
+        "chroot",
+        "name_to_handle_at",
+        "ptrace",
+        "wait4",
+        "fork",
+        "seccomp",
+    ],
+)
 def test_everyday_calls_are_allowed(prog, name):
     assert run(prog, X[name]) == RET_ALLOW
 
 
-@pytest.mark.parametrize("name", ["keyctl", "add_key", "request_key", "unshare", "mount", "umount2", "setns",
-                                  "open_by_handle_at", "kexec_load", "kexec_file_load", "init_module", "reboot",
-                                  "bpf", "perf_event_open", "pivot_root", "swapon", "acct", "settimeofday",
-                                  "iopl", "userfaultfd", "fsopen", "move_mount", "sethostname", "syslog",
-                                  "io_uring_setup", "io_uring_enter", "io_uring_register"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "keyctl",
+        "add_key",
+        "request_key",
+        "unshare",
+        "mount",
+        "umount2",
+        "setns",
+        "open_by_handle_at",
+        "kexec_load",
+        "kexec_file_load",
+        "init_module",
+        "reboot",
+        "bpf",
+        "perf_event_open",
+        "pivot_root",
+        "swapon",
+        "acct",
+        "settimeofday",
+        "iopl",
+        "userfaultfd",
+        "fsopen",
+        "move_mount",
+        "sethostname",
+        "syslog",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+    ],
+)
 def test_dangerous_calls_fail_with_eperm(prog, name):
     assert run(prog, X[name]) == EPERM
 
@@ -172,8 +235,9 @@ def test_every_number_of_the_table_follows_the_profile(prog):
     allowed = set()
     for rule in profile["syscalls"]:
         inc, exc = rule.get("includes", {}), rule.get("excludes", {})
-        caps_ok = all(c[4:] in DOCKER_CAPS for c in inc.get("caps", [])) and \
-            not any(c[4:] in DOCKER_CAPS for c in exc.get("caps", []))
+        caps_ok = all(c[4:] in DOCKER_CAPS for c in inc.get("caps", [])) and not any(
+            c[4:] in DOCKER_CAPS for c in exc.get("caps", [])
+        )
         arch_ok = (not inc.get("arches") or "amd64" in inc["arches"]) and "amd64" not in exc.get("arches", [])
         if caps_ok and arch_ok and rule["action"] == "SCMP_ACT_ALLOW" and not rule.get("args"):
             allowed.update(rule["names"])
@@ -207,20 +271,36 @@ def _libseccomp():
     lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
     lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
-    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                           ctypes.c_void_p]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+    ]
     lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     return lib
 
 
 class _ScmpArgCmp(ctypes.Structure):
     # struct scmp_arg_cmp <seccomp.h>
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
-                ("datum_b", ctypes.c_uint64)]
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
 
 
-_SCMP_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4, "SCMP_CMP_GE": 5,
-             "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+_SCMP_OPS = {
+    "SCMP_CMP_NE": 1,
+    "SCMP_CMP_LT": 2,
+    "SCMP_CMP_LE": 3,
+    "SCMP_CMP_EQ": 4,
+    "SCMP_CMP_GE": 5,
+    "SCMP_CMP_GT": 6,
+    "SCMP_CMP_MASKED_EQ": 7,
+}
 
 
 def _libseccomp_program(lib, caps) -> bytes:
@@ -231,8 +311,9 @@ def _libseccomp_program(lib, caps) -> bytes:
         assert lib.seccomp_attr_set(ctx, 2, RET_KILL_PROCESS) == 0  # SCMP_FLTATR_ACT_BADARCH
         assert lib.seccomp_arch_add(ctx, AUDIT_ARCH_I386) == 0  # SCMP_ARCH_X86
         for names, conds, action in seccomp_compile.select(profile, set(caps), "amd64", (6, 1)):
-            arr = (_ScmpArgCmp * 6)(*[_ScmpArgCmp(a["index"], _SCMP_OPS[a["op"]], a.get("value", 0),
-                                                  a.get("valueTwo", 0)) for a in conds])
+            arr = (_ScmpArgCmp * 6)(
+                *[_ScmpArgCmp(a["index"], _SCMP_OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0)) for a in conds]
+            )
             if action == EPERM:
                 continue  # the default: runc drops such rules before libseccomp sees them
             for name in names:
@@ -257,13 +338,30 @@ def test_same_verdicts_as_libseccomp(caps):
     """Every number of both ABIs (and x32, -1), with argument values around
     the profile's rules, gets libseccomp's verdict plus runc's -ENOSYS stub."""
     theirs, ours = _libseccomp_program(_libseccomp(), caps), default(caps)
-    values = [0, 8, 17, 40, 0x20000, 0x20008, 0xFFFFFFFF, 0x0400000, 0x10000011, 0x3D0F00, 0x1_0000_0000,
-              0x1_0000_0028, 0xFFFF_FFFF_FFFF_FFFF]
+    values = [
+        0,
+        8,
+        17,
+        40,
+        0x20000,
+        0x20008,
+        0xFFFFFFFF,
+        0x0400000,
+        0x10000011,
+        0x3D0F00,
+        0x1_0000_0000,
+        0x1_0000_0028,
+        0xFFFF_FFFF_FFFF_FFFF,
+    ]
     ruled = {"clone", "personality", "socket"}
     for arch, table in ((AUDIT_ARCH_X86_64, X), (AUDIT_ARCH_I386, syscalls.I386)):
         with_args = {table[n] for n in ruled if n in table}
-        last = max(table[n] for r in seccomp_compile.select(json.loads(DEFAULT_TEXT), set(caps), "amd64", (6, 1))
-                   for n in r[0] if n in table)
+        last = max(
+            table[n]
+            for r in seccomp_compile.select(json.loads(DEFAULT_TEXT), set(caps), "amd64", (6, 1))
+            for n in r[0]
+            if n in table
+        )
         for nr in list(range(520)) + [0x40000001, 0x40000027, 0xFFFFFFFF]:
             for a0 in values if nr in with_args else [0]:
                 want = run(theirs, nr, arch, [a0])
@@ -280,25 +378,41 @@ def custom(rules, default_action="SCMP_ACT_ERRNO", **extra) -> bytes:
     return seccomp_compile.compile_text(text, [], "x86_64", "6.1.0")
 
 
-@pytest.mark.parametrize("op, test", [
-    ("SCMP_CMP_EQ", lambda a, v: a == v), ("SCMP_CMP_NE", lambda a, v: a != v),
-    ("SCMP_CMP_LT", lambda a, v: a < v), ("SCMP_CMP_LE", lambda a, v: a <= v),
-    ("SCMP_CMP_GT", lambda a, v: a > v), ("SCMP_CMP_GE", lambda a, v: a >= v),
-])
+@pytest.mark.parametrize(
+    "op, test",
+    [
+        ("SCMP_CMP_EQ", lambda a, v: a == v),
+        ("SCMP_CMP_NE", lambda a, v: a != v),
+        ("SCMP_CMP_LT", lambda a, v: a < v),
+        ("SCMP_CMP_LE", lambda a, v: a <= v),
+        ("SCMP_CMP_GT", lambda a, v: a > v),
+        ("SCMP_CMP_GE", lambda a, v: a >= v),
+    ],
+)
 def test_64_bit_comparisons(op, test):
     edges = [0, 1, 0xFFFFFFFF, 0x1_0000_0000, 0x1_0000_0001, 0x2_FFFF_FFFF, 0xFFFF_FFFF_FFFF_FFFF]
     for value in (5, 0x1_0000_0000, 0x2_0000_0007):
-        prog = custom([{"names": ["getpid"], "action": "SCMP_ACT_ALLOW",
-                        "args": [{"index": 2, "value": value, "op": op}]}])
+        prog = custom(
+            [{"names": ["getpid"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 2, "value": value, "op": op}]}]
+        )
         for arg in edges + [value - 1, value, value + 1]:
             want = RET_ALLOW if test(arg, value) else EPERM
             assert run(prog, X["getpid"], args=[0, 0, arg]) == want, (op, hex(value), hex(arg))
 
 
 def test_masked_eq_and_several_conditions():
-    prog = custom([{"names": ["ioctl"], "action": "SCMP_ACT_ALLOW", "args": [
-        {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
-        {"index": 1, "value": 0xFF00_0000_00F0, "valueTwo": 0x1200_0000_0030, "op": "SCMP_CMP_MASKED_EQ"}]}])
+    prog = custom(
+        [
+            {
+                "names": ["ioctl"],
+                "action": "SCMP_ACT_ALLOW",
+                "args": [
+                    {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
+                    {"index": 1, "value": 0xFF00_0000_00F0, "valueTwo": 0x1200_0000_0030, "op": "SCMP_CMP_MASKED_EQ"},
+                ],
+            }
+        ]
+    )
     assert run(prog, X["ioctl"], args=[1, 0x1234_5678_9A3F]) == RET_ALLOW
     assert run(prog, X["ioctl"], args=[1, 0x1334_5678_9A3F]) == EPERM  # high half differs under the mask
     assert run(prog, X["ioctl"], args=[1, 0x1234_5678_9A4F]) == EPERM  # low half differs
@@ -306,16 +420,19 @@ def test_masked_eq_and_several_conditions():
 
 
 def test_actions_and_precedence():
-    prog = custom([
-        {"names": ["getpid"], "action": "SCMP_ACT_KILL_PROCESS"},
-        {"names": ["getppid"], "action": "SCMP_ACT_TRAP"},
-        {"names": ["gettid"], "action": "SCMP_ACT_LOG"},
-        {"names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
-        {"names": ["write"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]},
-        {"names": ["write"], "action": "SCMP_ACT_ALLOW"},  # unconditional: wins over the rule above
-        {"name": "close", "action": "SCMP_ACT_ALLOW"},
-        {"names": ["no_such_call", "dup"], "action": "SCMP_ACT_ALLOW"},  # unknown names are skipped
-    ], default_action="SCMP_ACT_KILL")
+    prog = custom(
+        [
+            {"names": ["getpid"], "action": "SCMP_ACT_KILL_PROCESS"},
+            {"names": ["getppid"], "action": "SCMP_ACT_TRAP"},
+            {"names": ["gettid"], "action": "SCMP_ACT_LOG"},
+            {"names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+            {"names": ["write"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["write"], "action": "SCMP_ACT_ALLOW"},  # unconditional: wins over the rule above
+            {"name": "close", "action": "SCMP_ACT_ALLOW"},
+            {"names": ["no_such_call", "dup"], "action": "SCMP_ACT_ALLOW"},  # unknown names are skipped
+        ],
+        default_action="SCMP_ACT_KILL",
+    )
     assert run(prog, X["getpid"]) == RET_KILL_PROCESS
     assert run(prog, X["getppid"]) == 0x00030000
     assert run(prog, X["gettid"]) == 0x7FFC0000
@@ -328,8 +445,9 @@ def test_actions_and_precedence():
 
 def test_enosys_starts_above_every_name_the_profile_uses():
     """runc's stub counts the rules it drops as no-ops (action = default) too."""
-    prog = custom([{"names": ["getpid"], "action": "SCMP_ACT_ALLOW"},
-                   {"names": ["futex_waitv"], "action": "SCMP_ACT_ERRNO"}])  # EPERM: the default
+    prog = custom(
+        [{"names": ["getpid"], "action": "SCMP_ACT_ALLOW"}, {"names": ["futex_waitv"], "action": "SCMP_ACT_ERRNO"}]
+    )  # EPERM: the default
     assert run(prog, X["getpid"]) == RET_ALLOW
     assert run(prog, X["futex_waitv"]) == EPERM and run(prog, X["futex_waitv"] - 5) == EPERM
     assert run(prog, X["futex_waitv"] + 1) == ENOSYS
@@ -346,9 +464,17 @@ def test_long_jumps():
     """Bodies long enough that the binary search must jump over more than 255
     instructions (classic BPF's conditional jumps reach 255 at most)."""
     names = sorted(X, key=X.get)[:200]
-    rules = [{"names": [n], "action": "SCMP_ACT_ALLOW",
-              "args": [{"index": 0, "value": X[n], "op": "SCMP_CMP_EQ"},  # a different body each:
-                       {"index": 1, "value": 9, "op": "SCMP_CMP_NE"}]} for n in names]  # nothing merges
+    rules = [
+        {
+            "names": [n],
+            "action": "SCMP_ACT_ALLOW",
+            "args": [
+                {"index": 0, "value": X[n], "op": "SCMP_CMP_EQ"},  # a different body each:
+                {"index": 1, "value": 9, "op": "SCMP_CMP_NE"},
+            ],
+        }
+        for n in names
+    ]  # nothing merges
     prog = custom(rules)
     assert len(prog) // 8 > 1000
     insns = list(struct.iter_unpack("=HBBI", prog))
@@ -360,34 +486,62 @@ def test_long_jumps():
 
 
 def test_too_many_instructions_is_a_profile_error():
-    rules = [{"names": [n], "action": "SCMP_ACT_ALLOW",
-              "args": [{"index": i, "value": X[n] + i, "op": "SCMP_CMP_GT"} for i in range(6)]} for n in list(X)[:200]]
+    rules = [
+        {
+            "names": [n],
+            "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": i, "value": X[n] + i, "op": "SCMP_CMP_GT"} for i in range(6)],
+        }
+        for n in list(X)[:200]
+    ]
     with pytest.raises(seccomp.ProfileError, match="4096"):
         custom(rules)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{", "decoding seccomp profile failed"),
-    ("[]", "not a JSON object"),
-    ('{"defaultAction": "SCMP_ACT_NOPE"}', "unknown action"),
-    ('{"syscalls": []}', "unknown action None"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]}',
-     "not supported"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
-     ' "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]}', "out of range"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
-     ' "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_LIKE"}]}]}', "unknown operator"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
-     ' "args": [{"index": 0, "value": -1, "op": "SCMP_CMP_EQ"}]}]}', "not an integer"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"name": "read", "names": ["write"],'
-     ' "action": "SCMP_ACT_ALLOW"}]}', "either 'name' or 'names'"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"], "archMap": [{}]}',
-     "use either 'architectures' or 'archMap'"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_Z80"]}', "unknown architecture"),
-    ('{"defaultAction": "SCMP_ACT_ALLOW", "defaultErrnoRet": 1}', "errnoRet is only valid"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
-     ' "includes": {"minKernel": "six"}}]}', "invalid minKernel"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{", "decoding seccomp profile failed"),
+        ("[]", "not a JSON object"),
+        ('{"defaultAction": "SCMP_ACT_NOPE"}', "unknown action"),
+        ('{"syscalls": []}', "unknown action None"),
+        (
+            '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]}',
+            "not supported",
+        ),
+        (
+            '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
+            ' "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]}',
+            "out of range",
+        ),
+        (
+            '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
+            ' "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_LIKE"}]}]}',
+            "unknown operator",
+        ),
+        (
+            '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
+            ' "args": [{"index": 0, "value": -1, "op": "SCMP_CMP_EQ"}]}]}',
+            "not an integer",
+        ),
+        (
+            '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"name": "read", "names": ["write"],'
+            ' "action": "SCMP_ACT_ALLOW"}]}',
+            "either 'name' or 'names'",
+        ),
+        (
+            '{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"], "archMap": [{}]}',
+            "use either 'architectures' or 'archMap'",
+        ),
+        ('{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_Z80"]}', "unknown architecture"),
+        ('{"defaultAction": "SCMP_ACT_ALLOW", "defaultErrnoRet": 1}', "errnoRet is only valid"),
+        (
+            '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
+            ' "includes": {"minKernel": "six"}}]}',
+            "invalid minKernel",
+        ),
+    ],
+)
 def test_bad_profiles(text, message):
     with pytest.raises(seccomp.ProfileError, match=message) as e:
         seccomp_compile.compile_text(text, [], "x86_64", "6.1.0")
@@ -396,11 +550,12 @@ def test_bad_profiles(text, message):
 
 
 def test_min_kernel_and_architectures():
-    rules = [{"names": ["ptrace"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "4.8"}},
-             {"names": ["getpid"], "action": "SCMP_ACT_ALLOW", "excludes": {"minKernel": "5.10"}},
-             {"names": ["futex_waitv"], "action": "SCMP_ACT_ALLOW"}]
-    text = json.dumps({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": rules,
-                       "architectures": ["SCMP_ARCH_X86_64"]})
+    rules = [
+        {"names": ["ptrace"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "4.8"}},
+        {"names": ["getpid"], "action": "SCMP_ACT_ALLOW", "excludes": {"minKernel": "5.10"}},
+        {"names": ["futex_waitv"], "action": "SCMP_ACT_ALLOW"},
+    ]
+    text = json.dumps({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": rules, "architectures": ["SCMP_ARCH_X86_64"]})
     old = seccomp_compile.compile_text(text, [], "x86_64", "4.4.0")
     new = seccomp_compile.compile_text(text, [], "x86_64", "6.1.0")
     assert run(old, X["ptrace"]) == EPERM and run(old, X["getpid"]) == RET_ALLOW
@@ -454,8 +609,14 @@ def test_tables_agree_with_well_known_numbers():
     assert (X["read"], X["keyctl"], X["seccomp"], X["clone3"]) == (0, 250, 317, 435)
     assert (syscalls.I386["read"], syscalls.I386["socketcall"]) == (3, 102)
     a = syscalls.AARCH64
-    assert (a["read"], a["fcntl"], a["newfstatat"], a["renameat"], a["getrlimit"], a["memfd_secret"]) == \
-        (63, 25, 79, 38, 163, 447)
+    assert (a["read"], a["fcntl"], a["newfstatat"], a["renameat"], a["getrlimit"], a["memfd_secret"]) == (
+        63,
+        25,
+        79,
+        38,
+        163,
+        447,
+    )
     assert "fcntl64" not in a and "open" not in a and "sync_file_range2" not in a
 
 
@@ -526,12 +687,21 @@ def test_cache_ignores_a_damaged_file(cache_root):
 def test_cache_hit_imports_nothing_heavy(cache_root):
     """The default-profile hit is on every `cocin run`: no json, hashlib, re, compiler."""
     seccomp.program(None, DOCKER_CAPS)
-    code = ("import sys; from cocin import state, seccomp; before = set(sys.modules); "
-            f"seccomp.program(None, {DOCKER_CAPS!r}); "
-            "print(sorted(set(sys.modules) - before))")
+    code = (
+        "import sys; from cocin import state, seccomp; before = set(sys.modules); "
+        f"seccomp.program(None, {DOCKER_CAPS!r}); "
+        "print(sorted(set(sys.modules) - before))"
+    )
     import subprocess
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
-                         env={**os.environ, "COCIN_ROOT": str(cache_root)})
+
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COCIN_ROOT": str(cache_root)},
+    )
     assert out.stdout.strip() == "[]"
 
 

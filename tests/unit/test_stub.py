@@ -3,6 +3,7 @@
 They need root, util-linux `unshare`, and the stub built by
 scripts/build_stub.sh; otherwise they are skipped with the reason.
 """
+
 import os
 import shutil
 import signal
@@ -52,8 +53,16 @@ def target():
     """A `sleep` in fresh pid/mnt/uts namespaces with hostname 'inner' and
     its own empty /tmp (so the host's /tmp is out of sight once joined)."""
     proc = subprocess.Popen(
-        ["unshare", "--fork", "--pid", "--mount-proc", "--uts",
-         "sh", "-c", "mount -t tmpfs none /tmp && hostname inner && exec sleep 30"],
+        [
+            "unshare",
+            "--fork",
+            "--pid",
+            "--mount-proc",
+            "--uts",
+            "sh",
+            "-c",
+            "mount -t tmpfs none /tmp && hostname inner && exec sleep 30",
+        ],
     )
     inner = None
     try:
@@ -77,7 +86,10 @@ def target():
 def run_stub(*args, **kw):
     return subprocess.run(
         [str(STUB), *map(str, args)],
-        capture_output=True, text=True, timeout=20, **kw,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        **kw,
     )
 
 
@@ -88,10 +100,9 @@ def test_stub_is_static():
     assert data[:4] == b"\x7fELF"
     assert data[4] == 2, "expected a 64-bit ELF"
     endian = "<" if data[5] == 1 else ">"
-    e_phoff, = struct.unpack_from(endian + "Q", data, 0x20)
+    (e_phoff,) = struct.unpack_from(endian + "Q", data, 0x20)
     e_phentsize, e_phnum = struct.unpack_from(endian + "HH", data, 0x36)
-    types = [struct.unpack_from(endian + "I", data, e_phoff + i * e_phentsize)[0]
-             for i in range(e_phnum)]
+    types = [struct.unpack_from(endian + "I", data, e_phoff + i * e_phentsize)[0] for i in range(e_phnum)]
     PT_INTERP = 3
     assert PT_INTERP not in types, "stub is dynamically linked"
 
@@ -138,8 +149,7 @@ def test_exit_code_passthrough(target):
 def test_not_found_127_and_not_executable_126(target):
     r = run_stub(target, "/", "cocin-no-such-command")
     assert r.returncode == 127
-    assert r.stderr.strip() == ('cocin: error: exec: "cocin-no-such-command": '
-                                'executable file not found in $PATH')
+    assert r.stderr.strip() == ('cocin: error: exec: "cocin-no-such-command": executable file not found in $PATH')
     r = run_stub(target, "/", "/etc/passwd")
     assert r.returncode == 126 and "/etc/passwd" in r.stderr
 
@@ -160,8 +170,7 @@ def test_environment_passed_unchanged(target):
     env = {"PATH": "/usr/bin:/bin", "COCIN_TEST": "hello world"}
     r = run_stub(target, "/", "env", env=env)
     assert r.returncode == 0
-    assert sorted(r.stdout.splitlines()) == ["COCIN_TEST=hello world",
-                                             "PATH=/usr/bin:/bin"]
+    assert sorted(r.stdout.splitlines()) == ["COCIN_TEST=hello world", "PATH=/usr/bin:/bin"]
 
 
 @needs_stub
@@ -169,8 +178,16 @@ def test_environment_passed_unchanged(target):
 def test_env_options_replace_our_environment(target):
     """--env K=V entries are the command's whole environment, and its PATH is the one
     searched; the stub's own (here a PATH without env in it) is not passed on."""
-    r = run_stub("--env", "PATH=/usr/bin:/bin", "--env", "COCIN_TEST=a=b", target, "/", "env",
-                 env={"PATH": "/nowhere", "OURS": "1"})
+    r = run_stub(
+        "--env",
+        "PATH=/usr/bin:/bin",
+        "--env",
+        "COCIN_TEST=a=b",
+        target,
+        "/",
+        "env",
+        env={"PATH": "/nowhere", "OURS": "1"},
+    )
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.splitlines()) == ["COCIN_TEST=a=b", "PATH=/usr/bin:/bin"]
     r = run_stub("--env", "NOEQUALS", target, "/", "true")
@@ -209,10 +226,12 @@ def bpf(*insns):
 def deny_uname_filter():
     """Load the syscall number; uname -> EPERM, anything else allowed."""
     nr = SYS_UNAME[os.uname().machine]
-    return bpf((0x20, 0, 0, 0),                               # ld  [0] (seccomp_data.nr)
-               (0x15, 0, 1, nr),                              # jeq nr, next, skip
-               (0x06, 0, 0, SECCOMP_RET_ERRNO | 1),           # ret ERRNO(EPERM)
-               (0x06, 0, 0, SECCOMP_RET_ALLOW))               # ret ALLOW
+    return bpf(
+        (0x20, 0, 0, 0),  # ld  [0] (seccomp_data.nr)
+        (0x15, 0, 1, nr),  # jeq nr, next, skip
+        (0x06, 0, 0, SECCOMP_RET_ERRNO | 1),  # ret ERRNO(EPERM)
+        (0x06, 0, 0, SECCOMP_RET_ALLOW),
+    )  # ret ALLOW
 
 
 def status(text):
@@ -225,20 +244,23 @@ def start_time(pid):
 
 
 @needs_stub
-@pytest.mark.parametrize("args, message", [
-    (["--bogus", "1", "1", "/", "true"], "unknown option --bogus"),
-    (["--uid"], "option --uid needs a value"),
-    (["--uid", "x", "1", "/", "true"], 'invalid uid "x"'),
-    (["--uid", "4294967295", "1", "/", "true"], 'invalid uid "4294967295"'),
-    (["--gid", "-1", "1", "/", "true"], 'invalid gid "-1"'),
-    (["--groups", "1,,2", "1", "/", "true"], 'invalid group ""'),
-    (["--groups", "1,x", "1", "/", "true"], 'invalid group "x"'),
-    (["--caps", "zz", "1", "/", "true"], 'invalid --caps "zz"'),
-    (["--caps", "-1", "1", "/", "true"], 'invalid --caps "-1"'),
-    (["--start-time", "1e5", "1", "/", "true"], 'invalid start time "1e5"'),
-    (["--nnp", "1", "/"], "usage: nsenter_stub"),
-    (["--seccomp", "/cocin-no-such-filter", "1", "/", "true"], "cannot open seccomp filter"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bogus", "1", "1", "/", "true"], "unknown option --bogus"),
+        (["--uid"], "option --uid needs a value"),
+        (["--uid", "x", "1", "/", "true"], 'invalid uid "x"'),
+        (["--uid", "4294967295", "1", "/", "true"], 'invalid uid "4294967295"'),
+        (["--gid", "-1", "1", "/", "true"], 'invalid gid "-1"'),
+        (["--groups", "1,,2", "1", "/", "true"], 'invalid group ""'),
+        (["--groups", "1,x", "1", "/", "true"], 'invalid group "x"'),
+        (["--caps", "zz", "1", "/", "true"], 'invalid --caps "zz"'),
+        (["--caps", "-1", "1", "/", "true"], 'invalid --caps "-1"'),
+        (["--start-time", "1e5", "1", "/", "true"], 'invalid start time "1e5"'),
+        (["--nnp", "1", "/"], "usage: nsenter_stub"),
+        (["--seccomp", "/cocin-no-such-filter", "1", "/", "true"], "cannot open seccomp filter"),
+    ],
+)
 def test_option_errors_exit_125(args, message):
     r = run_stub(*args)
     assert r.returncode == 125
@@ -254,8 +276,11 @@ def test_seccomp_file_must_be_a_filter_and_no_symlink(tmp_path):
     good = tmp_path / "good"
     good.write_bytes(bpf((0x06, 0, 0, SECCOMP_RET_ALLOW)))
     link.symlink_to(good)
-    for path, message in ((odd, "invalid seccomp filter"), (tmp_path / "empty", "invalid seccomp filter"),
-                          (link, "cannot open seccomp filter")):
+    for path, message in (
+        (odd, "invalid seccomp filter"),
+        (tmp_path / "empty", "invalid seccomp filter"),
+        (link, "cannot open seccomp filter"),
+    ):
         if path.name == "empty":
             path.write_bytes(b"")
         r = run_stub("--seccomp", path, "1", "/", "true")
@@ -274,8 +299,20 @@ def test_without_options_nothing_is_dropped(target):
 @needs_stub
 @needs_root
 def test_root_keeps_the_mask_in_bounding_permitted_effective(target):
-    r = run_stub("--uid", "0", "--gid", "0", "--groups", "10,27", "--caps", DEFAULT_CAPS.lstrip("0"),
-                 target, "/", "cat", "/proc/self/status")
+    r = run_stub(
+        "--uid",
+        "0",
+        "--gid",
+        "0",
+        "--groups",
+        "10,27",
+        "--caps",
+        DEFAULT_CAPS.lstrip("0"),
+        target,
+        "/",
+        "cat",
+        "/proc/self/status",
+    )
     assert r.returncode == 0, r.stderr
     st = status(r.stdout)
     assert (st["CapBnd"], st["CapPrm"], st["CapEff"]) == (DEFAULT_CAPS,) * 3
@@ -287,8 +324,21 @@ def test_root_keeps_the_mask_in_bounding_permitted_effective(target):
 @needs_stub
 @needs_root
 def test_other_user_has_the_mask_in_bounding_only(target):
-    r = run_stub("--uid", "1000", "--gid", "1001", "--groups", "", "--caps", DEFAULT_CAPS, "--nnp",
-                 target, "/", "cat", "/proc/self/status")
+    r = run_stub(
+        "--uid",
+        "1000",
+        "--gid",
+        "1001",
+        "--groups",
+        "",
+        "--caps",
+        DEFAULT_CAPS,
+        "--nnp",
+        target,
+        "/",
+        "cat",
+        "/proc/self/status",
+    )
     assert r.returncode == 0, r.stderr
     st = status(r.stdout)
     assert st["Uid"].split() == ["1000"] * 4 and st["Gid"].split() == ["1001"] * 4
@@ -307,8 +357,18 @@ def test_seccomp_filter_read_on_the_host_and_installed(target, tmp_path, nnp):
     # so the filter must be read before the stub joins the mount namespace.
     filt = tmp_path / "seccomp.bpf"
     filt.write_bytes(deny_uname_filter())
-    r = run_stub("--seccomp", filt, *nnp, "--caps", DEFAULT_CAPS, target, "/",
-                 "sh", "-c", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; uname -n")
+    r = run_stub(
+        "--seccomp",
+        filt,
+        *nnp,
+        "--caps",
+        DEFAULT_CAPS,
+        target,
+        "/",
+        "sh",
+        "-c",
+        "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; uname -n",
+    )
     st = status(r.stdout)
     assert st["Seccomp"] == "2" and st["NoNewPrivs"] == ("1" if nnp else "0")
     assert r.returncode != 0 and "inner" not in r.stdout  # uname(2) refused by the filter
@@ -361,8 +421,13 @@ def test_exec_refuses_a_pid_that_is_not_the_records_process(target, tmp_path, st
     env = {**os.environ, "COCIN_ROOT": str(tmp_path), "COCIN_EXEC_STUB": stub}
 
     def exec_with(start):
-        return subprocess.run(["/usr/bin/python3", "-c", PIN_SCRIPT, str(ROOT), str(target), str(start)],
-                              capture_output=True, text=True, timeout=20, env=env)
+        return subprocess.run(
+            ["/usr/bin/python3", "-c", PIN_SCRIPT, str(ROOT), str(target), str(start)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=env,
+        )
 
     r = exec_with(start_time(target))  # the record's process: joined
     assert (r.returncode, r.stdout.strip()) == (0, "inner"), r.stderr
