@@ -53,7 +53,7 @@ import errno
 import os
 import stat
 
-from . import state
+from . import files
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 WH_PREFIX = ".wh."  # OCI: ``.wh.NAME`` deletes NAME of the layers below
@@ -125,7 +125,7 @@ def remove_at(dir_fd: int, name: str) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
     except IsADirectoryError:
-        state.remove_tree(name, dir_fd=dir_fd)
+        files.remove_tree(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
 
@@ -139,7 +139,7 @@ def entries(top: str):
     container committed. Pre-order, as ``tar`` lists a tree: a directory,
     then what it holds.
     """
-    state.raise_fd_limit()
+    files.raise_fd_limit()
     stack = [(open_dir(top), None, "")]
     try:
         while stack:
@@ -397,7 +397,7 @@ def flatten(lower: str, upper: str | None, dst: str) -> None:
     any). The paths are cocin's own (in the state root); only what lies below
     them is the image's or the container's.
     """
-    state.raise_fd_limit()
+    files.raise_fd_limit()
     dirs = [_resolve_link(d) for d in reversed(lower.split(":"))] + ([upper] if upper else [])
     dst_fd = open_dir(dst)
     try:
@@ -417,7 +417,7 @@ def flatten(lower: str, upper: str | None, dst: str) -> None:
 def copy_changes(upper: str, dst: str) -> None:
     """A container's ``upper`` directory copied into the new directory ``dst`` as
     a layer: whiteouts and opaque directories kept as they are."""
-    state.raise_fd_limit()
+    files.raise_fd_limit()
     src_fd, dst_fd = open_dir(upper), open_dir(dst)
     try:
         copy_tree(src_fd, dst_fd, as_layer=True, skip=MOUNT_TARGETS)

@@ -13,7 +13,8 @@ import os
 import sys
 
 from . import state
-from .state import CocinError, Container, NotFound
+from .errors import CocinError, NotFound
+from .state import Container
 
 
 def _warn(e: Exception) -> None:

@@ -19,10 +19,12 @@ import _signal as signal  # not signal.py: its enums cost ~4 ms per command
 import os
 import time
 
-from . import monitor, resources, state
+from . import files, monitor, paths, resources, state
+from .errors import CocinError, NotFound
 from .monitor import LOG_NAME, ChildFailed  # noqa: F401 - part of this module's interface
+from .process import kill as _kill_pid
 from .record import Factory, Record
-from .state import CocinError, Container, NotFound
+from .state import Container
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -117,10 +119,10 @@ def _random_name() -> str:
 
 
 def check_name(name: str) -> None:
-    if not state.valid_name(name):
+    if not paths.valid_name(name):
         raise CocinError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-    if len(name) > state.NAME_MAX:
-        raise CocinError(f"invalid container name: {len(name)} characters, at most {state.NAME_MAX} are allowed")
+    if len(name) > paths.NAME_MAX:
+        raise CocinError(f"invalid container name: {len(name)} characters, at most {paths.NAME_MAX} are allowed")
 
 
 def check_volume(host: str, ctr: str) -> None:
@@ -396,8 +398,8 @@ def create(opts: RunOptions) -> Container:
         "init": opts.init,
         **security,
     }
-    d = state.container_dir(cid)
-    os.makedirs(state.containers_dir(), exist_ok=True)
+    d = paths.container_dir(cid)
+    os.makedirs(paths.containers_dir(), exist_ok=True)
     os.mkdir(d, 0o710)
     try:
         for sub in ("upper", "work", "rootfs"):
@@ -424,7 +426,7 @@ def create(opts: RunOptions) -> Container:
             )
             state.save(rec)
     except BaseException:
-        state.remove_tree(d)
+        files.remove_tree(d)
         raise
     return rec
 
@@ -505,10 +507,7 @@ def _wait_recorded(rec: Container, timeout: float = 10.0) -> Container:
 
 
 def _signal(rec: Container, sig: int) -> None:
-    try:
-        os.kill(rec.pid, sig)
-    except ProcessLookupError:
-        pass
+    _kill_pid(rec.pid, sig)
 
 
 def stop_signal(image_cfg: dict) -> int:
@@ -606,7 +605,7 @@ def remove_files(rec: Container) -> None:
     concurrent ``rm`` of the same container finds nothing instead of half."""
     from . import images
 
-    trash = os.path.join(state.containers_dir(), f".rm-{rec.id}")
+    trash = os.path.join(paths.containers_dir(), f".rm-{rec.id}")
     with state.locked():
         try:
             name = state.load(rec.id).name  # the latest: a rename may have come since
@@ -617,11 +616,8 @@ def remove_files(rec: Container) -> None:
         except FileNotFoundError:
             return
         state.release_name(name, rec.id)
-    state.remove_tree(trash)
-    try:
-        os.unlink(os.path.join(state.root(), "locks", rec.id))
-    except FileNotFoundError:
-        pass
+    files.remove_tree(trash)
+    files.remove(os.path.join(paths.locks_dir(), rec.id))
     images.gc_layer(rec.config.get("image_id", ""), rec.image)
 
 

@@ -36,8 +36,8 @@ import posixpath
 import stat
 import tarfile
 
+from .errors import CocinError
 from .layers import O_NEW, OPAQUE_XATTR, WH_OPAQUE, WH_PREFIX, open_beneath, open_dir, remove_at
-from .state import CocinError
 
 
 def _clean(name: str) -> str:

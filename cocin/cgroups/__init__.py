@@ -88,7 +88,7 @@ CONTROLLER_OF_FIELD = {
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
-from cocin.state import CocinError  # noqa: E402
+from cocin.errors import CocinError  # noqa: E402
 
 
 class CgroupError(CocinError):

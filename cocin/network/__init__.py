@@ -33,10 +33,8 @@ network is ready when that command starts), and ``detach()`` when it exits.
 
 from __future__ import annotations
 
-import os
-
-from cocin import state
-from cocin.state import CocinError
+from cocin import paths
+from cocin.errors import CocinError
 
 # Only for annotations (never evaluated here, thanks to the __future__
 # import): importing typing or collections.abc would cost every "cocin run"
@@ -53,7 +51,7 @@ class NetworkError(CocinError):
 
 def state_dir() -> str:
     """Where network records live: ``$COCIN_ROOT/networks``."""
-    return os.path.join(state.root(), "networks")
+    return paths.networks_dir()
 
 
 def default_network() -> dict[str, Any]:

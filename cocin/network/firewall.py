@@ -49,6 +49,7 @@ import os
 import time
 
 from cocin.network import NetworkError, state_dir, store
+from cocin.paths import DEFAULT_ROOT, RUN_DIR
 from cocin.record import Record
 
 # Only for annotations (never evaluated here, thanks to the __future__
@@ -62,8 +63,7 @@ if TYPE_CHECKING:
     #  "forward_drops": bool}. A jump's spec is what follows "-A HOSTCHAIN".
     Present = dict[str, Any]
 
-DEFAULT_STATE_DIR = "/var/lib/cocin/networks"  # state.DEFAULT_ROOT + /networks (not imported: firewall stays a leaf)
-RUN_DIR = "/run/cocin"
+DEFAULT_STATE_DIR = os.path.join(DEFAULT_ROOT, "networks")
 REVALIDATE_SECONDS = 60.0
 
 

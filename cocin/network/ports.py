@@ -31,6 +31,7 @@ import errno
 import os
 
 from cocin.network import NetworkError, ipv4
+from cocin.process import FORWARDED_SIGNALS, alive, close_fds_except, kill, proc_start_time, stdio_to_devnull
 
 # Only for annotations (never evaluated here, thanks to the __future__
 # import): importing typing would cost every "cocin run" milliseconds. The
@@ -255,21 +256,6 @@ def sysctls(endpoint: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------- userspace proxy --
 
 
-def proc_start_time(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks since boot, field 22 of
-    ``/proc/PID/stat``), or None if it is gone or a zombie. PIDs are reused:
-    a PID plus its start time names one process for good."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
 def start_proxy(ports: list[dict[str, Any]], target_ip: str, watch_pid: int) -> dict[str, int]:
     """Start a daemon forwarding each host port to ``target_ip``.
 
@@ -317,7 +303,7 @@ def start_proxy(ports: list[dict[str, Any]], target_ip: str, watch_pid: int) -> 
             pid = int(f.read() or 0)
         if not pid:
             raise NetworkError("the userspace port proxy did not start")
-        return {"pid": pid, "start": proc_start_time(pid) or 0}
+        return {"pid": pid, "start": proc_start_time(pid)}
     finally:
         for s, _ in listeners:
             s.close()
@@ -332,14 +318,11 @@ def stop_proxy(proxy: dict[str, int] | None) -> None:
 
     pid = proxy["pid"]
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        if proc_start_time(pid) != proxy["start"]:
+        if not alive(pid, proxy["start"]):
             return
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
+        kill(pid, sig)
         for _ in range(50):
-            if proc_start_time(pid) != proxy["start"]:
+            if not alive(pid, proxy["start"]):
                 return
             time.sleep(0.02)
 
@@ -351,7 +334,7 @@ def _daemonize(keep: set[int]) -> None:  # pragma: no cover - in the daemon
     import signal
 
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in FORWARDED_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     try:
         from cocin.libc import set_process_name
@@ -359,18 +342,12 @@ def _daemonize(keep: set[int]) -> None:  # pragma: no cover - in the daemon
         set_process_name("cocin-proxy")  # what ps -o comm and top show
     except Exception:
         pass
-    from cocin.process import close_fds_except
-
     close_fds_except(*keep)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    if null > 2:
-        os.close(null)
+    stdio_to_devnull()
 
 
 def _serve(
-    listeners: list[tuple[socket.socket, dict[str, Any]]], target_ip: str, watch_pid: int, watch_start: int | None
+    listeners: list[tuple[socket.socket, dict[str, Any]]], target_ip: str, watch_pid: int, watch_start: int
 ) -> None:  # pragma: no cover
     """The proxy's main loop: one thread per listening socket."""
     import threading
@@ -380,7 +357,7 @@ def _serve(
         target = (target_ip, port["container_port"])
         loop = _tcp_accept_loop if port["proto"] == "tcp" else _udp_loop
         threading.Thread(target=loop, args=(sock, target), daemon=True).start()
-    while proc_start_time(watch_pid) == watch_start:
+    while alive(watch_pid, watch_start):
         time.sleep(1)
 
 

@@ -27,8 +27,7 @@ from __future__ import annotations
 import os
 
 from cocin.network import state_dir, store
-
-RUN_DIR = "/run/cocin"
+from cocin.paths import RUN_DIR
 
 
 def path(key: str) -> str:
