@@ -15,28 +15,29 @@ import os
 
 from cocin.record import Record
 
-from . import (
+from .base import Cgroup
+from .files import (
+    CgroupError,
+    make_dirs,
+    move_process,
+    read_int,
+    read_keyed,
+    read_text,
+    write_limit,
+    write_text,
+)
+from .limits import (
     CFS_PERIOD_US,
     FLAG_OF_FIELD,
     SYS_CPU_ONLINE,
     SYS_NODE_ONLINE,
-    Cgroup,
-    CgroupError,
     Limits,
-    Mount,
-    _move,
     cfs_quota_us,
-    cgroup_mounts,
     check_cpuset,
     clamp_shares,
-    make_dirs,
-    read_int,
-    read_keyed,
-    read_text,
     required_controllers,
-    write_limit,
-    write_text,
 )
+from .mounts import Mount, cgroup_mounts
 
 # An unlimited v1 memory limit reads back as PAGE_COUNTER_MAX pages in bytes
 # (9223372036854771712 on x86_64): treat anything this large as "no limit".
@@ -206,7 +207,7 @@ class V1Cgroup(Cgroup):
             self.add(0, missing_ok)  # threads: each would have to move itself
             return
         for path in self.dirs.values():
-            _move(os.path.join(path, "tasks"), 0, missing_ok)
+            move_process(os.path.join(path, "tasks"), 0, missing_ok)
 
     def oom_killed(self) -> bool:
         """Read the memory cgroup's OOM record.

@@ -14,32 +14,31 @@ from __future__ import annotations
 import errno
 import os
 
-from . import (
+from .base import Cgroup
+from .files import (
+    VANISHED,
+    CgroupError,
+    make_dirs,
+    read_int,
+    read_keyed,
+    read_text,
+    write_limit,
+    write_text,
+)
+from .limits import (
     CFS_PERIOD_US,
-    CGROUP_ROOT,
     FLAG_OF_FIELD,
     MAX_SHARES,
     MIN_SHARES,
     SYS_CPU_ONLINE,
     SYS_NODE_ONLINE,
-    VANISHED,
-    Cgroup,
-    CgroupError,
     Limits,
-    Mount,
     cfs_quota_us,
-    cgroup_mounts,
     check_cpuset,
     clamp_shares,
-    make_dirs,
-    parent_name,
-    read_int,
-    read_keyed,
-    read_text,
     required_controllers,
-    write_limit,
-    write_text,
 )
+from .mounts import CGROUP_ROOT, Mount, cgroup_mounts, parent_name
 
 # include/linux/cgroup.h: the range of cpu.weight (and io.weight).
 CGROUP_WEIGHT_MIN = 1

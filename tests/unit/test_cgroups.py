@@ -708,7 +708,7 @@ def test_real_cgroup_lifecycle(real, monkeypatch):
             assert open(os.path.join(cpu, "cpu.cfs_quota_us")).read().strip() == "50000"
             assert open(os.path.join(cg._dir("cpuset"), "cpuset.cpus")).read().strip() == "0"
         # A busy cgroup is not removed and nothing is killed (retried 0.2 s, not 2 s).
-        monkeypatch.setattr(cgroups, "RMDIR_TIMEOUT", 0.2)
+        monkeypatch.setattr(cgroups.base, "RMDIR_TIMEOUT", 0.2)
         with pytest.raises(CgroupError, match="processes are still in it"):
             cg.destroy()
         assert child.poll() is None
