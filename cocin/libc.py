@@ -36,10 +36,8 @@ MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_BIND = 4096
-MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
 MS_STRICTATIME = 1 << 24
 
 # umount2(2) flags.
@@ -47,14 +45,10 @@ MNT_DETACH = 2
 
 # <linux/prctl.h>
 PR_SET_NAME = 15
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
 
 # <linux/magic.h>: f_type values statfs(2) reports.
 CGROUP_SUPER_MAGIC = 0x27E0EB
 CGROUP2_SUPER_MAGIC = 0x63677270
-TMPFS_MAGIC = 0x01021994
-OVERLAYFS_SUPER_MAGIC = 0x794C7630
 
 # <asm-generic/ioctls.h>
 TIOCSCTTY = 0x540E
@@ -167,7 +161,6 @@ MS_DIRSYNC = 128
 MS_NOSYMFOLLOW = 256
 MS_NOATIME = 1024
 MS_NODIRATIME = 2048
-MS_SILENT = 32768
 MS_RELATIME = 1 << 21
 MS_I_VERSION = 1 << 23
 MS_LAZYTIME = 1 << 25
@@ -175,7 +168,6 @@ MS_LAZYTIME = 1 << 25
 # <linux/bpf.h>: the bpf(2) commands, program and attach types a device filter needs.
 BPF_PROG_LOAD = 5
 BPF_PROG_ATTACH = 8
-BPF_PROG_DETACH = 9
 BPF_PROG_TYPE_CGROUP_DEVICE = 15
 BPF_CGROUP_DEVICE = 6
 BPF_F_ALLOW_MULTI = 1 << 1
@@ -261,11 +253,6 @@ def bpf_prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int =
     _bpf(BPF_PROG_ATTACH, attr, "bpf(BPF_PROG_ATTACH)")
 
 
-def bpf_prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
-    attr = _bpf_attr_types()[1](target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type)
-    _bpf(BPF_PROG_DETACH, attr, "bpf(BPF_PROG_DETACH)")
-
-
 # --- confinement (issue 13: capabilities, no_new_privs; cocin/confine.py) -----------
 
 # <linux/prctl.h>
@@ -273,7 +260,6 @@ PR_SET_KEEPCAPS = 8
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
-PR_GET_NO_NEW_PRIVS = 39
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
@@ -332,8 +318,6 @@ def setrlimit(resource: int, soft: int, hard: int) -> None:
 
 # <linux/seccomp.h>
 SECCOMP_SET_MODE_FILTER = 1
-# <linux/prctl.h>
-PR_GET_SECCOMP = 21
 
 
 def seccomp_set_mode_filter(program: bytes) -> None:

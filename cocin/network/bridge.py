@@ -93,18 +93,18 @@ def _with_runtime(net: dict[str, Any]) -> dict[str, Any]:
     container and are written without ``fsync``, which would wait for the
     disk each time. They describe the running system only, so a power loss
     that takes the latest version (or tears the file) loses nothing that
-    still exists. (A definition file written before the split carries its
-    endpoints itself: they are used until a runtime file exists.)
+    still exists.
     """
     try:
         runtime = store.read_json(_runtime_path(net["name"]))
     except ValueError:
-        runtime = {}
+        runtime = None
     if isinstance(runtime, dict):
         net["containers"] = runtime.get("containers") or {}
         net["active"] = bool(runtime.get("active"))
         net["last_ip"] = runtime.get("last_ip")
-    net.setdefault("containers", {})
+    else:  # none yet: no container has joined
+        net["containers"] = {}
     return net
 
 
@@ -446,9 +446,6 @@ def remove_network(name: str) -> None:
         _dismantle(net)
         store.remove(_record_path(name))
         store.remove(_runtime_path(name))
-        # Older cocin versions kept the addresses in files of their own.
-        for suffix in (".json", ".lock"):
-            store.remove(os.path.join(state_dir(), f".ipam-{name}{suffix}"))
         nets.remove(net)
         _reconcile_locked(nets)
 
@@ -558,8 +555,8 @@ def _netns_alive(endpoint: dict[str, Any]) -> bool:
     The endpoint remembers the process and its namespace; a namespace
     lives as long as something holds it (usually: its processes). When
     the container's process is gone, so are the others of its PID
-    namespace, and the namespace dies with them. An endpoint of an older
-    cocin, which did not record them, counts as alive.
+    namespace, and the namespace dies with them. An endpoint that names
+    neither (none known to detach) counts as alive.
     """
     pid, netns = endpoint.get("pid"), endpoint.get("netns")
     if not pid or not netns:
@@ -766,21 +763,12 @@ def _detach_locked(net: dict[str, Any] | None, cid: str, endpoint: dict[str, Any
     # the next container finds it ready instead of paying for it again.
 
 
-def _endpoint_alive(endpoint: dict[str, Any]) -> bool:
-    """Does the endpoint's container still exist? Its namespace tells; an
-    endpoint of an older cocin (no namespace recorded): its veth, which the
-    kernel deletes when either namespace dies."""
-    if endpoint.get("pid") and endpoint.get("netns"):
-        return _netns_alive(endpoint)
-    return netlink.link_exists(endpoint["veth"])
-
-
 def _prune_locked(nets: list[dict[str, Any]]) -> None:
     """Forget endpoints whose container died without a ``detach``."""
     changed = False
     for net in nets:
         for cid, ep in list(net["containers"].items()):
-            if not _endpoint_alive(ep):
+            if not _netns_alive(ep):
                 _detach_locked(net, cid, ep)
                 changed = True
     if changed:

@@ -652,11 +652,6 @@ def set_up(name: str) -> None:
     _set_link(name, flags=IFF_UP, change=IFF_UP)
 
 
-def set_down(name: str) -> None:
-    """``ip link set NAME down``."""
-    _set_link(name, flags=0, change=IFF_UP)
-
-
 def set_hairpin(name: str, on: bool = True) -> None:
     """``ip link set NAME type bridge_slave hairpin on``.
 

@@ -124,11 +124,6 @@ def normalize(publish: Iterable[dict[str, Any] | str]) -> list[dict[str, Any]]:
     return result
 
 
-def format_port(port: dict[str, Any]) -> str:
-    """``0.0.0.0:8080->80/tcp``, the way ``docker ps`` shows it."""
-    return f"{port['host_ip']}:{port['host_port']}->{port['container_port']}/{port['proto']}"
-
-
 # ------------------------------------------------------- host port choice --
 
 
