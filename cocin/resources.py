@@ -33,7 +33,7 @@ def make_cgroup(rec: Container):
     """
     from . import cgroups, devices
 
-    return cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.get("limits")), devices.rules_for(rec.config))
+    return cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.limits), devices.rules_for(rec.config))
 
 
 def release_cgroup(rec: Container) -> bool:
@@ -62,7 +62,7 @@ def hosts_text(hostname: str, own_ip: str | None = None, peers: list = ()) -> st
 
 def bridged(rec: Container) -> str | None:
     """The network a container's config puts it on, or None (none/host)."""
-    mode = rec.config.get("network_mode", "none")
+    mode = rec.config.network_mode
     return None if mode in ("none", "host") else mode
 
 
@@ -78,8 +78,8 @@ def connect(rec: Container, pid: int, net: str | None = None, ip: str | None = N
         rec.id,
         rec.name,
         pid,
-        ip or rec.config.get("ip"),
-        rec.config.get("publish", []) if net == bridged(rec) else [],
+        ip or rec.config.ip,
+        rec.config.publish if net == bridged(rec) else [],
     )
     update_hosts(endpoint["network"], {rec.id: endpoint["ip"]})
     return endpoint
@@ -139,7 +139,7 @@ def update_hosts(net: str, extra: dict | None = None, gone: str | None = None) -
         peers = sorted((ips[r.id], r.name) for r in recs)
         for r in recs:
             text = hosts_text(
-                r.config.get("hostname", r.short_id), ips[r.id], [(ip, name) for ip, name in peers if name != r.name]
+                r.config.hostname or r.short_id, ips[r.id], [(ip, name) for ip, name in peers if name != r.name]
             )
             try:
                 with open(os.path.join(r.dir, "hosts"), "r+") as f:

@@ -24,7 +24,7 @@ from .errors import CocinError, NotFound
 from .monitor import LOG_NAME, ChildFailed  # noqa: F401 - part of this module's interface
 from .process import kill as _kill_pid
 from .record import Factory, Record
-from .state import Container
+from .state import DEFAULT_NETWORK, Container, ContainerConfig
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -44,7 +44,7 @@ class RunOptions(Record):
     volumes: list[tuple[str, str, bool]] = Factory(list)
     hostname: str | None = None
     limits: dict = Factory(dict)
-    network: str = "bridge"  # a network's name, or "none" or "host"
+    network: str = DEFAULT_NETWORK  # a network's name, or "none" or "host"
     publish: list[str] = Factory(list)
     ip: str | None = None
     dns: list[str] = Factory(list)
@@ -378,26 +378,26 @@ def create(opts: RunOptions) -> Container:
     for item in image_cfg["Env"]:  # the image's, then -e (already in image_cfg)
         key, _, value = item.partition("=")
         env[key] = value
-    cfg = {
-        "image_id": img.id,
-        "lower": img.lower,
-        "image_config": image_cfg,
-        "env": [f"{k}={v}" for k, v in env.items()],
-        "workdir": image_cfg.get("WorkingDir") or "/",
-        "hostname": hostname,
-        "tty": opts.tty,
-        "interactive": opts.interactive,
-        "detach": opts.detach,
-        "rm": opts.rm,
-        "volumes": [list(v) for v in opts.volumes],
-        "limits": opts.limits,
-        "network_mode": opts.network,
-        "publish": list(opts.publish),
-        "ip": opts.ip,
-        "restart": restart,
-        "init": opts.init,
+    cfg = ContainerConfig(
+        image_id=img.id,
+        lower=img.lower,
+        image_config=image_cfg,
+        env=[f"{k}={v}" for k, v in env.items()],
+        workdir=image_cfg.get("WorkingDir") or "/",
+        hostname=hostname,
+        tty=opts.tty,
+        interactive=opts.interactive,
+        detach=opts.detach,
+        rm=opts.rm,
+        volumes=[list(v) for v in opts.volumes],
+        limits=opts.limits,
+        network_mode=opts.network,
+        publish=list(opts.publish),
+        ip=opts.ip,
+        restart=restart,
+        init=opts.init,
         **security,
-    }
+    )
     d = paths.container_dir(cid)
     os.makedirs(paths.containers_dir(), exist_ok=True)
     os.mkdir(d, 0o710)
@@ -527,7 +527,7 @@ def _stop_locked(rec: Container, timeout: float) -> Container:
         rec = state.update(rec.id, manually_stopped=True)  # no restart after this
     if not state.is_running(rec):
         return _wait_recorded(rec) if rec.state == "restarting" else rec
-    _signal(rec, stop_signal(rec.config.get("image_config") or {}))
+    _signal(rec, stop_signal(rec.config.image_config))
     if not _wait_dead(rec.pid, rec.pid_start, timeout):
         _signal(rec, signal.SIGKILL)
         _wait_dead(rec.pid, rec.pid_start, 10.0)
@@ -618,7 +618,7 @@ def remove_files(rec: Container) -> None:
         state.release_name(name, rec.id)
     files.remove_tree(trash)
     files.remove(os.path.join(paths.locks_dir(), rec.id))
-    images.gc_layer(rec.config.get("image_id", ""), rec.image)
+    images.gc_layer(rec.config.image_id, rec.image)
 
 
 def rename(rec: Container, new: str) -> None:
@@ -681,7 +681,7 @@ def connect(rec: Container, net: str, ip: str | None = None) -> None:
             raise CocinError(
                 f"container {rec.name} is already connected to network {rec.network['network']}: disconnect it first"
             )
-        if rec.config.get("network_mode") == "host":
+        if rec.config.network_mode == "host":
             raise CocinError(f"container {rec.name} uses the host's network")
         endpoint = resources.connect(rec, rec.pid, net, ip)
         state.update(rec.id, network=endpoint)

@@ -50,6 +50,108 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+# Docker's default: a container joins the default bridge network unless told otherwise.
+DEFAULT_NETWORK = "bridge"
+
+
+class ContainerConfig(Record):
+    """What a container was created with: ``config`` in its record.
+
+    One set of defaults, for every reader: ``create`` writes every field, and
+    a record that lacks one (written before the field existed) reads as the
+    default here. Read as attributes (``cfg.network_mode``) or, as the JSON
+    it is stored as, like a dict: ``cfg["env"]``, ``cfg.get("rm")``,
+    ``"tty" in cfg``. Keys it does not know are kept as they are, so a
+    record written by a newer cocin survives being saved by this one.
+    """
+
+    image_id: str = ""
+    lower: str = ""  # the image's layers, overlayfs lowerdir
+    image_config: dict[str, Any] = Factory(dict)  # the image's config with the command line's changes
+    env: list[str] = Factory(list)  # KEY=VALUE
+    workdir: str = "/"
+    hostname: str = ""
+    tty: bool = False
+    interactive: bool = False
+    detach: bool = False
+    rm: bool = False
+    volumes: list[list[Any]] = Factory(list)  # [host, container, read_only]
+    limits: dict[str, Any] = Factory(dict)  # cgroups.Limits.to_dict()
+    network_mode: str = DEFAULT_NETWORK  # a network's name, or "none" or "host"
+    publish: list[str] = Factory(list)
+    ip: str | None = None
+    restart: dict[str, Any] = Factory(lambda: {"name": "no", "max": 0})
+    init: bool = False
+    # Confinement: see confine.py, seccomp.py, rootfs_knobs.py.
+    privileged: bool = False
+    cap_add: list[str] = Factory(list)
+    cap_drop: list[str] = Factory(list)
+    security_opt: list[str] = Factory(list)
+    no_new_privileges: bool = False
+    systempaths_unconfined: bool = False
+    user: str | None = None
+    group_add: list[str] = Factory(list)
+    read_only: bool = False
+    ulimits: list[list[Any]] = Factory(list)  # [name, soft, hard]
+    sysctls: list[list[str]] = Factory(list)  # [key, value]
+    tmpfs: list[list[str]] = Factory(list)  # [path, options]
+    devices: list[list[str]] = Factory(list)  # [host, container, permissions]
+    seccomp: str = "default"  # default | unconfined | custom (seccomp.json)
+
+    _fieldset: frozenset[str]
+    _extra: dict[str, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._extra = {}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ContainerConfig:
+        """From a record's JSON: known keys as fields (missing ones defaulted),
+        the others kept aside. (Straight into the instance's ``__dict__``:
+        ``ps`` reads every record.)"""
+        self = object.__new__(cls)
+        attrs, extra, known = self.__dict__, {}, cls._fieldset
+        for k, v in d.items():
+            if k in known:
+                attrs[k] = v
+            else:
+                extra[k] = v
+        if len(attrs) < len(known):
+            for name in cls._fields:
+                if name not in attrs:
+                    attrs[name] = cls.default(name)
+        self._extra = extra
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), **self._extra}
+
+    # The dict view, for readers of the JSON record.
+    def __getitem__(self, key: str) -> Any:
+        if key in self._fieldset:
+            return getattr(self, key)
+        return self._extra[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self._fieldset:
+            setattr(self, key, value)
+        else:
+            self._extra[key] = value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._fieldset or key in self._extra
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+ContainerConfig._fieldset = frozenset(ContainerConfig._fields)
+
+
 class Container(Record):
     """The record of one container (``config.json``)."""
 
@@ -69,8 +171,18 @@ class Container(Record):
     oom_killed: bool = False
     restart_count: int = 0
     manually_stopped: bool = False  # by stop/kill: no restart until the next start
-    config: dict[str, Any] = Factory(dict)
-    network: dict[str, Any] = Factory(dict)
+    config: ContainerConfig = Factory(ContainerConfig)
+    network: dict[str, Any] = Factory(dict)  # the endpoint, while attached
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.config, ContainerConfig):  # a dict: from JSON, or create's
+            self.config = ContainerConfig.from_dict(self.config)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["config"] = self.config.to_dict()
+        return d
 
     @property
     def short_id(self) -> str:
