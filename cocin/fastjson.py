@@ -14,10 +14,22 @@ Malformed input raises ``ValueError`` (as ``json.JSONDecodeError`` does).
 
 from __future__ import annotations
 
+# Names used only in annotations: importing typing costs milliseconds at start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 try:
     from _json import encode_basestring_ascii, make_encoder, make_scanner
 except ImportError:  # an interpreter without the C accelerator: plain json
-    from json import dumps, loads  # noqa: F401
+    import json
+
+    def loads(text: str | bytes) -> Any:
+        return json.loads(text)
+
+    def dumps(obj: object) -> str:
+        return json.dumps(obj)
+
 else:
 
     class _Options:
@@ -30,14 +42,14 @@ else:
         parse_int = int
         parse_constant = float  # NaN, Infinity, -Infinity
 
-    _scan = make_scanner(_Options())
+    _scan = make_scanner(_Options())  # type: ignore[arg-type]  # duck-typed: what it reads
 
     def _unsupported(obj: object) -> object:
         raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
     _SPACE = " \t\n\r"
 
-    def loads(text: str | bytes) -> object:
+    def loads(text: str | bytes) -> Any:
         """Parse one JSON document (surrounding whitespace allowed)."""
         if isinstance(text, bytes):
             text = text.decode()

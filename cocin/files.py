@@ -162,8 +162,9 @@ class FileLock:
         if fd >= 0:
             os.close(fd)  # closing the last descriptor releases the lock
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> FileLock:
         self.acquire()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()

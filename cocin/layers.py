@@ -55,6 +55,11 @@ import stat
 
 from . import files
 
+# Names used only in annotations: importing typing costs milliseconds at start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 OPAQUE_XATTR = "trusted.overlay.opaque"
 WH_PREFIX = ".wh."  # OCI: ``.wh.NAME`` deletes NAME of the layers below
 WH_OPAQUE = ".wh..wh..opq"  # OCI: the directory holding it hides what the layers below had there
@@ -140,7 +145,7 @@ def entries(top: str):
     then what it holds.
     """
     files.raise_fd_limit()
-    stack = [(open_dir(top), None, "")]
+    stack: list[tuple[int, Iterator[str] | None, str]] = [(open_dir(top), None, "")]
     try:
         while stack:
             fd, names, prefix = stack[-1]
@@ -475,7 +480,8 @@ def write_layer_tar(top: str, write) -> int:
     """
     import tarfile
 
-    total, links = 0, {}
+    total = 0
+    links: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> the first name archived
 
     def put(info, fd=None, name=None) -> None:
         nonlocal total

@@ -42,7 +42,7 @@ def Factory(make: Callable[[], T]) -> T:
 class Record:
     _fields: tuple[str, ...] = ()
 
-    def __init_subclass__(cls, **kw):
+    def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         names: list[str] = []
         for klass in reversed(cls.__mro__):
@@ -51,7 +51,7 @@ class Record:
                     names.append(name)
         cls._fields = tuple(names)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         if len(args) > len(self._fields):
             raise TypeError(f"{type(self).__name__}: too many arguments")
         for name, value in zip(self._fields, args):
@@ -71,12 +71,12 @@ class Record:
             raise TypeError(f"{cls.__name__}: missing {name}")
         return value.make() if isinstance(value, _PerInstance) else value
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The fields as a dict (shallow: values are shared, not copied)."""
         return {name: getattr(self, name) for name in self._fields}
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.to_dict() == other.to_dict()
+        return isinstance(other, Record) and type(other) is type(self) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())

@@ -16,6 +16,11 @@ from . import state
 from .errors import CocinError, NotFound
 from .state import Container
 
+# Names used only in annotations: importing typing costs milliseconds at start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 
 def _warn(e: Exception) -> None:
     sys.stderr.write(f"cocin: warning: {e}\n")
@@ -33,7 +38,7 @@ def make_cgroup(rec: Container):
     """
     from . import cgroups, devices
 
-    return cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.limits), devices.rules_for(rec.config))
+    return cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.limits), devices.rules_for(rec.config.to_dict()))
 
 
 def release_cgroup(rec: Container) -> bool:
@@ -52,7 +57,7 @@ def release_cgroup(rec: Container) -> bool:
 # --- network -------------------------------------------------------------------
 
 
-def hosts_text(hostname: str, own_ip: str | None = None, peers: list = ()) -> str:
+def hosts_text(hostname: str, own_ip: str | None = None, peers: Sequence[tuple[str, str]] = ()) -> str:
     """/etc/hosts: localhost, the container itself, and its network's peers."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     lines.append(f"{own_ip}\t{hostname}" if own_ip else f"127.0.1.1\t{hostname}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from _collections_abc import Mapping  # loaded at start-up already: collections.abc is not
 
 from . import fastjson, paths
 from .errors import CocinError, NotFound
@@ -47,6 +48,7 @@ __all__ = [
 # Names used only in annotations: importing typing costs milliseconds at start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 DEFAULT_NETWORK = "bridge"
 
 
-class ContainerConfig(Record):
+class ContainerConfig(Record, Mapping):
     """What a container was created with: ``config`` in its record.
 
     One set of defaults, for every reader: ``create`` writes every field, and
@@ -142,6 +144,13 @@ class ContainerConfig(Record):
     def __contains__(self, key: object) -> bool:
         return key in self._fieldset or key in self._extra
 
+    def __iter__(self) -> Iterator[str]:
+        yield from self._fields
+        yield from self._extra
+
+    def __len__(self) -> int:
+        return len(self._fields) + len(self._extra)
+
     def get(self, key: str, default: Any = None) -> Any:
         try:
             return self[key]
@@ -222,6 +231,7 @@ def write_output(out: str, write) -> None:
         special = not stat.S_ISREG(mode) and not stat.S_ISLNK(mode)
     except FileNotFoundError:
         special = False
+    f: Any
     try:
         if special:
             f = os.fdopen(os.open(out, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "wb")
@@ -240,9 +250,10 @@ class locked(FileLock):
     def __init__(self) -> None:
         super().__init__(paths.lock_path())
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> locked:
         os.makedirs(containers_dir(), 0o700, exist_ok=True)
         self.acquire()
+        return self
 
 
 _HELD_LOCKS: set[int] = set()

@@ -152,6 +152,8 @@ class _Extractor:
         fd = os.open(base, O_NEW, 0o600, dir_fd=pfd)
         try:
             src = self.tf.extractfile(m)
+            if src is None:  # not a regular file: the caller asked for one
+                raise CocinError(f"{m.name}: not a regular file in the archive")
             try:
                 while True:
                     chunk = memoryview(src.read(1 << 20))

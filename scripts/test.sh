@@ -39,6 +39,8 @@ fi
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+echo "== mypy"
+.venv/bin/mypy cocin/errors.py cocin/paths.py cocin/files.py cocin/process.py cocin/record.py cocin/state.py cocin/fastjson.py cocin/runtime.py cocin/resources.py cocin/layers.py cocin/tarball.py cocin/cgroups cocin/network
 
 # COCIN_TEST_IP_FORWARD=0|1|flip: run with the host's ip_forward set so (flip:
 # the opposite of its value now), and put the machine's value back afterwards.

@@ -167,7 +167,7 @@ def parse_limits(
         if lim.memory_swap not in (None, -1):
             if lim.memory is None:
                 raise CgroupError("--memory-swap needs --memory: set a memory limit too")
-            if lim.memory_swap < lim.memory:
+            if lim.memory_swap is not None and lim.memory_swap < lim.memory:
                 raise CgroupError(
                     f"invalid --memory-swap '{memory_swap}': it is memory plus swap, so it "
                     f"must be at least --memory ({memory}), or -1 for unlimited swap"

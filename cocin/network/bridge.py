@@ -182,7 +182,7 @@ def rename_endpoint(network: str, cid: str, name: str) -> bool:
     with _locked():
         net = _load(network)
         ep = (net or {}).get("containers", {}).get(cid)
-        if ep is None:
+        if net is None or ep is None:
             return False
         ep["name"] = name
         _save(net)

@@ -115,9 +115,9 @@ def allocate(network: dict[str, Any], owner_id: str, requested_ip: str | None = 
         if owner == owner_id and wanted in (None, ip):
             return ip
     if wanted is not None:
-        owner = taken.get(wanted)
-        if owner is not None:
-            raise NetworkError(f"address {wanted} is already in use on network {network['name']} (by {owner[:12]})")
+        holder = taken.get(wanted)
+        if holder is not None:
+            raise NetworkError(f"address {wanted} is already in use on network {network['name']} (by {holder[:12]})")
         return wanted
     chosen = next((ip for ip in candidates(network) if ip not in taken), None)
     if chosen is None:

@@ -728,7 +728,7 @@ def add_default_route(gateway: str, dev: str | None = None, index: int | None = 
     device goes by index (RTA_OIF): pass ``index`` if known, to save asking."""
     body = pack_rtmsg(dst_len=0) + attr_ipv4(RTA_GATEWAY, gateway)
     if dev or index is not None:
-        body += attr_u32(RTA_OIF, link_index(dev) if index is None else index)
+        body += attr_u32(RTA_OIF, link_index(dev or "") if index is None else index)
     _request(RTM_NEWROUTE, body, _CREATE, what=f"default via {gateway}")
 
 
