@@ -4,12 +4,11 @@ flattening by directory fds (cocin.tarball, cocin.layers), output files
 
 Everything happens in pytest's own temporary directories; "host" files are
 files the test made there. Tests that make device nodes or set owners or
-trusted.* xattrs need root and skip without it.
+trusted.* xattrs need root: they are in tests/host/test_layer_files_host.py.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import subprocess
@@ -17,25 +16,12 @@ import sys
 import tarfile
 
 import pytest
+from layertools import make_tar
 
 from cocin import layers, state, tarball
 from cocin.state import CocinError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (owners, device nodes, trusted.* xattrs)")
-
-
-def make_tar(path, *members: tuple) -> str:
-    """A tarball of (name, type, extra TarInfo attributes, data) members."""
-    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
-        for name, kind, attrs, data in members:
-            info = tarfile.TarInfo(name)
-            info.type, info.mode = kind, 0o644
-            for k, v in attrs.items():
-                setattr(info, k, v)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data) if data else None)
-    return str(path)
 
 
 def fingerprint(path) -> tuple:
@@ -139,30 +125,6 @@ def test_refused_members(tmp_path, layer, members, text):
         tarball.extract(make_tar(tmp_path / "t.tar", *members), str(layer))
 
 
-@needs_root
-def test_extract_keeps_owners_modes_times_links_and_nodes(tmp_path, layer):
-    tar = make_tar(
-        tmp_path / "t.tar",
-        ("ro/", tarfile.DIRTYPE, {"mode": 0o555, "uid": 7, "mtime": 1000}, b""),
-        ("ro/f", tarfile.REGTYPE, {"mode": 0o4750, "uid": 7, "gid": 8, "mtime": 2000}, b"data"),
-        ("ro/hard", tarfile.LNKTYPE, {"linkname": "ro/f"}, b""),
-        ("sym", tarfile.SYMTYPE, {"linkname": "/bin/busybox", "uid": 9, "mtime": 3000}, b""),
-        ("null", tarfile.CHRTYPE, {"devmajor": 1, "devminor": 3, "mode": 0o666}, b""),
-        ("fifo", tarfile.FIFOTYPE, {"mode": 0o640}, b""),
-    )
-    tarball.extract(tar, str(layer))
-    st = os.lstat(layer / "ro/f")
-    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime, st.st_nlink) == (0o4750, 7, 8, 2000, 2)
-    assert (layer / "ro/f").read_bytes() == b"data"
-    st = os.lstat(layer / "ro")
-    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_mtime) == (0o555, 7, 1000)
-    st = os.lstat(layer / "sym")
-    assert (os.readlink(layer / "sym"), st.st_uid, st.st_mtime) == ("/bin/busybox", 9, 3000)
-    st = os.lstat(layer / "null")
-    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3) and stat.S_IMODE(st.st_mode) == 0o666
-    assert stat.S_ISFIFO(os.lstat(layer / "fifo").st_mode)
-
-
 # --- layers.flatten -----------------------------------------------------------------------------
 
 
@@ -213,24 +175,6 @@ def test_flatten_keeps_hard_links_fifos_and_modes(overlay):
     assert stat.S_IMODE(os.lstat(dst / "a/f").st_mode) == 0o4755
     assert stat.S_IMODE(os.lstat(dst / "a").st_mode) == 0o555
     assert stat.S_ISFIFO(os.lstat(dst / "fifo").st_mode)
-
-
-@needs_root
-def test_flatten_applies_whiteouts_and_opaque_directories(overlay):
-    lower, upper, dst = overlay
-    for rel in ("gone", "opaque/old", "kept/old"):
-        (lower / rel).parent.mkdir(exist_ok=True)
-        (lower / rel).write_text("lower\n")
-    os.mknod(upper / "gone", stat.S_IFCHR | 0o600, 0)  # a whiteout
-    (upper / "opaque").mkdir()
-    os.setxattr(upper / "opaque", layers.OPAQUE_XATTR, b"y")
-    (upper / "opaque" / "new").write_text("upper\n")
-    (upper / "kept").mkdir()
-    (upper / "kept" / "new").write_text("upper\n")
-    layers.flatten(str(lower), str(upper), str(dst))
-    assert not os.path.lexists(dst / "gone")
-    assert sorted(os.listdir(dst / "opaque")) == ["new"]
-    assert sorted(os.listdir(dst / "kept")) == ["new", "old"]
 
 
 def _deep(top, depth: int) -> None:

@@ -4,7 +4,8 @@ cocin.tarball), chain IDs, image IDs and configs (cocin.images), and the
 flattening of several layers.
 
 Everything happens in pytest's temporary directories. Whiteouts are device
-nodes 0/0 and opaque directories trusted.* xattrs: those tests need root.
+nodes 0/0 and opaque directories trusted.* xattrs: making them needs root, so
+those tests are in tests/host/test_layer_files_host.py.
 """
 
 from __future__ import annotations
@@ -12,21 +13,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import stat
 import tarfile
 
 import pytest
+from layertools import layer_tar
 
 from cocin import images, layers, tarball
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (device nodes, trusted.* xattrs)")
-
-
-def layer_tar(top) -> bytes:
-    buf = io.BytesIO()
-    n = layers.write_layer_tar(str(top), buf.write)
-    assert n == len(buf.getvalue())
-    return buf.getvalue()
 
 
 def test_empty_layer_has_dockers_empty_diff_id(tmp_path):
@@ -57,57 +49,6 @@ def test_layer_tar_is_canonical(tmp_path):
     assert layers.diff_id(str(tmp_path / "a")) == "sha256:" + hashlib.sha256(a).hexdigest()
 
 
-@needs_root
-def test_overlay_markers_become_oci_whiteouts_and_back(tmp_path):
-    src = tmp_path / "src"
-    (src / "opq").mkdir(parents=True)
-    os.setxattr(src / "opq", layers.OPAQUE_XATTR, b"y")
-    (src / "opq" / "new").write_text("kept\n")
-    os.mknod(src / "gone", stat.S_IFCHR | 0o600, 0)
-    data = layer_tar(src)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
-        names = [(m.name, m.type, m.size) for m in tf.getmembers()]
-    assert names == [
-        (".wh.gone", tarfile.REGTYPE, 0),
-        ("opq", tarfile.DIRTYPE, 0),
-        ("opq/.wh..wh..opq", tarfile.REGTYPE, 0),
-        ("opq/new", tarfile.REGTYPE, 5),
-    ]
-    (tmp_path / "l.tar").write_bytes(data)
-    dst = tmp_path / "dst"
-    dst.mkdir()
-    tarball.extract(str(tmp_path / "l.tar"), str(dst))
-    assert sorted(os.listdir(dst)) == ["gone", "opq"]
-    st = os.lstat(dst / "gone")
-    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-    assert os.getxattr(dst / "opq", layers.OPAQUE_XATTR) == b"y"
-    assert os.listdir(dst / "opq") == ["new"]  # a whiteout hides lower layers only
-    assert layer_tar(dst) == data  # the round trip keeps the diff_id
-
-
-@needs_root
-def test_opaque_marker_before_or_after_the_directorys_files(tmp_path):
-    """A registry layer may list ``opq/new`` before ``opq/.wh..wh..opq``."""
-    path = tmp_path / "l.tar"
-    with tarfile.open(path, "w") as t:
-        for name, kind, data in (
-            ("opq", tarfile.DIRTYPE, b""),
-            ("opq/new", tarfile.REGTYPE, b"x"),
-            ("opq/.wh..wh..opq", tarfile.REGTYPE, b""),
-            ("d/.wh.sub", tarfile.REGTYPE, b""),
-        ):
-            info = tarfile.TarInfo(name)
-            info.type, info.size, info.mode = kind, len(data), 0o755
-            t.addfile(info, io.BytesIO(data))
-    dst = tmp_path / "dst"
-    dst.mkdir()
-    tarball.extract(str(path), str(dst))
-    assert os.listdir(dst / "opq") == ["new"]
-    assert os.getxattr(dst / "opq", layers.OPAQUE_XATTR) == b"y"
-    assert stat.S_ISCHR(os.lstat(dst / "d" / "sub").st_mode)
-    assert not os.path.lexists(dst / "d" / ".wh.sub")
-
-
 @pytest.mark.parametrize("name", [".wh..", ".wh.", ".wh..wh.x"])
 def test_bad_whiteout_names_are_refused(tmp_path, name):
     path = tmp_path / "l.tar"
@@ -117,24 +58,6 @@ def test_bad_whiteout_names_are_refused(tmp_path, name):
     dst.mkdir()
     with pytest.raises(images.CocinError, match="refusing tarball member"):
         tarball.extract(str(path), str(dst))
-
-
-@needs_root
-def test_flatten_stacks_several_layers_top_first(tmp_path):
-    base, mid, top, dst = (tmp_path / n for n in ("base", "mid", "top", "dst"))
-    for d in (base, mid, top, dst):
-        d.mkdir()
-    (base / "a").write_text("base\n")
-    (base / "dir").mkdir()
-    (base / "dir" / "old").write_text("base\n")
-    os.mknod(mid / "a", stat.S_IFCHR | 0o600, 0)  # mid deletes a
-    (mid / "dir").mkdir()
-    os.setxattr(mid / "dir", layers.OPAQUE_XATTR, b"y")
-    (mid / "dir" / "mid").write_text("mid\n")
-    (top / "a").write_text("top\n")  # and top makes it again
-    layers.flatten(f"{top}:{mid}:{base}", None, str(dst))
-    assert (dst / "a").read_text() == "top\n"
-    assert os.listdir(dst / "dir") == ["mid"]
 
 
 def test_chain_ids_as_the_oci_spec_defines_them():

@@ -1,8 +1,7 @@
 """Unit tests of cocin.network.netlink: the byte layout of rtnetlink messages.
 
-Everything here is pure (bytes in, bytes out) except the last section,
-which opens a real NETLINK_ROUTE socket for read-only requests; those work
-without root.
+Everything here is pure (bytes in, bytes out); requests to the kernel
+through a real socket are in tests/host/test_netlink_host.py.
 """
 
 from __future__ import annotations
@@ -300,21 +299,3 @@ def test_a_known_index_saves_the_lookup(sent):
     attrs = nl.parse_attrs(addr[1][nl.IFADDRMSG.size :])
     assert attrs[nl.IFA_BROADCAST] == socket.inet_aton("10.231.0.255")
     assert nl.decode_u32(nl.parse_attrs(route[1][nl.RTMSG.size :])[nl.RTA_OIF]) == 3
-
-
-# ---------------------------------------------- a real socket, read only --
-
-
-def test_list_links_and_routes_on_this_host():
-    links = nl.list_links()
-    assert any(link.name == "lo" for link in links)
-    nl.list_routes()
-    nl.list_addresses()
-
-
-def test_missing_link_raises_enodev():
-    with pytest.raises(OSError) as info:
-        nl.link_index("nosuchlink0")
-    assert info.value.errno == errno.ENODEV
-    assert "netlink RTM_GETLINK" in str(info.value) and "nosuchlink0" in str(info.value)
-    assert not nl.link_exists("nosuchlink0")
