@@ -243,6 +243,28 @@ def pytest_collection_modifyitems(config, items):
     config._cocin_order = order
 
 
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    """Call ``predicate()`` until it returns something true or ``timeout``
+    seconds have passed; return its last value. The caller asserts on what
+    it waited for, so a timeout fails there, with that assertion's message.
+
+    Waiting on the state a test needs instead of sleeping a fixed time:
+    as short as the machine allows, and never too short on a slow one.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+@pytest.fixture(name="wait_for")
+def wait_for_fixture():
+    """``wait_for(predicate, timeout)`` for the tests (see ``wait_for``)."""
+    return wait_for
+
+
 class Cocin:
     """Runs ``cocin.py`` with the session's state root on the target host."""
 
@@ -307,16 +329,27 @@ class Cocin:
         return self.ok("ps", "-aq", "--no-trunc").stdout.split()
 
     def wait_for(self, ref: str, state: str, timeout: float = 20.0) -> dict:
-        import json
+        """The record of ``ref`` once it is in ``state`` (or when time is up)."""
+        recs = []
 
-        deadline = time.monotonic() + timeout
-        while True:
-            rec = json.loads(
-                self.host.check_output(f"cat {shlex.quote(self.root)}/containers/{self.full_id(ref)}/config.json")
-            )
-            if rec["state"] == state or time.monotonic() > deadline:
-                return rec
-            time.sleep(0.1)
+        def reached() -> bool:
+            recs.append(self.record(ref))
+            return recs[-1]["state"] == state
+
+        wait_for(reached, timeout, 0.1)
+        return recs[-1]
+
+    def listening(self, ref: str, port: int, proto: str = "tcp") -> bool:
+        """Does a process of container ``ref`` listen on ``port`` (bound, for
+        UDP)? ``/proc/PID/net/*`` shows the network namespace of PID."""
+        pid = self.record(ref)["pid"]
+        table = self.sh(f"cat /proc/{pid}/net/{proto} 2>/dev/null").stdout.splitlines()[1:]
+        state = "0A" if proto == "tcp" else "07"  # TCP_LISTEN; an unconnected UDP socket is TCP_CLOSE
+        return any(f.split()[1].endswith(f":{port:04X}") and f.split()[3] == state for f in table)
+
+    def pid_gone(self, pid: int) -> bool:
+        """Has process ``pid`` ended (gone, or a zombie)?"""
+        return self.sh(f"grep -qs '^State:[[:space:]]*[^Z]' /proc/{pid}/status").rc != 0
 
     def record(self, ref: str) -> dict:
         import json

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 import pytest
 
@@ -35,11 +34,9 @@ def container_pids(cocin, name: str) -> set[str]:
 
 
 @pytest.mark.parametrize("ps_args", [[], ["aux"], ["-ef"], ["-e"], ["-o", "pid,args"]])
-def test_top_lists_only_the_containers_processes(cocin, ps_args):
+def test_top_lists_only_the_containers_processes(cocin, wait_for, ps_args):
     cocin.ok("run", "-d", "--name", "topbox", "busybox", "sh", "-c", "sleep 301 & sleep 302; exit")
-    deadline = time.monotonic() + 10
-    while len(container_pids(cocin, "topbox")) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: len(container_pids(cocin, "topbox")) >= 3, 10, 0.1)
     mine = container_pids(cocin, "topbox")
     r = cocin.ok("top", "topbox", *ps_args)
     lines = r.stdout.splitlines()
@@ -118,17 +115,21 @@ def test_ps_and_images_format(cocin):
     assert r.rc == 125 and "map has no entry for key" in one_error_line(r)
 
 
-def test_ps_shows_restarting_containers(cocin):
+def test_ps_shows_restarting_containers(cocin, wait_for):
     cocin.ok("run", "-d", "--name", "crashy", "--restart", "always", "busybox", "sh", "-c", "exit 3")
-    deadline = time.monotonic() + 30
-    while True:  # the back-off doubles: the container soon spends most of its time restarting
+
+    def ps_while_restarting() -> str | None:
+        """``ps`` output taken while the record said "restarting" before and after."""
         before = cocin.record("crashy")
         out = cocin.ok("ps").stdout
         after = cocin.record("crashy")
         if before["state"] == after["state"] == "restarting" and before["restart_count"] == after["restart_count"]:
-            break
-        assert time.monotonic() < deadline, "crashy never seen restarting"
-        time.sleep(0.2)
+            return out
+        return None
+
+    # the back-off doubles: the container soon spends most of its time restarting
+    out = wait_for(ps_while_restarting, 30, 0.2)
+    assert out is not None, "crashy never seen restarting"
     line = [ln for ln in out.splitlines() if ln.endswith(" crashy")]
     assert line and "Restarting (3)" in line[0], out
 

@@ -324,15 +324,15 @@ def test_interactive_tty(cocin):
     assert "xterm" in r.stdout
 
 
-def test_killed_monitor_then_ps_and_rm(cocin):
+def test_killed_monitor_then_ps_and_rm(cocin, wait_for):
     cocin.ok("run", "-d", "--name", "orphan", "busybox", "sleep", "300")
     rec = cocin.record("orphan")
     assert cocin.sh(f"kill -9 {rec['monitor_pid']}").rc == 0
-    time.sleep(0.2)
+    wait_for(lambda: cocin.pid_gone(rec["monitor_pid"]))
     line = [ln for ln in cocin.ok("ps").stdout.splitlines() if "orphan" in ln]
     assert line and "Up " in line[0]  # the container itself is still running
     assert cocin.sh(f"kill -9 {rec['pid']}").rc == 0
-    time.sleep(0.2)
+    wait_for(lambda: cocin.pid_gone(rec["pid"]))
     line = [ln for ln in cocin.ok("ps", "-a").stdout.splitlines() if "orphan" in ln][0]
     assert "Exited (255)" in line
     cocin.ok("rm", "orphan")
@@ -366,8 +366,8 @@ def test_parallel_run_and_rm(cocin):
     assert not any(ln for ln in cocin.ok("ps", "-a").stdout.splitlines() if " par" in ln)
 
 
-def test_detached_with_tty_logs_the_terminal(cocin):
+def test_detached_with_tty_logs_the_terminal(cocin, wait_for):
     cocin.ok("run", "-d", "-t", "--name", "dt", "busybox", "sh", "-c", "tty; echo $TERM; sleep 300")
-    time.sleep(0.5)
+    wait_for(lambda: "xterm" in cocin.ok("logs", "dt").stdout)
     logs = cocin.ok("logs", "dt").stdout
     assert "/dev/pts/0" in logs and "xterm" in logs

@@ -3,8 +3,6 @@ export, import, save and load."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 
@@ -41,12 +39,12 @@ def test_exec_runs_inside(cocin, exec_path):
     assert r.stdout == "[a b][it's]"
 
 
-def test_exec_sleep_is_in_pidns_and_cgroup_and_dies_with_stop(cocin, exec_path):
+def test_exec_sleep_is_in_pidns_and_cgroup_and_dies_with_stop(cocin, exec_path, wait_for):
     cocin.ok("run", "-d", "--name", "host1", "busybox", "sleep", "300")
     cocin.ok("exec", "-d", "host1", "sleep", "260", env=exec_path)
     bg = cocin.sh(f"{cocin.cmdline('exec', 'host1', 'sleep', '270', env=exec_path)} >/dev/null 2>&1 &")
     assert bg.rc == 0
-    time.sleep(1)
+    wait_for(lambda: cocin.sh("pgrep -f '^sleep 260' && pgrep -f '^sleep 270'").rc == 0)
     ps = cocin.ok("exec", "host1", "ps", "-o", "pid,args", env=exec_path).stdout
     assert "sleep 260" in ps and "sleep 270" in ps and "1 sleep 300" in " ".join(ps.split())
     rec = cocin.record("host1")
@@ -58,7 +56,7 @@ def test_exec_sleep_is_in_pidns_and_cgroup_and_dies_with_stop(cocin, exec_path):
     host_pids = cocin.sh("pgrep -f '^sleep 2[67]0'").stdout.split()
     assert host_pids and set(host_pids) <= set(procs)
     cocin.ok("stop", "-t", "1", "host1")
-    time.sleep(0.3)
+    wait_for(lambda: cocin.sh("pgrep -f '^sleep 2[67]0'").stdout.strip() == "")
     assert cocin.sh("pgrep -f '^sleep 2[67]0'").stdout.strip() == ""
 
 
@@ -114,9 +112,10 @@ def test_commit_keeps_changes(cocin):
     cocin.ok("commit", "--force", "changer", "committed")
 
 
-def test_commit_running_container(cocin):
+def test_commit_running_container(cocin, wait_for):
     cocin.ok("run", "-d", "--name", "live", "busybox", "sh", "-c", "echo live > /f; sleep 300")
-    time.sleep(0.5)
+    upper = f"{cocin.root}/containers/{cocin.full_id('live')}/upper"
+    wait_for(lambda: cocin.sh(f"cat {upper}/f").stdout == "live\n")
     cocin.ok("commit", "live", "fromlive")
     assert cocin.ok("run", "--rm", "fromlive", "cat", "/f").stdout == "live\n"
 

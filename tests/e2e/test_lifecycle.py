@@ -94,9 +94,9 @@ def test_inspect(cocin):
     assert json.loads(cocin.ok("inspect", "busybox").stdout)[0]["RepoTags"] == ["busybox:latest"]
 
 
-def test_top(cocin):
+def test_top(cocin, wait_for):
     cocin.ok("run", "-d", "--name", "tp", "busybox", "sh", "-c", "sleep 301 & sleep 302")
-    time.sleep(0.3)
+    wait_for(lambda: "sleep 302" in cocin.ok("top", "tp").stdout)
     out = cocin.ok("top", "tp").stdout
     assert "PID" in out.splitlines()[0] and "sleep 301" in out and "sleep 302" in out
 
@@ -116,10 +116,15 @@ def test_rename_and_prune(cocin):
 ORPHAN = "sh -c 'sleep 0.2 &'; exec sleep 300"
 
 
-def test_init_reaps_zombies_and_forwards_sigterm(cocin):
+def test_init_reaps_zombies_and_forwards_sigterm(cocin, wait_for):
     cocin.ok("run", "-d", "--name", "noinit", "busybox", "sh", "-c", ORPHAN)
     cocin.ok("run", "-d", "--init", "--name", "withinit", "busybox", "sh", "-c", ORPHAN)
-    time.sleep(1.5)
+
+    def orphans_ended() -> bool:  # a zombie in noinit; withinit's reaped, or ended
+        stats = [s[0] for s in cocin.ok("exec", "noinit", "ps", "-o", "stat").stdout.split()]
+        return "Z" in stats and "sleep 0.2" not in cocin.ok("exec", "withinit", "ps", "-o", "args").stdout
+
+    wait_for(orphans_ended)
     # the first letter of STAT: "ZN" when the suite itself runs under nice
     assert "Z" in [s[0] for s in cocin.ok("exec", "noinit", "ps", "-o", "stat").stdout.split()]  # nobody reaps
     assert "Z" not in [s[0] for s in cocin.ok("exec", "withinit", "ps", "-o", "stat").stdout.split()]
@@ -129,15 +134,15 @@ def test_init_reaps_zombies_and_forwards_sigterm(cocin):
     assert cocin.record("withinit")["exit_code"] == 143
 
 
-def test_on_failure_restarts_exactly_n_times(cocin):
+def test_on_failure_restarts_exactly_n_times(cocin, wait_for):
     cocin.ok("run", "-d", "--name", "flaky", "--restart", "on-failure:3", "busybox", "sh", "-c", "echo run; exit 1")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def done() -> bool:
         rec = cocin.record("flaky")
-        if rec["state"] == "exited" and rec["restart_count"] == 3:
-            break
-        time.sleep(0.1)
-    time.sleep(1)
+        return rec["state"] == "exited" and rec["restart_count"] == 3
+
+    wait_for(done, 20, 0.1)
+    time.sleep(1)  # no condition to wait for: a fourth restart must not come
     rec = cocin.record("flaky")
     assert (rec["state"], rec["restart_count"], rec["exit_code"]) == ("exited", 3, 1)
     assert cocin.ok("logs", "flaky").stdout == "run\n" * 4
@@ -146,29 +151,32 @@ def test_on_failure_restarts_exactly_n_times(cocin):
     assert r.rc == 125 and "--rm" in r.stderr
 
 
-def test_always_shows_restarting_and_stop_ends_it(cocin):
+def test_always_shows_restarting_and_stop_ends_it(cocin, wait_for):
     cocin.ok("run", "-d", "--name", "loop", "--restart", "always", "busybox", "sh", "-c", "exit 2")
-    seen = False
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not seen:
-        seen = "Restarting (2)" in ps_line(cocin, "loop")
-        time.sleep(0.05)
+    seen = wait_for(lambda: "Restarting (2)" in ps_line(cocin, "loop"), 15)
     assert seen
     cocin.ok("stop", "loop")
     count = cocin.record("loop")["restart_count"]
-    time.sleep(2)
+    time.sleep(2)  # no condition to wait for: no restart may come after the stop
     rec = cocin.record("loop")
     assert rec["state"] == "exited" and rec["restart_count"] == count
     assert "Exited (2)" in ps_line(cocin, "loop")
 
 
 @pytest.mark.parametrize("point", ["before-namespaces", "after-mounts", "after-record"])
-def test_client_killed_during_run(cocin, point):
+def test_client_killed_during_run(cocin, point, wait_for):
     # The container would hold the output pipes open: send them elsewhere.
     cmd = cocin.cmdline("run", "--name", f"crash-{point}", "busybox", "sleep", "300", env={"COCIN_FAULT": point})
     r = cocin.sh(f"{cmd} </dev/null >/dev/null 2>&1")
     assert r.rc in (137, 128 + 9), r.rc
-    time.sleep(0.5)
+
+    def settled() -> bool:
+        line = ps_line(cocin, f"crash-{point}")
+        if point == "after-record":
+            return "Up " in line
+        return bool(line) and cocin.record(f"crash-{point}")["state"] in ("created", "exited")
+
+    wait_for(settled)
     line = ps_line(cocin, f"crash-{point}")
     assert line, "the record must survive"
     rec = cocin.record(f"crash-{point}")
@@ -180,19 +188,20 @@ def test_client_killed_during_run(cocin, point):
     assert not ps_line(cocin, f"crash-{point}")
 
 
-def test_simulated_reboot(cocin):
+def test_simulated_reboot(cocin, wait_for):
     for i in range(3):
         cocin.ok("run", "-d", "--name", f"boot{i}", "busybox", "sh", "-c", f"echo {i} >> /state; sleep 300")
-    time.sleep(0.3)
     recs = [cocin.record(f"boot{i}") for i in range(3)]
+    state = [f"{cocin.root}/containers/{r['id']}/upper/state" for r in recs]
+    wait_for(lambda: all(cocin.sh(f"cat {path}").stdout == f"{i}\n" for i, path in enumerate(state)))
     pids = " ".join(f"{r['pid']} {r['monitor_pid']}" for r in recs)
     assert cocin.sh(f"kill -9 {pids}").rc == 0
-    time.sleep(0.5)
+    wait_for(lambda: all(cocin.pid_gone(r[k]) for r in recs for k in ("pid", "monitor_pid")))
     for i in range(3):
         assert "Exited (255)" in ps_line(cocin, f"boot{i}")
     for i in range(3):
         cocin.ok("start", f"boot{i}")
-    time.sleep(0.5)
+    wait_for(lambda: all(cocin.sh(f"cat {path}").stdout == f"{i}\n{i}\n" for i, path in enumerate(state)))
     for i in range(3):
         assert "Up " in ps_line(cocin, f"boot{i}")
         assert cocin.ok("exec", f"boot{i}", "cat", "/state").stdout == f"{i}\n{i}\n"

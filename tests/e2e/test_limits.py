@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 
 def cgroup_dirs(cocin) -> list[str]:
     parent = cocin.env["COCIN_CGROUP_PARENT"]
@@ -27,7 +25,7 @@ def test_memory_within_limit_is_fine(cocin):
     assert (r.rc, r.stdout) == (0, "1\n")
 
 
-def test_pids_limit(cocin):
+def test_pids_limit(cocin, wait_for):
     cocin.ok(
         "run",
         "-d",
@@ -40,7 +38,7 @@ def test_pids_limit(cocin):
         "-c",
         'sh -c "for i in \\$(seq 50); do sleep 60 & done"; sleep 60',
     )
-    time.sleep(1.5)
+    wait_for(lambda: "fork" in cocin.ok("logs", "forky").stdout)  # the limit is reached
     cid = cocin.full_id("forky")
     procs = cocin.sh(
         f"cat /sys/fs/cgroup/pids/{cocin.env['COCIN_CGROUP_PARENT']}/{cid}/cgroup.procs "
@@ -66,15 +64,16 @@ def test_cpuset(cocin):
     assert r.rc == 0 and r.stdout.split() == ["Cpus_allowed_list:", "0"]
 
 
-def test_exec_joins_the_cgroup(cocin):
+def test_exec_joins_the_cgroup(cocin, wait_for):
     cocin.ok("run", "-d", "--name", "cgx", "--pids-limit", "30", "busybox", "sleep", "300")
     cocin.ok("exec", "-d", "cgx", "sleep", "250")
-    time.sleep(0.5)
     cid = cocin.full_id("cgx")
-    procs = cocin.sh(
+    procs_file = (
         f"cat /sys/fs/cgroup/pids/{cocin.env['COCIN_CGROUP_PARENT']}/{cid}/cgroup.procs "
         f"2>/dev/null || cat /sys/fs/cgroup/{cocin.env['COCIN_CGROUP_PARENT']}/{cid}/cgroup.procs"
     )
+    wait_for(lambda: len(cocin.sh(procs_file).stdout.split()) >= 2)
+    procs = cocin.sh(procs_file)
     assert len(procs.stdout.split()) == 2
     cocin.ok("stop", "-t", "1", "cgx")
     assert cgroup_dirs(cocin) == []

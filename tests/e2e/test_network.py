@@ -82,12 +82,12 @@ def same_sysctls(before: tuple, after: tuple) -> bool:
     return before[0] == after[0] and None in (before[1], after[1]) or before == after
 
 
-def test_tcp_between_containers_by_address_and_name(cocin, net):
+def test_tcp_between_containers_by_address_and_name(cocin, net, wait_for):
     net("backend", "10.214.0.0/24")
     cocin.ok("run", "-d", "--name", "api", "--network", "backend", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
     ip = cocin.record("api")["network"]["ip"]
     assert ip.startswith("10.214.0.") and ip not in ("10.214.0.0", "10.214.0.1", "10.214.0.255")
-    time.sleep(0.3)
+    wait_for(lambda: cocin.listening("api", 80))
     r = cocin(
         "run",
         "--rm",
@@ -111,22 +111,22 @@ def test_tcp_between_containers_by_address_and_name(cocin, net):
     assert r.rc == 0 and r.stdout == f"{hostname}\n", r.stderr
 
 
-def test_networks_are_isolated(cocin, net):
+def test_networks_are_isolated(cocin, net, wait_for):
     net("neta", "10.215.1.0/24")
     net("netb", "10.215.2.0/24")
     cocin.ok("run", "-d", "--name", "srv", "--network", "neta", "busybox", "httpd", "-f", "-p", "80")
     ip = cocin.record("srv")["network"]["ip"]
-    time.sleep(0.3)
+    wait_for(lambda: cocin.listening("srv", 80))
     r = cocin("run", "--rm", "--network", "netb", "busybox", "timeout", "3", "wget", "-qO-", f"http://{ip}/")
     assert r.rc != 0
     r = cocin("run", "--rm", "--network", "netb", "busybox", "timeout", "3", "wget", "-qO-", "http://srv/")
     assert r.rc != 0 and "bad address" in r.stderr
 
 
-def test_published_tcp_port_reachable_from_host(cocin, net):
+def test_published_tcp_port_reachable_from_host(cocin, net, wait_for):
     before = sysctls(cocin)
     cocin.ok("run", "-d", "--name", "web", "-p", "18080:80", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
-    time.sleep(0.3)
+    wait_for(lambda: cocin.listening("web", 80))
     hostname = cocin.record("web")["config"]["hostname"]
     assert http_get(cocin, "http://127.0.0.1:18080/hostname") == hostname + "\n"
     assert http_get(cocin, f"http://{host_address(cocin)}:18080/hostname") == hostname + "\n"
@@ -138,7 +138,7 @@ def test_published_tcp_port_reachable_from_host(cocin, net):
     assert same_sysctls(before, sysctls(cocin))
 
 
-def test_published_udp_port_on_loopback(cocin):
+def test_published_udp_port_on_loopback(cocin, wait_for):
     cocin.ok(
         "run",
         "-d",
@@ -152,7 +152,7 @@ def test_published_udp_port_on_loopback(cocin):
         "-c",
         UDP_ECHO,
     )
-    time.sleep(1.5)
+    wait_for(lambda: cocin.listening("udp", 53, "udp"))
     probe = (
         "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); "
         "s.sendto(b'ping', ('127.0.0.1', 15353)); print(s.recvfrom(100)[0].decode())"
@@ -160,12 +160,12 @@ def test_published_udp_port_on_loopback(cocin):
     assert cocin.sh(f"{cocin.python} -c {shlex.quote(probe)}").stdout == "got-ping\n"
 
 
-def test_host_port_zero_picks_a_free_one(cocin):
+def test_host_port_zero_picks_a_free_one(cocin, wait_for):
     cocin.ok("run", "-d", "--name", "any", "-p", "80", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
     out = cocin.ok("port", "any", "80").stdout.strip()
     port = int(out.rsplit(":", 1)[1])
     assert port > 0
-    time.sleep(0.3)
+    wait_for(lambda: cocin.listening("any", 80))
     assert http_get(cocin, f"http://127.0.0.1:{port}/hostname").strip()
 
 
