@@ -14,7 +14,7 @@ Malformed input raises ``ValueError`` (as ``json.JSONDecodeError`` does).
 
 from __future__ import annotations
 
-# Names used only in annotations: importing typing costs milliseconds at start-up.
+# Names for annotations only (see tests/unit/test_import_budget.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any

@@ -55,7 +55,7 @@ import stat
 
 from . import files
 
-# Names used only in annotations: importing typing costs milliseconds at start-up.
+# Names for annotations only (see tests/unit/test_import_budget.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -73,7 +73,7 @@ __all__ = [
     "reset_cache",
 ]
 
-# Names used only in annotations: importing typing costs milliseconds at start-up.
+# Names for annotations only (see tests/unit/test_import_budget.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType

@@ -15,7 +15,7 @@ import time
 
 from cocin.errors import CocinError
 
-# Names used only in annotations: importing typing costs milliseconds at start-up.
+# Names for annotations only (see tests/unit/test_import_budget.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable

@@ -52,8 +52,7 @@ from cocin.network import NetworkError, state_dir, store
 from cocin.paths import DEFAULT_ROOT, RUN_DIR
 from cocin.record import Record
 
-# Only for annotations (never evaluated here, thanks to the __future__
-# import): importing typing would cost every "cocin run" milliseconds.
+# Names for annotations only (see tests/unit/test_import_budget.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any

@@ -33,9 +33,8 @@ import os
 from cocin.network import NetworkError, ipv4
 from cocin.process import FORWARDED_SIGNALS, alive, close_fds_except, kill, proc_start_time, stdio_to_devnull
 
-# Only for annotations (never evaluated here, thanks to the __future__
-# import): importing typing would cost every "cocin run" milliseconds. The
-# rules of published ports are computed on every attach and detach, so
+# Names for annotations only (see tests/unit/test_import_budget.py).
+# The rules of published ports are computed on every attach and detach, so
 # ``socket`` (~6 ms) is imported only by the functions that open sockets.
 TYPE_CHECKING = False
 if TYPE_CHECKING:

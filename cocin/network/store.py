@@ -12,8 +12,7 @@ from __future__ import annotations
 from cocin import fastjson
 from cocin.files import AtomicFile, FileLock, read_bytes, remove
 
-# Only for annotations (never evaluated here, thanks to the __future__
-# import): importing typing would cost every "cocin run" milliseconds.
+# Names for annotations only (see tests/unit/test_import_budget.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
