@@ -332,13 +332,9 @@ def _image(opts: RunOptions):
         return registry.pull_for_run(opts.image)
 
 
-def create(opts: RunOptions) -> Container:
-    """Check the request, then make the container's directories and record.
-
-    Everything that can be refused is refused before anything is made.
-    """
-    from . import images
-
+def _check_request(opts: RunOptions) -> dict:
+    """Refuse what is wrong with the request itself, before the image is
+    looked at; the restart policy, parsed."""
     if opts.name is not None:
         check_name(opts.name)
     for host, ctr, _ro in opts.volumes:
@@ -349,6 +345,61 @@ def create(opts: RunOptions) -> Container:
     if restart["name"] != "no" and opts.rm:
         raise CocinError("conflicting options: --restart and --rm")
     check_network(opts)
+    return restart
+
+
+def _image_user(image_cfg: dict, security: dict) -> None:
+    """The image's ``User`` when ``-u`` gave none, checked now."""
+    try:
+        from . import confine
+
+        confine.parse_user(image_cfg["User"])
+    except ValueError as e:
+        raise CocinError(f"the image's user: {e}") from None
+    security["user"] = image_cfg["User"]
+
+
+def _environment(image_cfg: dict, hostname: str, user: str | None, tty: bool) -> list[str]:
+    """The container's environment: Docker's defaults, then the image's and ``-e``."""
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    if not user:
+        env["HOME"] = "/root"  # else the user's, from the image's /etc/passwd, at start
+    if tty:
+        env["TERM"] = "xterm"
+    for item in image_cfg["Env"]:  # the image's, then -e (already in image_cfg)
+        key, _, value = item.partition("=")
+        env[key] = value
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _make_files(d: str, hostname: str, opts: RunOptions, seccomp_text: str | None) -> None:
+    """In the container's directory ``d``: overlay upper/work, the mount point, the
+    files bound over /etc/hostname, hosts and resolv.conf; missing volume sources."""
+    for sub in ("upper", "work", "rootfs"):
+        os.mkdir(os.path.join(d, sub), 0o755)
+    etc = {
+        "hostname": hostname + "\n",
+        "hosts": resources.hosts_text(hostname),
+        "resolv.conf": _resolv_conf(opts.dns),
+    }
+    if seccomp_text is not None:
+        etc["seccomp.json"] = seccomp_text
+    for fname, text in etc.items():
+        with open(os.path.join(d, fname), "w") as f:
+            f.write(text)
+    for host, _ctr, _ro in opts.volumes:
+        if not os.path.exists(host):
+            os.makedirs(host, exist_ok=True)
+
+
+def create(opts: RunOptions) -> Container:
+    """Check the request, then make the container's directories and record.
+
+    Everything that can be refused is refused before anything is made.
+    """
+    from . import images
+
+    restart = _check_request(opts)
     security, seccomp_text = security_config(opts)
     if opts.name is not None and state.name_taken(opts.name):
         raise CocinError(f"the container name {opts.name!r} is already in use")
@@ -359,30 +410,16 @@ def create(opts: RunOptions) -> Container:
     if not argv:
         raise CocinError("no command specified")
     if not opts.user and image_cfg.get("User"):
-        try:
-            from . import confine
-
-            confine.parse_user(image_cfg["User"])
-        except ValueError as e:
-            raise CocinError(f"the image's user: {e}") from None
-        security["user"] = image_cfg["User"]
+        _image_user(image_cfg, security)
 
     cid = os.urandom(32).hex()
     # --network host: the host's name (Docker), in the container's own UTS namespace
     hostname = opts.hostname or (os.uname().nodename if opts.network == "host" else cid[:12])
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
-    if not security["user"]:
-        env["HOME"] = "/root"  # else the user's, from the image's /etc/passwd, at start
-    if opts.tty:
-        env["TERM"] = "xterm"
-    for item in image_cfg["Env"]:  # the image's, then -e (already in image_cfg)
-        key, _, value = item.partition("=")
-        env[key] = value
     cfg = ContainerConfig(
         image_id=img.id,
         lower=img.lower,
         image_config=image_cfg,
-        env=[f"{k}={v}" for k, v in env.items()],
+        env=_environment(image_cfg, hostname, security["user"], opts.tty),
         workdir=image_cfg.get("WorkingDir") or "/",
         hostname=hostname,
         tty=opts.tty,
@@ -402,21 +439,7 @@ def create(opts: RunOptions) -> Container:
     os.makedirs(paths.containers_dir(), exist_ok=True)
     os.mkdir(d, 0o710)
     try:
-        for sub in ("upper", "work", "rootfs"):
-            os.mkdir(os.path.join(d, sub), 0o755)
-        etc = {
-            "hostname": hostname + "\n",
-            "hosts": resources.hosts_text(hostname),
-            "resolv.conf": _resolv_conf(opts.dns),
-        }
-        if seccomp_text is not None:
-            etc["seccomp.json"] = seccomp_text
-        for fname, text in etc.items():
-            with open(os.path.join(d, fname), "w") as f:
-                f.write(text)
-        for host, _ctr, _ro in opts.volumes:
-            if not os.path.exists(host):
-                os.makedirs(host, exist_ok=True)
+        _make_files(d, hostname, opts, seccomp_text)
         with state.locked():
             name = opts.name or _random_name()
             if not state.claim_name(name, cid):  # before the record: see claim_name
