@@ -45,6 +45,9 @@ into those names (``tarball.extract`` turns them back); its bytes are
 canonical (sorted names, whole-second times, no owner names, no record
 padding, as Go's ``archive/tar`` ends a stream), so the same tree always has
 the same ``diff_id``: the sha256 of the uncompressed layer tarball.
+
+(Slightly over 500 lines: the walk by directory fds serves both the
+flattening and the tarball, which is why they share this module.)
 """
 
 from __future__ import annotations

@@ -35,6 +35,10 @@ says ``"active": true`` meanwhile. ``ip_forward`` is held only while some
 container is attached. The firewall rules and sysctls are recomputed from
 the records after every change, and applied only when they differ from
 what is in place (``firewall``, ``sysctl``).
+
+One module although it is long (~800 lines): the records and the links they
+describe change together under the one lock, and attach, detach and their
+rollbacks read best next to each other.
 """
 
 from __future__ import annotations

@@ -41,6 +41,10 @@ Two tools can program netfilter. ``iptables`` (legacy or the nf_tables
 variant) is preferred; on a host with only ``nft`` the same rules go into
 a table ``ip cocin`` of cocin's own, replaced atomically by ``nft -f``.
 Set ``$COCIN_PORT_BACKEND`` to ``iptables`` or ``nft`` to choose.
+
+One module although it is long (~800 lines): the rules, their two renderings
+(iptables, nft) and the bookkeeping of what is in place are one model; split,
+each part would need the others' internals.
 """
 
 from __future__ import annotations

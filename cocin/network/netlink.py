@@ -27,6 +27,9 @@ Constants are named exactly as in the kernel headers (``<linux/netlink.h>``,
 A netlink socket talks to the network namespace its creator was in *when the
 socket was created*: to configure a container, create the socket after
 entering the container's namespace (see ``cocin.network.bridge``).
+
+One module although it is long (~770 lines): most of it is the kernel's
+constants and message layouts, kept in the order of the headers they mirror.
 """
 
 from __future__ import annotations
