@@ -19,7 +19,7 @@ import pytest
 from layertools import make_tar
 
 from cocin import layers, state, tarball
-from cocin.state import CocinError
+from cocin.errors import CocinError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cocin import reference
-from cocin.state import CocinError
+from cocin.errors import CocinError
 
 D = "sha256:" + "a" * 64
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from cocin import reference, registry
-from cocin.state import CocinError
+from cocin.errors import CocinError
 
 
 def test_challenge_values_may_hold_commas():

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from cocin import libc
+from cocin.errors import CocinError
 from cocin.rootfs import (
     KEPT_FLAGS,
     MASKED_PATHS,
@@ -24,7 +25,6 @@ from cocin.rootfs import (
     open_target,
 )
 from cocin.rootfs_knobs import sysctl_path, tmpfs_options
-from cocin.state import CocinError
 
 
 @pytest.fixture
