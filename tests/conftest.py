@@ -566,3 +566,22 @@ def _assert_no_leftovers(host, c: Cocin, before: set[str]) -> None:
     if left:
         problems.append(f"container directories: {left}")
     assert not problems, "the suite left things behind:\n" + "\n".join(problems)
+
+
+# --- directory trees for the layer tests (tests/unit and tests/host) ----------------------------
+
+
+@pytest.fixture
+def layer(tmp_path):
+    d = tmp_path / "layer"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def overlay(tmp_path):
+    """lower, upper and an empty destination."""
+    dirs = [tmp_path / n for n in ("lower", "upper", "dst")]
+    for d in dirs:
+        d.mkdir()
+    return dirs

@@ -21,22 +21,6 @@ from cocin import layers, tarball
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (owners, device nodes, trusted.* xattrs)")
 
 
-@pytest.fixture
-def layer(tmp_path):
-    d = tmp_path / "layer"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def overlay(tmp_path):
-    """lower, upper and an empty destination."""
-    dirs = [tmp_path / n for n in ("lower", "upper", "dst")]
-    for d in dirs:
-        d.mkdir()
-    return dirs
-
-
 @needs_root
 def test_extract_keeps_owners_modes_times_links_and_nodes(tmp_path, layer):
     tar = make_tar(

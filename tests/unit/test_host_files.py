@@ -40,13 +40,6 @@ def host(tmp_path):
     return d
 
 
-@pytest.fixture
-def layer(tmp_path):
-    d = tmp_path / "layer"
-    d.mkdir()
-    return d
-
-
 # --- tarball.extract ------------------------------------------------------------------------
 
 
@@ -126,15 +119,6 @@ def test_refused_members(tmp_path, layer, members, text):
 
 
 # --- layers.flatten -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def overlay(tmp_path):
-    """lower, upper and an empty destination."""
-    dirs = [tmp_path / n for n in ("lower", "upper", "dst")]
-    for d in dirs:
-        d.mkdir()
-    return dirs
 
 
 def test_flatten_copies_symlinks_never_follows_them(overlay, host):
