@@ -1,14 +1,17 @@
-"""Container records on disk: atomic writes, one lock, lookups, reconciliation.
+"""Container records on disk: the record types, one lock, lookups, names, reconciliation.
 
-Each container is a directory ``<root>/containers/<id>/`` holding
-``config.json`` (the record), the overlay's ``upper``/``work`` directories and
-the log. Records are written to a temporary file that is then renamed over
-the old one: ``rename(2)`` is atomic, so a reader sees the old or the new
-record, never half of one. Changes happen under an exclusive ``flock(2)`` on
-``<root>/lock`` so two cocin commands never lose each other's update.
+Each container is a directory ``<root>/containers/<id>/`` (see ``paths``)
+holding ``config.json`` (the record: a ``Container`` with its
+``ContainerConfig``), the overlay's ``upper``/``work`` directories and the
+log. Records are replaced atomically (``files.AtomicFile``: a reader sees the
+old or the new record, never half of one), and changes happen under an
+exclusive ``flock(2)`` on ``<root>/lock`` so two cocin commands never lose
+each other's update; a verb that changes one container's life also holds that
+container's own lock.
 
 *Records describe, the kernel decides*: a record saying "running" is believed
-only while its PID is alive with the same start time (PIDs are reused).
+only while its PID is alive with the same start time (PIDs are reused; see
+``process.proc_start_time``).
 """
 
 from __future__ import annotations
