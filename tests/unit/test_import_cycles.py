@@ -1,0 +1,97 @@
+"""No import cycles among cocin's modules (issue 12), lazy imports included.
+
+A cycle hides the order in which a container is made: which module is the
+caller and which the callee. Every ``import`` and ``from ... import`` in
+every cocin module counts, at the top or inside a function; a submodule
+importing its own package (``cocin.network.bridge`` -> ``cocin.network``) does
+not, as the package is always loaded first.
+
+KNOWN lists the cycles this test found when it was written, each to be
+untangled (then taken off the list, which only shrinks); the test fails on
+any other.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+KNOWN = {
+    ("cocin.monitor", "cocin.runtime"),  # monitor.py split in four (issue 12)
+    ("cocin.image_build", "cocin.image_upgrade", "cocin.images"),
+    ("cocin.seccomp", "cocin.seccomp_compile"),
+    ("cocin.archive", "cocin.registry"),
+    ("cocin.rootfs", "cocin.rootfs_knobs"),
+}
+
+
+def _modules() -> dict[str, str]:
+    mods = {}
+    for d, _dirs, names in os.walk(os.path.join(REPO, "cocin")):
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(d, name)
+                mod = os.path.relpath(path, REPO)[:-3].replace("/", ".")
+                mods[mod.removesuffix(".__init__")] = path
+    return mods
+
+
+def _imports(mod: str, path: str, known: dict[str, str]) -> set[str]:
+    package = mod if path.endswith("__init__.py") else mod.rpartition(".")[0]
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        out.update(n for n in names if n in known and n != mod and not mod.startswith(n + "."))
+    return out
+
+
+def cycles() -> set[tuple[str, ...]]:
+    """The strongly connected groups of two or more modules (Tarjan's algorithm)."""
+    mods = _modules()
+    edges = {m: _imports(m, p, mods) for m, p in mods.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = set()
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.add(tuple(sorted(group)))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_new_import_cycles():
+    now = cycles()
+    assert not now - KNOWN, f"new import cycles: {sorted(now - KNOWN)}"
