@@ -45,6 +45,7 @@ MNT_DETACH = 2
 
 # <linux/prctl.h>
 PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
 
 # <linux/magic.h>: f_type values statfs(2) reports.
 CGROUP_SUPER_MAGIC = 0x27E0EB

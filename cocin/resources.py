@@ -13,13 +13,7 @@ import os
 import sys
 
 from . import state
-from .errors import CocinError, NotFound
-from .state import Container
-
-# Names for annotations only (see tests/unit/test_import_budget.py).
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Sequence
+from .state import CocinError, Container, NotFound
 
 
 def _warn(e: Exception) -> None:
@@ -38,7 +32,7 @@ def make_cgroup(rec: Container):
     """
     from . import cgroups, devices
 
-    return cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.limits), devices.rules_for(rec.config.to_dict()))
+    return cgroups.create(rec.id, cgroups.Limits.from_dict(rec.config.get("limits")), devices.rules_for(rec.config))
 
 
 def release_cgroup(rec: Container) -> bool:
@@ -57,7 +51,7 @@ def release_cgroup(rec: Container) -> bool:
 # --- network -------------------------------------------------------------------
 
 
-def hosts_text(hostname: str, own_ip: str | None = None, peers: Sequence[tuple[str, str]] = ()) -> str:
+def hosts_text(hostname: str, own_ip: str | None = None, peers: list = ()) -> str:
     """/etc/hosts: localhost, the container itself, and its network's peers."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     lines.append(f"{own_ip}\t{hostname}" if own_ip else f"127.0.1.1\t{hostname}")
@@ -67,7 +61,7 @@ def hosts_text(hostname: str, own_ip: str | None = None, peers: Sequence[tuple[s
 
 def bridged(rec: Container) -> str | None:
     """The network a container's config puts it on, or None (none/host)."""
-    mode = rec.config.network_mode
+    mode = rec.config.get("network_mode", "none")
     return None if mode in ("none", "host") else mode
 
 
@@ -83,8 +77,8 @@ def connect(rec: Container, pid: int, net: str | None = None, ip: str | None = N
         rec.id,
         rec.name,
         pid,
-        ip or rec.config.ip,
-        rec.config.publish if net == bridged(rec) else [],
+        ip or rec.config.get("ip"),
+        rec.config.get("publish", []) if net == bridged(rec) else [],
     )
     update_hosts(endpoint["network"], {rec.id: endpoint["ip"]})
     return endpoint
@@ -144,7 +138,7 @@ def update_hosts(net: str, extra: dict | None = None, gone: str | None = None) -
         peers = sorted((ips[r.id], r.name) for r in recs)
         for r in recs:
             text = hosts_text(
-                r.config.hostname or r.short_id, ips[r.id], [(ip, name) for ip, name in peers if name != r.name]
+                r.config.get("hostname", r.short_id), ips[r.id], [(ip, name) for ip, name in peers if name != r.name]
             )
             try:
                 with open(os.path.join(r.dir, "hosts"), "r+") as f:

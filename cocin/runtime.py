@@ -19,12 +19,10 @@ import _signal as signal  # not signal.py: its enums cost ~4 ms per command
 import os
 import time
 
-from . import files, monitor, paths, resources, state
-from .errors import CocinError, NotFound
+from . import monitor, resources, state
 from .monitor import LOG_NAME, ChildFailed  # noqa: F401 - part of this module's interface
-from .process import kill as _kill_pid
 from .record import Factory, Record
-from .state import DEFAULT_NETWORK, Container, ContainerConfig
+from .state import CocinError, Container, NotFound
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -44,7 +42,7 @@ class RunOptions(Record):
     volumes: list[tuple[str, str, bool]] = Factory(list)
     hostname: str | None = None
     limits: dict = Factory(dict)
-    network: str = DEFAULT_NETWORK  # a network's name, or "none" or "host"
+    network: str = "bridge"  # a network's name, or "none" or "host"
     publish: list[str] = Factory(list)
     ip: str | None = None
     dns: list[str] = Factory(list)
@@ -119,10 +117,10 @@ def _random_name() -> str:
 
 
 def check_name(name: str) -> None:
-    if not paths.valid_name(name):
+    if not state.valid_name(name):
         raise CocinError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-    if len(name) > paths.NAME_MAX:
-        raise CocinError(f"invalid container name: {len(name)} characters, at most {paths.NAME_MAX} are allowed")
+    if len(name) > state.NAME_MAX:
+        raise CocinError(f"invalid container name: {len(name)} characters, at most {state.NAME_MAX} are allowed")
 
 
 def check_volume(host: str, ctr: str) -> None:
@@ -332,9 +330,13 @@ def _image(opts: RunOptions):
         return registry.pull_for_run(opts.image)
 
 
-def _check_request(opts: RunOptions) -> dict:
-    """Refuse what is wrong with the request itself, before the image is
-    looked at; the restart policy, parsed."""
+def create(opts: RunOptions) -> Container:
+    """Check the request, then make the container's directories and record.
+
+    Everything that can be refused is refused before anything is made.
+    """
+    from . import images
+
     if opts.name is not None:
         check_name(opts.name)
     for host, ctr, _ro in opts.volumes:
@@ -345,61 +347,6 @@ def _check_request(opts: RunOptions) -> dict:
     if restart["name"] != "no" and opts.rm:
         raise CocinError("conflicting options: --restart and --rm")
     check_network(opts)
-    return restart
-
-
-def _image_user(image_cfg: dict, security: dict) -> None:
-    """The image's ``User`` when ``-u`` gave none, checked now."""
-    try:
-        from . import confine
-
-        confine.parse_user(image_cfg["User"])
-    except ValueError as e:
-        raise CocinError(f"the image's user: {e}") from None
-    security["user"] = image_cfg["User"]
-
-
-def _environment(image_cfg: dict, hostname: str, user: str | None, tty: bool) -> list[str]:
-    """The container's environment: Docker's defaults, then the image's and ``-e``."""
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
-    if not user:
-        env["HOME"] = "/root"  # else the user's, from the image's /etc/passwd, at start
-    if tty:
-        env["TERM"] = "xterm"
-    for item in image_cfg["Env"]:  # the image's, then -e (already in image_cfg)
-        key, _, value = item.partition("=")
-        env[key] = value
-    return [f"{k}={v}" for k, v in env.items()]
-
-
-def _make_files(d: str, hostname: str, opts: RunOptions, seccomp_text: str | None) -> None:
-    """In the container's directory ``d``: overlay upper/work, the mount point, the
-    files bound over /etc/hostname, hosts and resolv.conf; missing volume sources."""
-    for sub in ("upper", "work", "rootfs"):
-        os.mkdir(os.path.join(d, sub), 0o755)
-    etc = {
-        "hostname": hostname + "\n",
-        "hosts": resources.hosts_text(hostname),
-        "resolv.conf": _resolv_conf(opts.dns),
-    }
-    if seccomp_text is not None:
-        etc["seccomp.json"] = seccomp_text
-    for fname, text in etc.items():
-        with open(os.path.join(d, fname), "w") as f:
-            f.write(text)
-    for host, _ctr, _ro in opts.volumes:
-        if not os.path.exists(host):
-            os.makedirs(host, exist_ok=True)
-
-
-def create(opts: RunOptions) -> Container:
-    """Check the request, then make the container's directories and record.
-
-    Everything that can be refused is refused before anything is made.
-    """
-    from . import images
-
-    restart = _check_request(opts)
     security, seccomp_text = security_config(opts)
     if opts.name is not None and state.name_taken(opts.name):
         raise CocinError(f"the container name {opts.name!r} is already in use")
@@ -410,36 +357,64 @@ def create(opts: RunOptions) -> Container:
     if not argv:
         raise CocinError("no command specified")
     if not opts.user and image_cfg.get("User"):
-        _image_user(image_cfg, security)
+        try:
+            from . import confine
+
+            confine.parse_user(image_cfg["User"])
+        except ValueError as e:
+            raise CocinError(f"the image's user: {e}") from None
+        security["user"] = image_cfg["User"]
 
     cid = os.urandom(32).hex()
     # --network host: the host's name (Docker), in the container's own UTS namespace
     hostname = opts.hostname or (os.uname().nodename if opts.network == "host" else cid[:12])
-    cfg = ContainerConfig(
-        image_id=img.id,
-        lower=img.lower,
-        image_config=image_cfg,
-        env=_environment(image_cfg, hostname, security["user"], opts.tty),
-        workdir=image_cfg.get("WorkingDir") or "/",
-        hostname=hostname,
-        tty=opts.tty,
-        interactive=opts.interactive,
-        detach=opts.detach,
-        rm=opts.rm,
-        volumes=[list(v) for v in opts.volumes],
-        limits=opts.limits,
-        network_mode=opts.network,
-        publish=list(opts.publish),
-        ip=opts.ip,
-        restart=restart,
-        init=opts.init,
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    if not security["user"]:
+        env["HOME"] = "/root"  # else the user's, from the image's /etc/passwd, at start
+    if opts.tty:
+        env["TERM"] = "xterm"
+    for item in image_cfg["Env"]:  # the image's, then -e (already in image_cfg)
+        key, _, value = item.partition("=")
+        env[key] = value
+    cfg = {
+        "image_id": img.id,
+        "lower": img.lower,
+        "image_config": image_cfg,
+        "env": [f"{k}={v}" for k, v in env.items()],
+        "workdir": image_cfg.get("WorkingDir") or "/",
+        "hostname": hostname,
+        "tty": opts.tty,
+        "interactive": opts.interactive,
+        "detach": opts.detach,
+        "rm": opts.rm,
+        "volumes": [list(v) for v in opts.volumes],
+        "limits": opts.limits,
+        "network_mode": opts.network,
+        "publish": list(opts.publish),
+        "ip": opts.ip,
+        "restart": restart,
+        "init": opts.init,
         **security,
-    )
-    d = paths.container_dir(cid)
-    os.makedirs(paths.containers_dir(), exist_ok=True)
+    }
+    d = state.container_dir(cid)
+    os.makedirs(state.containers_dir(), exist_ok=True)
     os.mkdir(d, 0o710)
     try:
-        _make_files(d, hostname, opts, seccomp_text)
+        for sub in ("upper", "work", "rootfs"):
+            os.mkdir(os.path.join(d, sub), 0o755)
+        etc = {
+            "hostname": hostname + "\n",
+            "hosts": resources.hosts_text(hostname),
+            "resolv.conf": _resolv_conf(opts.dns),
+        }
+        if seccomp_text is not None:
+            etc["seccomp.json"] = seccomp_text
+        for fname, text in etc.items():
+            with open(os.path.join(d, fname), "w") as f:
+                f.write(text)
+        for host, _ctr, _ro in opts.volumes:
+            if not os.path.exists(host):
+                os.makedirs(host, exist_ok=True)
         with state.locked():
             name = opts.name or _random_name()
             if not state.claim_name(name, cid):  # before the record: see claim_name
@@ -449,7 +424,7 @@ def create(opts: RunOptions) -> Container:
             )
             state.save(rec)
     except BaseException:
-        files.remove_tree(d)
+        state.remove_tree(d)
         raise
     return rec
 
@@ -530,7 +505,10 @@ def _wait_recorded(rec: Container, timeout: float = 10.0) -> Container:
 
 
 def _signal(rec: Container, sig: int) -> None:
-    _kill_pid(rec.pid, sig)
+    try:
+        os.kill(rec.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def stop_signal(image_cfg: dict) -> int:
@@ -550,7 +528,7 @@ def _stop_locked(rec: Container, timeout: float) -> Container:
         rec = state.update(rec.id, manually_stopped=True)  # no restart after this
     if not state.is_running(rec):
         return _wait_recorded(rec) if rec.state == "restarting" else rec
-    _signal(rec, stop_signal(rec.config.image_config))
+    _signal(rec, stop_signal(rec.config.get("image_config") or {}))
     if not _wait_dead(rec.pid, rec.pid_start, timeout):
         _signal(rec, signal.SIGKILL)
         _wait_dead(rec.pid, rec.pid_start, 10.0)
@@ -628,7 +606,7 @@ def remove_files(rec: Container) -> None:
     concurrent ``rm`` of the same container finds nothing instead of half."""
     from . import images
 
-    trash = os.path.join(paths.containers_dir(), f".rm-{rec.id}")
+    trash = os.path.join(state.containers_dir(), f".rm-{rec.id}")
     with state.locked():
         try:
             name = state.load(rec.id).name  # the latest: a rename may have come since
@@ -639,9 +617,12 @@ def remove_files(rec: Container) -> None:
         except FileNotFoundError:
             return
         state.release_name(name, rec.id)
-    files.remove_tree(trash)
-    files.remove(os.path.join(paths.locks_dir(), rec.id))
-    images.gc_layer(rec.config.image_id, rec.image)
+    state.remove_tree(trash)
+    try:
+        os.unlink(os.path.join(state.root(), "locks", rec.id))
+    except FileNotFoundError:
+        pass
+    images.gc_layer(rec.config.get("image_id", ""), rec.image)
 
 
 def rename(rec: Container, new: str) -> None:
@@ -704,7 +685,7 @@ def connect(rec: Container, net: str, ip: str | None = None) -> None:
             raise CocinError(
                 f"container {rec.name} is already connected to network {rec.network['network']}: disconnect it first"
             )
-        if rec.config.network_mode == "host":
+        if rec.config.get("network_mode") == "host":
             raise CocinError(f"container {rec.name} uses the host's network")
         endpoint = resources.connect(rec, rec.pid, net, ip)
         state.update(rec.id, network=endpoint)

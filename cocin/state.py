@@ -23,6 +23,7 @@ from _collections_abc import Mapping  # loaded at start-up already: collections.
 from . import fastjson, paths
 from .errors import CocinError, NotFound
 from .files import AtomicFile, FileLock, atomic_write, raise_fd_limit, read_bytes, remove_tree
+from .files import try_ as _try
 from .paths import DEFAULT_ROOT, NAME_MAX, container_dir, containers_dir, make_private, record_path, root, valid_name
 from .process import alive, proc_start_time
 from .record import Factory, Record
@@ -46,6 +47,7 @@ __all__ = [
     "remove_tree",
     "root",
     "valid_name",
+    "_try",
 ]
 
 # Names for annotations only (see tests/unit/test_import_budget.py).

@@ -40,7 +40,7 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "== mypy"
-.venv/bin/mypy cocin/errors.py cocin/paths.py cocin/files.py cocin/process.py cocin/record.py cocin/state.py cocin/fastjson.py cocin/runtime.py cocin/resources.py cocin/layers.py cocin/tarball.py cocin/cgroups cocin/network
+.venv/bin/mypy cocin/errors.py cocin/paths.py cocin/files.py cocin/process.py cocin/record.py cocin/state.py cocin/fastjson.py cocin/layers.py cocin/tarball.py cocin/cgroups/__init__.py cocin/cgroups/base.py cocin/cgroups/files.py cocin/cgroups/limits.py cocin/cgroups/mounts.py cocin/cgroups/v1.py cocin/cgroups/v2.py cocin/network
 
 # COCIN_TEST_IP_FORWARD=0|1|flip: run with the host's ip_forward set so (flip:
 # the opposite of its value now), and put the machine's value back afterwards.

@@ -34,12 +34,49 @@ modules and never starts a subprocess.
 
 from __future__ import annotations
 
-from .base import Cgroup
-from .files import CgroupError, make_dirs
-from .limits import Limits, check_cpus, online_cpus, parse_cpu_list, parse_limits, parse_size, required_controllers
+from .base import RMDIR_TIMEOUT, Cgroup
+from .files import (
+    MKDIR_RETRIES,
+    VANISHED,
+    CgroupError,
+    make_dirs,
+    move_process,
+    read_int,
+    read_keyed,
+    read_text,
+    rmdir_tree,
+    write_limit,
+    write_text,
+)
+from .limits import (
+    CFS_PERIOD_US,
+    CONTROLLER_OF_FIELD,
+    FLAG_OF_FIELD,
+    MAX_SHARES,
+    MIN_MEMORY,
+    MIN_SHARES,
+    SYS_CPU_ONLINE,
+    SYS_NODE_ONLINE,
+    Limits,
+    cfs_quota_us,
+    check_cpus,
+    check_cpuset,
+    clamp_shares,
+    online_cpus,
+    parse_cpu_list,
+    parse_limits,
+    parse_size,
+    required_controllers,
+)
 from .mounts import (
     CGROUP2_SUPER_MAGIC,
     CGROUP_ROOT,
+    CGROUP_SUPER_MAGIC,
+    DEFAULT_PARENT,
+    MOUNTINFO,
+    PARENT_ENV,
+    Mount,
+    cgroup_mounts,
     check_cid,
     detect_layout,
     layout,
@@ -48,20 +85,42 @@ from .mounts import (
     reset_cache,
 )
 
-# What other modules and the tests import from ``cocin.cgroups``; the rest
-# is imported from the submodule that defines it.
+# Every public name of the submodules, as ``from cocin.cgroups import X``
+# offered them before the split (other modules and branches use them).
 __all__ = [
+    "CFS_PERIOD_US",
     "CGROUP2_SUPER_MAGIC",
     "CGROUP_ROOT",
+    "CGROUP_SUPER_MAGIC",
+    "CONTROLLER_OF_FIELD",
+    "DEFAULT_PARENT",
+    "FLAG_OF_FIELD",
+    "MAX_SHARES",
+    "MIN_MEMORY",
+    "MIN_SHARES",
+    "MKDIR_RETRIES",
+    "MOUNTINFO",
+    "PARENT_ENV",
+    "RMDIR_TIMEOUT",
+    "SYS_CPU_ONLINE",
+    "SYS_NODE_ONLINE",
+    "VANISHED",
     "Cgroup",
     "CgroupError",
     "Limits",
+    "Mount",
+    "cfs_quota_us",
+    "cgroup_mounts",
     "check",
+    "check_cid",
     "check_cpus",
+    "check_cpuset",
+    "clamp_shares",
     "create",
     "detect_layout",
     "layout",
     "make_dirs",
+    "move_process",
     "online_cpus",
     "open_existing",
     "parent_name",
@@ -69,8 +128,14 @@ __all__ = [
     "parse_limits",
     "parse_mountinfo",
     "parse_size",
+    "read_int",
+    "read_keyed",
+    "read_text",
     "required_controllers",
     "reset_cache",
+    "rmdir_tree",
+    "write_limit",
+    "write_text",
 ]
 
 # Names for annotations only (see tests/unit/test_import_budget.py).
