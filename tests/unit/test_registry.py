@@ -9,7 +9,7 @@ import json
 import pytest
 
 from cocin import reference, registry
-from cocin.errors import CocinError
+from cocin.state import CocinError
 
 
 def test_challenge_values_may_hold_commas():

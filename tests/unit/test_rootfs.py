@@ -11,7 +11,6 @@ import os
 import pytest
 
 from cocin import libc
-from cocin.errors import CocinError
 from cocin.rootfs import (
     KEPT_FLAGS,
     MASKED_PATHS,
@@ -25,6 +24,7 @@ from cocin.rootfs import (
     open_target,
 )
 from cocin.rootfs_knobs import sysctl_path, tmpfs_options
+from cocin.state import CocinError
 
 
 @pytest.fixture
