@@ -887,8 +887,7 @@ class Builder:
         env = st.env
         if "PATH" not in env:
             st.run["Env"] = list(st.run.get("Env") or []) + [images.DEFAULT_ENV[0]]
-        if image_id:
-            self.say(f" ---> {image_id[:12]}")
+        self.say(f" ---> {image_id[:12]}")
         triggers = list(st.run.get("OnBuild") or [])
         if triggers:
             st.run["OnBuild"] = []

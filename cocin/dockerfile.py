@@ -91,6 +91,8 @@ _STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_.]*$")
 class DockerfileError(CocinError):
     """A Dockerfile that cannot be read; the message names the line."""
 
+    exit_code = 1  # as docker build fails
+
     def __init__(self, line: int, text: str, name: str = "Dockerfile"):
         super().__init__(f"{name}:{line}: {text}" if line else f"{name}: {text}")
         self.line, self.text = line, text
