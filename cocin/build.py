@@ -1236,12 +1236,10 @@ class Builder:
                 raise self.fail(ins, f"invalid chmod parameter: {text!r} (an octal mode, e.g. 0755)")
             chmod = int(text, 8)
         wd = st.run.get("WorkingDir") or "/"
-        dest_path = dest if dest.startswith("/") else os.path.join(wd, dest)
-        if dest.endswith("/") and not dest_path.endswith("/"):
-            dest_path += "/"
-        if dest in (".", "") or dest.endswith("/."):
-            dest_path = dest_path.rstrip(".") or "/"
-            if not dest_path.endswith("/"):
+        dest_path = dest  # Docker's normalizeDest: a relative one is joined to WORKDIR
+        if not dest.startswith("/"):
+            dest_path = os.path.normpath(os.path.join("/", wd, dest))
+            if dest.endswith("/") and dest_path != "/":
                 dest_path += "/"
         from_ref = ins.flags.get("from") if name == "COPY" else None
         for s in srcs:
