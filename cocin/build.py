@@ -148,6 +148,10 @@ def prune_cache() -> list[str]:
 
 
 def _ordered(run: dict) -> dict:
+    """The set fields of a run config in Go's order; maps sorted, as Go's JSON writes them."""
+    run = {
+        k: dict(sorted(v.items())) if k in ("ExposedPorts", "Labels", "Volumes") and v else v for k, v in run.items()
+    }
     out = {k: run[k] for k in CONFIG_ORDER if run.get(k) not in (None, [], {})}
     out.update({k: v for k, v in run.items() if k not in out and k not in CONFIG_ORDER and v not in (None, [], {})})
     return out
@@ -763,9 +767,14 @@ class Builder:
             tmp = image_build.staging()
             try:
                 layers.copy_changes(layer_from, os.path.join(tmp, "diff"))
+                empty = not os.listdir(os.path.join(tmp, "diff"))
             except BaseException:
                 state.remove_tree(tmp)
                 raise
+            if empty:  # nothing changed: no layer, an "empty_layer" step (as Docker)
+                state.remove_tree(tmp)
+                layer_from = None
+        if layer_from is not None:
             parent_chain = None
             if st.image_id:
                 chains = images.load_image(st.image_id, []).meta.get("chains") or []
@@ -910,8 +919,11 @@ class Builder:
         handler(st, ins)
 
     # metadata steps
-    def meta_step(self, st: StageState, ins: Instruction, comment: str, change) -> None:
-        created_by = " ".join((st.run.get("Shell") or DEFAULT_SHELL) + ["#(nop) ", comment])
+    def meta_step(self, st: StageState, ins: Instruction, comment: str, change, shell=None) -> None:
+        """A step that changes only the config. Its history line is the command
+        Docker's builder commits: the shell (after the step: SHELL's new one),
+        ``#(nop) ``, and the instruction as it was understood."""
+        created_by = " ".join((shell or st.run.get("Shell") or DEFAULT_SHELL) + ["#(nop) ", comment])
         if self.cached(st, created_by):
             self.done_step(st)
             return
@@ -1060,7 +1072,7 @@ class Builder:
         def change():
             st.run["Shell"] = list(ins.args)
 
-        self.meta_step(st, ins, "SHELL [" + " ".join(ins.args) + "]", change)
+        self.meta_step(st, ins, "SHELL [" + " ".join(ins.args) + "]", change, shell=list(ins.args))
 
     def do_onbuild(self, st, ins):
         expr = ins.text.strip()
@@ -1272,7 +1284,7 @@ class Builder:
                     "the destination must be a directory and end with a /",
                 )
         flags = (f"--chown={chown}" if chown else "") + (f"--chmod={ins.flags['chmod']}" if chmod is not None else "")
-        comment = f"{name} {flags}{src_hash} in {dest_path} "
+        comment = f"{name} {flags}{src_hash} in {dest} "  # the destination as written (Docker's)
         created_by = " ".join((st.run.get("Shell") or DEFAULT_SHELL) + ["#(nop) " + comment])
         if self.cached(st, created_by):
             self.done_step(st)

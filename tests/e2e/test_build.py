@@ -85,7 +85,7 @@ def test_busybox_web_server(cocin, built, target_tmp):
     assert hist[1] == "/bin/sh -c #(nop)  USER nobody"
     assert hist[2] == "/bin/sh -c #(nop)  EXPOSE 8080"
     assert hist[3] == '/bin/sh -c chown -R nobody /srv/www && echo "$GREETING" > /greeting'
-    assert hist[4].startswith("/bin/sh -c #(nop) COPY dir:") and hist[4].endswith(" in /srv/www/ ")
+    assert hist[4].startswith("/bin/sh -c #(nop) COPY dir:") and hist[4].endswith(" in ./ ")  # as written
     assert hist[5] == "/bin/sh -c #(nop) WORKDIR /srv/www"
     assert hist[6] == "/bin/sh -c #(nop)  ENV PORT=8080 GREETING=hello there"
     # It runs as configured: as nobody, in /srv/www, serving the copied page.
@@ -322,6 +322,8 @@ def test_metadata_instructions(cocin, built, target_tmp):
     target_tmp.write(
         "Dockerfile",
         "FROM busybox\n"
+        "WORKDIR /tmp\n"
+        "RUN true\n"
         'SHELL ["/bin/sh", "-ec"]\n'
         "RUN echo shell-form\n"
         "ENTRYPOINT echo entry\n"
@@ -332,7 +334,9 @@ def test_metadata_instructions(cocin, built, target_tmp):
         "ONBUILD RUN echo triggered\n",
     )
     _build(cocin, target_tmp, "-t", "bmeta", "--label", "extra=yes")
-    cfg = _inspect(cocin, "bmeta")["Config"]
+    img = _inspect(cocin, "bmeta")
+    assert img["RootFS"]["Layers"] == _inspect(cocin, "busybox")["RootFS"]["Layers"]  # no step changed a file
+    cfg = img["Config"]
     assert cfg["Shell"] == ["/bin/sh", "-ec"]
     assert cfg["Entrypoint"] == ["/bin/sh", "-ec", "echo entry"]
     assert cfg["Volumes"] == {"/data": {}, "/logs": {}}
@@ -351,6 +355,8 @@ def test_metadata_instructions(cocin, built, target_tmp):
     assert hist[2] == "/bin/sh -ec #(nop)  HEALTHCHECK " + health
     assert hist[5] == "/bin/sh -ec #(nop)  VOLUME [/data /logs]"
     assert hist[7] == "/bin/sh -ec echo shell-form"
+    assert hist[8] == "/bin/sh -ec #(nop)  SHELL [/bin/sh -ec]"  # with the new shell, as Docker writes it
+    assert hist[10] == "/bin/sh -c #(nop) WORKDIR /tmp"
     assert cocin.ok("run", "--rm", "--network", "none", "bmeta").stdout == "entry\n"
     # the trigger runs in a build FROM this image
     target_tmp.write("Dockerfile", "FROM bmeta\n")
