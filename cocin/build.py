@@ -271,9 +271,10 @@ def _ports(words: list[str]) -> list[str]:
 # --- the context --------------------------------------------------------------------------
 
 
-def _copy_filtered(src_fd: int, dst_fd: int, matcher: dockerignore.Matcher | None) -> None:
+def _copy_filtered(src_fd: int, dst_fd: int, matcher: dockerignore.Matcher | None, skip=()) -> None:
     """The context copied by descriptors (``layers``' copy, never a symlink
-    followed), leaving out what .dockerignore excludes."""
+    followed), leaving out what .dockerignore excludes and the directories
+    ``skip`` ((dev, inode) pairs: cocin's own state, should the context hold it)."""
     links: dict = {}
     stack = [(src_fd, dst_fd, "", iter(sorted(os.listdir(src_fd))), None)]
     try:
@@ -290,6 +291,13 @@ def _copy_filtered(src_fd: int, dst_fd: int, matcher: dockerignore.Matcher | Non
                         os.close(dfd)
                 continue
             rel = prefix + name
+            if skip:
+                try:
+                    est = os.stat(name, dir_fd=sfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if (est.st_dev, est.st_ino) in skip:
+                    continue
             if matcher is not None and matcher.excluded(rel):
                 try:
                     is_dir = stat.S_ISDIR(os.stat(name, dir_fd=sfd, follow_symlinks=False).st_mode)
@@ -611,7 +619,8 @@ class Builder:
                 state.raise_fd_limit()
                 dst_fd = layers.open_dir(self.context)
                 try:
-                    _copy_filtered(src_fd, dst_fd, matcher)
+                    own = os.stat(state.root())
+                    _copy_filtered(src_fd, dst_fd, matcher, {(own.st_dev, own.st_ino)})
                 finally:
                     os.close(dst_fd)
             finally:
@@ -1162,7 +1171,10 @@ class Builder:
             fd = _make_dirs(_root_fd(root), _in_root(root, wd), None)
             os.close(fd)
 
-        upper = self.with_overlay(st, job)
+        try:
+            upper = self.with_overlay(st, job)
+        except BuildError as e:
+            raise self.fail(ins, str(e)) from None
         self.commit(st, created_by, upper)
         self.done_step(st)
 
@@ -1311,7 +1323,10 @@ class Builder:
                 items = [rel for rel, _k in chosen]
             _place(root, src_root, items, dest_path, owner, chmod, add and from_ref is None, name, work)
 
-        upper = self.with_overlay(st, job)
+        try:
+            upper = self.with_overlay(st, job)
+        except BuildError as e:
+            raise self.fail(ins, str(e)) from None
         self.commit(st, created_by, upper)
         self.done_step(st)
 
