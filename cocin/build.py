@@ -1204,7 +1204,12 @@ class Builder:
         rec = runtime.create(opts)
         try:
             self.say(f" ---> Running in {rec.id[:12]}")
-            code = self._foreground(rec, monitor)
+            try:
+                code = self._foreground(rec, monitor)
+            except monitor.ChildFailed as e:  # it could not even start (no such command)
+                raise BuildError(
+                    f"The command '{' '.join(cmd)}' returned a non-zero code: {getattr(e, 'exit_code', 126)}: {e}"
+                ) from None
             if code != 0:
                 raise BuildError(f"The command '{' '.join(cmd)}' returned a non-zero code: {code}")
             rec = state.load(rec.id)
