@@ -373,3 +373,87 @@ def test_metadata_instructions(cocin, built, target_tmp):
     target_tmp.write("Dockerfile", "FROM bmeta\n")
     r = _build(cocin, target_tmp)
     assert "# Executing 1 build trigger" in r.stdout and "triggered" in r.stdout
+
+
+# What Docker 20.10's classic builder (DOCKER_BUILDKIT=0 docker build --build-arg V=2) made of
+# this Dockerfile: the image config's "config" (its empty fields and "Image" left out) and the
+# history lines after the base image's. Only the content hashes of COPY differ (Docker's tarsum).
+DOCKER_DOCKERFILE = """\
+FROM busybox
+ARG V=1
+ENV PORT=8080 G="a b"
+LABEL a=1 "b c"=d
+WORKDIR /srv/www
+WORKDIR sub
+COPY site/ ./
+COPY one.txt /opt/
+COPY --chown=1:2 one.txt /opt/two.txt
+RUN echo $V > /v
+EXPOSE $PORT 53/udp
+USER nobody
+VOLUME /data
+STOPSIGNAL SIGINT
+SHELL ["/bin/sh", "-ec"]
+HEALTHCHECK --interval=5s --retries=3 CMD wget -q localhost || exit 1
+ONBUILD RUN echo hi
+ENTRYPOINT echo entry
+CMD ["x"]
+"""
+DOCKER_CONFIG = {
+    "User": "nobody",
+    "ExposedPorts": {"53/udp": {}, "8080/tcp": {}},
+    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PORT=8080", "G=a b"],
+    "Cmd": ["x"],
+    "Healthcheck": {"Test": ["CMD-SHELL", "wget -q localhost || exit 1"], "Interval": 5000000000, "Retries": 3},
+    "Volumes": {"/data": {}},
+    "WorkingDir": "/srv/www/sub",
+    "Entrypoint": ["/bin/sh", "-ec", "echo entry"],
+    "OnBuild": ["RUN echo hi"],
+    "Labels": {"a": "1", "b c": "d"},
+    "StopSignal": "SIGINT",
+    "Shell": ["/bin/sh", "-ec"],
+}
+DOCKER_HISTORY = [
+    ("/bin/sh -c #(nop)  ARG V=1", True),
+    ("/bin/sh -c #(nop)  ENV PORT=8080 G=a b", True),
+    ("/bin/sh -c #(nop)  LABEL a=1 b c=d", True),
+    ("/bin/sh -c #(nop) WORKDIR /srv/www", False),
+    ("/bin/sh -c #(nop) WORKDIR /srv/www/sub", False),
+    ("/bin/sh -c #(nop) COPY dir:<hash> in ./ ", False),
+    ("/bin/sh -c #(nop) COPY file:<hash> in /opt/ ", False),
+    ("/bin/sh -c #(nop) COPY --chown=1:2file:<hash> in /opt/two.txt ", False),
+    ("|1 V=2 /bin/sh -c echo $V > /v", False),
+    ("/bin/sh -c #(nop)  EXPOSE 8080 53/udp", True),
+    ("/bin/sh -c #(nop)  USER nobody", True),
+    ("/bin/sh -c #(nop)  VOLUME [/data]", True),
+    ("/bin/sh -c #(nop)  STOPSIGNAL SIGINT", True),
+    ("/bin/sh -ec #(nop)  SHELL [/bin/sh -ec]", True),
+    (
+        '/bin/sh -ec #(nop)  HEALTHCHECK &{["CMD-SHELL" "wget -q localhost || exit 1"] "5s" "0s" "0s" \'\\x03\'}',
+        True,
+    ),
+    ("/bin/sh -ec #(nop)  ONBUILD RUN echo hi", True),
+    ('/bin/sh -ec #(nop)  ENTRYPOINT ["/bin/sh" "-ec" "echo entry"]', True),
+    ('/bin/sh -ec #(nop)  CMD ["x"]', True),
+]
+
+
+def test_config_and_history_as_docker_makes_them(cocin, built, target_tmp):
+    import re
+
+    built.append("bdocker")
+    target_tmp.write("site/index.html", "hi\n")
+    target_tmp.write("one.txt", "x\n")
+    target_tmp.write("Dockerfile", DOCKER_DOCKERFILE)
+    _build(cocin, target_tmp, "-t", "bdocker", "--build-arg", "V=2")
+    img = _inspect(cocin, "bdocker")
+    assert img["Config"] == DOCKER_CONFIG
+    image_id = img["Id"].partition(":")[2]
+    cfg = json.loads(cocin.sh(f"cat {cocin.root}/imagedb/{image_id}").stdout)
+    steps = [
+        (re.sub(r"(file|dir):[0-9a-f]{64}", r"\1:<hash>", h["created_by"]), bool(h.get("empty_layer")))
+        for h in cfg["history"][1:]
+    ]
+    assert steps == DOCKER_HISTORY
+    assert len(cfg["rootfs"]["diff_ids"]) == 1 + 6  # Docker's count too: WORKDIR x2, COPY x3, RUN
+    assert list(json.loads(cocin.sh(f"cat {cocin.root}/imagedb/{image_id}").stdout)["config"]) == list(DOCKER_CONFIG)
