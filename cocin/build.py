@@ -152,8 +152,8 @@ def _ordered(run: dict) -> dict:
     run = {
         k: dict(sorted(v.items())) if k in ("ExposedPorts", "Labels", "Volumes") and v else v for k, v in run.items()
     }
-    out = {k: run[k] for k in CONFIG_ORDER if run.get(k) not in (None, [], {})}
-    out.update({k: v for k, v in run.items() if k not in out and k not in CONFIG_ORDER and v not in (None, [], {})})
+    out = {k: run[k] for k in CONFIG_ORDER if run.get(k) not in (None, [], {}, "")}
+    out.update({k: v for k, v in run.items() if k not in out and k not in CONFIG_ORDER and v not in (None, [], {}, "")})
     return out
 
 
@@ -597,8 +597,10 @@ class Builder:
             name = opts.dockerfile or "Dockerfile"
             self._apply_ignore(name)
         else:
-            if not os.path.isdir(opts.context):
+            if not os.path.exists(opts.context):
                 raise CocinError(f'unable to prepare context: path "{opts.context}" not found')
+            if not os.path.isdir(opts.context):
+                raise CocinError(f"unable to prepare context: context must be a directory: {opts.context}")
             if text is None:
                 path = opts.dockerfile
                 if path is None:
@@ -745,7 +747,7 @@ class Builder:
                     img = images.get(ref)
                 except NotFound:
                     img = registry.pull_for_run(ref)
-        except NotFound as e:
+        except CocinError as e:
             raise BuildError(f"Dockerfile:{ins.line}: {e}") from None
         if platform:
             os_name, arch, _v = registry.parse_platform(platform)

@@ -210,3 +210,28 @@ def test_healthcheck_and_onbuild():
 
 def test_parse_words_keeps_quotes():
     assert dockerfile.parse_words("a=\"b c\" d='e f' g=h\\ i") == ['a="b c"', "d='e f'", "g=h\\ i"]
+
+
+def test_build_go_formats():
+    """What build.py writes into history lines, as Go's fmt prints it."""
+    from cocin import build
+
+    assert build._go_duration(0) == "0s"
+    assert build._go_duration(5 * 10**9) == "5s"
+    assert build._go_duration(90 * 10**9) == "1m30s"
+    assert build._go_duration(3600 * 10**9) == "1h0m0s"
+    assert build._go_duration(1500 * 10**6) == "1.5s"
+    assert build._go_duration(250 * 10**6) == "250ms"
+    assert build.parse_duration("1m30s") == 90 * 10**9 and build.parse_duration("1.5s") == 1500 * 10**6
+    with pytest.raises(Exception, match="invalid duration"):
+        build.parse_duration("5x")
+    assert build._go_rune(3) == "'\\x03'" and build._go_rune(65) == "'A'"
+    assert build._go_list(["sh", "-c", 'a "b"']) == '["sh" "-c" "a \\"b\\""]'
+    health = {"Test": ["CMD", "true"], "Interval": 5 * 10**9, "Retries": 3}
+    assert build._health_text(health) == '&{["CMD" "true"] "5s" "0s" "0s" \'\\x03\'}'
+    assert build._ports(["80", "53/udp", "8000-8002"]) == ["80/tcp", "53/udp", "8000/tcp", "8001/tcp", "8002/tcp"]
+    with pytest.raises(Exception, match="Invalid containerPort"):
+        build._ports(["http"])
+    run = {"Cmd": ["x"], "Env": ["A=1"], "Labels": {"b": "2", "a": "1"}, "User": "", "Volumes": None}
+    assert list(build._ordered(run)) == ["Env", "Cmd", "Labels"]
+    assert list(build._ordered(run)["Labels"]) == ["a", "b"]  # maps sorted, as Go's JSON writes them
