@@ -1295,7 +1295,9 @@ class Builder:
             for rel, _k in chosen:
                 h.update(rel.encode() + b"\0" + self.tree_hash(rel).encode() + b"\n")
             src_hash = f"{kind}:{h.hexdigest()}"
-        if (len(srcs) > 1 or any(c in s for s in srcs for c in "*?[")) and not dest_path.endswith("/"):
+        if (len(srcs) > 1 or any(c in s for s in srcs for c in "*?[")) and not dest.endswith(
+            "/"
+        ):  # the destination as written
             if len(chosen) > 1:
                 raise self.fail(
                     ins,

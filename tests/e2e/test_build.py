@@ -457,3 +457,17 @@ def test_config_and_history_as_docker_makes_them(cocin, built, target_tmp):
     assert steps == DOCKER_HISTORY
     assert len(cfg["rootfs"]["diff_ids"]) == 1 + 6  # Docker's count too: WORKDIR x2, COPY x3, RUN
     assert list(json.loads(cocin.sh(f"cat {cocin.root}/imagedb/{image_id}").stdout)["config"]) == list(DOCKER_CONFIG)
+
+
+def test_from_platform_and_missing_base(cocin, target_tmp):
+    machine = cocin.sh("uname -m").stdout.strip()
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+    other = "s390x" if arch != "s390x" else "amd64"
+    target_tmp.write("Dockerfile", f"ARG ARCH={arch}\nFROM --platform=linux/$ARCH busybox\nRUN true\n")
+    _build(cocin, target_tmp)
+    r = _build(cocin, target_tmp, "--build-arg", f"ARCH={other}", ok=False)
+    assert r.rc == 1 and f"Dockerfile:2: image busybox is for linux/{arch}, not linux/{other}" in r.stderr
+    target_tmp.write("Dockerfile", "FROM nosuchimage\n")
+    r = _build(cocin, target_tmp, ok=False)
+    assert r.rc == 1 and r.stderr.startswith("cocin: error: Dockerfile:1: No such image: nosuchimage")
+    cocin("builder", "prune", "-f")
