@@ -1295,15 +1295,12 @@ class Builder:
             for rel, _k in chosen:
                 h.update(rel.encode() + b"\0" + self.tree_hash(rel).encode() + b"\n")
             src_hash = f"{kind}:{h.hexdigest()}"
-        if (len(srcs) > 1 or any(c in s for s in srcs for c in "*?[")) and not dest.endswith(
-            "/"
-        ):  # the destination as written
-            if len(chosen) > 1:
-                raise self.fail(
-                    ins,
-                    f"When using {name} with more than one source file, "
-                    "the destination must be a directory and end with a /",
-                )
+        if len(chosen) > 1 and not dest.endswith("/"):  # the destination as written, as Docker checks it
+            raise self.fail(
+                ins,
+                f"When using {name} with more than one source file, "
+                "the destination must be a directory and end with a /",
+            )
         flags = (f"--chown={chown}" if chown else "") + (f"--chmod={ins.flags['chmod']}" if chmod is not None else "")
         comment = f"{name} {flags}{src_hash} in {dest} "  # the destination as written (Docker's)
         created_by = " ".join((st.run.get("Shell") or DEFAULT_SHELL) + ["#(nop) " + comment])
