@@ -1184,7 +1184,8 @@ class Builder:
         from . import monitor, runtime
 
         cmd = self._cmd_of(st, ins)
-        args = self.build_args_for(st)
+        env = st.env
+        args = {k: v for k, v in self.build_args_for(st).items() if k not in env}  # an ENV wins over an ARG
         save = list(cmd)
         if args:
             shown = sorted(f"{k}={v}" for k, v in args.items() if k in st.args or k not in dockerfile.PROXY_ARGS)
@@ -1195,13 +1196,12 @@ class Builder:
             return
         if not st.image_id:
             raise self.fail(ins, "RUN needs a base image with a shell (FROM scratch has no files)")
-        env = st.env
         opts = runtime.RunOptions(
             image=st.image_id,
             argv=cmd,
             entrypoint="",
             network=self.opts.network,
-            env=[f"{k}={v}" for k, v in args.items() if k not in env],
+            env=[f"{k}={v}" for k, v in args.items()],
         )
         rec = runtime.create(opts)
         try:
