@@ -864,7 +864,10 @@ class Builder:
         meta = self.meta_env(df)
         order, target = self.needed_stages(df, meta)
         label_steps = sorted(self.opts.labels.items())
-        self.total = sum(1 + len(df.stages[i].instructions) for i in order) + len(label_steps)
+        self.total = len(df.meta_args) + sum(1 + len(df.stages[i].instructions) for i in order) + len(label_steps)
+        for ins in df.meta_args:  # counted and shown, as Docker does; they only fed the FROM lines
+            self.step_no += 1
+            self.say(f"Step {self.step_no}/{self.total} : {ins.original}")
         final = None
         for i in order:
             stage = df.stages[i]
