@@ -459,7 +459,7 @@ def test_config_and_history_as_docker_makes_them(cocin, built, target_tmp):
     assert list(json.loads(cocin.sh(f"cat {cocin.root}/imagedb/{image_id}").stdout)["config"]) == list(DOCKER_CONFIG)
 
 
-def test_from_platform_and_missing_base(cocin, target_tmp):
+def test_from_platform_and_missing_base(cocin, built, target_tmp):
     machine = cocin.sh("uname -m").stdout.strip()
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
     other = "s390x" if arch != "s390x" else "amd64"
@@ -470,4 +470,3 @@ def test_from_platform_and_missing_base(cocin, target_tmp):
     target_tmp.write("Dockerfile", "FROM nosuchimage\n")
     r = _build(cocin, target_tmp, ok=False)
     assert r.rc == 1 and r.stderr.startswith("cocin: error: Dockerfile:1: No such image: nosuchimage")
-    cocin("builder", "prune", "-f")
