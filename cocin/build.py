@@ -760,12 +760,16 @@ class Builder:
         """Store a step's image config and remember it in the cache (one lock:
         no collector sees it untagged and unreferenced)."""
         from .image_build import store_config
+        from .images import _drop_image_if_unused, _read_repos
 
         images.repositories()
         with state.locked():
             image_id = store_config(raw)
             os.makedirs(cache_dir(), 0o700, exist_ok=True)
+            old = _cache_get(key)
             state.atomic_write(os.path.join(cache_dir(), key), image_id)
+            if old and old != image_id:  # the step made anew (--no-cache): the old one may go
+                _drop_image_if_unused(old, _read_repos())
         return image_id
 
     def commit(self, st: StageState, created_by: str, layer_from: str | None) -> str:

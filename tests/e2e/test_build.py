@@ -228,6 +228,7 @@ def test_cache_hit_and_miss(cocin, built, target_tmp):
         "Dockerfile",
         'FROM busybox\nRUN echo first > /first\nCOPY a.txt /a.txt\nRUN cat /a.txt > /copy\nCMD ["cat", "/copy"]\n',
     )
+    before = _layers(cocin)
     r = _build(cocin, target_tmp, "-t", "bcache")
     assert r.stdout.count("Running in") == 2
     first_id = _inspect(cocin, "bcache")["Id"]
@@ -244,6 +245,13 @@ def test_cache_hit_and_miss(cocin, built, target_tmp):
     assert cocin.ok("run", "--rm", "--network", "none", "bcache").stdout == "two\n"
     r = _build(cocin, target_tmp, "-t", "bcache", "--no-cache")
     assert "Using cache" not in r.stdout and r.stdout.count("Running in") == 2
+    # rmi keeps what the cache holds; builder prune frees it all
+    cocin.ok("rmi", "bcache")
+    assert _layers(cocin) != before
+    r = cocin.ok("builder", "prune", "-f")
+    assert "Deleted: sha256:" in r.stdout
+    assert _layers(cocin) == before
+    assert "Using cache" not in _build(cocin, target_tmp).stdout
 
 
 def test_failing_run_leaves_nothing_and_keeps_the_cache(cocin, built, target_tmp):
