@@ -524,6 +524,21 @@ def _make_dirs(root_fd: int, parts: list[str], owner) -> int:
 # --- the builder ---------------------------------------------------------------------------
 
 
+def _remove_stale(base: str) -> None:
+    """The scratch directories of builds whose cocin died (killed mid-build)."""
+    for name in os.listdir(base):
+        parts = name.split("-")
+        if len(parts) == 3 and parts[0] == "build" and parts[1].isdigit():
+            try:
+                os.kill(int(parts[1]), 0)
+                continue  # still building
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            state.remove_tree(os.path.join(base, name))
+
+
 class StageState:
     """Where a stage is: its last image and run config, its variables."""
 
@@ -566,6 +581,7 @@ class Builder:
         images.make_layers_dir()
         base = os.path.join(state.root(), "tmp")
         os.makedirs(base, 0o700, exist_ok=True)
+        _remove_stale(base)
         self.work = os.path.join(base, f"build-{os.getpid()}-{os.urandom(4).hex()}")
         os.mkdir(self.work, 0o700)
         self.context = os.path.join(self.work, "context")
