@@ -341,6 +341,7 @@ def test_metadata_instructions(cocin, built, target_tmp):
     target_tmp.write(
         "Dockerfile",
         "FROM busybox\n"
+        "MAINTAINER Ada <ada@example.org>\n"
         "WORKDIR /tmp\n"
         "RUN true\n"
         'SHELL ["/bin/sh", "-ec"]\n'
@@ -355,6 +356,7 @@ def test_metadata_instructions(cocin, built, target_tmp):
     _build(cocin, target_tmp, "-t", "bmeta", "--label", "extra=yes")
     img = _inspect(cocin, "bmeta")
     assert img["RootFS"]["Layers"] == _inspect(cocin, "busybox")["RootFS"]["Layers"]  # no step changed a file
+    assert img["Author"] == "Ada <ada@example.org>"
     cfg = img["Config"]
     assert cfg["Shell"] == ["/bin/sh", "-ec"]
     assert cfg["Entrypoint"] == ["/bin/sh", "-ec", "echo entry"]
