@@ -1305,19 +1305,10 @@ class Builder:
         if from_ref is not None:
             src_id = self.source_image(ins, from_ref)
             src_root_lower = images.load_image(src_id, []).lower if src_id else ""
-            chosen = [(s, None) for s in srcs]
-            digest = hashlib.sha256(json.dumps([src_id, srcs]).encode()).hexdigest()
-            src_hash = f"from:{digest}"
+            chosen, src_hash = self.image_sources(ins, src_root_lower, srcs)
         else:
             chosen = self.context_sources(ins, srcs)
-            if len(chosen) == 1:
-                kind = "dir" if chosen[0][1] == "dir" else "file"
-            else:
-                kind = "multi"
-            h = hashlib.sha256()
-            for rel, _k in chosen:
-                h.update(rel.encode() + b"\0" + self.tree_hash(rel).encode() + b"\n")
-            src_hash = f"{kind}:{h.hexdigest()}"
+            src_hash = sources_hash(self.context, [rel for rel, _k in chosen])
         if len(chosen) > 1 and not dest.endswith("/"):  # the destination as written, as Docker checks it
             raise self.fail(
                 ins,
@@ -1344,9 +1335,7 @@ class Builder:
                 mnt = os.path.join(work, f"src-{os.urandom(4).hex()}")
                 os.mkdir(mnt, 0o700)
                 src_root = mount_readonly(src_root_lower, mnt) if src_root_lower else mnt
-                items = []
-                for s in srcs:
-                    items += _resolve_sources(src_root, s, name)
+                items = [rel for rel, _k in chosen]  # found (and hashed) by image_sources
             else:
                 src_root = context
                 items = [rel for rel, _k in chosen]
@@ -1358,6 +1347,30 @@ class Builder:
             raise self.fail(ins, str(e)) from None
         self.commit(st, created_by, upper)
         self.done_step(st)
+
+    def image_sources(self, ins, lower: str, srcs: list[str]) -> tuple[list[tuple[str, str]], str]:
+        """``COPY --from``'s sources, found and hashed in the source image (mounted
+        read-only in a child): the cache then follows the files, not the image."""
+        out = os.path.join(self.work, f"hash-{os.urandom(4).hex()}")
+        work = self.work
+
+        def job():
+            mnt = os.path.join(work, f"src-{os.urandom(4).hex()}")
+            os.mkdir(mnt, 0o700)
+            root = mount_readonly(lower, mnt) if lower else mnt
+            items: list[str] = []
+            for s in srcs:
+                items += _resolve_sources(root, s, ins.cmd)
+            with open(out, "w") as f:
+                json.dump([items, sources_hash(root, items)], f)
+
+        try:
+            in_mount_namespace(job)
+        except BuildError as e:
+            raise self.fail(ins, str(e)) from None
+        with open(out) as f:
+            items, digest = json.load(f)
+        return [(i, "") for i in items], digest
 
     def source_image(self, ins, ref: str) -> str:
         df_stage = None
@@ -1404,17 +1417,32 @@ class Builder:
             raise self.fail(ins, f"{ins.cmd} failed: no source files were specified")
         return out
 
-    def tree_hash(self, rel: str) -> str:
-        """Contents and metadata (not times) of a context path, as the cache sees them."""
-        h = hashlib.sha256()
-        top = os.path.join(self.context, rel) if rel else self.context
-        st_ = os.stat(top, follow_symlinks=False)
-        if not stat.S_ISDIR(st_.st_mode):
-            _hash_entry(h, "", st_, os.path.dirname(top), os.path.basename(top))
-            return h.hexdigest()
-        for fd, name, r, s in layers.entries(top):
-            _hash_entry(h, r, s, fd, name)
+
+def _tree_hash(root: str, rel: str) -> str:
+    """Contents and metadata (not times) of a path below ``root`` (link-free), as the cache sees them."""
+    h = hashlib.sha256()
+    top = os.path.join(root, rel) if rel else root
+    st_ = os.stat(top, follow_symlinks=False)
+    if not stat.S_ISDIR(st_.st_mode):
+        _hash_entry(h, "", st_, os.path.dirname(top), os.path.basename(top))
         return h.hexdigest()
+    for fd, name, r, s in layers.entries(top):
+        _hash_entry(h, r, s, fd, name)
+    return h.hexdigest()
+
+
+def sources_hash(root: str, rels: list[str]) -> str:
+    """What a COPY's history line names its sources by: ``file:``, ``dir:`` (one
+    source) or ``multi:`` and a hash of their contents and metadata."""
+    if len(rels) == 1:
+        top = os.path.join(root, rels[0]) if rels[0] else root
+        kind = "dir" if stat.S_ISDIR(os.stat(top, follow_symlinks=False).st_mode) else "file"
+    else:
+        kind = "multi"
+    h = hashlib.sha256()
+    for rel in rels:
+        h.update(rel.encode() + b"\0" + _tree_hash(root, rel).encode() + b"\n")
+    return f"{kind}:{h.hexdigest()}"
 
 
 def _hash_entry(h, rel: str, st_: os.stat_result, dir_ref, name: str) -> None:

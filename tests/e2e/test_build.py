@@ -159,6 +159,12 @@ def test_two_stage_build_runs_only_the_needed_stages(cocin, built, target_tmp):
     assert cocin.ok("run", "--rm", "--network", "none", "btwo").stdout == "compiled from source\n"
     cfg = _inspect(cocin, "btwo")
     assert len(cfg["RootFS"]["Layers"]) == 2  # busybox + the copied binary: nothing of the build stage
+    # The build stage runs again for a new file, but makes the same binary: the COPY --from
+    # is keyed by the files it copies, so the final stage is all cache.
+    target_tmp.write("src/unrelated.txt", "x\n")
+    r = _build(cocin, target_tmp, "-t", "btwo")
+    assert r.stdout.count("Running in") == 1
+    assert "COPY --from=build /out/app /usr/local/bin/app\n ---> Using cache" in r.stdout
     r = _build(cocin, target_tmp, "--target", "unused", "-q")
     assert r.stdout.startswith("sha256:") and "SHOULD-NOT-RUN" not in r.stdout  # -q: the ID only
     r = _build(cocin, target_tmp, "--target", "nosuch", ok=False)
