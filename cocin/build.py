@@ -10,7 +10,8 @@ image made by the one before (its *parent*) and makes a new image:
   layers, mounted only in a short-lived child process with a mount namespace
   of its own (so no mount can outlive it). Either way the changes land in an
   overlay ``upper`` directory, which becomes **one new layer**, exactly as
-  ``commit`` does it;
+  ``commit`` does it (a step that changed nothing makes none: Docker then
+  marks the step ``empty_layer``, as below);
 * a **metadata step** (``ENV``, ``CMD``, ``LABEL``, ``EXPOSE``, ...) only
   changes the image config; its history entry says ``empty_layer``.
 
@@ -22,7 +23,9 @@ make``; for ``COPY``/``ADD`` a hash of the copied files' contents and
 metadata, ``COPY file:3b0c... in /app``). The same step on the same parent
 is the same key: a rebuild with nothing changed runs nothing and makes no
 layer. Change one file and its ``COPY`` misses, and so does every step after
-it (their parent changed). ``--no-cache`` skips the lookups.
+it (their parent changed). ``--no-cache`` skips the lookups. The cache keeps
+its images (and so their layers) until ``cocin builder prune``; the garbage
+collector of ``images`` asks ``images.build_cache_ids`` which those are.
 
 Stages (``FROM ... AS name``) build only when the target stage needs them,
 through ``FROM name`` or ``COPY --from=name``.
@@ -1158,10 +1161,10 @@ class Builder:
     def step_dirs(self) -> tuple[str, str, str]:
         d = os.path.join(self.work, f"step-{os.urandom(4).hex()}")
         os.mkdir(d, 0o700)
-        dirs = tuple(os.path.join(d, n) for n in ("upper", "work", "merged"))
-        for x in dirs:
+        upper, work, merged = (os.path.join(d, n) for n in ("upper", "work", "merged"))
+        for x in (upper, work, merged):
             os.mkdir(x, 0o755)
-        return dirs  # type: ignore[return-value]
+        return upper, work, merged
 
     def with_overlay(self, st: StageState, job) -> str:
         """Run ``job(root)`` on the parent image's tree (an overlay with a fresh
