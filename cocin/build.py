@@ -164,7 +164,7 @@ def _image_config(base: dict, run: dict, diff_id: str | None, created_by: str, a
     from .image_build import host_arch, rfc3339
 
     now = time.time()
-    step = {"created": rfc3339(now), "created_by": created_by}
+    step: dict[str, object] = {"created": rfc3339(now), "created_by": created_by}
     if diff_id is None:
         step["empty_layer"] = True
     diff_ids = list((base.get("rootfs") or {}).get("diff_ids", [])) + ([diff_id] if diff_id else [])
@@ -733,11 +733,14 @@ class Builder:
                 out[key] = v
             elif default is not None:
                 out[key] = default
-            elif self.meta_declared.get(key) is not None:
-                out[key] = self.meta_declared[key]
+            else:
+                meta = self.meta_declared.get(key)
+                if meta is not None:
+                    out[key] = meta
         for key in dockerfile.PROXY_ARGS:
-            if key not in out and self.opts.build_args.get(key) is not None:
-                out[key] = self.opts.build_args[key]
+            proxy = self.opts.build_args.get(key)
+            if key not in out and proxy is not None:
+                out[key] = proxy
         return out
 
     def step_env(self, st: StageState) -> dict[str, str]:
@@ -956,7 +959,7 @@ class Builder:
         handler(st, ins)
 
     # metadata steps
-    def meta_step(self, st: StageState, ins: Instruction, comment: str, change, shell=None) -> None:
+    def meta_step(self, st: StageState, ins: Instruction | None, comment: str, change, shell=None) -> None:
         """A step that changes only the config. Its history line is the command
         Docker's builder commits: the shell (after the step: SHELL's new one),
         ``#(nop) ``, and the instruction as it was understood."""
