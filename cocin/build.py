@@ -320,18 +320,13 @@ def _copy_filtered(src_fd: int, dst_fd: int, matcher: dockerignore.Matcher | Non
 
 
 def _looks_like_tar(path: str) -> bool:
+    """A tar archive, compressed or not (as Docker decides what ADD extracts: by content)."""
     import tarfile
 
     try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-    except OSError:
-        return False
-    if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
-        return True
-    try:
-        return tarfile.is_tarfile(path)
-    except OSError:
+        with tarfile.open(path, "r:*") as tf:
+            return tf.next() is not None
+    except (tarfile.TarError, OSError, EOFError, ValueError):
         return False
 
 
