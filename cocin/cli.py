@@ -1218,6 +1218,7 @@ IMAGE_VERBS = {
     "save": ["save"],
     "load": ["load"],
     "pull": ["pull"],
+    "build": ["build"],
 }
 
 
