@@ -323,11 +323,11 @@ def _instruction(line_no: int, line: str, df: Dockerfile, name: str, nested: boo
         if key in ("mount", "network", "security", "link", "parents", "exclude", "keep-git-dir", "checksum"):
             raise DockerfileError(line_no, f"the --{key} option requires BuildKit", name)
         if key not in allowed:
-            raise DockerfileError(line_no, f"unknown flag: {key}", name)
+            raise DockerfileError(line_no, f"Unknown flag: {key}", name)
         if not eq:
-            raise DockerfileError(line_no, f"missing a value on flag: --{key}", name)
+            raise DockerfileError(line_no, f"Missing a value on flag: --{key}", name)
         if key in flags:
-            raise DockerfileError(line_no, f"duplicate flag specified: {key}", name)
+            raise DockerfileError(line_no, f"Duplicate flag specified: {key}", name)
         flags[key] = value
 
     def need(ok: bool, text: str) -> None:

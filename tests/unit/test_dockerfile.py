@@ -161,7 +161,7 @@ def test_flags():
     ins = _ins("FROM --platform=linux/amd64 x AS Build\nCOPY --from=build --chown=1:2 a b\n")
     assert ins[0].flags == {"platform": "linux/amd64"}
     assert ins[1].flags == {"from": "build", "chown": "1:2"} and ins[1].args == ["a", "b"]
-    with pytest.raises(DockerfileError, match="Dockerfile:2: unknown flag: bogus"):
+    with pytest.raises(DockerfileError, match="Dockerfile:2: Unknown flag: bogus"):
         parse("FROM x\nCOPY --bogus=1 a b\n")
     with pytest.raises(DockerfileError, match="requires BuildKit"):
         parse("FROM x\nRUN --mount=type=cache,target=/x true\n")
