@@ -366,8 +366,7 @@ def _instruction(line_no: int, line: str, df: Dockerfile, name: str, nested: boo
                 need(False, "heredocs (<<EOF) are not supported: copy a file from the context instead")
             need(
                 len(args) >= 2,
-                f"{cmd} requires at least two arguments, but only one was provided. "
-                "Destination could not be determined."
+                f"{cmd} requires at least two arguments, but only one was provided. Destination could not be determined"
                 if len(args) == 1
                 else f"{cmd} requires at least two arguments",
             )
@@ -384,7 +383,7 @@ def _instruction(line_no: int, line: str, df: Dockerfile, name: str, nested: boo
         else:
             args = []
             for w in words:
-                need("=" in w, f"Syntax error - can't find = in {w!r}. Must be of the form: name=value")
+                need("=" in w, f"Syntax error - can't find = in {json.dumps(w)}. Must be of the form: name=value")
                 k, _, v = w.partition("=")
                 need(bool(k), f"{cmd} names can not be blank")
                 args += [k, v]
@@ -401,7 +400,8 @@ def _instruction(line_no: int, line: str, df: Dockerfile, name: str, nested: boo
                 need(args[1].lower() == "as", "FROM requires either one or three arguments")
                 need(
                     bool(_STAGE_NAME.match(args[2].lower())),
-                    f"invalid name for build stage: {args[2]!r}, name can't start with a number or contain symbols",
+                    f"invalid name for build stage: {json.dumps(args[2])}, "
+                    "name can't start with a number or contain symbols",
                 )
         else:
             need(bool(args), "EXPOSE requires at least one argument")
@@ -449,7 +449,7 @@ def parse(text: str, name: str = "Dockerfile") -> Dockerfile:
                 args[0], args[2].lower() if len(args) == 3 else None, ins.flags.get("platform"), line_no, len(df.stages)
             )
             if current.name and df.stage(current.name):
-                raise DockerfileError(line_no, f"duplicate name {current.name!r} for build stage", name)
+                raise DockerfileError(line_no, f"duplicate name {current.name}", name)
             current.from_instruction = ins
             df.stages.append(current)
         elif current is None:

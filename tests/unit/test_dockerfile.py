@@ -151,7 +151,7 @@ def test_env_and_label_forms():
     assert ins[1].args == ["A", "1", "B", '"two words"', "C", "three\\ four"]
     assert ins[2].args == ["OLD", "the rest  of it"]
     assert ins[3].args == ['"a b"', "c", "d", ""]
-    with pytest.raises(DockerfileError, match="Dockerfile:2: Syntax error - can't find = in 'B'"):
+    with pytest.raises(DockerfileError, match='Dockerfile:2: Syntax error - can\'t find = in "B"'):
         parse("FROM x\nENV A=1 B\n")
     with pytest.raises(DockerfileError, match="ENV must have two arguments"):
         parse("FROM x\nENV A\n")
