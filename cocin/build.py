@@ -1393,7 +1393,7 @@ class Builder:
         for s in srcs:
             clean = os.path.normpath("/" + s).lstrip("/") if s not in ("", ".") else ""
             if ".." in os.path.normpath(s).split("/") and os.path.normpath(s).startswith(".."):
-                raise self.fail(ins, f"forbidden path outside the build context: {s} ()")
+                raise self.fail(ins, f"{ins.cmd} failed: forbidden path outside the build context: {s} ()")
             if any(c in s for c in "*?["):
                 rx = dockerignore._regex(clean)
                 hits = [
