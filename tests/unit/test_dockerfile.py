@@ -235,3 +235,36 @@ def test_build_go_formats():
     run = {"Cmd": ["x"], "Env": ["A=1"], "Labels": {"b": "2", "a": "1"}, "User": "", "Volumes": None}
     assert list(build._ordered(run)) == ["Env", "Cmd", "Labels"]
     assert list(build._ordered(run)["Labels"]) == ["a", "b"]  # maps sorted, as Go's JSON writes them
+
+
+def test_build_source_hashes_and_archives(tmp_path):
+    """COPY's cache key follows contents and metadata, not times; ADD tells archives by content."""
+    import gzip
+    import io
+    import os
+    import tarfile
+
+    from cocin import build
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("one\n")
+    (tmp_path / "g").write_text("two\n")
+    first = build.sources_hash(str(tmp_path), ["d"])
+    assert first.startswith("dir:") and build.sources_hash(str(tmp_path), ["g"]).startswith("file:")
+    assert build.sources_hash(str(tmp_path), ["d", "g"]).startswith("multi:")
+    os.utime(tmp_path / "d" / "f", (1, 1))
+    assert build.sources_hash(str(tmp_path), ["d"]) == first  # a new time: the same key
+    (tmp_path / "d" / "f").write_text("One\n")
+    assert build.sources_hash(str(tmp_path), ["d"]) != first
+    os.chmod(tmp_path / "g", 0o600)
+    second = build.sources_hash(str(tmp_path), ["g"])
+    os.chmod(tmp_path / "g", 0o644)
+    assert build.sources_hash(str(tmp_path), ["g"]) != second  # the mode is metadata
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        tf.add(str(tmp_path / "g"), arcname="g")
+    (tmp_path / "a.tgz").write_bytes(buf.getvalue())
+    (tmp_path / "plain.gz").write_bytes(gzip.compress(b"not a tar\n"))
+    assert build._looks_like_tar(str(tmp_path / "a.tgz"))
+    assert not build._looks_like_tar(str(tmp_path / "plain.gz"))
+    assert not build._looks_like_tar(str(tmp_path / "g"))
