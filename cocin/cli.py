@@ -1059,7 +1059,48 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("rmi", help="remove images")
     p.add_argument("-f", "--force", action="store_true", help="remove the name even if a container uses the image")
     p.add_argument("images", nargs="+", metavar="IMAGE")
+
+    p = sub.add_parser("build", help="build an image from a Dockerfile")
+    _build_flags(p)
+
+    p = sub.add_parser("builder", help="manage the build cache ('builder prune')")
+    p.add_argument("builder_verb", choices=["prune"], metavar="prune")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     return parser
+
+
+def _build_flags(p) -> None:
+    """``cocin build``'s flags (issue 15); the verb lives in ``build.main``."""
+    p.add_argument("-t", "--tag", action="append", default=[], help="name and optionally a tag (NAME[:TAG])")
+    p.add_argument("-f", "--file", help="name of the Dockerfile (default: CONTEXT/Dockerfile; - for stdin)")
+    p.add_argument("--build-arg", action="append", default=[], help="set a build-time variable (K=V)")
+    p.add_argument("--target", help="the build stage to build")
+    p.add_argument("--no-cache", action="store_true", help="do not use the cache when building the image")
+    p.add_argument("--pull", action="store_true", help="always attempt to pull a newer version of the image")
+    p.add_argument("--network", default="bridge", help="the RUN steps' network: bridge, none or host")
+    p.add_argument("--label", action="append", default=[], help="set metadata for the image (K=V)")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress the build output, print the image ID")
+    p.add_argument("--iidfile", help="write the image ID to the file")
+    p.add_argument("context", metavar="PATH|-")
+
+
+@command("build")
+def cmd_build(a: argparse.Namespace) -> int:
+    from . import build
+
+    return build.main(a)
+
+
+@command("builder")
+def cmd_builder(a: argparse.Namespace) -> int:
+    from . import build
+
+    if not a.force and not _confirm("WARNING! This will remove all build cache."):
+        return 0
+    gone = build.prune_cache()
+    for line in gone:
+        print(f"Deleted: {line}")
+    return 0
 
 
 def _described(subparsers):
@@ -1177,6 +1218,7 @@ IMAGE_VERBS = {
     "save": ["save"],
     "load": ["load"],
     "pull": ["pull"],
+    "build": ["build"],
 }
 
 

@@ -238,7 +238,26 @@ def tree_size(path: str) -> int:
 def _used_image_ids(repos: dict[str, str]) -> set[str]:
     ids = {v.partition(":")[2] for v in repos.values()}
     ids.update(r.config.get("image_id") for r in state.load_all())
+    ids.update(build_cache_ids())
     return ids
+
+
+def build_cache_ids() -> set[str]:
+    """The images ``build`` keeps as its cache (one file per step: the step's
+    image ID), untagged until ``builder prune``."""
+    d = os.path.join(state.root(), "buildcache")
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return set()
+    out = set()
+    for n in names:
+        try:
+            with open(os.path.join(d, n)) as f:
+                out.add(f.read().strip())
+        except OSError:
+            continue
+    return out
 
 
 def chains_in_use() -> set[str]:
