@@ -216,7 +216,8 @@ class Log:
 
 def _stderr(text: str) -> None:
     try:
-        os.write(2, (text + "\n").encode())
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
     except OSError:
         pass
 

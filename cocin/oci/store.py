@@ -55,38 +55,6 @@ def proc_start_time(pid: int) -> int:
     return start_time(pid)
 
 
-def cgroup_dirs_of(pid: int) -> dict[str, str]:
-    """The cgroup directories of process ``pid``, by hierarchy name.
-
-    Read from ``/proc/PID/cgroup`` (``ID:CONTROLLERS:PATH`` lines) joined to the
-    cgroup mounts: ``{"freezer": "/sys/fs/cgroup/freezer/x", ..., "unified":
-    ...}`` on v1 or hybrid hosts, ``{"": "/sys/fs/cgroup/x"}`` on v2.
-    """
-    from .. import cgroups
-    from ..cgroups import v1
-
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return {}
-    mounts = cgroups.cgroup_mounts()
-    hiers = {h.name: h.mountpoint for h in v1.hierarchies(mounts)}
-    pure_v2 = cgroups.layout() == "v2"
-    dirs = {}
-    for line in lines:
-        _id, ctrls, path = line.split(":", 2)
-        if ctrls == "":
-            name = "" if pure_v2 else "unified"
-            mount = next((m.mountpoint for m in mounts if m.fstype == "cgroup2"), None)
-        else:
-            name = ctrls
-            mount = hiers.get(ctrls)
-        if mount:
-            dirs[name] = os.path.normpath(mount + "/" + path.lstrip("/"))
-    return dirs
-
-
 def freezer_state(dirs: dict[str, str]) -> str | None:
     """ "FROZEN", "THAWED" (or FREEZING), or None without a freezer."""
     for name, path in dirs.items():

@@ -18,7 +18,7 @@ import sys
 import time
 
 from . import OCIError, config, core, hooks
-from .store import FIFO, cgroup_dirs_of, check_id, freezer_state, hook_state, now_rfc3339, public_state, write_pid_file
+from .store import FIFO, check_id, freezer_state, hook_state, now_rfc3339, public_state, write_pid_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def _create(ctx: Context, opts: dict, cid: str, detach: bool = True, console=Non
             pid_start=proc_start_time(pid),
             created=now_rfc3339(),
             owner="",
-            cgroup_dirs=made.get("cgroup_dirs") or cgroup_dirs_of(pid),
+            cgroup_dirs=made.get("cgroup_dirs") or {},  # none: kill --all, ps, pause see the pid alone
             owned_cgroups=sorted((made.get("cgroup_dirs") or {}).values()),
             spec=spec,
         )
