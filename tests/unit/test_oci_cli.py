@@ -582,3 +582,47 @@ def test_entry_points_and_cocin_run_does_not_import_it():
         [sys.executable, "-X", "importtime", "cocin.py", "--help"], cwd=REPO, capture_output=True, text=True
     )
     assert "cocin.oci" not in r.stderr
+
+
+RUN_SCRIPT = r"""
+import os, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from cocin.oci import cli, core, store
+
+def create(spec, **kw):  # the core's contract, with a plain process (see FakeCore)
+    fifo = os.path.join(kw["state_dir"], store.FIFO)
+    code = "import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); os.write(fd, b'0'); "
+    code += "os.execvp(sys.argv[2], sys.argv[2:])"
+    p = subprocess.Popen([sys.executable, "-c", code, fifo, *spec["process"]["args"]])
+    return {"pid": p.pid}
+
+core.create = create
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def test_run_in_the_foreground_returns_the_exit_status_and_deletes(root, bundle):
+    """``run``: create + start, then (a child subreaper) wait and delete. In a process
+    of its own: the subreaper bit and the signal forwarding stay there."""
+    write_spec(bundle, _set(["process", "args"], ["sh", "-c", "exit 3"]))
+    argv = [sys.executable, "-c", RUN_SCRIPT, REPO, "--root", root, "run", "-b", str(bundle), "r1"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert not os.path.exists(os.path.join(root, "r1"))  # deleted after the exit
+    r = subprocess.run(argv[:-1] + ["--keep", "r1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert os.path.exists(os.path.join(root, "r1", store.STATE))  # --keep
+    assert cli.main(["--root", root, "delete", "r1"]) == 0
+
+
+def test_run_detached_is_create_and_start(capsys, fake_core, root, bundle):
+    assert oci(capsys, "--root", root, "run", "-d", "-b", str(bundle), "r2")[:2] == (0, "")
+    assert state_of(capsys, root, "r2")["status"] == "running"
+    assert oci(capsys, "--root", root, "delete", "-f", "r2")[0] == 0
+
+
+def test_debug_lines_go_to_the_log(capsys, root, tmp_path):
+    log = tmp_path / "log"
+    oci(capsys, "--debug", "--log", str(log), "--root", root, "list", "-q")
+    (line,) = log.read_text().splitlines()
+    assert "level=debug" in line and "list" in line
