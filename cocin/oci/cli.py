@@ -20,11 +20,11 @@ The rules copied from runc (Go's ``flag`` package under urfave/cli):
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
+from ..fastjson import dumps
 from . import SPEC_VERSION, VERSION, OCIError
 from .store import DEFAULT_ROOT, Store
 from .verbs import VERB_FUNCS
@@ -182,8 +182,8 @@ class Log:
     def line(self, level: str, msg: str) -> str:
         t = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.fmt == "json":
-            return json.dumps({"level": level, "msg": msg, "time": t}, separators=(",", ":"))
-        return f"time={json.dumps(t)} level={level} msg={json.dumps(msg)}"
+            return dumps({"level": level, "msg": msg, "time": t})  # compact, as Go writes it
+        return f"time={dumps(t)} level={level} msg={dumps(msg)}"
 
     def _append(self, text: str) -> bool:
         if not self.path:

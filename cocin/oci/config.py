@@ -17,7 +17,6 @@ resources.
 
 from __future__ import annotations
 
-import json
 import os
 
 from . import SPEC_VERSION, OCIError
@@ -69,8 +68,10 @@ def load(bundle: str) -> tuple[dict, str]:
         raise OCIError("JSON specification file config.json not found") from None
     except OSError as e:
         raise OCIError(f"open {path}: {e.strerror.lower()}") from None
+    from ..fastjson import loads
+
     try:
-        spec = json.loads(data)
+        spec = loads(data)
     except ValueError as e:
         raise OCIError(f"config.json: invalid JSON: {e}") from None
     validate(spec)

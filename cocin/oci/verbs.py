@@ -10,14 +10,14 @@ status, and its message); the container work itself goes through
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
 import sys
 import time
 
-from . import OCIError, config, core, hooks
+from ..fastjson import dumps, loads
+from . import OCIError, config, core
 from .store import FIFO, check_id, freezer_state, hook_state, now_rfc3339, public_state, write_pid_file
 
 TYPE_CHECKING = False
@@ -69,6 +69,15 @@ def _wait_gone(pid: int, start: int, timeout: float = 10.0) -> bool:
     return True
 
 
+def _run_hooks(ctx: Context, rec: dict, kind: str, status: str) -> None:
+    """poststart/poststop hooks of the recorded spec (failures are warnings)."""
+    spec = rec.get("spec") or {}
+    if (spec.get("hooks") or {}).get(kind):
+        from . import hooks  # subprocess: imported only when there is a hook to run
+
+        hooks.run_hooks(spec, kind, hook_state(rec, status), rec.get("bundle"), ctx.log.warn)
+
+
 def _procs(rec: dict) -> list[int]:
     """Host pids in the container's cgroup (the init alone when there is none)."""
     from ..cgroups import Cgroup
@@ -85,6 +94,8 @@ def _procs(rec: dict) -> list[int]:
 
 def _create(ctx: Context, opts: dict, cid: str, detach: bool = True, console=None) -> dict:
     """The work of ``create`` (and of ``run``): returns the saved record."""
+    from . import hooks
+
     ctx.refuse_cgroup_managers()
     check_id(cid)
     bundle = os.path.abspath(opts.get("bundle") or ".")
@@ -197,7 +208,7 @@ def _start(ctx: Context, rec: dict) -> None:
         os.unlink(fifo)
     except FileNotFoundError:
         pass
-    hooks.run_hooks(rec.get("spec") or {}, "poststart", hook_state(rec, "running"), rec.get("bundle"), ctx.log.warn)
+    _run_hooks(ctx, rec, "poststart", "running")
 
 
 @verb("start")
@@ -273,7 +284,7 @@ def _reap(pid: int) -> int:
 def state(ctx: Context, opts: dict, args: list[str]) -> int:
     _need("state", args, exact=1)
     rec = ctx.store.load(args[0])
-    sys.stdout.write(json.dumps(public_state(rec), indent=2) + "\n")
+    sys.stdout.write(dumps(public_state(rec)) + "\n")
     return 0
 
 
@@ -304,7 +315,7 @@ def list_(ctx: Context, opts: dict, args: list[str]) -> int:
     if opts.get("quiet"):
         sys.stdout.write("".join(r["id"] + "\n" for r in recs))
     elif fmt == "json":
-        sys.stdout.write(json.dumps(recs) + "\n")
+        sys.stdout.write(dumps(recs) + "\n")
     else:
         rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
         rows += [[r["id"], str(r["pid"]), r["status"], r["bundle"], r["created"], r["owner"]] for r in recs]
@@ -330,7 +341,7 @@ def ps(ctx: Context, opts: dict, args: list[str]) -> int:
     else:
         pids = _procs(rec)
     if fmt == "json":
-        sys.stdout.write(json.dumps(pids) + "\n")
+        sys.stdout.write(dumps(pids) + "\n")
         return 0
     import subprocess
 
@@ -399,7 +410,7 @@ def _destroy(ctx: Context, rec: dict) -> None:
             Cgroup(rec["id"], {str(i): p for i, p in enumerate(owned)}).destroy()
         except CgroupError as e:
             ctx.log.warn(str(e))
-    hooks.run_hooks(rec.get("spec") or {}, "poststop", hook_state(rec, "stopped"), rec.get("bundle"), ctx.log.warn)
+    _run_hooks(ctx, rec, "poststop", "stopped")
     ctx.store.remove(rec["id"])
 
 
@@ -483,13 +494,13 @@ def exec_process_from(opts: dict, args: list[str], spec_process: dict) -> dict:
         path = opts["process"]
         try:
             with open(path, "rb") as f:
-                proc = json.loads(f.read())
+                proc = loads(f.read())
         except FileNotFoundError:
             raise OCIError(f"open {path}: no such file or directory") from None
         except (OSError, ValueError) as e:
             raise OCIError(f"process file {path}: {e}") from None
         return config.validate_process(proc, "process")
-    proc = json.loads(json.dumps(spec_process or {}))
+    proc = loads(dumps(spec_process or {}))
     proc["args"] = args
     proc.pop("terminal", None)
     if opts.get("cwd"):
@@ -580,7 +591,7 @@ def read_resources(opts: dict) -> dict:
         except OSError as e:
             raise OCIError(f"open {src}: {e.strerror.lower()}") from None
         try:
-            res = json.loads(data)
+            res = loads(data)
         except ValueError as e:
             raise OCIError(f"resources: invalid JSON: {e}") from None
         config.validate_resources(res, "resources")
@@ -647,6 +658,8 @@ def spec(ctx: Context, opts: dict, args: list[str]) -> int:
     except OSError as e:
         raise OCIError(f"open {path}: {(e.strerror or '').lower()}") from None
     with os.fdopen(fd, "w") as f:
+        import json
+
         json.dump(config.default_spec(), f, indent="\t")
     return 0
 
@@ -656,5 +669,7 @@ def features(ctx: Context, opts: dict, args: list[str]) -> int:
     from . import VERSION
 
     _need("features", args, exact=0)
+    import json
+
     sys.stdout.write(json.dumps(config.features(VERSION), indent=4) + "\n")
     return 0
