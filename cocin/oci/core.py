@@ -33,10 +33,23 @@ Contract of ``cocin.launch.create_from_spec(spec, **kw)`` (the core's side):
 * It raises ``OSError`` or an exception whose text is the one error line
   (engines classify "no such file or directory" / "permission denied").
 
-``exec_from_spec(process, *, pid, state_dir, console, preserve_fds, detach)``
+How the spec-driven core (branch ``core``: ``launch.py`` forks ``child.run(spec,
+chan, ...)`` and talks READY / PTY / GO / ERROR over a socket pair) can meet it:
+the cgroup and seccomp program made from the spec as ``launch`` makes them for
+``cocin run``; after READY (no network step: the engine passed a netns path),
+a PTY message's master goes on with ``console.send_master(console, master)``;
+after GO the child needs one new step before ``execve``: open
+``<state_dir>/exec.fifo`` for writing and write one byte (that blocks until
+``start``); a ChildFailed becomes the one error line. The runtime process
+then returns ``{"pid": pid, "cgroup_dirs": cgroup.dirs}`` and exits, and the
+child, PID 1 of its namespace, is re-parented to the engine's subreaper.
+
+``exec_from_spec(process, *, pid, container_id, cgroup_dirs, spec, console,
+preserve_fds, detach)`` (``pid``: the container's first process, whose
+namespaces to join; ``spec``: the container's, for its seccomp and masks)
 returns the exec'd host pid (re-parented to the caller when ``detach``), or
 its exit status when not detached; ``update_resources(resources, *,
-cgroup_dirs)`` applies new limits.
+container_id, cgroup_dirs)`` applies new limits.
 """
 
 from __future__ import annotations
