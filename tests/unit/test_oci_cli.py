@@ -647,3 +647,40 @@ def test_debug_lines_go_to_the_log(capsys, root, tmp_path):
     oci(capsys, "--debug", "--log", str(log), "--root", root, "list", "-q")
     (line,) = log.read_text().splitlines()
     assert "level=debug" in line and "list" in line
+
+
+# --- the conformance harness's bookkeeping (bench/oci/conformance.py) -------------------
+
+
+def test_conformance_compare_lists_what_runc_passes_and_we_do_not(tmp_path):
+    """A fake suite of two TAP programs: the runner's summary, passed list, and
+    the comparison with runc's passes (allow-list honoured, exit 1 on a gap)."""
+    suite = tmp_path / "suite"
+    (suite / "validation" / "a").mkdir(parents=True)
+    (suite / "validation" / "b").mkdir(parents=True)
+    tap_a = (
+        "TAP version 13\nok 1 - same name\nok 2 - same name\nnot ok 3 - broken\nok 4 - skipped one # SKIP no\n1..4\n"
+    )
+    tap_b = "TAP version 13\nnot ok 1 - known gap\n1..1\n"
+    for name, tap in (("a", tap_a), ("b", tap_b)):
+        t = suite / "validation" / name / f"{name}.t"
+        t.write_text(f"#!/bin/sh\ntest -n \"$RUNTIME\" || exit 9\ncat <<'EOF'\n{tap}EOF\n")
+        t.chmod(0o755)
+    baseline = tmp_path / "runc-passed.txt"
+    baseline.write_text("# runc\na.t: same name #1\na.t: same name #2\na.t: broken #1\nb.t: known gap #1\n")
+    allow = tmp_path / "allow.txt"
+    allow.write_text("# why\nb.t: known*\n")
+    out = tmp_path / "out"
+    script = os.path.join(REPO, "bench", "oci", "conformance.py")
+    argv = [sys.executable, script, "--suite", str(suite), "--runtime", "/bin/true", "--out", str(out)]
+    r = subprocess.run(argv + ["--tests", str(baseline), "--allow", str(allow)], capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "REGRESSION: a.t: broken #1" in r.stdout and "known gap" not in r.stdout.split("allow-list")[1]
+    assert (out / "regressions.txt").read_text() == "a.t: broken #1\n"
+    assert (out / "passed.txt").read_text() == "a.t: same name #1\na.t: same name #2\n"
+    summary = (out / "summary.txt").read_text()
+    assert re.search(r"^a\.t\s+ok=2\s+fail=1\s+skip=1\s+plan=4", summary, re.M)
+    assert summary.endswith("TOTAL: 2 passed, 2 failed, 1 skipped (2 test files)\n")
+    allow.write_text("b.t: *\na.t: broken*\n")
+    r = subprocess.run(argv + ["--tests", str(baseline), "--allow", str(allow)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
