@@ -267,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     except OCIError as e:
         log.error(str(e))
         return e.code
+    except OSError as e:  # a file we had to write or read: one line, as Go's *PathError prints
+        what = (e.strerror or str(e)).lower()
+        log.error(f"{e.filename}: {what}" if e.filename else what)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -157,11 +157,14 @@ def _create(ctx: Context, opts: dict, cid: str, detach: bool = True, console=Non
             write_pid_file(pid_file, pid)
         return rec
     except BaseException:
-        if made and made.get("pid"):
-            try:
-                os.kill(int(made["pid"]), signal.SIGKILL)
-            except OSError:
-                pass
+        if made and made.get("pid"):  # the core made it, then we failed: undo all of it
+            from .store import proc_start_time
+
+            pid = int(made["pid"])
+            half = dict(rec, pid=pid, pid_start=rec.get("pid_start") or proc_start_time(pid), status="created")
+            half["cgroup_dirs"] = made.get("cgroup_dirs") or {}
+            half["owned_cgroups"] = sorted(half["cgroup_dirs"].values())
+            _destroy(ctx, half, hooks=False)
         store.remove(cid)
         raise
     finally:
@@ -391,7 +394,7 @@ def kill(ctx: Context, opts: dict, args: list[str]) -> int:
     return 0
 
 
-def _destroy(ctx: Context, rec: dict) -> None:
+def _destroy(ctx: Context, rec: dict, hooks: bool = True) -> None:
     """Kill what is left, remove the cgroups the core made, poststop hooks, forget it."""
     for pid in _procs(rec):
         try:
@@ -410,7 +413,8 @@ def _destroy(ctx: Context, rec: dict) -> None:
             Cgroup(rec["id"], {str(i): p for i, p in enumerate(owned)}).destroy()
         except CgroupError as e:
             ctx.log.warn(str(e))
-    _run_hooks(ctx, rec, "poststop", "stopped")
+    if hooks:
+        _run_hooks(ctx, rec, "poststop", "stopped")
     ctx.store.remove(rec["id"])
 
 

@@ -406,6 +406,15 @@ def test_the_same_id_twice_and_a_half_made_container(capsys, fake_core, root, bu
     assert not os.path.exists(os.path.join(root, "c1"))
 
 
+def test_a_failure_after_the_core_made_it_undoes_everything(capsys, fake_core, root, bundle, tmp_path):
+    bad_pid_file = str(tmp_path / "no-such-dir" / "pid")
+    rc, _, err = oci(capsys, "--root", root, "create", "-b", str(bundle), "--pid-file", bad_pid_file, "c1")
+    assert rc == 1 and "no such file" in err.lower()
+    assert fake_core.procs[0].wait(timeout=10) == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(root, "c1"))
+    assert all(not os.path.exists(cg) for cg in fake_core.cgroups)
+
+
 def test_list_ps_pause_resume(capsys, fake_core, root, bundle):
     oci(capsys, "--root", root, "create", "-b", str(bundle), "c1")
     oci(capsys, "--root", root, "start", "c1")
