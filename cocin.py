@@ -7,7 +7,16 @@ import sys
 if sys.version_info < (3, 9):  # noqa: UP036 - say it clearly on an old python3
     sys.exit("cocin: error: Python 3.9 or newer is needed")
 
-from cocin.cli import main  # noqa: E402
+# Called as `cocin-oci` (a link to this file, scripts/cocin-oci) or `cocin.py oci ...`:
+# runc's command line, for podman and containerd (cocin/oci). Nothing else imports it.
+_oci = os.path.basename(sys.argv[0]) == "cocin-oci"
+if not _oci and sys.argv[1:2] == ["oci"]:
+    _oci = True
+    del sys.argv[1]
+if _oci:
+    from cocin.oci.cli import main
+else:
+    from cocin.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     code = main()

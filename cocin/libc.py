@@ -384,3 +384,13 @@ def set_cmdline(text: bytes) -> None:
         return
     data = text[: size - 1].ljust(size, b"\0")
     ctypes.memmove(start, data, size)
+
+
+# --- OCI runtime: the console socket's pty (issue 16; cocin/oci/console.py) ---------
+
+# <asm-generic/ioctls.h>: a pty master from a devpts instance's ptmx. TIOCSPTLCK
+# unlocks the slave, TIOCGPTN reads its number (/dev/pts/N), TIOCGPTPEER opens the
+# slave straight from the master (no path lookup inside the container's /dev).
+TIOCSPTLCK = 0x40045431
+TIOCGPTN = 0x80045430
+TIOCGPTPEER = 0x5441
