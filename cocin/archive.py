@@ -32,25 +32,31 @@ OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 def _layer_tar(chain: str, diff_id: str, dest: str) -> None:
     """The layer's tarball, with exactly the bytes of its diff_id, into ``dest``."""
+    with open(dest, "wb") as out:
+        write_layer(chain, diff_id, out.write)
+
+
+def write_layer(chain: str, diff_id: str, write) -> None:
+    """The layer's tarball, with exactly the bytes of its diff_id, to ``write``
+    (checked at the end: a caller must drop what it wrote on an error)."""
     from . import layers
 
     top = images.layer_path(chain)
     orig = os.path.join(top, "orig")
     h = hashlib.sha256()
-    with open(dest, "wb") as out:
 
-        def write(b: bytes) -> None:
-            h.update(b)
-            out.write(b)
+    def put(b: bytes) -> None:
+        h.update(b)
+        write(b)
 
-        if os.path.exists(orig):
-            import gzip
+    if os.path.exists(orig):
+        import gzip
 
-            with gzip.open(orig, "rb") as src:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    write(chunk)
-        else:
-            layers.write_layer_tar(os.path.join(top, "diff"), write)
+        with gzip.open(orig, "rb") as src:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                put(chunk)
+    else:
+        layers.write_layer_tar(os.path.join(top, "diff"), put)
     if "sha256:" + h.hexdigest() != diff_id:
         raise CocinError(f"cannot save layer {diff_id}: its files no longer make that tarball")
 

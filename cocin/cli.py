@@ -785,6 +785,14 @@ def cmd_pull(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("push")
+def cmd_push(a: argparse.Namespace) -> int:
+    from . import push
+
+    push.push(a.image, quiet=a.quiet, all_tags=a.all_tags)
+    return 0
+
+
 @command("tag")
 def cmd_tag(a: argparse.Namespace) -> int:
     from . import images
@@ -1047,6 +1055,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--platform", help="os/arch[/variant] to pull from a multi-platform image (default: the host's)")
     p.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
 
+    p = sub.add_parser("push", help="upload an image to a registry")
+    p.add_argument("-a", "--all-tags", action="store_true", help="push all tags of the repository")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress verbose output")
+    p.add_argument("image", metavar="NAME[:TAG]")
+
     p = sub.add_parser("tag", help="create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
     p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
     p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
@@ -1177,6 +1190,7 @@ IMAGE_VERBS = {
     "save": ["save"],
     "load": ["load"],
     "pull": ["pull"],
+    "push": ["push"],
 }
 
 

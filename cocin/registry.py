@@ -61,6 +61,50 @@ def _is_local(host: str) -> bool:
     return name == "localhost" or (name.startswith("127.") and name.replace(".", "").isdigit())
 
 
+def _listed_insecure(host: str) -> bool:
+    """Is ``host`` (``name[:port]``) in ``COCIN_INSECURE_REGISTRIES`` (a comma
+    list of ``host[:port]`` or CIDRs, as Docker's ``insecure-registries``)?"""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    for item in os.environ.get("COCIN_INSECURE_REGISTRIES", "").split(","):
+        item = item.strip().split("://")[-1].rstrip("/")
+        if not item:
+            continue
+        if item in (host, name):
+            return True
+        if "/" in item:
+            import ipaddress
+
+            try:
+                if ipaddress.ip_address(name) in ipaddress.ip_network(item, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def insecure(host: str) -> bool:
+    """May ``host`` be spoken to without a verified TLS connection?"""
+    return _is_local(host) or _listed_insecure(host)
+
+
+def base_url(host: str) -> str:
+    """Plain HTTP for loopback (Docker allows it unconfigured); HTTPS otherwise
+    (a listed insecure registry: tried without certificate checks first, then
+    over plain HTTP, see ``Client.send``)."""
+    return ("http://" if _is_local(host) else "https://") + host
+
+
+def _https_handlers(host: str) -> list:
+    if _is_local(host) or not _listed_insecure(host):
+        return []
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return [urllib.request.HTTPSHandler(context=ctx)]
+
+
 def credentials(domain: str) -> tuple[str, str] | None:
     """user, password for ``domain`` from Docker's config.json ``auths`` (``auth``: base64 of user:pass)."""
     path = os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
@@ -113,59 +157,100 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 class Client:
-    """One repository of one registry, with its auth state."""
+    """One repository of one registry, with its auth state.
 
-    def __init__(self, ref: reference.Reference):
+    ``actions`` is what the token asks for on the repository (``pull``, or
+    ``pull,push``); ``more_scopes`` adds scopes on other repositories (a
+    cross-repository mount needs ``pull`` on the source)."""
+
+    def __init__(self, ref: reference.Reference, actions: str = "pull", more_scopes: tuple[str, ...] = ()):
         self.ref = ref
+        self.verb = "push" if "push" in actions else "pull"
         host = HUB if ref.domain == reference.DEFAULT_DOMAIN else ref.domain
-        self.base = ("http://" if _is_local(host) else "https://") + host
+        self.base = base_url(host)
         self.creds = credentials(ref.domain)
         self.auth: str | None = None  # the Authorization header that worked
-        self.opener = urllib.request.build_opener()
+        self.scopes = [f"repository:{ref.path}:{actions}", *more_scopes]
+        self.opener = urllib.request.build_opener(*_https_handlers(host))
 
-    def _open(self, method: str, url: str, headers: dict[str, str]):
-        req = urllib.request.Request(url, method=method, headers=headers)
-        if self.auth:
-            req.add_unredirected_header("Authorization", self.auth)
-        return self.opener.open(req, timeout=TIMEOUT)
+    def _open(self, method: str, url: str, headers: dict[str, str], body=None):
+        data = open(body, "rb") if isinstance(body, str) else body  # a path: opened again on each try
+        try:
+            req = urllib.request.Request(url, data=data, method=method, headers=headers)
+            if self.auth and urllib.parse.urlsplit(url).netloc == urllib.parse.urlsplit(self.base).netloc:
+                req.add_unredirected_header("Authorization", self.auth)
+            return self.opener.open(req, timeout=TIMEOUT)
+        finally:
+            if isinstance(body, str):
+                data.close()
 
-    def get(self, path: str, accept: str | None = None):
-        """GET ``/v2/NAME/path``, authenticating once on a 401."""
-        url = f"{self.base}/v2/{self.ref.path}/{path}"
-        headers = {"Accept": accept} if accept else {}
+    def url(self, path: str) -> str:
+        """``/v2/NAME/path``, or ``path`` itself when it is a URL (an upload's ``Location``)."""
+        return (
+            urllib.parse.urljoin(self.base + "/", path)
+            if path.startswith(("/", "http:", "https:"))
+            else (f"{self.base}/v2/{self.ref.path}/{path}")
+        )
+
+    def send(self, method: str, path: str, headers: dict[str, str] | None = None, body=None, allow=()):
+        """One request, authenticating once on a 401; a status in ``allow``
+        (404 for "not there") is given back as the error response instead of raised."""
+        url = self.url(path)
         for attempt in range(2):
             try:
-                return self._open("GET", url, headers)
+                return self._open(method, url, headers or {}, body)
             except urllib.error.HTTPError as e:
                 if e.code == 401 and attempt == 0 and self._authenticate(e.headers.get("WWW-Authenticate", "")):
                     continue
+                if e.code in allow:
+                    return e
                 raise CocinError(self._error(e)) from None
             except (urllib.error.URLError, OSError) as e:
                 reason = getattr(e, "reason", e)
+                if self._fall_back_to_http(url):
+                    return self.send(method, path, headers, body, allow)
                 raise CocinError(f"cannot reach the registry {self.base}: {reason}") from None
         raise AssertionError("unreachable")
 
-    def _authenticate(self, challenge: str) -> bool:
+    def _fall_back_to_http(self, url: str) -> bool:
+        """A listed insecure registry that does not speak TLS: plain HTTP from now on."""
+        host = urllib.parse.urlsplit(self.base).netloc
+        if not self.base.startswith("https://") or not _listed_insecure(host) or not url.startswith(self.base):
+            return False
+        self.base = "http://" + host
+        return True
+
+    def get(self, path: str, accept: str | None = None):
+        """GET ``/v2/NAME/path``, authenticating once on a 401."""
+        return self.send("GET", path, {"Accept": accept} if accept else {})
+
+    def _basic(self) -> str:
+        return "Basic " + base64.b64encode(":".join(self.creds).encode()).decode()
+
+    def _authenticate(self, challenge: str, scopes: list[str] | None = None) -> bool:
         scheme, params = parse_challenge(challenge)
         if scheme == "basic":
             if not self.creds:
                 return False
-            self.auth = "Basic " + base64.b64encode(":".join(self.creds).encode()).decode()
+            self.auth = self._basic()
             return True
         if scheme != "bearer" or "realm" not in params:
             return False
-        query = {"service": params.get("service", "")}
-        scope = params.get("scope") or f"repository:{self.ref.path}:pull"
-        url = params["realm"] + "?" + urllib.parse.urlencode({**query, "scope": scope})
+        if scopes is None:
+            scopes = list(dict.fromkeys(([params["scope"]] if params.get("scope") else []) + self.scopes))
+        query = [("service", params.get("service", ""))] + [("scope", s) for s in scopes]
+        if self.creds:
+            query.append(("account", self.creds[0]))
+        url = params["realm"] + ("&" if "?" in params["realm"] else "?") + urllib.parse.urlencode(query)
         req = urllib.request.Request(url)
         if self.creds:
-            req.add_unredirected_header(
-                "Authorization", "Basic " + base64.b64encode(":".join(self.creds).encode()).decode()
-            )
+            req.add_unredirected_header("Authorization", self._basic())
         try:
             with self.opener.open(req, timeout=TIMEOUT) as resp:
                 answer = json.load(resp)
         except urllib.error.HTTPError as e:
+            if e.code == 401 and self.creds:
+                raise CocinError(f"unauthorized: incorrect username or password for {self.ref.domain}") from None
             raise CocinError(f"authentication at {params['realm']} failed: {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise CocinError(f"cannot get a token from {params['realm']}: {getattr(e, 'reason', e)}") from None
@@ -184,12 +269,12 @@ class Client:
             "; ".join(f"{x.get('code', '').lower().replace('_', ' ')}: {x.get('message', '')}" for x in errors)
             or f"{e.code} {e.reason}"
         )
-        if e.code == 401:
+        if e.code in (401, 403):
             return (
-                f"pull access denied for {self.ref.familiar_name}: {what} (cocin reads credentials "
-                "from ~/.docker/config.json)"
-            )
-        if e.code == 404:
+                f"{self.verb} access denied for {self.ref.familiar_name}: {what} (log in first: "
+                f"cocin login {self.ref.domain if self.ref.domain != reference.DEFAULT_DOMAIN else ''})"
+            ).replace(" )", ")")
+        if e.code == 404 and self.verb == "pull":
             return f"manifest for {self.ref} not found: {what}"
         return f"error from the registry {self.base}: {what}"
 
@@ -357,6 +442,7 @@ def pull(text: str, quiet: bool = False, platform: str | None = None) -> images.
         keys = [ref.key()] if not ref.digest else []
         keys.append(f"{ref.familiar_name}@{digest}")
         img = _publish(config_raw, keys)
+        record_blobs(ref, [(did, desc) for desc, did in zip(layers, diff_ids)])
     except BaseException:
         with state.locked():
             images._drop_orphan_layers(added)
@@ -368,6 +454,41 @@ def pull(text: str, quiet: bool = False, platform: str | None = None) -> images.
     if quiet:
         print(ref.key() if not ref.digest else f"{ref.familiar_name}@{digest}")
     return img
+
+
+# --- which compressed blob is which layer (Docker's v2metadata) -------------------------
+
+
+def _dist_path(diff_id: str) -> str:
+    return os.path.join(state.root(), "distribution", diff_id.partition(":")[2] + ".json")
+
+
+def blobs_of(diff_id: str) -> list[dict]:
+    """The compressed blobs known to hold the layer ``diff_id``, and where they
+    were seen (``Registry``, ``Repository``): ``push`` reuses them."""
+    try:
+        with open(_dist_path(diff_id), "rb") as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return []
+    return [e for e in found if isinstance(e, dict) and reference.is_digest(str(e.get("Digest")))]
+
+
+def record_blobs(ref: reference.Reference, layers: list[tuple[str, dict]]) -> None:
+    """Remember that each ``(diff_id, descriptor)`` is in ``ref``'s repository
+    (the newest first, a few per layer), atomically under the lock."""
+    os.makedirs(os.path.dirname(_dist_path("sha256:x")), 0o700, exist_ok=True)
+    with state.locked():
+        for did, desc in layers:
+            entry = {
+                "Digest": desc["digest"],
+                "MediaType": desc.get("mediaType", ""),
+                "Size": desc.get("size"),
+                "Registry": ref.domain,
+                "Repository": ref.path,
+            }
+            old = [e for e in blobs_of(did) if e != entry]
+            state.atomic_write(_dist_path(did), json.dumps([entry, *old][:16]))
 
 
 def _fetch_config(client: Client, desc: dict, tmp: str) -> bytes:
