@@ -793,6 +793,31 @@ def cmd_push(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("login")
+def cmd_login(a: argparse.Namespace) -> int:
+    from . import auth
+
+    password = a.password
+    if a.password_stdin:
+        if password is not None:
+            raise CocinError("--password and --password-stdin are mutually exclusive")
+        if a.username is None:
+            raise CocinError("Must provide --username with --password-stdin")
+        password = auth.password_from_stdin()
+    elif password is not None:
+        sys.stderr.write("WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n")
+    auth.login(a.server, a.username, password)
+    return 0
+
+
+@command("logout")
+def cmd_logout(a: argparse.Namespace) -> int:
+    from . import auth
+
+    auth.logout(a.server)
+    return 0
+
+
 @command("tag")
 def cmd_tag(a: argparse.Namespace) -> int:
     from . import images
@@ -1059,6 +1084,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("-a", "--all-tags", action="store_true", help="push all tags of the repository")
     p.add_argument("-q", "--quiet", action="store_true", help="suppress verbose output")
     p.add_argument("image", metavar="NAME[:TAG]")
+
+    p = sub.add_parser("login", help="log in to a registry (Docker Hub by default)")
+    p.add_argument("-u", "--username", help="username")
+    p.add_argument("-p", "--password", help="password")
+    p.add_argument("--password-stdin", action="store_true", help="take the password from stdin")
+    p.add_argument("server", nargs="?", metavar="SERVER")
+
+    p = sub.add_parser("logout", help="log out from a registry (Docker Hub by default)")
+    p.add_argument("server", nargs="?", metavar="SERVER")
 
     p = sub.add_parser("tag", help="create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
     p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")

@@ -105,9 +105,14 @@ def _https_handlers(host: str) -> list:
     return [urllib.request.HTTPSHandler(context=ctx)]
 
 
+def docker_config_path() -> str:
+    """Docker's client configuration: ``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``."""
+    return os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
+
+
 def credentials(domain: str) -> tuple[str, str] | None:
     """user, password for ``domain`` from Docker's config.json ``auths`` (``auth``: base64 of user:pass)."""
-    path = os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
+    path = docker_config_path()
     try:
         with open(path) as f:
             auths = json.load(f).get("auths") or {}
