@@ -281,6 +281,8 @@ class Client:
             ).replace(" )", ")")
         if e.code == 404 and self.verb == "pull":
             return f"manifest for {self.ref} not found: {what}"
+        if e.code == 405:
+            return f"the registry {self.base} refuses to {self.verb} {self.ref.familiar_name}: {what} (read-only?)"
         return f"error from the registry {self.base}: {what}"
 
 

@@ -244,3 +244,89 @@ def test_pull_for_another_platform(cocin, registry, fresh):
     assert r.rc == 125 and r.stderr == (
         "cocin: error: invalid platform 'arm64': use os/arch[/variant], e.g. linux/arm64\n"
     )
+
+
+# --- push ------------------------------------------------------------------------------------
+
+
+def test_push_then_pull_keeps_ids_and_digests(cocin, registry, fresh, target_tmp):
+    """A committed image pushed (gzip layers, a Docker schema2 manifest), then
+    pulled into another state root: the same image ID, layers and digest."""
+    repo = f"{registry['REGISTRY_OPEN']}/cocin-push/committed"
+    cocin.ok("run", "--name", "pushme", "--network", "none", "busybox", "sh", "-c", "echo pushed > /p.txt", env=fresh)
+    image_id = cocin.ok("commit", "-c", "CMD cat /p.txt", "pushme", f"{repo}:1", env=fresh).stdout.strip()
+    out = cocin.ok("push", f"{repo}:1", env=fresh).stdout.splitlines()
+    assert out[0] == f"The push refers to repository [{repo}]"
+    assert sum(line.endswith(": Pushed") for line in out) == 2, out
+    assert out[-1].startswith("1: digest: sha256:") and " size: " in out[-1], out
+    digest = out[-1].split()[2]
+    info = json.loads(cocin.ok("image", "inspect", f"{repo}:1", env=fresh).stdout)[0]
+    assert f"{repo}@{digest}" in info["RepoDigests"]
+    again = cocin.ok("push", f"{repo}:1", env=fresh).stdout
+    assert again.count("Layer already exists") == 2 and again.splitlines()[-1] == out[-1]
+    other = {"COCIN_ROOT": target_tmp / "root2"}
+    pulled = cocin.ok("pull", f"{repo}:1", env=other).stdout
+    assert f"Digest: {digest}" in pulled
+    info2 = json.loads(cocin.ok("image", "inspect", f"{repo}:1", env=other).stdout)[0]
+    assert info2["Id"] == image_id == info["Id"] and info2["RootFS"] == info["RootFS"]
+    assert cocin.ok("run", "--rm", "--network", "none", f"{repo}:1", env=other).stdout == "pushed\n"
+    # by digest, as another client would name it
+    assert cocin.ok("pull", "-q", f"{repo}@{digest}", env=other).stdout.strip() == f"{repo}@{digest}"
+
+
+def test_push_mounts_layers_from_another_repository(cocin, registry, fresh):
+    reg = registry["REGISTRY_OPEN"]
+    cocin.ok("pull", "-q", f"{reg}/test/busybox:oci", env=fresh)
+    cocin.ok("tag", f"{reg}/test/busybox:oci", f"{reg}/cocin-push/mounted:v1", env=fresh)
+    out = cocin.ok("push", f"{reg}/cocin-push/mounted:v1", env=fresh).stdout
+    assert out.count("Mounted from test/busybox") == 2 and "Pushed" not in out, out
+    log = cocin.sh(f"cat {registry['REGISTRY_DIR']}/logs/open.log").stdout
+    assert "mount=sha256%3A31774a2b" in log or "mount=sha256:31774a2b" in log
+
+
+def test_push_errors(cocin, registry, fresh, target_tmp):
+    reg = registry["REGISTRY_OPEN"]
+    r = cocin("push", f"{reg}/cocin-push/nothing:1", env=fresh)
+    assert r.rc == 125 and r.stderr == (
+        f"cocin: error: An image does not exist locally with the tag: {reg}/cocin-push/nothing\n"
+    )
+    cocin.ok("run", "--rm", "--network", "none", "busybox", "true", env=fresh)
+    ro = f"{registry['REGISTRY_BASIC']}/cocin-push/ro:1"
+    cocin.ok("tag", "busybox", ro, env=fresh)
+    r = cocin("push", ro, env=fresh)  # no credentials
+    assert r.rc == 125 and "push access denied" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    creds = _docker_config(target_tmp, [registry["REGISTRY_BASIC"]])
+    r = cocin("push", ro, env={**fresh, **creds})  # read-only registry: 405
+    assert r.rc == 125 and r.stderr.startswith("cocin: error: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+# --- login / logout --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["REGISTRY_BASIC", "REGISTRY_HUB"])
+def test_login_stores_checked_credentials_as_docker_does(cocin, registry, fresh, target_tmp, which):
+    server = registry[which]
+    env = {**fresh, "DOCKER_CONFIG": target_tmp / "dc"}
+    r = cocin("login", "-u", "tester", "--password-stdin", server, env=env, stdin="wrong\n")
+    assert r.rc == 125 and "incorrect username or password" in r.stderr, r.stderr
+    assert not target_tmp.exists("dc/config.json")
+    r = cocin("login", "-u", "tester", "--password-stdin", server, env=env, stdin="test-password-1\n")
+    assert r.rc == 0 and r.stdout == "Login Succeeded\n", r.stderr
+    assert cocin.sh(f"stat -c %a {target_tmp / 'dc/config.json'}").stdout.strip() == "600"
+    stored = json.loads(target_tmp.read("dc/config.json"))
+    assert base64.b64decode(stored["auths"][server]["auth"]) == b"tester:test-password-1"
+    private = f"{server}/private/busybox" if which == "REGISTRY_HUB" else f"{server}/test/busybox:oci"
+    cocin.ok("pull", "-q", private, env=env)
+    assert cocin.ok("logout", server, env=env).stdout == f"Removing login credentials for {server}\n"
+    assert json.loads(target_tmp.read("dc/config.json"))["auths"] == {}
+    assert cocin.ok("logout", server, env=env).stdout == f"Not logged in to {server}\n"
+    r = cocin("pull", private, env=env)
+    assert r.rc == 125 and "pull access denied" in r.stderr
+
+
+def test_login_needs_a_terminal_or_a_password(cocin, registry, fresh, target_tmp):
+    env = {**fresh, "DOCKER_CONFIG": target_tmp / "dc"}
+    r = cocin("login", registry["REGISTRY_BASIC"], env=env, stdin="")
+    assert r.rc == 125 and r.stderr == "cocin: error: Cannot perform an interactive login from a non TTY device\n"
+    r = cocin("login", "--password-stdin", registry["REGISTRY_BASIC"], env=env, stdin="x")
+    assert r.rc == 125 and "Must provide --username with --password-stdin" in r.stderr
