@@ -184,10 +184,12 @@ def spool_stdin() -> str:
 
 
 def is_docker_archive(path: str) -> bool:
+    """A ``docker save`` archive (``manifest.json``) or an OCI image layout
+    (``index.json``), as against the single-tree format of older cocin versions."""
     try:
         with tarfile.open(path, "r:*") as tf:
             for m in tf:
-                if m.name in ("manifest.json", "./manifest.json"):
+                if m.name.lstrip("./") in ("manifest.json", "index.json"):
                     return True
     except (tarfile.TarError, OSError, EOFError):
         return False
@@ -209,22 +211,94 @@ def _member_bytes(tf: tarfile.TarFile, name: str, limit: int = 64 << 20) -> byte
 
 
 def load(path: str) -> list[str]:
-    """``docker load`` of a docker-save archive; the names (or IDs) it loaded."""
+    """``docker load`` of a docker-save archive, or of an OCI image layout
+    (``index.json``, ``blobs/sha256/...``: what ``skopeo copy ... oci-archive:``
+    and ``podman save --format oci-archive`` write); the names (or IDs) it loaded."""
     try:
         tf = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError):
         raise CocinError(f"cannot read {path}: not a valid tar archive") from None
     out: list[str] = []
     with tf:
-        try:
-            manifest = json.loads(_member_bytes(tf, "manifest.json"))
-        except ValueError:
-            raise CocinError("invalid archive: manifest.json is not JSON") from None
-        if not isinstance(manifest, list):
-            raise CocinError("invalid archive: manifest.json is not a list")
+        names = {m.name[2:] if m.name.startswith("./") else m.name for m in tf.getmembers()}
+        if "manifest.json" in names:
+            try:
+                manifest = json.loads(_member_bytes(tf, "manifest.json"))
+            except ValueError:
+                raise CocinError("invalid archive: manifest.json is not JSON") from None
+            if not isinstance(manifest, list):
+                raise CocinError("invalid archive: manifest.json is not a list")
+        elif "index.json" in names:
+            manifest = _oci_entries(tf)
+        else:
+            raise CocinError("invalid archive: neither manifest.json nor index.json is in it")
         for entry in manifest:
             out += _load_one(tf, entry)
     return out
+
+
+OCI_INDEXES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
+def _blob_bytes(tf: tarfile.TarFile, digest: str) -> bytes:
+    from .reference import is_digest
+
+    if not is_digest(str(digest)):
+        raise CocinError(f"invalid archive: unsupported digest {digest!r}")
+    data = _member_bytes(tf, "blobs/sha256/" + digest[7:])
+    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        raise CocinError(f"invalid archive: the blob {digest} does not match its digest")
+    return data
+
+
+def _oci_name(annotations: dict) -> str | None:
+    """The image's name in an OCI layout: containerd's full name, or a
+    ``ref.name`` that is a whole reference (a bare tag names no repository)."""
+    from .reference import parse
+
+    for key in ("io.containerd.image.name", "org.opencontainers.image.ref.name"):
+        text = annotations.get(key) or ""
+        if "/" in text or (key == "io.containerd.image.name" and text):
+            try:
+                return parse(text).key()
+            except CocinError:
+                continue
+    return None
+
+
+def _oci_entries(tf: tarfile.TarFile) -> list[dict]:
+    """``manifest.json``-style entries (Config, RepoTags, Layers) for the images
+    an OCI layout's ``index.json`` names; an index inside picks the host's platform."""
+    from .registry import pick_platform
+
+    try:
+        index = json.loads(_member_bytes(tf, "index.json"))
+    except ValueError:
+        raise CocinError("invalid archive: index.json is not JSON") from None
+    entries: dict[str, dict] = {}
+    todo = [(d, _oci_name(d.get("annotations") or {})) for d in index.get("manifests") or []]
+    while todo:
+        desc, name = todo.pop(0)
+        raw = _blob_bytes(tf, desc.get("digest"))
+        body = json.loads(raw)
+        kind = desc.get("mediaType") or body.get("mediaType")
+        if kind in OCI_INDEXES or "manifests" in body:
+            child = pick_platform(body, "linux", images.host_arch())
+            todo.append((child, name))
+            continue
+        cdigest = (body.get("config") or {}).get("digest", "")
+        _blob_bytes(tf, cdigest)
+        entry = entries.setdefault(
+            desc["digest"],
+            {
+                "Config": "blobs/sha256/" + cdigest[7:],
+                "RepoTags": [],
+                "Layers": ["blobs/sha256/" + ld["digest"][7:] for ld in body.get("layers") or []],
+            },
+        )
+        if name and name not in entry["RepoTags"]:
+            entry["RepoTags"].append(name)
+    return list(entries.values())
 
 
 def _load_one(tf: tarfile.TarFile, entry: dict) -> list[str]:
@@ -286,19 +360,55 @@ def _copy_member(tf: tarfile.TarFile, name: str, dest: str) -> str:
     try:
         m = tf.getmember(name)
     except KeyError:
-        raise CocinError(f"invalid archive: {name} is missing") from None
+        try:
+            m = tf.getmember("./" + name)
+        except KeyError:
+            raise CocinError(f"invalid archive: {name} is missing") from None
     if not m.isfile():
         raise CocinError(f"invalid archive: {name} is not a file")
     src = tf.extractfile(m)
-    head = src.read(2)
+    head = src.read(4)
     src.seek(0)
-    if head == b"\x1f\x8b":
+    if head[:2] == b"\x1f\x8b":
         src = gzip.GzipFile(fileobj=src)
+    elif head == b"\x28\xb5\x2f\xfd":  # zstd: through the zstd command, as pull does
+        return _unzstd(src, dest)
     h = hashlib.sha256()
     with open(dest, "wb") as out:
         for chunk in iter(lambda: src.read(1 << 20), b""):
             h.update(chunk)
             out.write(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _unzstd(src, dest: str) -> str:
+    import shutil
+    import subprocess
+    import threading
+
+    if shutil.which("zstd") is None:
+        raise CocinError("the archive has zstd-compressed layers: install the zstd command (apt-get install zstd)")
+    h = hashlib.sha256()
+    with open(dest, "wb") as out:
+        proc = subprocess.Popen(["zstd", "-dc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+        def feed() -> None:
+            try:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    proc.stdin.write(chunk)
+            except BrokenPipeError:
+                pass
+            finally:
+                proc.stdin.close()
+
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
+            h.update(chunk)
+            out.write(chunk)
+        t.join()
+        if proc.wait() != 0:
+            raise CocinError("cannot decompress a zstd layer of the archive")
     return "sha256:" + h.hexdigest()
 
 
