@@ -359,8 +359,16 @@ def _download(client: Client, desc: dict, dest: str) -> None:
 
 
 def _decompress(blob: str, mediatype: str, tar: str) -> str:
-    """Write the layer's uncompressed tar to ``tar``; its diff_id."""
+    """Write the layer's uncompressed tar to ``tar``; its diff_id. The
+    compression is read from the blob's first bytes, as Docker and containerd
+    do, not from the media type: clients label plain tars ``tar.gzip`` (skopeo
+    1.9 does when it reuses an uncompressed blob the registry already has)."""
     h = hashlib.sha256()
+    if mediatype not in GZIP + PLAIN + ZSTD:
+        raise CocinError(f"unsupported layer type {mediatype}")
+    with open(blob, "rb") as f:
+        magic = f.read(4)
+    mediatype = GZIP[0] if magic[:2] == b"\x1f\x8b" else ZSTD[0] if magic == b"\x28\xb5\x2f\xfd" else PLAIN[0]
     if mediatype in GZIP or mediatype in PLAIN:
         import gzip
 

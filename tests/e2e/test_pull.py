@@ -53,9 +53,14 @@ def _free_ports(first: int = 5655, count: int = 5) -> int:
 
 
 @pytest.fixture(scope="session")
-def registry(cocin_session, tmp_path_factory):
+def registry(cocin_session):
     """The registries of ../shared/registry, on free ports, in a directory of their own."""
-    c = cocin_session
+    yield from registry_kit(cocin_session)
+
+
+def registry_kit(c):
+    """Start the kit, yield its env (and ``images``: images.json), stop it (also for
+    test_image_interop, which imports this)."""
     if c.sh(f"test -x {REGISTRY}/start.sh").rc != 0:
         pytest.skip(f"the test registries are not on the target ({REGISTRY}/start.sh)")
     d = c.sh("mktemp -d /tmp/cocin-registry-XXXXXXXX").stdout.strip()
