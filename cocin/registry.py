@@ -168,12 +168,18 @@ class Client:
     ``pull,push``); ``more_scopes`` adds scopes on other repositories (a
     cross-repository mount needs ``pull`` on the source)."""
 
-    def __init__(self, ref: reference.Reference, actions: str = "pull", more_scopes: tuple[str, ...] = ()):
+    def __init__(
+        self, ref: reference.Reference, actions: str = "pull", more_scopes: tuple[str, ...] = (), mirror: str = ""
+    ):
         self.ref = ref
         self.verb = "push" if "push" in actions else "pull"
         host = HUB if ref.domain == reference.DEFAULT_DOMAIN else ref.domain
         self.base = base_url(host)
         self.creds = credentials(ref.domain)
+        if mirror:  # a Docker Hub mirror: its URL as given, its own credentials
+            self.base = mirror.rstrip("/")
+            host = urllib.parse.urlsplit(self.base).netloc
+            self.creds = credentials(host)
         self.auth: str | None = None  # the Authorization header that worked
         self.scopes = [f"repository:{ref.path}:{actions}", *more_scopes]
         self.opener = urllib.request.build_opener(*_https_handlers(host))
@@ -337,8 +343,9 @@ def pick_platform(index: dict, os_name: str, arch: str, variant: str | None = No
     raise CocinError(f"no matching manifest for {os_name}/{arch} in the manifest list entries (found: {listed})")
 
 
-def _download(client: Client, desc: dict, dest: str) -> None:
-    """A blob into the file ``dest``, checked against its digest and size while it streams."""
+def _download(client: Client, desc: dict, dest: str, progress=None) -> None:
+    """A blob into the file ``dest``, checked against its digest and size while
+    it streams; ``progress(bytes so far, size)`` after each chunk."""
     digest, size = desc["digest"], desc.get("size")
     _check_digest(digest)
     h, n = hashlib.sha256(), 0
@@ -352,6 +359,8 @@ def _download(client: Client, desc: dict, dest: str) -> None:
             if size is not None and n > size:
                 raise CocinError(f"blob {digest}: more than the {size} bytes announced")
             out.write(chunk)
+            if progress:
+                progress(n, size)
     if size is not None and n != size:
         raise CocinError(f"blob {digest}: {n} bytes, {size} announced")
     if "sha256:" + h.hexdigest() != digest:
@@ -413,15 +422,43 @@ def parse_platform(text: str | None) -> tuple[str, str, str | None]:
     return parts[0], parts[1], parts[2] if len(parts) == 3 else None
 
 
-def pull(text: str, quiet: bool = False, platform: str | None = None) -> images.Image:
+def mirrors() -> list[str]:
+    """Docker Hub's mirrors (Docker's ``registry-mirrors``): ``COCIN_REGISTRY_MIRRORS``,
+    a comma list of URLs (``https://mirror.example``, ``http://127.0.0.1:5000``)."""
+    found = []
+    for item in os.environ.get("COCIN_REGISTRY_MIRRORS", "").split(","):
+        item = item.strip()
+        if item:
+            if not item.startswith(("http://", "https://")):
+                raise CocinError(
+                    f"invalid registry mirror {item!r} in COCIN_REGISTRY_MIRRORS: give a URL (https://...)"
+                )
+            found.append(item)
+    return found
+
+
+def _first_answer(ref: reference.Reference, target: str) -> tuple[Client, tuple[bytes, str, str]]:
+    """The client (a mirror's first, for Docker Hub) that answers the manifest;
+    a mirror that fails or lacks the image is passed over, as Docker does."""
+    if ref.domain == reference.DEFAULT_DOMAIN:
+        for url in mirrors():
+            client = Client(ref, mirror=url)
+            try:
+                return client, fetch_manifest(client, target)
+            except CocinError:
+                continue
+    client = Client(ref)
+    return client, fetch_manifest(client, target)
+
+
+def pull(text: str, quiet: bool = False, platform: str | None = None, name_line: bool = True) -> images.Image:
     """``docker pull``: the image ``text`` names (for ``platform``, default the
     host's), stored with its tag (or digest)."""
     os_name, arch, variant = parse_platform(platform)
     ref = reference.parse(text)
-    client = Client(ref)
     target = ref.digest or ref.tag
     _say(quiet, f"{target}: Pulling from {ref.path if ref.domain != reference.DEFAULT_DOMAIN else ref.familiar_name}")
-    raw, mediatype, digest = fetch_manifest(client, target)
+    client, (raw, mediatype, digest) = _first_answer(ref, target)
     if mediatype in (OCI_INDEX, DOCKER_LIST):
         entry = pick_platform(json.loads(raw), os_name, arch, variant)
         raw, mediatype, _child = fetch_manifest(client, entry["digest"])
@@ -443,19 +480,24 @@ def pull(text: str, quiet: bool = False, platform: str | None = None) -> images.
         layers = manifest.get("layers") or []
         if len(diff_ids) != len(layers):
             raise CocinError(f"the manifest has {len(layers)} layers, the config {len(diff_ids)} diff_ids")
+        chains, parent = [], None
+        for did in diff_ids:
+            parent = images.chain_id(parent, did)
+            chains.append(parent)
+        show = Progress(quiet)
+        for desc, chain in zip(layers, chains):
+            there = os.path.isdir(images.layer_path(chain))
+            show.say(desc["digest"][7:19], "Already exists" if there else "Pulling fs layer")
         parent = None
-        for desc, did in zip(layers, diff_ids):
-            chain = images.chain_id(parent, did)
-            short = desc["digest"][7:19]
-            if os.path.isdir(images.layer_path(chain)):
-                _say(quiet, f"{short}: Already exists")
-            else:
-                _pull_layer(client, desc, did, chain, parent, tmp)
+        for desc, did, chain in zip(layers, diff_ids, chains):
+            if not os.path.isdir(images.layer_path(chain)):
+                _pull_layer(client, desc, did, chain, parent, tmp, show)
                 added.append(chain)
-                _say(quiet, f"{short}: Pull complete")
+                show.say(desc["digest"][7:19], "Pull complete")
             parent = chain
         keys = [ref.key()] if not ref.digest else []
         keys.append(f"{ref.familiar_name}@{digest}")
+        before = images.repositories().get(keys[0])
         img = _publish(config_raw, keys)
         record_blobs(ref, [(did, desc) for desc, did in zip(layers, diff_ids)])
     except BaseException:
@@ -465,10 +507,64 @@ def pull(text: str, quiet: bool = False, platform: str | None = None) -> images.
     finally:
         state.remove_tree(tmp)
     _say(quiet, f"Digest: {digest}")
-    _say(quiet, f"Status: Downloaded newer image for {ref.key()}")
-    if quiet:
-        print(ref.key() if not ref.digest else f"{ref.familiar_name}@{digest}")
+    fresh = added or before != "sha256:" + img.id
+    _say(quiet, f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {ref.key()}")
+    if name_line:  # the full name, as Docker ends a pull
+        print(f"{ref.name}@{digest}" if ref.digest else f"{ref.name}:{ref.tag}", flush=True)
     return img
+
+
+class Progress:
+    """Pull progress as Docker shows it: on a terminal one line per layer,
+    rewritten in place (``Downloading [====>   ] 1.2MB/3.4MB``); otherwise
+    one plain line per change of status, byte counts left out."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.tty = not quiet and sys.stdout.isatty()
+        self.ids: list[str] = []
+        self.last = 0.0
+
+    def say(self, ident: str, text: str) -> None:
+        if self.quiet:
+            return
+        if not self.tty:
+            print(f"{ident}: {text}", flush=True)
+            return
+        if ident not in self.ids:
+            self.ids.append(ident)
+            sys.stdout.write(f"{ident}: {text}\n")
+        else:
+            up = len(self.ids) - self.ids.index(ident)
+            down = f"\x1b[{up - 1}B" if up > 1 else ""
+            sys.stdout.write(f"\x1b[{up}A\r\x1b[2K{ident}: {text}\n{down}")
+        sys.stdout.flush()
+
+    def bar(self, ident: str, what: str, n: int, size: int | None) -> None:
+        """A progress bar (terminals only), at most ten times a second."""
+        if not self.tty:
+            return
+        import time
+
+        now = time.monotonic()
+        if n and size and n < size and now - self.last < 0.1:
+            return
+        self.last = now
+        if not size:
+            self.say(ident, what)
+            return
+        done = min(50, n * 50 // size)
+        arrow = "=" * max(done - 1, 0) + (">" if done else "")
+        self.say(ident, f"{what} [{arrow:<50}]  {_human(n)}/{_human(size)}")
+
+
+def _human(n: float) -> str:
+    """Sizes as Docker prints them (decimal units, 4 significant digits): ``1.234MB``."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.4g}{unit}"
+        n /= 1000
+    return f"{n}B"
 
 
 # --- which compressed blob is which layer (Docker's v2metadata) -------------------------
@@ -513,11 +609,17 @@ def _fetch_config(client: Client, desc: dict, tmp: str) -> bytes:
         return f.read()
 
 
-def _pull_layer(client: Client, desc: dict, diff_id: str, chain: str, parent: str | None, tmp: str) -> None:
+def _pull_layer(
+    client: Client, desc: dict, diff_id: str, chain: str, parent: str | None, tmp: str, show: Progress
+) -> None:
     from . import tarball
 
     blob, tar = os.path.join(tmp, "blob"), os.path.join(tmp, "layer.tar")
-    _download(client, desc, blob)
+    short = desc["digest"][7:19]
+    _download(client, desc, blob, lambda n, size: show.bar(short, "Downloading", n, size))
+    show.say(short, "Verifying Checksum")
+    show.say(short, "Download complete")
+    show.bar(short, "Extracting", 0, None)
     got = _decompress(blob, desc.get("mediaType", ""), tar)
     os.unlink(blob)  # (archive.keep_orig keeps the tar itself, gzipped, if it is needed)
     if got != diff_id:
@@ -575,6 +677,6 @@ def pull_to_stderr(text: str) -> images.Image:
     saved = sys.stdout
     sys.stdout = sys.stderr
     try:
-        return pull(text)
+        return pull(text, name_line=False)
     finally:
         sys.stdout = saved
