@@ -457,7 +457,7 @@ def pull(text: str, quiet: bool = False, platform: str | None = None, name_line:
     os_name, arch, variant = parse_platform(platform)
     ref = reference.parse(text)
     target = ref.digest or ref.tag
-    _say(quiet, f"{target}: Pulling from {ref.path if ref.domain != reference.DEFAULT_DOMAIN else ref.familiar_name}")
+    _say(quiet, f"{target}: Pulling from {ref.path}")  # Docker's words: "Pulling from library/busybox"
     client, (raw, mediatype, digest) = _first_answer(ref, target)
     if mediatype in (OCI_INDEX, DOCKER_LIST):
         entry = pick_platform(json.loads(raw), os_name, arch, variant)

@@ -335,3 +335,38 @@ def test_login_needs_a_terminal_or_a_password(cocin, registry, fresh, target_tmp
     assert r.rc == 125 and r.stderr == "cocin: error: Cannot perform an interactive login from a non TTY device\n"
     r = cocin("login", "--password-stdin", registry["REGISTRY_BASIC"], env=env, stdin="x")
     assert r.rc == 125 and "Must provide --username with --password-stdin" in r.stderr
+
+
+def test_docker_hub_names_pull_through_a_mirror(cocin, registry, fresh):
+    """``busybox`` is Docker Hub's ``library/busybox``: with a mirror set it comes
+    from there (the kit serves library/busybox). Should cocin go past the mirror,
+    the dead HTTPS proxy stops it before the internet."""
+    env = {
+        **fresh,
+        "COCIN_REGISTRY_MIRRORS": f"http://{registry['REGISTRY_OPEN']}",
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }
+    out = cocin.ok("pull", "busybox", env=env).stdout
+    assert out.startswith("latest: Pulling from library/busybox\n") and out.count("Pull complete") == 2, out
+    assert out.endswith("Status: Downloaded newer image for busybox:latest\ndocker.io/library/busybox:latest\n")
+    info = json.loads(cocin.ok("image", "inspect", "busybox", env=fresh).stdout)[0]
+    assert info["Id"].startswith("sha256:325eba67") and info["RepoTags"] == ["busybox:latest"]
+    r = cocin("pull", "busybox:nosuchtag", env=env)  # not on the mirror: Docker Hub, here a dead proxy
+    assert r.rc == 125 and "cannot reach the registry https://registry-1.docker.io" in r.stderr, r.stderr
+
+
+def test_pull_progress_lines(cocin, registry, fresh):
+    ref = f"{registry['REGISTRY_OPEN']}/test/busybox:v2s2"
+    lines = cocin.ok("pull", ref, env=fresh).stdout.splitlines()
+    assert lines[0] == "v2s2: Pulling from test/busybox"
+    assert [line.split(": ", 1)[1] for line in lines[1:3]] == ["Pulling fs layer"] * 2
+    assert [line.split(":")[0] for line in lines[1:3]] == ["31774a2b45d2", "a74e60992cf2"]  # the gzip blobs
+    for layer in ("31774a2b45d2", "a74e60992cf2"):
+        assert [f"{layer}: {s}" for s in ("Verifying Checksum", "Download complete", "Pull complete")] == [
+            line for line in lines if line.startswith(layer + ":")
+        ][1:]
+    assert lines[-1] == ref and lines[-2] == f"Status: Downloaded newer image for {ref}"
+    again = cocin.ok("pull", ref, env=fresh).stdout.splitlines()
+    assert again[-2] == f"Status: Image is up to date for {ref}"
+    assert cocin.ok("pull", "-q", ref, env=fresh).stdout == ref + "\n"
