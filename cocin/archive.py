@@ -412,15 +412,22 @@ def _unzstd(src, dest: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def keep_orig(stage: str, tar: str, diff_id: str) -> None:
+def keep_orig(stage: str, tar: str, diff_id: str, gz_blob: str | None = None) -> None:
     """The layer's own tarball, gzipped as ``orig`` (``save`` gives it back byte
-    for byte), unless cocin's own tarball of its files has the same bytes."""
+    for byte), unless cocin's own tarball of its files has the same bytes.
+    ``gz_blob``, a gzip file of exactly that tarball (a pulled blob, checked),
+    is moved there rather than compressing again; it and ``tar`` are gone after."""
     import gzip
 
     from . import layers
 
     if layers.diff_id(os.path.join(stage, "diff")) != diff_id:
-        with open(tar, "rb") as src, gzip.GzipFile(os.path.join(stage, "orig"), "wb", mtime=0) as out:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                out.write(chunk)
-    os.unlink(tar)
+        if gz_blob:
+            os.rename(gz_blob, os.path.join(stage, "orig"))
+        else:
+            with open(tar, "rb") as src, gzip.GzipFile(os.path.join(stage, "orig"), "wb", 6, mtime=0) as out:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    out.write(chunk)
+    for path in (tar, gz_blob):
+        if path and os.path.exists(path):
+            os.unlink(path)

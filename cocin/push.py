@@ -12,7 +12,8 @@ protocol run backwards, bottom layer first:
    mount=DIGEST&from=OTHER``. ``201``: the registry linked it, no bytes sent.
 3. Otherwise the layer is compressed (gzip, as Docker sends it: the registry
    stores what it is given, so its digest is the sha256 of the *compressed*
-   bytes, computed while compressing) and uploaded **monolithically**:
+   bytes, computed while compressing; a pulled layer's blob, kept as it came,
+   is sent as it is) and uploaded **monolithically**:
    ``POST /v2/NAME/blobs/uploads/`` opens an upload and answers its URL in
    ``Location``; ``PUT <Location>?digest=DIGEST`` with the bytes closes it.
    The registry checks the digest and refuses a mismatch.
@@ -126,13 +127,25 @@ def _push_layer(client: registry.Client, ref: reference.Reference, chain: str, d
             if mounted:
                 return _desc(b), f"Mounted from {b['Repository']}"
             break
-    blob = os.path.join(tmp, "layer.tar.gz")
-    desc = compress_layer(chain, did, blob)
+    orig = os.path.join(images.layer_path(chain), "orig")
+    if os.path.exists(orig):  # a gzip of exactly the layer's tarball (a pulled blob as it came): sent as it is
+        blob, desc = orig, _file_desc(orig)
+    else:
+        blob = os.path.join(tmp, "layer.tar.gz")
+        desc = compress_layer(chain, did, blob)
     if not any(b["Digest"] == desc["digest"] for b in known) and _exists(client, desc["digest"]):
         return desc, "Layer already exists"
     _upload(client, desc["digest"], blob, desc["size"], location)
-    os.unlink(blob)
     return desc, "Pushed"
+
+
+def _file_desc(path: str) -> dict:
+    h, n = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            n += len(chunk)
+    return {"mediaType": DOCKER_LAYER, "size": n, "digest": "sha256:" + h.hexdigest()}
 
 
 def _desc(b: dict) -> dict:

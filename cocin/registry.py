@@ -621,7 +621,10 @@ def _pull_layer(
     show.say(short, "Download complete")
     show.bar(short, "Extracting", 0, None)
     got = _decompress(blob, desc.get("mediaType", ""), tar)
-    os.unlink(blob)  # (archive.keep_orig keeps the tar itself, gzipped, if it is needed)
+    with open(blob, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    if not gzipped:
+        os.unlink(blob)
     if got != diff_id:
         raise CocinError(f"layer {desc['digest']}: its content is {got}, the config says {diff_id}")
     stage = images.staging()
@@ -629,7 +632,7 @@ def _pull_layer(
         from .archive import keep_orig
 
         tarball.extract(tar, os.path.join(stage, "diff"))
-        keep_orig(stage, tar, diff_id)
+        keep_orig(stage, tar, diff_id, blob if gzipped else None)  # the gzip blob as it came, if needed
         with open(os.path.join(stage, "diff_id"), "w") as f:
             f.write(diff_id)
         with open(os.path.join(stage, "size"), "w") as f:

@@ -370,3 +370,21 @@ def test_pull_progress_lines(cocin, registry, fresh):
     again = cocin.ok("pull", ref, env=fresh).stdout.splitlines()
     assert again[-2] == f"Status: Image is up to date for {ref}"
     assert cocin.ok("pull", "-q", ref, env=fresh).stdout == ref + "\n"
+
+
+def test_a_pulled_layer_is_pushed_as_the_blob_it_came_as(cocin, registry, fresh):
+    """With no record of where its blobs are (no mount possible), a pulled image
+    is uploaded from the compressed blobs kept at pull: the same layer digests."""
+    reg = registry["REGISTRY_OPEN"]
+    cocin.ok("pull", "-q", f"{reg}/test/busybox:v2s2", env=fresh)
+    cocin.sh(f"rm -rf {fresh['COCIN_ROOT']}/distribution")
+    target = f"{reg}/cocin-push/reupload:1"
+    cocin.ok("tag", f"{reg}/test/busybox:v2s2", target, env=fresh)
+    out = cocin.ok("push", target, env=fresh).stdout
+    assert out.count(": Pushed") == 2, out
+    other = {"COCIN_ROOT": fresh["COCIN_ROOT"] + "-2"}
+    try:
+        pulled = cocin.ok("pull", target, env=other).stdout
+    finally:
+        cocin.sh(f"rm -rf {other['COCIN_ROOT']}")
+    assert "31774a2b45d2: Pull complete" in pulled and "a74e60992cf2: Pull complete" in pulled
