@@ -269,6 +269,7 @@ def _oci_name(annotations: dict) -> str | None:
 def _oci_entries(tf: tarfile.TarFile) -> list[dict]:
     """``manifest.json``-style entries (Config, RepoTags, Layers) for the images
     an OCI layout's ``index.json`` names; an index inside picks the host's platform."""
+    from .reference import is_digest
     from .registry import pick_platform
 
     try:
@@ -288,6 +289,9 @@ def _oci_entries(tf: tarfile.TarFile) -> list[dict]:
             continue
         cdigest = (body.get("config") or {}).get("digest", "")
         _blob_bytes(tf, cdigest)
+        for ld in body.get("layers") or []:
+            if not is_digest(str(ld.get("digest"))):
+                raise CocinError(f"invalid archive: unsupported layer digest {ld.get('digest')!r}")
         entry = entries.setdefault(
             desc["digest"],
             {
