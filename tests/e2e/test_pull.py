@@ -392,3 +392,24 @@ def test_a_pulled_layer_is_pushed_as_the_blob_it_came_as(cocin, registry, fresh)
     finally:
         cocin.sh(f"rm -rf {other['COCIN_ROOT']}")
     assert "31774a2b45d2: Pull complete" in pulled and "a74e60992cf2: Pull complete" in pulled
+
+
+def test_push_asks_the_token_server_for_push_and_mount_scopes(cocin, registry, fresh, target_tmp):
+    """On the token-auth registry (read-only here): anonymous tokens carry no
+    push right (refused), with credentials the token asks for ``pull,push`` on
+    the repository and ``pull`` on the mount source; the registry then says 405."""
+    hub = registry["REGISTRY_HUB"]
+    log = registry["REGISTRY_HELPER_LOG"]
+    cocin.ok("pull", "-q", f"{hub}/test/busybox:oci", env=fresh)
+    target = f"{hub}/cocin-push/tokens:1"
+    cocin.ok("tag", f"{hub}/test/busybox:oci", target, env=fresh)
+    r = cocin("push", target, env=fresh)
+    assert r.rc == 125 and "push access denied for " + target.rsplit(":", 1)[0] in r.stderr, r.stderr
+    seen = len(cocin.sh(f"cat {log}").stdout.splitlines())
+    creds = _docker_config(target_tmp, [hub])
+    r = cocin("push", target, env={**fresh, **creds})
+    assert r.rc == 125 and "refuses to push" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    tokens = [json.loads(line) for line in cocin.sh(f"cat {log}").stdout.splitlines()[seen:]]
+    scopes = {s for t in tokens if t["kind"] == "token" for s in t["query"].get("scope", [])}
+    assert {"repository:cocin-push/tokens:pull,push", "repository:test/busybox:pull"} <= scopes, tokens
+    assert all(t["basic_auth"] for t in tokens if t["kind"] == "token")
