@@ -16,7 +16,11 @@ Base64 is an encoding, not encryption: the file is what protects them, so
 it is written mode 0600 (its directory 0700), atomically (a new file renamed
 over the old one) while holding a ``flock`` on the directory, keeping every
 other key of the file (``credsStore``, other registries) as it was.
-Docker's credential helpers (``credsStore``) are not called.
+With a credential helper configured (``credsStore``, or ``credHelpers`` for
+one registry), the secret goes to it instead, as Docker does: the program
+``docker-credential-NAME`` (``pass``, ``secretservice``, ...) is run with
+``store``/``get``/``erase`` and talks JSON on its standard input and output;
+``auths`` then holds an empty entry for the registry.
 """
 
 from __future__ import annotations
@@ -81,6 +85,38 @@ def _write_config(path: str, data: dict) -> None:
         f.write((json.dumps(data, indent="\t") + "\n").encode())
 
 
+def _helper_argv(helper: str, action: str) -> list[str]:
+    if not helper or not all(c.isalnum() or c in "-_." for c in helper) or helper.startswith("."):
+        raise CocinError(f"invalid credential helper name {helper!r}")
+    return [f"docker-credential-{helper}", action]
+
+
+def _helper(helper: str, action: str, data: str) -> str:
+    import subprocess
+
+    argv = _helper_argv(helper, action)
+    try:
+        r = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=60)
+    except OSError as e:
+        raise CocinError(f"credential helper {argv[0]}: {e.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise CocinError(f"credential helper {argv[0]} did not answer") from None
+    if r.returncode != 0:
+        raise CocinError(f"credential helper {argv[0]} {action}: {(r.stdout + r.stderr).strip()}")
+    return r.stdout
+
+
+def helper_get(helper: str, server: str) -> tuple[str, str] | None:
+    """The helper's credentials for ``server`` (None when it has none or cannot be run)."""
+    try:
+        answer = json.loads(_helper(helper, "get", server))
+    except (CocinError, ValueError):
+        return None
+    if not isinstance(answer, dict) or not answer.get("Secret"):
+        return None
+    return str(answer.get("Username", "")), str(answer["Secret"])
+
+
 def check(domain: str, user: str, password: str) -> None:
     """``GET /v2/`` with these credentials (through the challenge's dance)."""
     client = registry.Client(reference.Reference(domain, "login", "latest", None))
@@ -120,7 +156,12 @@ def login(server: str | None, user: str | None, password: str | None) -> None:
     with _ConfigLock() as path:
         data = _read_config(path)
         auths = data.get("auths") if isinstance(data.get("auths"), dict) else {}
-        auths[key] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+        helper = (data.get("credHelpers") or {}).get(domain) or data.get("credsStore")
+        if helper:
+            _helper(helper, "store", json.dumps({"ServerURL": key, "Username": user, "Secret": password}))
+            auths[key] = {}
+        else:
+            auths[key] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
         data["auths"] = auths
         _write_config(path, data)
     print("Login Succeeded")
@@ -132,12 +173,16 @@ def logout(server: str | None) -> None:
         data = _read_config(path)
         auths = data.get("auths") if isinstance(data.get("auths"), dict) else {}
         keys = [k for k in dict.fromkeys((key, domain, "https://" + domain, "http://" + domain)) if k in auths]
+        helper = (data.get("credHelpers") or {}).get(domain) or data.get("credsStore")
+        if helper and helper_get(helper, key):
+            _helper(helper, "erase", key)
+            keys = keys or [key]
         if not keys:
             print(f"Not logged in to {key}")
             return
         print(f"Removing login credentials for {key}")
         for k in keys:
-            del auths[k]
+            auths.pop(k, None)
         data["auths"] = auths
         _write_config(path, data)
 

@@ -111,20 +111,35 @@ def docker_config_path() -> str:
 
 
 def credentials(domain: str) -> tuple[str, str] | None:
-    """user, password for ``domain`` from Docker's config.json ``auths`` (``auth``: base64 of user:pass)."""
+    """user, password for ``domain`` from Docker's config.json: its credential
+    helper (``credHelpers``/``credsStore``, see ``auth``), else ``auths``
+    (``auth``: base64 of user:pass)."""
     path = docker_config_path()
     try:
         with open(path) as f:
-            auths = json.load(f).get("auths") or {}
-    except (OSError, ValueError):
+            data = json.load(f)
+        auths = data.get("auths") or {}
+    except (OSError, ValueError, AttributeError):
         return None
+    key = "https://index.docker.io/v1/" if domain == reference.DEFAULT_DOMAIN else domain
+    helper = (data.get("credHelpers") or {}).get(domain) or data.get("credsStore")
+    if helper:
+        from . import auth
+
+        found = auth.helper_get(helper, key)
+        if found:
+            return found
     keys = [domain, "https://" + domain, "http://" + domain]
     if domain == reference.DEFAULT_DOMAIN:
         keys += ["https://index.docker.io/v1/", "index.docker.io", HUB]
     for key in keys:
         entry = auths.get(key) or auths.get(key.rstrip("/"))
-        if entry and entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        if isinstance(entry, dict) and entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                why = "auth is not base64 of user:password"
+                raise CocinError(f"invalid credentials for {key} in {path}: {why}") from None
             return user, password
     return None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import sys
 
 import pytest
 
@@ -213,3 +215,52 @@ def test_names_in_an_oci_layout():
     assert archive._oci_name({"org.opencontainers.image.ref.name": "localhost/a/b:2"}) == "localhost/a/b:2"
     assert archive._oci_name({"org.opencontainers.image.ref.name": "latest"}) is None  # a tag names no repository
     assert archive._oci_name({}) is None
+
+
+def _fake_helper(tmp_path, monkeypatch) -> str:
+    """``docker-credential-fake`` on PATH, keeping its secrets in a JSON file."""
+    store = tmp_path / "store.json"
+    store.write_text("{}")
+    script = tmp_path / "bin" / "docker-credential-fake"
+    script.parent.mkdir()
+    script.write_text(
+        f"""#!{sys.executable}
+import json, sys
+path = {str(store)!r}
+data = json.load(open(path))
+arg = sys.stdin.read()
+if sys.argv[1] == "store":
+    item = json.loads(arg)
+    data[item["ServerURL"]] = [item["Username"], item["Secret"]]
+elif sys.argv[1] == "get":
+    if arg not in data:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    print(json.dumps({{"ServerURL": arg, "Username": data[arg][0], "Secret": data[arg][1]}}))
+elif sys.argv[1] == "erase":
+    data.pop(arg, None)
+json.dump(data, open(path, "w"))
+"""
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+    return str(store)
+
+
+def test_credential_helpers_store_get_and_erase(tmp_path, monkeypatch, capsys):
+    from cocin import auth
+
+    store = _fake_helper(tmp_path, monkeypatch)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": "fake"}))
+    monkeypatch.setattr(auth, "check", lambda *a: None)  # no registry here
+    auth.login("127.0.0.1:5000", "u", "s3cret")
+    assert json.loads((tmp_path / "config.json").read_text())["auths"] == {"127.0.0.1:5000": {}}
+    assert json.loads(open(store).read()) == {"127.0.0.1:5000": ["u", "s3cret"]}
+    assert registry.credentials("127.0.0.1:5000") == ("u", "s3cret")
+    assert registry.credentials("127.0.0.1:6000") is None
+    auth.logout("127.0.0.1:5000")
+    assert json.loads(open(store).read()) == {}
+    assert capsys.readouterr().out == "Login Succeeded\nRemoving login credentials for 127.0.0.1:5000\n"
+    with pytest.raises(CocinError, match="invalid credential helper name"):
+        auth._helper_argv("../../bin/sh", "get")
