@@ -413,3 +413,20 @@ def test_push_asks_the_token_server_for_push_and_mount_scopes(cocin, registry, f
     scopes = {s for t in tokens if t["kind"] == "token" for s in t["query"].get("scope", [])}
     assert {"repository:cocin-push/tokens:pull,push", "repository:test/busybox:pull"} <= scopes, tokens
     assert all(t["basic_auth"] for t in tokens if t["kind"] == "token")
+
+
+def test_push_all_tags(cocin, registry, fresh):
+    reg = registry["REGISTRY_OPEN"]
+    cocin.ok("pull", "-q", f"{reg}/test/busybox:oci", env=fresh)
+    repo = f"{reg}/cocin-push/alltags"
+    for tag in ("a", "b"):
+        cocin.ok("tag", f"{reg}/test/busybox:oci", f"{repo}:{tag}", env=fresh)
+    out = cocin.ok("image", "push", "--all-tags", repo, env=fresh).stdout.splitlines()
+    assert [line.split(":")[0] for line in out if ": digest: " in line] == ["a", "b"], out
+    r = cocin("push", "-a", f"{repo}:a", env=fresh)
+    assert r.rc == 125 and "tag can't be used with --all-tags/-a" in r.stderr
+    other = {"COCIN_ROOT": fresh["COCIN_ROOT"] + "-2"}
+    try:
+        assert cocin.ok("pull", "-q", f"{repo}:b", env=other).stdout == f"{repo}:b\n"
+    finally:
+        cocin.sh(f"rm -rf {other['COCIN_ROOT']}")
