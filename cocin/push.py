@@ -76,9 +76,9 @@ def _say(quiet: bool, text: str) -> None:
 
 
 def _exists(client: registry.Client, digest: str) -> bool:
-    resp = client.send("HEAD", f"blobs/{digest}", allow=(404,))
+    resp = client.send("HEAD", f"blobs/{digest}", allow=(404, 301, 302, 303, 307, 308))
     resp.close()
-    return resp.getcode() == 200
+    return resp.getcode() != 404  # 200, or a redirect to where the registry keeps it
 
 
 def _upload(client: registry.Client, digest: str, body, size: int, location: str | None = None) -> None:

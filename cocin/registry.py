@@ -176,6 +176,11 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kw):
+        return None  # the 3xx is raised as an HTTPError, for the caller to read
+
+
 class Client:
     """One repository of one registry, with its auth state.
 
@@ -198,6 +203,9 @@ class Client:
         self.auth: str | None = None  # the Authorization header that worked
         self.scopes = [f"repository:{ref.path}:{actions}", *more_scopes]
         self.opener = urllib.request.build_opener(*_https_handlers(host))
+        # A HEAD is not followed: urllib would turn it into a GET of the whole blob. A
+        # registry that redirects a blob (to its store) has it.
+        self.head_opener = urllib.request.build_opener(_NoRedirect, *_https_handlers(host))
 
     def _open(self, method: str, url: str, headers: dict[str, str], body=None):
         data = open(body, "rb") if isinstance(body, str) else body  # a path: opened again on each try
@@ -205,7 +213,7 @@ class Client:
             req = urllib.request.Request(url, data=data, method=method, headers=headers)
             if self.auth and urllib.parse.urlsplit(url).netloc == urllib.parse.urlsplit(self.base).netloc:
                 req.add_unredirected_header("Authorization", self.auth)
-            return self.opener.open(req, timeout=TIMEOUT)
+            return (self.head_opener if method == "HEAD" else self.opener).open(req, timeout=TIMEOUT)
         finally:
             if isinstance(body, str):
                 data.close()
