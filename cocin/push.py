@@ -81,7 +81,23 @@ def _exists(client: registry.Client, digest: str) -> bool:
     return resp.getcode() != 404  # 200, or a redirect to where the registry keeps it
 
 
-def _upload(client: registry.Client, digest: str, body, size: int, location: str | None = None) -> None:
+class _Reporting:
+    """A file read through for an upload, reporting the bytes sent so far."""
+
+    def __init__(self, path: str, size: int, progress):
+        self.f, self.size, self.n, self.progress = open(path, "rb"), size, 0, progress
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.f.read(n)
+        self.n += len(b)
+        self.progress(self.n, self.size)
+        return b
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _upload(client: registry.Client, digest: str, body, size: int, location: str | None = None, progress=None) -> None:
     """A monolithic upload: POST opens it (unless a failed mount already did), PUT sends it all."""
     if location is None:
         resp = client.send("POST", "blobs/uploads/", {"Content-Length": "0"}, b"")
@@ -92,7 +108,14 @@ def _upload(client: registry.Client, digest: str, body, size: int, location: str
     url = client.url(location)
     url += ("&" if "?" in url else "?") + "digest=" + digest
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-    resp = client.send("PUT", url, headers, body)
+    if progress and isinstance(body, str):
+        reporting = _Reporting(body, size, progress)
+        try:
+            resp = client.send("PUT", url, headers, reporting)
+        finally:
+            reporting.close()
+    else:
+        resp = client.send("PUT", url, headers, body)
     resp.close()
     got = resp.headers.get("Docker-Content-Digest")
     if got and got != digest:
@@ -112,7 +135,9 @@ def _mount(client: registry.Client, digest: str, source: str) -> tuple[bool, str
     return False, resp.headers.get("Location")
 
 
-def _push_layer(client: registry.Client, ref: reference.Reference, chain: str, did: str, tmp: str) -> tuple[dict, str]:
+def _push_layer(
+    client: registry.Client, ref: reference.Reference, chain: str, did: str, tmp: str, show: registry.Progress
+) -> tuple[dict, str]:
     """Send one layer (or find it there); its descriptor and what happened."""
     known = [
         b for b in registry.blobs_of(did) if b.get("Registry") == ref.domain and b.get("MediaType") in registry.GZIP
@@ -135,7 +160,8 @@ def _push_layer(client: registry.Client, ref: reference.Reference, chain: str, d
         desc = compress_layer(chain, did, blob)
     if not any(b["Digest"] == desc["digest"] for b in known) and _exists(client, desc["digest"]):
         return desc, "Layer already exists"
-    _upload(client, desc["digest"], blob, desc["size"], location)
+    short = did[7:19]
+    _upload(client, desc["digest"], blob, desc["size"], location, lambda n, size: show.bar(short, "Pushing", n, size))
     return desc, "Pushed"
 
 
@@ -191,16 +217,17 @@ def _push_one(ref: reference.Reference, image_id: str, quiet: bool) -> str:
         if b.get("Registry") == ref.domain and b.get("Repository") not in (None, ref.path)
     }
     client = registry.Client(ref, "pull,push", tuple(f"repository:{s}:pull" for s in sorted(sources)))
-    for _chain, did in reversed(pairs):
-        _say(quiet, f"{did[7:19]}: Preparing")
+    show = registry.Progress(quiet)
+    for _chain, did in reversed(pairs):  # top first, as Docker lists them
+        show.say(did[7:19], "Preparing")
     tmp = images.staging()
     try:
         layers, done = [], []
         for chain, did in pairs:
-            desc, what = _push_layer(client, ref, chain, did, tmp)
+            desc, what = _push_layer(client, ref, chain, did, tmp, show)
             layers.append(desc)
             done.append((did, desc))
-            _say(quiet, f"{did[7:19]}: {what}")
+            show.say(did[7:19], what)
         cdigest = "sha256:" + hashlib.sha256(config).hexdigest()
         if not _exists(client, cdigest):
             _upload(client, cdigest, config, len(config))
