@@ -511,13 +511,7 @@ def pull(text: str, quiet: bool = False, platform: str | None = None, name_line:
         for desc, chain in zip(layers, chains):
             there = os.path.isdir(images.layer_path(chain))
             show.say(desc["digest"][7:19], "Already exists" if there else "Pulling fs layer")
-        parent = None
-        for desc, did, chain in zip(layers, diff_ids, chains):
-            if not os.path.isdir(images.layer_path(chain)):
-                _pull_layer(client, desc, did, chain, parent, tmp, show)
-                added.append(chain)
-                show.say(desc["digest"][7:19], "Pull complete")
-            parent = chain
+        _pull_layers(client, list(zip(layers, diff_ids, chains)), tmp, show, added)
         keys = [ref.key()] if not ref.digest else []
         keys.append(f"{ref.familiar_name}@{digest}")
         before = images.repositories().get(keys[0])
@@ -543,14 +537,21 @@ class Progress:
     one plain line per change of status, byte counts left out."""
 
     def __init__(self, quiet: bool):
+        import threading
+
         self.quiet = quiet
         self.tty = not quiet and sys.stdout.isatty()
         self.ids: list[str] = []
-        self.last = 0.0
+        self.last: dict[str, float] = {}
+        self.lock = threading.Lock()  # layers are fetched by several threads
 
     def say(self, ident: str, text: str) -> None:
         if self.quiet:
             return
+        with self.lock:
+            self._say(ident, text)
+
+    def _say(self, ident: str, text: str) -> None:
         if not self.tty:
             print(f"{ident}: {text}", flush=True)
             return
@@ -570,9 +571,9 @@ class Progress:
         import time
 
         now = time.monotonic()
-        if n and size and n < size and now - self.last < 0.1:
+        if n and size and n < size and now - self.last.get(ident, 0.0) < 0.1:
             return
-        self.last = now
+        self.last[ident] = now
         if not size:
             self.say(ident, what)
             return
@@ -632,17 +633,54 @@ def _fetch_config(client: Client, desc: dict, tmp: str) -> bytes:
         return f.read()
 
 
-def _pull_layer(
-    client: Client, desc: dict, diff_id: str, chain: str, parent: str | None, tmp: str, show: Progress
-) -> None:
-    from . import tarball
+DOWNLOADS = 3  # layers fetched at once, as Docker's max-concurrent-downloads
 
-    blob, tar = os.path.join(tmp, "blob"), os.path.join(tmp, "layer.tar")
+
+def _pull_layers(client: Client, todo: list[tuple[dict, str, str]], tmp: str, show: Progress, added: list) -> None:
+    """Fetch the missing layers, a few at once (download, checksum, decompress,
+    diff_id in worker threads); extract and store them bottom first as they
+    arrive. On an error the others are stopped and waited for before ``tmp`` goes."""
+    import concurrent.futures
+    import threading
+
+    stop = threading.Event()
+    there = [os.path.isdir(images.layer_path(chain)) for _desc, _did, chain in todo]
+    missing = [(i, desc, did) for i, (desc, did, _chain) in enumerate(todo) if not there[i]]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=DOWNLOADS)
+    try:
+        futures = {
+            i: pool.submit(_fetch_layer, client, desc, did, os.path.join(tmp, str(i)), show, stop)
+            for i, desc, did in missing
+        }
+        parent = None
+        for i, (desc, did, chain) in enumerate(todo):
+            if i in futures:
+                tar, gz_blob = futures[i].result()
+                show.bar(desc["digest"][7:19], "Extracting", 0, None)
+                _install_layer(tar, gz_blob, did, chain, parent)
+                added.append(chain)
+                show.say(desc["digest"][7:19], "Pull complete")
+            parent = chain
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fetch_layer(client: Client, desc: dict, diff_id: str, work: str, show: Progress, stop) -> tuple[str, str | None]:
+    """A layer's blob downloaded and checked, its tar decompressed and checked
+    against ``diff_id``: (tar, the gzip blob to keep or None)."""
+    os.mkdir(work, 0o700)
+    blob, tar = os.path.join(work, "blob"), os.path.join(work, "layer.tar")
     short = desc["digest"][7:19]
-    _download(client, desc, blob, lambda n, size: show.bar(short, "Downloading", n, size))
+
+    def progress(n: int, size: int | None) -> None:
+        if stop.is_set():
+            raise CocinError("pull stopped")
+        show.bar(short, "Downloading", n, size)
+
+    _download(client, desc, blob, progress)
     show.say(short, "Verifying Checksum")
     show.say(short, "Download complete")
-    show.bar(short, "Extracting", 0, None)
     got = _decompress(blob, desc.get("mediaType", ""), tar)
     with open(blob, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
@@ -650,12 +688,17 @@ def _pull_layer(
         os.unlink(blob)
     if got != diff_id:
         raise CocinError(f"layer {desc['digest']}: its content is {got}, the config says {diff_id}")
+    return tar, blob if gzipped else None
+
+
+def _install_layer(tar: str, gz_blob: str | None, diff_id: str, chain: str, parent: str | None) -> None:
+    from . import tarball
+    from .archive import keep_orig
+
     stage = images.staging()
     try:
-        from .archive import keep_orig
-
         tarball.extract(tar, os.path.join(stage, "diff"))
-        keep_orig(stage, tar, diff_id, blob if gzipped else None)  # the gzip blob as it came, if needed
+        keep_orig(stage, tar, diff_id, gz_blob)  # the gzip blob as it came, if needed
         with open(os.path.join(stage, "diff_id"), "w") as f:
             f.write(diff_id)
         with open(os.path.join(stage, "size"), "w") as f:

@@ -433,3 +433,37 @@ def test_push_all_tags(cocin, registry, fresh):
         assert cocin.ok("pull", "-q", f"{repo}:b", env=other).stdout == f"{repo}:b\n"
     finally:
         cocin.sh(f"rm -rf {other['COCIN_ROOT']}")
+
+
+BAD_IMAGE = r"""
+import hashlib, json, sys, urllib.request
+reg = sys.argv[1]
+def req(method, path, body=b"", headers={}):
+    url = path if path.startswith("http") else f"http://{reg}{path}"
+    r = urllib.request.Request(url, data=body, method=method, headers=headers)
+    return urllib.request.urlopen(r)
+accept = "application/vnd.docker.distribution.manifest.v2+json"
+m = json.load(req("GET", "/v2/test/busybox/manifests/v2s2", None, {"Accept": accept}))
+config = json.load(req("GET", f"/v2/test/busybox/blobs/{m['config']['digest']}", None))
+config["rootfs"]["diff_ids"][1] = "sha256:" + "0" * 64  # the top layer will not match: the base is stored first
+raw = json.dumps(config).encode()
+digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+loc = req("POST", "/v2/cocin-bad/img/blobs/uploads/").headers["Location"]
+req("PUT", loc + "&digest=" + digest, raw, {"Content-Type": "application/octet-stream"})
+for layer in m["layers"]:
+    req("POST", f"/v2/cocin-bad/img/blobs/uploads/?mount={layer['digest']}&from=test/busybox")
+m["config"] = {"mediaType": m["config"]["mediaType"], "size": len(raw), "digest": digest}
+req("PUT", "/v2/cocin-bad/img/manifests/1", json.dumps(m).encode(), {"Content-Type": accept})
+"""
+
+
+def test_a_layer_that_fails_its_diff_id_leaves_nothing(cocin, registry, fresh, target_tmp):
+    """Layers are fetched a few at once: one failing stops the others, and the
+    layers already stored for the image are removed again."""
+    script = target_tmp.write("bad.py", BAD_IMAGE)
+    r = cocin.sh(f"python3 {script} {registry['REGISTRY_OPEN']}")
+    assert r.rc == 0, r.stderr
+    r = cocin("pull", f"{registry['REGISTRY_OPEN']}/cocin-bad/img:1", env=fresh)
+    assert r.rc == 125 and "the config says sha256:000000" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert _left(cocin, fresh) == ""
+    assert cocin.sh(f"ls -A {fresh['COCIN_ROOT']}/layers/sha256").stdout == ""
