@@ -646,6 +646,8 @@ def _pull_layers(client: Client, todo: list[tuple[dict, str, str]], tmp: str, sh
     stop = threading.Event()
     there = [os.path.isdir(images.layer_path(chain)) for _desc, _did, chain in todo]
     missing = [(i, desc, did) for i, (desc, did, _chain) in enumerate(todo) if not there[i]]
+    for _i, desc, _did in missing[DOWNLOADS:]:
+        show.say(desc["digest"][7:19], "Waiting")  # queued behind the first few, as Docker says
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=DOWNLOADS)
     try:
         futures = {
