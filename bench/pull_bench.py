@@ -12,10 +12,12 @@ own caches are warm (it is the same machine), so this times the clients, not a n
 Rows (median and p90 over ``--runs`` runs, interleaved round robin):
 
 * ``cocin pull`` cold; ``cocin pull`` warm (both layers already stored: manifest and
-  config only); ``cocin push`` of the pulled image to a new repository (blobs mounted);
-* ``skopeo copy docker://... oci:DIR`` (fetch and store the blobs, no unpacking);
-* ``podman pull`` (vfs driver: unpacks each layer into a full copy, as cocin's
-  store does once per layer).
+  config only); ``cocin pull`` then ``cocin run`` of a 3-layer image (busybox's two and one
+  committed here, pushed to the kit first), cold; ``cocin push`` of the pulled image to a
+  new repository (blobs mounted);
+* ``skopeo copy docker://... oci:DIR`` (fetch and store the blobs, no unpacking), of both;
+* ``podman pull`` of both (vfs driver: unpacks each layer into a full copy, where
+  cocin's store keeps each layer once).
 Standard library only; skopeo and podman rows say "not installed" when missing.
 """
 
@@ -132,6 +134,18 @@ def main() -> int:
         cocin = [python, os.path.join(REPO, "cocin.py")]
         warm_root = os.path.join(tmp, "warm")
         subprocess.run([*cocin, "pull", "-q", ref], env=cocin_env(warm_root), check=True, capture_output=True)
+        # A 3-layer image: busybox's two layers plus one committed here, pushed to the kit.
+        three = f"{info['REGISTRY_OPEN']}/bench/three:1"
+        make = cocin_env(os.path.join(tmp, "make"))
+        make["COCIN_CGROUP_PARENT"] = "cocin-pull-bench"
+        for argv in (
+            ["pull", "-q", ref],
+            ["run", "--name", "l3", "--network", "none", ref, "sh", "-c", "echo three > /three.txt"],
+            ["commit", "-c", "CMD cat /three.txt", "l3", three],
+            ["rm", "l3"],
+            ["push", "-q", three],
+        ):
+            subprocess.run([*cocin, *argv], env=make, check=True, capture_output=True)
         rows = [
             Row(
                 "cocin pull (cold: new state root)",
@@ -149,6 +163,20 @@ def main() -> int:
             ),
         ]
 
+        def pull_and_run(d: str) -> list[str]:
+            env = f"COCIN_ROOT={d} COCIN_CGROUP_PARENT=cocin-pull-bench PYTHONPYCACHEPREFIX={tmp}/pycache"
+            c = f"{env} {python} {REPO}/cocin.py"
+            return ["sh", "-c", f"{c} pull -q {three} && {c} run --rm --network none {three}"]
+
+        rows.append(
+            Row(
+                "cocin pull + run, 3 layers (cold)",
+                new_dir,
+                pull_and_run,
+                lambda d: shutil.rmtree(d, ignore_errors=True),
+            )
+        )
+
         def push_prepare() -> str:
             counter[0] += 1
             target = f"{info['REGISTRY_OPEN']}/bench/push{counter[0]}:1"
@@ -165,25 +193,26 @@ def main() -> int:
             )
         )
         if shutil.which("skopeo"):
-            rows.append(
-                Row(
-                    "skopeo copy docker://... oci:DIR",
-                    new_dir,
-                    lambda d: [
-                        "skopeo",
-                        "--insecure-policy",
-                        "copy",
-                        "-q",
-                        "--src-tls-verify=false",
-                        f"docker://{ref}",
-                        f"oci:{d}:x",
-                    ],
-                    lambda d: shutil.rmtree(d, ignore_errors=True),
+            for what, image in (("", ref), (", 3 layers", three)):
+                rows.append(
+                    Row(
+                        f"skopeo copy docker://... oci:DIR{what}",
+                        new_dir,
+                        lambda d, image=image: [
+                            "skopeo",
+                            "--insecure-policy",
+                            "copy",
+                            "-q",
+                            "--src-tls-verify=false",
+                            f"docker://{image}",
+                            f"oci:{d}:x",
+                        ],
+                        lambda d: shutil.rmtree(d, ignore_errors=True),
+                    )
                 )
-            )
         if shutil.which("podman"):
 
-            def podman_argv(d: str) -> list[str]:
+            def podman_argv(d: str, image: str = ref) -> list[str]:
                 return [
                     "podman",
                     "--root",
@@ -199,10 +228,18 @@ def main() -> int:
                     "pull",
                     "-q",
                     "--tls-verify=false",
-                    ref,
+                    image,
                 ]
 
             rows.append(Row("podman pull (vfs, new --root)", new_dir, podman_argv, lambda d: shutil.rmtree(d, True)))
+            rows.append(
+                Row(
+                    "podman pull, 3 layers (vfs, new --root)",
+                    new_dir,
+                    lambda d: podman_argv(d, three),
+                    lambda d: shutil.rmtree(d, True),
+                )
+            )
         for i in range(args.warmup + args.runs):
             for k in range(len(rows)):
                 rows[(i + k) % len(rows)].once(keep=i >= args.warmup)
@@ -231,6 +268,10 @@ def main() -> int:
                 f.write(text)
     finally:
         subprocess.run(["bash", f"{KIT}/stop.sh"], env=kit_env, capture_output=True, timeout=60)
+        subprocess.run(  # the containers' cgroup parent, in every hierarchy (empty by now)
+            "find /sys/fs/cgroup -maxdepth 3 -type d -name cocin-pull-bench -exec rmdir {} + 2>/dev/null",
+            shell=True,
+        )
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
