@@ -264,3 +264,32 @@ def test_credential_helpers_store_get_and_erase(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out == "Login Succeeded\nRemoving login credentials for 127.0.0.1:5000\n"
     with pytest.raises(CocinError, match="invalid credential helper name"):
         auth._helper_argv("../../bin/sh", "get")
+
+
+# --- push's layer blobs ----------------------------------------------------------------------
+
+
+def test_a_layer_compresses_to_the_same_blob_every_time(tmp_path, monkeypatch):
+    """gzip with mtime 0 and no file name: pushing a layer twice (or from two
+    state roots) gives one blob, whose digest and size the descriptor gives."""
+    import gzip
+    import hashlib
+
+    from cocin import images, layers, push
+
+    monkeypatch.setenv("COCIN_ROOT", str(tmp_path / "root"))
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "motd").write_text("hello\n" * 1000)
+    did = layers.diff_id(str(tree))
+    images.make_layers_dir()
+    os.makedirs(images.layer_path(did))
+    os.rename(tree, os.path.join(images.layer_path(did), "diff"))
+    descs = []
+    for name in ("a.gz", "b.gz"):
+        descs.append(push.compress_layer(did, did, str(tmp_path / name)))
+        data = (tmp_path / name).read_bytes()
+        assert descs[-1]["digest"] == "sha256:" + hashlib.sha256(data).hexdigest()
+        assert descs[-1]["size"] == len(data)
+        assert "sha256:" + hashlib.sha256(gzip.decompress(data)).hexdigest() == did
+    assert descs[0] == descs[1] and descs[0]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
