@@ -109,13 +109,9 @@ def _upload(client: registry.Client, digest: str, body, size: int, location: str
     url += ("&" if "?" in url else "?") + "digest=" + digest
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
     if progress and isinstance(body, str):
-        reporting = _Reporting(body, size, progress)
-        try:
-            resp = client.send("PUT", url, headers, reporting)
-        finally:
-            reporting.close()
-    else:
-        resp = client.send("PUT", url, headers, body)
+        path = body
+        body = lambda: _Reporting(path, size, progress)  # noqa: E731 (made again for a retry)
+    resp = client.send("PUT", url, headers, body)
     resp.close()
     got = resp.headers.get("Docker-Content-Digest")
     if got and got != digest:

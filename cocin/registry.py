@@ -208,14 +208,15 @@ class Client:
         self.head_opener = urllib.request.build_opener(_NoRedirect, *_https_handlers(host))
 
     def _open(self, method: str, url: str, headers: dict[str, str], body=None):
-        data = open(body, "rb") if isinstance(body, str) else body  # a path: opened again on each try
+        # bytes; a path, or a function making a file: opened again on each try (a retry after a 401)
+        data = open(body, "rb") if isinstance(body, str) else body() if callable(body) else body
         try:
             req = urllib.request.Request(url, data=data, method=method, headers=headers)
             if self.auth and urllib.parse.urlsplit(url).netloc == urllib.parse.urlsplit(self.base).netloc:
                 req.add_unredirected_header("Authorization", self.auth)
             return (self.head_opener if method == "HEAD" else self.opener).open(req, timeout=TIMEOUT)
         finally:
-            if isinstance(body, str):
+            if isinstance(body, str) or callable(body):
                 data.close()
 
     def url(self, path: str) -> str:

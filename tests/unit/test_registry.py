@@ -293,3 +293,47 @@ def test_a_layer_compresses_to_the_same_blob_every_time(tmp_path, monkeypatch):
         assert descs[-1]["size"] == len(data)
         assert "sha256:" + hashlib.sha256(gzip.decompress(data)).hexdigest() == did
     assert descs[0] == descs[1] and descs[0]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def test_an_upload_is_sent_again_whole_after_a_401(tmp_path):
+    """Basic auth asked for on the PUT itself: the body (a file, read through a
+    progress reporter) is opened again for the retry, not sent half-read."""
+    import http.server
+    import threading
+
+    from cocin import push
+
+    got = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if not self.headers.get("Authorization"):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="t"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            got.append((self.path, body))
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = registry.Client(reference.parse(f"127.0.0.1:{srv.server_address[1]}/a/b"))
+        client.creds = ("u", "p")
+        blob = tmp_path / "blob"
+        blob.write_bytes(b"x" * 100_000)
+        seen = []
+        location = "/v2/a/b/blobs/uploads/u1"
+        push._upload(client, "sha256:" + "1" * 64, str(blob), 100_000, location, lambda n, size: seen.append(n))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert got == [("/v2/a/b/blobs/uploads/u1?digest=sha256:" + "1" * 64, b"x" * 100_000)]
+    assert seen[-1] == 100_000
