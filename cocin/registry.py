@@ -14,17 +14,25 @@ A registry speaks the OCI distribution API over HTTP(S):
    Layers already stored (same chain ID) are not fetched again.
 3. **Auth**: a ``401`` names a scheme in ``WWW-Authenticate``. ``Basic``: the
    credentials go with every request. ``Bearer`` (Docker Hub's): a token is
-   asked for at the named realm (anonymously, or with the credentials), then
-   sent as ``Authorization: Bearer``. Credentials come from Docker's own
-   file, ``~/.docker/config.json`` (``$DOCKER_CONFIG``), its ``auths``. The
-   header is never sent along a redirect: blob stores behind a ``307``
-   (S3, CDNs) refuse requests that carry one.
+   asked for at the named realm (anonymously, or with the credentials), for
+   the *scopes* needed (``repository:NAME:pull``, ``pull,push`` to push),
+   then sent as ``Authorization: Bearer``. Credentials come from Docker's own
+   file, ``~/.docker/config.json`` (``$DOCKER_CONFIG``), where ``login``
+   (``auth``) puts them. The header is never sent along a redirect: blob
+   stores behind a ``307`` (S3, CDNs) refuse requests that carry one.
+
+Layers are fetched three at once (threads: the work is waiting on sockets
+and zlib, which both let go of the GIL) and stored bottom first. Progress
+is printed as Docker prints it. What ``push`` needs later is remembered here:
+which compressed blob holds which layer, and where it was seen.
 
 Plain HTTP only for ``localhost`` and 127.0.0.0/8, as Docker allows without
-configuration; HTTPS with the system's CA store otherwise. Nothing
-half-made stays after a failure: blobs are downloaded into the store's
-staging area and removed, layers stored for an image that then fails to
-complete are removed too.
+configuration, and for registries listed in ``COCIN_INSECURE_REGISTRIES``
+(after trying TLS without checks, as Docker's ``insecure-registries``);
+HTTPS with the system's CA store otherwise. Docker Hub names may come from
+mirrors (``COCIN_REGISTRY_MIRRORS``). Nothing half-made stays after a
+failure: blobs are downloaded into the store's staging area and removed,
+layers stored for an image that then fails to complete are removed too.
 """
 
 from __future__ import annotations
