@@ -8,6 +8,10 @@ content-addressed blob ``blobs/sha256/<digest>``). A layer's file is its
 uncompressed tarball, so its digest *is* its diff_id, and the config is
 stored byte for byte, so the image ID survives the trip: ``load`` checks both
 and rebuilds the same store entries (layers already there are shared).
+``load`` also takes an OCI layout alone (skopeo's and podman's
+``oci-archive``): ``index.json`` names manifests (or indexes: the host's
+platform is picked) by digest, each blob is checked against its name, and
+its layers may be gzip, zstd or plain tars (told apart by their first bytes).
 
 A layer made here is written as ``layers.write_layer_tar`` makes it (the
 bytes its diff_id was computed from); a pulled one from the original tarball
