@@ -162,6 +162,10 @@ def login(server: str | None, user: str | None, password: str | None) -> None:
             auths[key] = {}
         else:
             auths[key] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+            sys.stderr.write(
+                f"WARNING! Your password will be stored unencrypted in {path}.\n"
+                "Configure a credential helper (credsStore) to remove this warning.\n\n"
+            )
         data["auths"] = auths
         _write_config(path, data)
     print("Login Succeeded")
