@@ -467,3 +467,20 @@ def test_a_layer_that_fails_its_diff_id_leaves_nothing(cocin, registry, fresh, t
     assert r.rc == 125 and "the config says sha256:000000" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert _left(cocin, fresh) == ""
     assert cocin.sh(f"ls -A {fresh['COCIN_ROOT']}/layers/sha256").stdout == ""
+
+
+def test_an_oci_layout_alone_loads_from_a_compressed_pipe(cocin, registry, fresh, target_tmp):
+    """cocin's save without Docker's manifest.json and repositories is a plain
+    OCI image layout: it loads too, gzipped, from standard input."""
+    ref = f"{registry['REGISTRY_OPEN']}/test/busybox:oci"
+    cocin.ok("pull", "-q", ref, env=fresh)
+    image_id = json.loads(cocin.ok("image", "inspect", ref, env=fresh).stdout)[0]["Id"]
+    tar = target_tmp / "oci.tar"
+    cocin.ok("save", "-o", tar, ref, env=fresh)
+    r = cocin.sh(f"tar --delete -f {tar} manifest.json repositories && gzip {tar}")
+    assert r.rc == 0, r.stderr
+    other = {"COCIN_ROOT": target_tmp / "root2"}
+    r = cocin.sh(f"{cocin.cmdline('load', env=other)} < {tar}.gz")
+    assert r.rc == 0 and r.stdout == f"Loaded image: {ref}\n", r.stderr
+    assert json.loads(cocin.ok("image", "inspect", ref, env=other).stdout)[0]["Id"] == image_id
+    assert cocin.ok("run", "--rm", "--network", "none", ref, env=other).stdout == OUTPUT
