@@ -190,3 +190,19 @@ def test_podman_loads_a_cocin_save_and_cocin_loads_podmans(cocin, registry, fres
         assert cocin.ok("load", "-i", out, env=other).stdout == f"Loaded image: {name}\n", fmt
         assert _inspect(cocin, name, other)["Id"] == image_id, fmt
         assert cocin.ok("run", "--rm", "--network", "none", name, env=other).stdout == "interop\n"
+
+
+def test_skopeo_pushes_a_cocin_save_and_cocin_pulls_it_back(cocin, registry, fresh, target_tmp):
+    _need(cocin, "skopeo")
+    name = "interop/roundtrip:1"
+    image_id = _committed(cocin, fresh, name)
+    save = target_tmp / "save.tar"
+    cocin.ok("save", "-o", save, name, env=fresh)
+    ref = f"{registry['REGISTRY_OPEN']}/interop/roundtrip:1"
+    skopeo(cocin, "copy", "-q", "--dest-tls-verify=false", f"docker-archive:{save}", f"docker://{ref}")
+    other = {"COCIN_ROOT": target_tmp / "root2"}
+    cocin.ok("pull", "-q", ref, env=other)
+    info = _inspect(cocin, ref, other)
+    assert info["Id"] == image_id
+    assert info["RootFS"]["Layers"] == _inspect(cocin, name, fresh)["RootFS"]["Layers"]
+    assert cocin.ok("run", "--rm", "--network", "none", ref, env=other).stdout == "interop\n"
