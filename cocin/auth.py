@@ -80,6 +80,11 @@ class _ConfigLock:
         os.close(self.fd)
 
 
+def _auths(data: dict) -> dict:
+    found = data.get("auths")
+    return found if isinstance(found, dict) else {}
+
+
 def _write_config(path: str, data: dict) -> None:
     with state.AtomicFile(path, mode=0o600) as f:
         f.write((json.dumps(data, indent="\t") + "\n").encode())
@@ -155,7 +160,7 @@ def login(server: str | None, user: str | None, password: str | None) -> None:
     check(domain, user, password)
     with _ConfigLock() as path:
         data = _read_config(path)
-        auths = data.get("auths") if isinstance(data.get("auths"), dict) else {}
+        auths = _auths(data)
         helper = (data.get("credHelpers") or {}).get(domain) or data.get("credsStore")
         if helper:
             _helper(helper, "store", json.dumps({"ServerURL": key, "Username": user, "Secret": password}))
@@ -175,7 +180,7 @@ def logout(server: str | None) -> None:
     domain, key = server_key(server)
     with _ConfigLock() as path:
         data = _read_config(path)
-        auths = data.get("auths") if isinstance(data.get("auths"), dict) else {}
+        auths = _auths(data)
         keys = [k for k in dict.fromkeys((key, domain, "https://" + domain, "http://" + domain)) if k in auths]
         helper = (data.get("credHelpers") or {}).get(domain) or data.get("credsStore")
         if helper and helper_get(helper, key):

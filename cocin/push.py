@@ -190,7 +190,7 @@ def push(text: str, quiet: bool = False, all_tags: bool = False) -> list[str]:
     else:
         if ref.key() not in repos:
             raise NotFound(f"An image does not exist locally with the tag: {ref.familiar_name}")
-        tags = [ref.tag]
+        tags = [ref.tag or "latest"]
     _say(quiet, f"The push refers to repository [{ref.name}]")
     digests = []
     for tag in tags:
