@@ -8,6 +8,10 @@ content-addressed blob ``blobs/sha256/<digest>``). A layer's file is its
 uncompressed tarball, so its digest *is* its diff_id, and the config is
 stored byte for byte, so the image ID survives the trip: ``load`` checks both
 and rebuilds the same store entries (layers already there are shared).
+``load`` also takes an OCI layout alone (skopeo's and podman's
+``oci-archive``): ``index.json`` names manifests (or indexes: the host's
+platform is picked) by digest, each blob is checked against its name, and
+its layers may be gzip, zstd or plain tars (told apart by their first bytes).
 
 A layer made here is written as ``layers.write_layer_tar`` makes it (the
 bytes its diff_id was computed from); a pulled one from the original tarball
@@ -32,25 +36,31 @@ OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 def _layer_tar(chain: str, diff_id: str, dest: str) -> None:
     """The layer's tarball, with exactly the bytes of its diff_id, into ``dest``."""
+    with open(dest, "wb") as out:
+        write_layer(chain, diff_id, out.write)
+
+
+def write_layer(chain: str, diff_id: str, write) -> None:
+    """The layer's tarball, with exactly the bytes of its diff_id, to ``write``
+    (checked at the end: a caller must drop what it wrote on an error)."""
     from . import layers
 
     top = images.layer_path(chain)
     orig = os.path.join(top, "orig")
     h = hashlib.sha256()
-    with open(dest, "wb") as out:
 
-        def write(b: bytes) -> None:
-            h.update(b)
-            out.write(b)
+    def put(b: bytes) -> None:
+        h.update(b)
+        write(b)
 
-        if os.path.exists(orig):
-            import gzip
+    if os.path.exists(orig):
+        import gzip
 
-            with gzip.open(orig, "rb") as src:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
-                    write(chunk)
-        else:
-            layers.write_layer_tar(os.path.join(top, "diff"), write)
+        with gzip.open(orig, "rb") as src:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                put(chunk)
+    else:
+        layers.write_layer_tar(os.path.join(top, "diff"), put)
     if "sha256:" + h.hexdigest() != diff_id:
         raise CocinError(f"cannot save layer {diff_id}: its files no longer make that tarball")
 
@@ -178,10 +188,12 @@ def spool_stdin() -> str:
 
 
 def is_docker_archive(path: str) -> bool:
+    """A ``docker save`` archive (``manifest.json``) or an OCI image layout
+    (``index.json``), as against the single-tree format of older cocin versions."""
     try:
         with tarfile.open(path, "r:*") as tf:
             for m in tf:
-                if m.name in ("manifest.json", "./manifest.json"):
+                if m.name.lstrip("./") in ("manifest.json", "index.json"):
                     return True
     except (tarfile.TarError, OSError, EOFError):
         return False
@@ -203,22 +215,98 @@ def _member_bytes(tf: tarfile.TarFile, name: str, limit: int = 64 << 20) -> byte
 
 
 def load(path: str) -> list[str]:
-    """``docker load`` of a docker-save archive; the names (or IDs) it loaded."""
+    """``docker load`` of a docker-save archive, or of an OCI image layout
+    (``index.json``, ``blobs/sha256/...``: what ``skopeo copy ... oci-archive:``
+    and ``podman save --format oci-archive`` write); the names (or IDs) it loaded."""
     try:
         tf = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError):
         raise CocinError(f"cannot read {path}: not a valid tar archive") from None
     out: list[str] = []
     with tf:
-        try:
-            manifest = json.loads(_member_bytes(tf, "manifest.json"))
-        except ValueError:
-            raise CocinError("invalid archive: manifest.json is not JSON") from None
-        if not isinstance(manifest, list):
-            raise CocinError("invalid archive: manifest.json is not a list")
+        names = {m.name[2:] if m.name.startswith("./") else m.name for m in tf.getmembers()}
+        if "manifest.json" in names:
+            try:
+                manifest = json.loads(_member_bytes(tf, "manifest.json"))
+            except ValueError:
+                raise CocinError("invalid archive: manifest.json is not JSON") from None
+            if not isinstance(manifest, list):
+                raise CocinError("invalid archive: manifest.json is not a list")
+        elif "index.json" in names:
+            manifest = _oci_entries(tf)
+        else:
+            raise CocinError("invalid archive: neither manifest.json nor index.json is in it")
         for entry in manifest:
             out += _load_one(tf, entry)
     return out
+
+
+OCI_INDEXES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
+def _blob_bytes(tf: tarfile.TarFile, digest: str) -> bytes:
+    from .reference import is_digest
+
+    if not is_digest(str(digest)):
+        raise CocinError(f"invalid archive: unsupported digest {digest!r}")
+    data = _member_bytes(tf, "blobs/sha256/" + digest[7:])
+    if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        raise CocinError(f"invalid archive: the blob {digest} does not match its digest")
+    return data
+
+
+def _oci_name(annotations: dict) -> str | None:
+    """The image's name in an OCI layout: containerd's full name, or a
+    ``ref.name`` that is a whole reference (a bare tag names no repository)."""
+    from .reference import parse
+
+    for key in ("io.containerd.image.name", "org.opencontainers.image.ref.name"):
+        text = annotations.get(key) or ""
+        if "/" in text or (key == "io.containerd.image.name" and text):
+            try:
+                return parse(text).key()
+            except CocinError:
+                continue
+    return None
+
+
+def _oci_entries(tf: tarfile.TarFile) -> list[dict]:
+    """``manifest.json``-style entries (Config, RepoTags, Layers) for the images
+    an OCI layout's ``index.json`` names; an index inside picks the host's platform."""
+    from .reference import is_digest
+    from .registry import pick_platform
+
+    try:
+        index = json.loads(_member_bytes(tf, "index.json"))
+    except ValueError:
+        raise CocinError("invalid archive: index.json is not JSON") from None
+    entries: dict[str, dict] = {}
+    todo = [(d, _oci_name(d.get("annotations") or {})) for d in index.get("manifests") or []]
+    while todo:
+        desc, name = todo.pop(0)
+        raw = _blob_bytes(tf, desc.get("digest"))
+        body = json.loads(raw)
+        kind = desc.get("mediaType") or body.get("mediaType")
+        if kind in OCI_INDEXES or "manifests" in body:
+            child = pick_platform(body, "linux", images.host_arch())
+            todo.append((child, name))
+            continue
+        cdigest = (body.get("config") or {}).get("digest", "")
+        _blob_bytes(tf, cdigest)
+        for ld in body.get("layers") or []:
+            if not is_digest(str(ld.get("digest"))):
+                raise CocinError(f"invalid archive: unsupported layer digest {ld.get('digest')!r}")
+        entry = entries.setdefault(
+            desc["digest"],
+            {
+                "Config": "blobs/sha256/" + cdigest[7:],
+                "RepoTags": [],
+                "Layers": ["blobs/sha256/" + ld["digest"][7:] for ld in body.get("layers") or []],
+            },
+        )
+        if name and name not in entry["RepoTags"]:
+            entry["RepoTags"].append(name)
+    return list(entries.values())
 
 
 def _load_one(tf: tarfile.TarFile, entry: dict) -> list[str]:
@@ -280,14 +368,19 @@ def _copy_member(tf: tarfile.TarFile, name: str, dest: str) -> str:
     try:
         m = tf.getmember(name)
     except KeyError:
-        raise CocinError(f"invalid archive: {name} is missing") from None
+        try:
+            m = tf.getmember("./" + name)
+        except KeyError:
+            raise CocinError(f"invalid archive: {name} is missing") from None
     if not m.isfile():
         raise CocinError(f"invalid archive: {name} is not a file")
     src = tf.extractfile(m)
-    head = src.read(2)
+    head = src.read(4)
     src.seek(0)
-    if head == b"\x1f\x8b":
+    if head[:2] == b"\x1f\x8b":
         src = gzip.GzipFile(fileobj=src)
+    elif head == b"\x28\xb5\x2f\xfd":  # zstd: through the zstd command, as pull does
+        return _unzstd(src, dest)
     h = hashlib.sha256()
     with open(dest, "wb") as out:
         for chunk in iter(lambda: src.read(1 << 20), b""):
@@ -296,15 +389,53 @@ def _copy_member(tf: tarfile.TarFile, name: str, dest: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def keep_orig(stage: str, tar: str, diff_id: str) -> None:
+def _unzstd(src, dest: str) -> str:
+    import shutil
+    import subprocess
+    import threading
+
+    if shutil.which("zstd") is None:
+        raise CocinError("the archive has zstd-compressed layers: install the zstd command (apt-get install zstd)")
+    h = hashlib.sha256()
+    with open(dest, "wb") as out:
+        proc = subprocess.Popen(["zstd", "-dc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+        def feed() -> None:
+            try:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    proc.stdin.write(chunk)
+            except BrokenPipeError:
+                pass
+            finally:
+                proc.stdin.close()
+
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
+            h.update(chunk)
+            out.write(chunk)
+        t.join()
+        if proc.wait() != 0:
+            raise CocinError("cannot decompress a zstd layer of the archive")
+    return "sha256:" + h.hexdigest()
+
+
+def keep_orig(stage: str, tar: str, diff_id: str, gz_blob: str | None = None) -> None:
     """The layer's own tarball, gzipped as ``orig`` (``save`` gives it back byte
-    for byte), unless cocin's own tarball of its files has the same bytes."""
+    for byte), unless cocin's own tarball of its files has the same bytes.
+    ``gz_blob``, a gzip file of exactly that tarball (a pulled blob, checked),
+    is moved there rather than compressing again; it and ``tar`` are gone after."""
     import gzip
 
     from . import layers
 
     if layers.diff_id(os.path.join(stage, "diff")) != diff_id:
-        with open(tar, "rb") as src, gzip.GzipFile(os.path.join(stage, "orig"), "wb", mtime=0) as out:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                out.write(chunk)
-    os.unlink(tar)
+        if gz_blob:
+            os.rename(gz_blob, os.path.join(stage, "orig"))
+        else:
+            with open(tar, "rb") as src, gzip.GzipFile(os.path.join(stage, "orig"), "wb", 6, mtime=0) as out:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    out.write(chunk)
+    for path in (tar, gz_blob):
+        if path and os.path.exists(path):
+            os.unlink(path)

@@ -785,6 +785,39 @@ def cmd_pull(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("push")
+def cmd_push(a: argparse.Namespace) -> int:
+    from . import push
+
+    push.push(a.image, quiet=a.quiet, all_tags=a.all_tags)
+    return 0
+
+
+@command("login")
+def cmd_login(a: argparse.Namespace) -> int:
+    from . import auth
+
+    password = a.password
+    if a.password_stdin:
+        if password is not None:
+            raise CocinError("--password and --password-stdin are mutually exclusive")
+        if a.username is None:
+            raise CocinError("Must provide --username with --password-stdin")
+        password = auth.password_from_stdin()
+    elif password is not None:
+        sys.stderr.write("WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n")
+    auth.login(a.server, a.username, password)
+    return 0
+
+
+@command("logout")
+def cmd_logout(a: argparse.Namespace) -> int:
+    from . import auth
+
+    auth.logout(a.server)
+    return 0
+
+
 @command("tag")
 def cmd_tag(a: argparse.Namespace) -> int:
     from . import images
@@ -1047,6 +1080,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--platform", help="os/arch[/variant] to pull from a multi-platform image (default: the host's)")
     p.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
 
+    p = sub.add_parser("push", help="upload an image to a registry")
+    p.add_argument("-a", "--all-tags", action="store_true", help="push all tags of the repository")
+    p.add_argument("-q", "--quiet", action="store_true", help="suppress verbose output")
+    p.add_argument("image", metavar="NAME[:TAG]")
+
+    p = sub.add_parser("login", help="log in to a registry (Docker Hub by default)")
+    p.add_argument("-u", "--username", help="username")
+    p.add_argument("-p", "--password", help="password")
+    p.add_argument("--password-stdin", action="store_true", help="take the password from stdin")
+    p.add_argument("server", nargs="?", metavar="SERVER")
+
+    p = sub.add_parser("logout", help="log out from a registry (Docker Hub by default)")
+    p.add_argument("server", nargs="?", metavar="SERVER")
+
     p = sub.add_parser("tag", help="create a tag TARGET_IMAGE that refers to SOURCE_IMAGE")
     p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
     p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
@@ -1219,6 +1266,7 @@ IMAGE_VERBS = {
     "load": ["load"],
     "pull": ["pull"],
     "build": ["build"],
+    "push": ["push"],
 }
 
 

@@ -14,17 +14,25 @@ A registry speaks the OCI distribution API over HTTP(S):
    Layers already stored (same chain ID) are not fetched again.
 3. **Auth**: a ``401`` names a scheme in ``WWW-Authenticate``. ``Basic``: the
    credentials go with every request. ``Bearer`` (Docker Hub's): a token is
-   asked for at the named realm (anonymously, or with the credentials), then
-   sent as ``Authorization: Bearer``. Credentials come from Docker's own
-   file, ``~/.docker/config.json`` (``$DOCKER_CONFIG``), its ``auths``. The
-   header is never sent along a redirect: blob stores behind a ``307``
-   (S3, CDNs) refuse requests that carry one.
+   asked for at the named realm (anonymously, or with the credentials), for
+   the *scopes* needed (``repository:NAME:pull``, ``pull,push`` to push),
+   then sent as ``Authorization: Bearer``. Credentials come from Docker's own
+   file, ``~/.docker/config.json`` (``$DOCKER_CONFIG``), where ``login``
+   (``auth``) puts them. The header is never sent along a redirect: blob
+   stores behind a ``307`` (S3, CDNs) refuse requests that carry one.
+
+Layers are fetched three at once (threads: the work is waiting on sockets
+and zlib, which both let go of the GIL) and stored bottom first. Progress
+is printed as Docker prints it. What ``push`` needs later is remembered here:
+which compressed blob holds which layer, and where it was seen.
 
 Plain HTTP only for ``localhost`` and 127.0.0.0/8, as Docker allows without
-configuration; HTTPS with the system's CA store otherwise. Nothing
-half-made stays after a failure: blobs are downloaded into the store's
-staging area and removed, layers stored for an image that then fails to
-complete are removed too.
+configuration, and for registries listed in ``COCIN_INSECURE_REGISTRIES``
+(after trying TLS without checks, as Docker's ``insecure-registries``);
+HTTPS with the system's CA store otherwise. Docker Hub names may come from
+mirrors (``COCIN_REGISTRY_MIRRORS``). Nothing half-made stays after a
+failure: blobs are downloaded into the store's staging area and removed,
+layers stored for an image that then fails to complete are removed too.
 """
 
 from __future__ import annotations
@@ -61,21 +69,85 @@ def _is_local(host: str) -> bool:
     return name == "localhost" or (name.startswith("127.") and name.replace(".", "").isdigit())
 
 
+def _listed_insecure(host: str) -> bool:
+    """Is ``host`` (``name[:port]``) in ``COCIN_INSECURE_REGISTRIES`` (a comma
+    list of ``host[:port]`` or CIDRs, as Docker's ``insecure-registries``)?"""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    for item in os.environ.get("COCIN_INSECURE_REGISTRIES", "").split(","):
+        item = item.strip().split("://")[-1].rstrip("/")
+        if not item:
+            continue
+        if item in (host, name):
+            return True
+        if "/" in item:
+            import ipaddress
+
+            try:
+                if ipaddress.ip_address(name) in ipaddress.ip_network(item, strict=False):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def insecure(host: str) -> bool:
+    """May ``host`` be spoken to without a verified TLS connection?"""
+    return _is_local(host) or _listed_insecure(host)
+
+
+def base_url(host: str) -> str:
+    """Plain HTTP for loopback (Docker allows it unconfigured); HTTPS otherwise
+    (a listed insecure registry: tried without certificate checks first, then
+    over plain HTTP, see ``Client.send``)."""
+    return ("http://" if _is_local(host) else "https://") + host
+
+
+def _https_handlers(host: str) -> list:
+    if _is_local(host) or not _listed_insecure(host):
+        return []
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return [urllib.request.HTTPSHandler(context=ctx)]
+
+
+def docker_config_path() -> str:
+    """Docker's client configuration: ``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``."""
+    return os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
+
+
 def credentials(domain: str) -> tuple[str, str] | None:
-    """user, password for ``domain`` from Docker's config.json ``auths`` (``auth``: base64 of user:pass)."""
-    path = os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
+    """user, password for ``domain`` from Docker's config.json: its credential
+    helper (``credHelpers``/``credsStore``, see ``auth``), else ``auths``
+    (``auth``: base64 of user:pass)."""
+    path = docker_config_path()
     try:
         with open(path) as f:
-            auths = json.load(f).get("auths") or {}
-    except (OSError, ValueError):
+            data = json.load(f)
+        auths = data.get("auths") or {}
+    except (OSError, ValueError, AttributeError):
         return None
+    key = "https://index.docker.io/v1/" if domain == reference.DEFAULT_DOMAIN else domain
+    helper = (data.get("credHelpers") or {}).get(domain) or data.get("credsStore")
+    if helper:
+        from . import auth
+
+        found = auth.helper_get(helper, key)
+        if found:
+            return found
     keys = [domain, "https://" + domain, "http://" + domain]
     if domain == reference.DEFAULT_DOMAIN:
         keys += ["https://index.docker.io/v1/", "index.docker.io", HUB]
     for key in keys:
         entry = auths.get(key) or auths.get(key.rstrip("/"))
-        if entry and entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        if isinstance(entry, dict) and entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                why = "auth is not base64 of user:password"
+                raise CocinError(f"invalid credentials for {key} in {path}: {why}") from None
             return user, password
     return None
 
@@ -112,60 +184,116 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kw):
+        return None  # the 3xx is raised as an HTTPError, for the caller to read
+
+
 class Client:
-    """One repository of one registry, with its auth state."""
+    """One repository of one registry, with its auth state.
 
-    def __init__(self, ref: reference.Reference):
+    ``actions`` is what the token asks for on the repository (``pull``, or
+    ``pull,push``); ``more_scopes`` adds scopes on other repositories (a
+    cross-repository mount needs ``pull`` on the source)."""
+
+    def __init__(
+        self, ref: reference.Reference, actions: str = "pull", more_scopes: tuple[str, ...] = (), mirror: str = ""
+    ):
         self.ref = ref
+        self.verb = "push" if "push" in actions else "pull"
         host = HUB if ref.domain == reference.DEFAULT_DOMAIN else ref.domain
-        self.base = ("http://" if _is_local(host) else "https://") + host
+        self.base = base_url(host)
         self.creds = credentials(ref.domain)
+        if mirror:  # a Docker Hub mirror: its URL as given, its own credentials
+            self.base = mirror.rstrip("/")
+            host = urllib.parse.urlsplit(self.base).netloc
+            self.creds = credentials(host)
         self.auth: str | None = None  # the Authorization header that worked
-        self.opener = urllib.request.build_opener()
+        self.scopes = [f"repository:{ref.path}:{actions}", *more_scopes]
+        self.opener = urllib.request.build_opener(*_https_handlers(host))
+        # A HEAD is not followed: urllib would turn it into a GET of the whole blob. A
+        # registry that redirects a blob (to its store) has it.
+        self.head_opener = urllib.request.build_opener(_NoRedirect, *_https_handlers(host))
 
-    def _open(self, method: str, url: str, headers: dict[str, str]):
-        req = urllib.request.Request(url, method=method, headers=headers)
-        if self.auth:
-            req.add_unredirected_header("Authorization", self.auth)
-        return self.opener.open(req, timeout=TIMEOUT)
+    def _open(self, method: str, url: str, headers: dict[str, str], body=None):
+        # bytes; a path, or a function making a file: opened again on each try (a retry after a 401)
+        data = open(body, "rb") if isinstance(body, str) else body() if callable(body) else body
+        try:
+            req = urllib.request.Request(url, data=data, method=method, headers=headers)
+            if self.auth and urllib.parse.urlsplit(url).netloc == urllib.parse.urlsplit(self.base).netloc:
+                req.add_unredirected_header("Authorization", self.auth)
+            return (self.head_opener if method == "HEAD" else self.opener).open(req, timeout=TIMEOUT)
+        finally:
+            if isinstance(body, str) or callable(body):
+                data.close()
 
-    def get(self, path: str, accept: str | None = None):
-        """GET ``/v2/NAME/path``, authenticating once on a 401."""
-        url = f"{self.base}/v2/{self.ref.path}/{path}"
-        headers = {"Accept": accept} if accept else {}
+    def url(self, path: str) -> str:
+        """``/v2/NAME/path``, or ``path`` itself when it is a URL (an upload's ``Location``)."""
+        return (
+            urllib.parse.urljoin(self.base + "/", path)
+            if path.startswith(("/", "http:", "https:"))
+            else (f"{self.base}/v2/{self.ref.path}/{path}")
+        )
+
+    def send(self, method: str, path: str, headers: dict[str, str] | None = None, body=None, allow=()):
+        """One request, authenticating once on a 401; a status in ``allow``
+        (404 for "not there") is given back as the error response instead of raised."""
+        url = self.url(path)
         for attempt in range(2):
             try:
-                return self._open("GET", url, headers)
+                return self._open(method, url, headers or {}, body)
             except urllib.error.HTTPError as e:
                 if e.code == 401 and attempt == 0 and self._authenticate(e.headers.get("WWW-Authenticate", "")):
                     continue
+                if e.code in allow:
+                    return e
                 raise CocinError(self._error(e)) from None
             except (urllib.error.URLError, OSError) as e:
                 reason = getattr(e, "reason", e)
+                if self._fall_back_to_http(url):
+                    return self.send(method, path, headers, body, allow)
                 raise CocinError(f"cannot reach the registry {self.base}: {reason}") from None
         raise AssertionError("unreachable")
 
-    def _authenticate(self, challenge: str) -> bool:
+    def _fall_back_to_http(self, url: str) -> bool:
+        """A listed insecure registry that does not speak TLS: plain HTTP from now on."""
+        host = urllib.parse.urlsplit(self.base).netloc
+        if not self.base.startswith("https://") or not _listed_insecure(host) or not url.startswith(self.base):
+            return False
+        self.base = "http://" + host
+        return True
+
+    def get(self, path: str, accept: str | None = None):
+        """GET ``/v2/NAME/path``, authenticating once on a 401."""
+        return self.send("GET", path, {"Accept": accept} if accept else {})
+
+    def _basic(self) -> str:
+        return "Basic " + base64.b64encode(":".join(self.creds).encode()).decode()
+
+    def _authenticate(self, challenge: str, scopes: list[str] | None = None) -> bool:
         scheme, params = parse_challenge(challenge)
         if scheme == "basic":
             if not self.creds:
                 return False
-            self.auth = "Basic " + base64.b64encode(":".join(self.creds).encode()).decode()
+            self.auth = self._basic()
             return True
         if scheme != "bearer" or "realm" not in params:
             return False
-        query = {"service": params.get("service", "")}
-        scope = params.get("scope") or f"repository:{self.ref.path}:pull"
-        url = params["realm"] + "?" + urllib.parse.urlencode({**query, "scope": scope})
+        if scopes is None:
+            scopes = list(dict.fromkeys(([params["scope"]] if params.get("scope") else []) + self.scopes))
+        query = [("service", params.get("service", ""))] + [("scope", s) for s in scopes]
+        if self.creds:
+            query.append(("account", self.creds[0]))
+        url = params["realm"] + ("&" if "?" in params["realm"] else "?") + urllib.parse.urlencode(query)
         req = urllib.request.Request(url)
         if self.creds:
-            req.add_unredirected_header(
-                "Authorization", "Basic " + base64.b64encode(":".join(self.creds).encode()).decode()
-            )
+            req.add_unredirected_header("Authorization", self._basic())
         try:
             with self.opener.open(req, timeout=TIMEOUT) as resp:
                 answer = json.load(resp)
         except urllib.error.HTTPError as e:
+            if e.code == 401 and self.creds:
+                raise CocinError(f"unauthorized: incorrect username or password for {self.ref.domain}") from None
             raise CocinError(f"authentication at {params['realm']} failed: {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise CocinError(f"cannot get a token from {params['realm']}: {getattr(e, 'reason', e)}") from None
@@ -184,13 +312,15 @@ class Client:
             "; ".join(f"{x.get('code', '').lower().replace('_', ' ')}: {x.get('message', '')}" for x in errors)
             or f"{e.code} {e.reason}"
         )
-        if e.code == 401:
+        if e.code in (401, 403):
             return (
-                f"pull access denied for {self.ref.familiar_name}: {what} (cocin reads credentials "
-                "from ~/.docker/config.json)"
-            )
-        if e.code == 404:
+                f"{self.verb} access denied for {self.ref.familiar_name}: {what} (log in first: "
+                f"cocin login {self.ref.domain if self.ref.domain != reference.DEFAULT_DOMAIN else ''})"
+            ).replace(" )", ")")
+        if e.code == 404 and self.verb == "pull":
             return f"manifest for {self.ref} not found: {what}"
+        if e.code == 405:
+            return f"the registry {self.base} refuses to {self.verb} {self.ref.familiar_name}: {what} (read-only?)"
         return f"error from the registry {self.base}: {what}"
 
 
@@ -245,8 +375,9 @@ def pick_platform(index: dict, os_name: str, arch: str, variant: str | None = No
     raise CocinError(f"no matching manifest for {os_name}/{arch} in the manifest list entries (found: {listed})")
 
 
-def _download(client: Client, desc: dict, dest: str) -> None:
-    """A blob into the file ``dest``, checked against its digest and size while it streams."""
+def _download(client: Client, desc: dict, dest: str, progress=None) -> None:
+    """A blob into the file ``dest``, checked against its digest and size while
+    it streams; ``progress(bytes so far, size)`` after each chunk."""
     digest, size = desc["digest"], desc.get("size")
     _check_digest(digest)
     h, n = hashlib.sha256(), 0
@@ -260,6 +391,8 @@ def _download(client: Client, desc: dict, dest: str) -> None:
             if size is not None and n > size:
                 raise CocinError(f"blob {digest}: more than the {size} bytes announced")
             out.write(chunk)
+            if progress:
+                progress(n, size)
     if size is not None and n != size:
         raise CocinError(f"blob {digest}: {n} bytes, {size} announced")
     if "sha256:" + h.hexdigest() != digest:
@@ -267,8 +400,16 @@ def _download(client: Client, desc: dict, dest: str) -> None:
 
 
 def _decompress(blob: str, mediatype: str, tar: str) -> str:
-    """Write the layer's uncompressed tar to ``tar``; its diff_id."""
+    """Write the layer's uncompressed tar to ``tar``; its diff_id. The
+    compression is read from the blob's first bytes, as Docker and containerd
+    do, not from the media type: clients label plain tars ``tar.gzip`` (skopeo
+    1.9 does when it reuses an uncompressed blob the registry already has)."""
     h = hashlib.sha256()
+    if mediatype not in GZIP + PLAIN + ZSTD:
+        raise CocinError(f"unsupported layer type {mediatype}")
+    with open(blob, "rb") as f:
+        magic = f.read(4)
+    mediatype = GZIP[0] if magic[:2] == b"\x1f\x8b" else ZSTD[0] if magic == b"\x28\xb5\x2f\xfd" else PLAIN[0]
     if mediatype in GZIP or mediatype in PLAIN:
         import gzip
 
@@ -313,15 +454,43 @@ def parse_platform(text: str | None) -> tuple[str, str, str | None]:
     return parts[0], parts[1], parts[2] if len(parts) == 3 else None
 
 
-def pull(text: str, quiet: bool = False, platform: str | None = None) -> images.Image:
+def mirrors() -> list[str]:
+    """Docker Hub's mirrors (Docker's ``registry-mirrors``): ``COCIN_REGISTRY_MIRRORS``,
+    a comma list of URLs (``https://mirror.example``, ``http://127.0.0.1:5000``)."""
+    found = []
+    for item in os.environ.get("COCIN_REGISTRY_MIRRORS", "").split(","):
+        item = item.strip()
+        if item:
+            if not item.startswith(("http://", "https://")):
+                raise CocinError(
+                    f"invalid registry mirror {item!r} in COCIN_REGISTRY_MIRRORS: give a URL (https://...)"
+                )
+            found.append(item)
+    return found
+
+
+def _first_answer(ref: reference.Reference, target: str) -> tuple[Client, tuple[bytes, str, str]]:
+    """The client (a mirror's first, for Docker Hub) that answers the manifest;
+    a mirror that fails or lacks the image is passed over, as Docker does."""
+    if ref.domain == reference.DEFAULT_DOMAIN:
+        for url in mirrors():
+            client = Client(ref, mirror=url)
+            try:
+                return client, fetch_manifest(client, target)
+            except CocinError:
+                continue
+    client = Client(ref)
+    return client, fetch_manifest(client, target)
+
+
+def pull(text: str, quiet: bool = False, platform: str | None = None, name_line: bool = True) -> images.Image:
     """``docker pull``: the image ``text`` names (for ``platform``, default the
     host's), stored with its tag (or digest)."""
     os_name, arch, variant = parse_platform(platform)
     ref = reference.parse(text)
-    client = Client(ref)
     target = ref.digest or ref.tag
-    _say(quiet, f"{target}: Pulling from {ref.path if ref.domain != reference.DEFAULT_DOMAIN else ref.familiar_name}")
-    raw, mediatype, digest = fetch_manifest(client, target)
+    _say(quiet, f"{target}: Pulling from {ref.path}")  # Docker's words: "Pulling from library/busybox"
+    client, (raw, mediatype, digest) = _first_answer(ref, target)
     if mediatype in (OCI_INDEX, DOCKER_LIST):
         entry = pick_platform(json.loads(raw), os_name, arch, variant)
         raw, mediatype, _child = fetch_manifest(client, entry["digest"])
@@ -343,20 +512,20 @@ def pull(text: str, quiet: bool = False, platform: str | None = None) -> images.
         layers = manifest.get("layers") or []
         if len(diff_ids) != len(layers):
             raise CocinError(f"the manifest has {len(layers)} layers, the config {len(diff_ids)} diff_ids")
-        parent = None
-        for desc, did in zip(layers, diff_ids):
-            chain = images.chain_id(parent, did)
-            short = desc["digest"][7:19]
-            if os.path.isdir(images.layer_path(chain)):
-                _say(quiet, f"{short}: Already exists")
-            else:
-                _pull_layer(client, desc, did, chain, parent, tmp)
-                added.append(chain)
-                _say(quiet, f"{short}: Pull complete")
-            parent = chain
+        chains, parent = [], None
+        for did in diff_ids:
+            parent = images.chain_id(parent, did)
+            chains.append(parent)
+        show = Progress(quiet)
+        for desc, chain in zip(layers, chains):
+            there = os.path.isdir(images.layer_path(chain))
+            show.say(desc["digest"][7:19], "Already exists" if there else "Pulling fs layer")
+        _pull_layers(client, list(zip(layers, diff_ids, chains)), tmp, show, added)
         keys = [ref.key()] if not ref.digest else []
         keys.append(f"{ref.familiar_name}@{digest}")
+        before = images.repositories().get(keys[0])
         img = _publish(config_raw, keys)
+        record_blobs(ref, [(did, desc) for desc, did in zip(layers, diff_ids)])
     except BaseException:
         with state.locked():
             images._drop_orphan_layers(added)
@@ -364,10 +533,106 @@ def pull(text: str, quiet: bool = False, platform: str | None = None) -> images.
     finally:
         state.remove_tree(tmp)
     _say(quiet, f"Digest: {digest}")
-    _say(quiet, f"Status: Downloaded newer image for {ref.key()}")
-    if quiet:
-        print(ref.key() if not ref.digest else f"{ref.familiar_name}@{digest}")
+    fresh = added or before != "sha256:" + img.id
+    _say(quiet, f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {ref.key()}")
+    if name_line:  # the full name, as Docker ends a pull
+        print(f"{ref.name}@{digest}" if ref.digest else f"{ref.name}:{ref.tag}", flush=True)
     return img
+
+
+class Progress:
+    """Pull progress as Docker shows it: on a terminal one line per layer,
+    rewritten in place (``Downloading [====>   ] 1.2MB/3.4MB``); otherwise
+    one plain line per change of status, byte counts left out."""
+
+    def __init__(self, quiet: bool):
+        import threading
+
+        self.quiet = quiet
+        self.tty = not quiet and sys.stdout.isatty()
+        self.ids: list[str] = []
+        self.last: dict[str, float] = {}
+        self.lock = threading.Lock()  # layers are fetched by several threads
+
+    def say(self, ident: str, text: str) -> None:
+        if self.quiet:
+            return
+        with self.lock:
+            self._say(ident, text)
+
+    def _say(self, ident: str, text: str) -> None:
+        if not self.tty:
+            print(f"{ident}: {text}", flush=True)
+            return
+        if ident not in self.ids:
+            self.ids.append(ident)
+            sys.stdout.write(f"{ident}: {text}\n")
+        else:
+            up = len(self.ids) - self.ids.index(ident)
+            down = f"\x1b[{up - 1}B" if up > 1 else ""
+            sys.stdout.write(f"\x1b[{up}A\r\x1b[2K{ident}: {text}\n{down}")
+        sys.stdout.flush()
+
+    def bar(self, ident: str, what: str, n: int, size: int | None) -> None:
+        """A progress bar (terminals only), at most ten times a second."""
+        if not self.tty:
+            return
+        import time
+
+        now = time.monotonic()
+        if n and size and n < size and now - self.last.get(ident, 0.0) < 0.1:
+            return
+        self.last[ident] = now
+        if not size:
+            self.say(ident, what)
+            return
+        done = min(50, n * 50 // size)
+        arrow = "=" * max(done - 1, 0) + (">" if done else "")
+        self.say(ident, f"{what} [{arrow:<50}]  {_human(n)}/{_human(size)}")
+
+
+def _human(n: float) -> str:
+    """Sizes as Docker prints them (decimal units, 4 significant digits): ``1.234MB``."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.4g}{unit}"
+        n /= 1000
+    return f"{n}B"
+
+
+# --- which compressed blob is which layer (Docker's v2metadata) -------------------------
+
+
+def _dist_path(diff_id: str) -> str:
+    return os.path.join(state.root(), "distribution", diff_id.partition(":")[2] + ".json")
+
+
+def blobs_of(diff_id: str) -> list[dict]:
+    """The compressed blobs known to hold the layer ``diff_id``, and where they
+    were seen (``Registry``, ``Repository``): ``push`` reuses them."""
+    try:
+        with open(_dist_path(diff_id), "rb") as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return []
+    return [e for e in found if isinstance(e, dict) and reference.is_digest(str(e.get("Digest")))]
+
+
+def record_blobs(ref: reference.Reference, layers: list[tuple[str, dict]]) -> None:
+    """Remember that each ``(diff_id, descriptor)`` is in ``ref``'s repository
+    (the newest first, a few per layer), atomically under the lock."""
+    os.makedirs(os.path.dirname(_dist_path("sha256:x")), 0o700, exist_ok=True)
+    with state.locked():
+        for did, desc in layers:
+            entry = {
+                "Digest": desc["digest"],
+                "MediaType": desc.get("mediaType", ""),
+                "Size": desc.get("size"),
+                "Registry": ref.domain,
+                "Repository": ref.path,
+            }
+            old = [e for e in blobs_of(did) if e != entry]
+            state.atomic_write(_dist_path(did), json.dumps([entry, *old][:16]))
 
 
 def _fetch_config(client: Client, desc: dict, tmp: str) -> bytes:
@@ -377,21 +642,74 @@ def _fetch_config(client: Client, desc: dict, tmp: str) -> bytes:
         return f.read()
 
 
-def _pull_layer(client: Client, desc: dict, diff_id: str, chain: str, parent: str | None, tmp: str) -> None:
-    from . import tarball
+DOWNLOADS = 3  # layers fetched at once, as Docker's max-concurrent-downloads
 
-    blob, tar = os.path.join(tmp, "blob"), os.path.join(tmp, "layer.tar")
-    _download(client, desc, blob)
+
+def _pull_layers(client: Client, todo: list[tuple[dict, str, str]], tmp: str, show: Progress, added: list) -> None:
+    """Fetch the missing layers, a few at once (download, checksum, decompress,
+    diff_id in worker threads); extract and store them bottom first as they
+    arrive. On an error the others are stopped and waited for before ``tmp`` goes."""
+    import concurrent.futures
+    import threading
+
+    stop = threading.Event()
+    there = [os.path.isdir(images.layer_path(chain)) for _desc, _did, chain in todo]
+    missing = [(i, desc, did) for i, (desc, did, _chain) in enumerate(todo) if not there[i]]
+    for _i, desc, _did in missing[DOWNLOADS:]:
+        show.say(desc["digest"][7:19], "Waiting")  # queued behind the first few, as Docker says
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=DOWNLOADS)
+    try:
+        futures = {
+            i: pool.submit(_fetch_layer, client, desc, did, os.path.join(tmp, str(i)), show, stop)
+            for i, desc, did in missing
+        }
+        parent = None
+        for i, (desc, did, chain) in enumerate(todo):
+            if i in futures:
+                tar, gz_blob = futures[i].result()
+                show.bar(desc["digest"][7:19], "Extracting", 0, None)
+                _install_layer(tar, gz_blob, did, chain, parent)
+                added.append(chain)
+                show.say(desc["digest"][7:19], "Pull complete")
+            parent = chain
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fetch_layer(client: Client, desc: dict, diff_id: str, work: str, show: Progress, stop) -> tuple[str, str | None]:
+    """A layer's blob downloaded and checked, its tar decompressed and checked
+    against ``diff_id``: (tar, the gzip blob to keep or None)."""
+    os.mkdir(work, 0o700)
+    blob, tar = os.path.join(work, "blob"), os.path.join(work, "layer.tar")
+    short = desc["digest"][7:19]
+
+    def progress(n: int, size: int | None) -> None:
+        if stop.is_set():
+            raise CocinError("pull stopped")
+        show.bar(short, "Downloading", n, size)
+
+    _download(client, desc, blob, progress)
+    show.say(short, "Verifying Checksum")
+    show.say(short, "Download complete")
     got = _decompress(blob, desc.get("mediaType", ""), tar)
-    os.unlink(blob)  # (archive.keep_orig keeps the tar itself, gzipped, if it is needed)
+    with open(blob, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    if not gzipped:
+        os.unlink(blob)
     if got != diff_id:
         raise CocinError(f"layer {desc['digest']}: its content is {got}, the config says {diff_id}")
+    return tar, blob if gzipped else None
+
+
+def _install_layer(tar: str, gz_blob: str | None, diff_id: str, chain: str, parent: str | None) -> None:
+    from . import tarball
+    from .archive import keep_orig
+
     stage = images.staging()
     try:
-        from .archive import keep_orig
-
         tarball.extract(tar, os.path.join(stage, "diff"))
-        keep_orig(stage, tar, diff_id)
+        keep_orig(stage, tar, diff_id, gz_blob)  # the gzip blob as it came, if needed
         with open(os.path.join(stage, "diff_id"), "w") as f:
             f.write(diff_id)
         with open(os.path.join(stage, "size"), "w") as f:
@@ -439,6 +757,6 @@ def pull_to_stderr(text: str) -> images.Image:
     saved = sys.stdout
     sys.stdout = sys.stderr
     try:
-        return pull(text)
+        return pull(text, name_line=False)
     finally:
         sys.stdout = saved

@@ -53,9 +53,14 @@ def _free_ports(first: int = 5655, count: int = 5) -> int:
 
 
 @pytest.fixture(scope="session")
-def registry(cocin_session, tmp_path_factory):
+def registry(cocin_session):
     """The registries of ../shared/registry, on free ports, in a directory of their own."""
-    c = cocin_session
+    yield from registry_kit(cocin_session)
+
+
+def registry_kit(c):
+    """Start the kit, yield its env (and ``images``: images.json), stop it (also for
+    test_image_interop, which imports this)."""
     if c.sh(f"test -x {REGISTRY}/start.sh").rc != 0:
         pytest.skip(f"the test registries are not on the target ({REGISTRY}/start.sh)")
     d = c.sh("mktemp -d /tmp/cocin-registry-XXXXXXXX").stdout.strip()
@@ -209,10 +214,13 @@ def test_run_pulls_a_missing_image_only_from_a_named_registry(cocin, registry, f
     assert r.rc == 125 and r.stderr.startswith("cocin: error: No such image: test/busybox:latest")
 
 
-def test_a_pulled_image_saves_and_loads_with_its_ids(cocin, registry, fresh, target_tmp):
+@pytest.mark.parametrize("tag", ["uncompressed", "v2s2", "zstd"])
+def test_a_pulled_image_saves_and_loads_with_its_ids(cocin, registry, fresh, target_tmp, tag):
     """A pulled layer's own tarball is kept (a re-made one of the same files
-    need not have the same bytes), so ``save`` gives back its diff_id."""
-    ref = f"{registry['REGISTRY_OPEN']}/test/busybox:uncompressed"
+    need not have the same bytes; a gzip blob as it came), so ``save`` gives back its diff_id."""
+    if tag == "zstd" and cocin.sh("command -v zstd").rc != 0:
+        pytest.skip("zstd layers need the zstd command (apt-get install zstd)")
+    ref = f"{registry['REGISTRY_OPEN']}/test/busybox:{tag}"
     cocin.ok("pull", "-q", ref, env=fresh)
     before = json.loads(cocin.ok("image", "inspect", ref, env=fresh).stdout)[0]
     out = target_tmp / "pulled.tar"
@@ -244,3 +252,235 @@ def test_pull_for_another_platform(cocin, registry, fresh):
     assert r.rc == 125 and r.stderr == (
         "cocin: error: invalid platform 'arm64': use os/arch[/variant], e.g. linux/arm64\n"
     )
+
+
+# --- push ------------------------------------------------------------------------------------
+
+
+def test_push_then_pull_keeps_ids_and_digests(cocin, registry, fresh, target_tmp):
+    """A committed image pushed (gzip layers, a Docker schema2 manifest), then
+    pulled into another state root: the same image ID, layers and digest."""
+    repo = f"{registry['REGISTRY_OPEN']}/cocin-push/committed"
+    cocin.ok("run", "--name", "pushme", "--network", "none", "busybox", "sh", "-c", "echo pushed > /p.txt", env=fresh)
+    image_id = cocin.ok("commit", "-c", "CMD cat /p.txt", "pushme", f"{repo}:1", env=fresh).stdout.strip()
+    out = cocin.ok("push", f"{repo}:1", env=fresh).stdout.splitlines()
+    assert out[0] == f"The push refers to repository [{repo}]"
+    assert sum(line.endswith(": Pushed") for line in out) == 2, out
+    assert out[-1].startswith("1: digest: sha256:") and " size: " in out[-1], out
+    digest = out[-1].split()[2]
+    info = json.loads(cocin.ok("image", "inspect", f"{repo}:1", env=fresh).stdout)[0]
+    assert f"{repo}@{digest}" in info["RepoDigests"]
+    again = cocin.ok("push", f"{repo}:1", env=fresh).stdout
+    assert again.count("Layer already exists") == 2 and again.splitlines()[-1] == out[-1]
+    # with no record of the blobs, the layers compress to the same bytes again (mtime 0, no name)
+    cocin.sh(f"rm -rf {fresh['COCIN_ROOT']}/distribution")
+    again = cocin.ok("push", f"{repo}:1", env=fresh).stdout
+    assert again.count("Layer already exists") == 2 and again.splitlines()[-1] == out[-1]
+    other = {"COCIN_ROOT": target_tmp / "root2"}
+    pulled = cocin.ok("pull", f"{repo}:1", env=other).stdout
+    assert f"Digest: {digest}" in pulled
+    info2 = json.loads(cocin.ok("image", "inspect", f"{repo}:1", env=other).stdout)[0]
+    assert info2["Id"] == image_id == info["Id"] and info2["RootFS"] == info["RootFS"]
+    assert cocin.ok("run", "--rm", "--network", "none", f"{repo}:1", env=other).stdout == "pushed\n"
+    # by digest, as another client would name it
+    assert cocin.ok("pull", "-q", f"{repo}@{digest}", env=other).stdout.strip() == f"{repo}@{digest}"
+
+
+def test_push_mounts_layers_from_another_repository(cocin, registry, fresh):
+    reg = registry["REGISTRY_OPEN"]
+    cocin.ok("pull", "-q", f"{reg}/test/busybox:oci", env=fresh)
+    cocin.ok("tag", f"{reg}/test/busybox:oci", f"{reg}/cocin-push/mounted:v1", env=fresh)
+    out = cocin.ok("push", f"{reg}/cocin-push/mounted:v1", env=fresh).stdout
+    assert out.count("Mounted from test/busybox") == 2 and "Pushed" not in out, out
+    log = cocin.sh(f"cat {registry['REGISTRY_DIR']}/logs/open.log").stdout
+    assert "mount=sha256%3A31774a2b" in log or "mount=sha256:31774a2b" in log
+
+
+def test_push_errors(cocin, registry, fresh, target_tmp):
+    reg = registry["REGISTRY_OPEN"]
+    r = cocin("push", f"{reg}/cocin-push/nothing:1", env=fresh)
+    assert r.rc == 125 and r.stderr == (
+        f"cocin: error: An image does not exist locally with the tag: {reg}/cocin-push/nothing\n"
+    )
+    cocin.ok("run", "--rm", "--network", "none", "busybox", "true", env=fresh)
+    ro = f"{registry['REGISTRY_BASIC']}/cocin-push/ro:1"
+    cocin.ok("tag", "busybox", ro, env=fresh)
+    r = cocin("push", ro, env=fresh)  # no credentials
+    assert r.rc == 125 and "push access denied" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    creds = _docker_config(target_tmp, [registry["REGISTRY_BASIC"]])
+    r = cocin("push", ro, env={**fresh, **creds})  # read-only registry: 405
+    assert r.rc == 125 and r.stderr.startswith("cocin: error: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+# --- login / logout --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["REGISTRY_BASIC", "REGISTRY_HUB"])
+def test_login_stores_checked_credentials_as_docker_does(cocin, registry, fresh, target_tmp, which):
+    server = registry[which]
+    env = {**fresh, "DOCKER_CONFIG": target_tmp / "dc"}
+    r = cocin("login", "-u", "tester", "--password-stdin", server, env=env, stdin="wrong\n")
+    assert r.rc == 125 and "incorrect username or password" in r.stderr, r.stderr
+    assert not target_tmp.exists("dc/config.json")
+    r = cocin("login", "-u", "tester", "--password-stdin", server, env=env, stdin="test-password-1\n")
+    assert r.rc == 0 and r.stdout == "Login Succeeded\n", r.stderr
+    assert cocin.sh(f"stat -c %a {target_tmp / 'dc/config.json'}").stdout.strip() == "600"
+    stored = json.loads(target_tmp.read("dc/config.json"))
+    assert base64.b64decode(stored["auths"][server]["auth"]) == b"tester:test-password-1"
+    private = f"{server}/private/busybox" if which == "REGISTRY_HUB" else f"{server}/test/busybox:oci"
+    cocin.ok("pull", "-q", private, env=env)
+    assert cocin.ok("logout", server, env=env).stdout == f"Removing login credentials for {server}\n"
+    assert json.loads(target_tmp.read("dc/config.json"))["auths"] == {}
+    assert cocin.ok("logout", server, env=env).stdout == f"Not logged in to {server}\n"
+    r = cocin("pull", private, env=env)
+    assert r.rc == 125 and "pull access denied" in r.stderr
+
+
+def test_login_needs_a_terminal_or_a_password(cocin, registry, fresh, target_tmp):
+    env = {**fresh, "DOCKER_CONFIG": target_tmp / "dc"}
+    r = cocin("login", registry["REGISTRY_BASIC"], env=env, stdin="")
+    assert r.rc == 125 and r.stderr == "cocin: error: Cannot perform an interactive login from a non TTY device\n"
+    r = cocin("login", "--password-stdin", registry["REGISTRY_BASIC"], env=env, stdin="x")
+    assert r.rc == 125 and "Must provide --username with --password-stdin" in r.stderr
+
+
+def test_docker_hub_names_pull_through_a_mirror(cocin, registry, fresh):
+    """``busybox`` is Docker Hub's ``library/busybox``: with a mirror set it comes
+    from there (the kit serves library/busybox). Should cocin go past the mirror,
+    the dead HTTPS proxy stops it before the internet."""
+    env = {
+        **fresh,
+        "COCIN_REGISTRY_MIRRORS": f"http://{registry['REGISTRY_OPEN']}",
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }
+    out = cocin.ok("pull", "busybox", env=env).stdout
+    assert out.startswith("latest: Pulling from library/busybox\n") and out.count("Pull complete") == 2, out
+    assert out.endswith("Status: Downloaded newer image for busybox:latest\ndocker.io/library/busybox:latest\n")
+    info = json.loads(cocin.ok("image", "inspect", "busybox", env=fresh).stdout)[0]
+    assert info["Id"].startswith("sha256:325eba67") and info["RepoTags"] == ["busybox:latest"]
+    r = cocin("pull", "busybox:nosuchtag", env=env)  # not on the mirror: Docker Hub, here a dead proxy
+    assert r.rc == 125 and "cannot reach the registry https://registry-1.docker.io" in r.stderr, r.stderr
+
+
+def test_pull_progress_lines(cocin, registry, fresh):
+    ref = f"{registry['REGISTRY_OPEN']}/test/busybox:v2s2"
+    lines = cocin.ok("pull", ref, env=fresh).stdout.splitlines()
+    assert lines[0] == "v2s2: Pulling from test/busybox"
+    assert [line.split(": ", 1)[1] for line in lines[1:3]] == ["Pulling fs layer"] * 2
+    assert [line.split(":")[0] for line in lines[1:3]] == ["31774a2b45d2", "a74e60992cf2"]  # the gzip blobs
+    for layer in ("31774a2b45d2", "a74e60992cf2"):
+        assert [f"{layer}: {s}" for s in ("Verifying Checksum", "Download complete", "Pull complete")] == [
+            line for line in lines if line.startswith(layer + ":")
+        ][1:]
+    assert lines[-1] == ref and lines[-2] == f"Status: Downloaded newer image for {ref}"
+    again = cocin.ok("pull", ref, env=fresh).stdout.splitlines()
+    assert again[-2] == f"Status: Image is up to date for {ref}"
+    assert cocin.ok("pull", "-q", ref, env=fresh).stdout == ref + "\n"
+
+
+def test_a_pulled_layer_is_pushed_as_the_blob_it_came_as(cocin, registry, fresh):
+    """With no record of where its blobs are (no mount possible), a pulled image
+    is uploaded from the compressed blobs kept at pull: the same layer digests."""
+    reg = registry["REGISTRY_OPEN"]
+    cocin.ok("pull", "-q", f"{reg}/test/busybox:v2s2", env=fresh)
+    cocin.sh(f"rm -rf {fresh['COCIN_ROOT']}/distribution")
+    target = f"{reg}/cocin-push/reupload:1"
+    cocin.ok("tag", f"{reg}/test/busybox:v2s2", target, env=fresh)
+    out = cocin.ok("push", target, env=fresh).stdout
+    assert out.count(": Pushed") == 2, out
+    other = {"COCIN_ROOT": fresh["COCIN_ROOT"] + "-2"}
+    try:
+        pulled = cocin.ok("pull", target, env=other).stdout
+    finally:
+        cocin.sh(f"rm -rf {other['COCIN_ROOT']}")
+    assert "31774a2b45d2: Pull complete" in pulled and "a74e60992cf2: Pull complete" in pulled
+
+
+def test_push_asks_the_token_server_for_push_and_mount_scopes(cocin, registry, fresh, target_tmp):
+    """On the token-auth registry (read-only here): anonymous tokens carry no
+    push right (refused), with credentials the token asks for ``pull,push`` on
+    the repository and ``pull`` on the mount source; the registry then says 405."""
+    hub = registry["REGISTRY_HUB"]
+    log = registry["REGISTRY_HELPER_LOG"]
+    cocin.ok("pull", "-q", f"{hub}/test/busybox:oci", env=fresh)
+    target = f"{hub}/cocin-push/tokens:1"
+    cocin.ok("tag", f"{hub}/test/busybox:oci", target, env=fresh)
+    r = cocin("push", target, env=fresh)
+    assert r.rc == 125 and "push access denied for " + target.rsplit(":", 1)[0] in r.stderr, r.stderr
+    seen = len(cocin.sh(f"cat {log}").stdout.splitlines())
+    creds = _docker_config(target_tmp, [hub])
+    r = cocin("push", target, env={**fresh, **creds})
+    assert r.rc == 125 and "refuses to push" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    tokens = [json.loads(line) for line in cocin.sh(f"cat {log}").stdout.splitlines()[seen:]]
+    scopes = {s for t in tokens if t["kind"] == "token" for s in t["query"].get("scope", [])}
+    assert {"repository:cocin-push/tokens:pull,push", "repository:test/busybox:pull"} <= scopes, tokens
+    assert all(t["basic_auth"] for t in tokens if t["kind"] == "token")
+
+
+def test_push_all_tags(cocin, registry, fresh):
+    reg = registry["REGISTRY_OPEN"]
+    cocin.ok("pull", "-q", f"{reg}/test/busybox:oci", env=fresh)
+    repo = f"{reg}/cocin-push/alltags"
+    for tag in ("a", "b"):
+        cocin.ok("tag", f"{reg}/test/busybox:oci", f"{repo}:{tag}", env=fresh)
+    out = cocin.ok("image", "push", "--all-tags", repo, env=fresh).stdout.splitlines()
+    assert [line.split(":")[0] for line in out if ": digest: " in line] == ["a", "b"], out
+    r = cocin("push", "-a", f"{repo}:a", env=fresh)
+    assert r.rc == 125 and "tag can't be used with --all-tags/-a" in r.stderr
+    other = {"COCIN_ROOT": fresh["COCIN_ROOT"] + "-2"}
+    try:
+        assert cocin.ok("pull", "-q", f"{repo}:b", env=other).stdout == f"{repo}:b\n"
+    finally:
+        cocin.sh(f"rm -rf {other['COCIN_ROOT']}")
+
+
+BAD_IMAGE = r"""
+import hashlib, json, sys, urllib.request
+reg = sys.argv[1]
+def req(method, path, body=b"", headers={}):
+    url = path if path.startswith("http") else f"http://{reg}{path}"
+    r = urllib.request.Request(url, data=body, method=method, headers=headers)
+    return urllib.request.urlopen(r)
+accept = "application/vnd.docker.distribution.manifest.v2+json"
+m = json.load(req("GET", "/v2/test/busybox/manifests/v2s2", None, {"Accept": accept}))
+config = json.load(req("GET", f"/v2/test/busybox/blobs/{m['config']['digest']}", None))
+config["rootfs"]["diff_ids"][1] = "sha256:" + "0" * 64  # the top layer will not match: the base is stored first
+raw = json.dumps(config).encode()
+digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+loc = req("POST", "/v2/cocin-bad/img/blobs/uploads/").headers["Location"]
+req("PUT", loc + "&digest=" + digest, raw, {"Content-Type": "application/octet-stream"})
+for layer in m["layers"]:
+    req("POST", f"/v2/cocin-bad/img/blobs/uploads/?mount={layer['digest']}&from=test/busybox")
+m["config"] = {"mediaType": m["config"]["mediaType"], "size": len(raw), "digest": digest}
+req("PUT", "/v2/cocin-bad/img/manifests/1", json.dumps(m).encode(), {"Content-Type": accept})
+"""
+
+
+def test_a_layer_that_fails_its_diff_id_leaves_nothing(cocin, registry, fresh, target_tmp):
+    """Layers are fetched a few at once: one failing stops the others, and the
+    layers already stored for the image are removed again."""
+    script = target_tmp.write("bad.py", BAD_IMAGE)
+    r = cocin.sh(f"python3 {script} {registry['REGISTRY_OPEN']}")
+    assert r.rc == 0, r.stderr
+    r = cocin("pull", f"{registry['REGISTRY_OPEN']}/cocin-bad/img:1", env=fresh)
+    assert r.rc == 125 and "the config says sha256:000000" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert _left(cocin, fresh) == ""
+    assert cocin.sh(f"ls -A {fresh['COCIN_ROOT']}/layers/sha256").stdout == ""
+
+
+def test_an_oci_layout_alone_loads_from_a_compressed_pipe(cocin, registry, fresh, target_tmp):
+    """cocin's save without Docker's manifest.json and repositories is a plain
+    OCI image layout: it loads too, gzipped, from standard input."""
+    ref = f"{registry['REGISTRY_OPEN']}/test/busybox:oci"
+    cocin.ok("pull", "-q", ref, env=fresh)
+    image_id = json.loads(cocin.ok("image", "inspect", ref, env=fresh).stdout)[0]["Id"]
+    tar = target_tmp / "oci.tar"
+    cocin.ok("save", "-o", tar, ref, env=fresh)
+    r = cocin.sh(f"tar --delete -f {tar} manifest.json repositories && gzip {tar}")
+    assert r.rc == 0, r.stderr
+    other = {"COCIN_ROOT": target_tmp / "root2"}
+    r = cocin.sh(f"{cocin.cmdline('load', env=other)} < {tar}.gz")
+    assert r.rc == 0 and r.stdout == f"Loaded image: {ref}\n", r.stderr
+    assert json.loads(cocin.ok("image", "inspect", ref, env=other).stdout)[0]["Id"] == image_id
+    assert cocin.ok("run", "--rm", "--network", "none", ref, env=other).stdout == OUTPUT
